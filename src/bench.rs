@@ -1,0 +1,170 @@
+//! Throughput benchmarks that print numbers (`novapay bench llm|embed`); speed targets live here, not in
+//! timed tests. `scripts/compare-runtimes.py` runs the same texts through llama.cpp and
+//! sentence-transformers and prints the ratios.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::embed::{EmbedError, Embedder};
+use crate::engine::{EngineError, Llm, SamplingParams};
+
+#[derive(Debug, Serialize)]
+pub struct LlmBenchReport {
+    pub model: String,
+    pub weight_types: String,
+    pub threads: usize,
+    pub rounds: usize,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Medians over the rounds.
+    pub prompt_tokens_per_s: f64,
+    pub generation_tokens_per_s: f64,
+    pub time_to_first_token_ms: f64,
+    pub load_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbedBenchReport {
+    pub model: String,
+    pub threads: usize,
+    pub rounds: usize,
+    pub chunks: usize,
+    pub batch_size: usize,
+    pub mean_words_per_chunk: f64,
+    pub chunks_per_s: f64,
+    pub load_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+pub struct LlmBenchSpec<'a> {
+    pub prompt_text: &'a str,
+    pub prompt_tokens: usize,
+    pub generate_tokens: usize,
+    pub rounds: usize,
+    pub threads: usize,
+    pub load_ms: f64,
+}
+
+/// Prefill of a ~`prompt_tokens` prompt, then exactly `generate_tokens` greedy tokens, `rounds` times.
+pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, EngineError> {
+    let mut ids = llm.tokenizer.encode(spec.prompt_text, false)?;
+    if ids.is_empty() {
+        return Err(EngineError::InvalidInput("empty benchmark prompt".into()));
+    }
+    while ids.len() < spec.prompt_tokens {
+        let again = ids.clone();
+        ids.extend(again);
+    }
+    ids.truncate(spec.prompt_tokens);
+    let params = SamplingParams {
+        max_new_tokens: spec.generate_tokens,
+        ignore_eos: true,
+        repeat_penalty: 1.0,
+        ..SamplingParams::default()
+    };
+    let never = || false;
+    let mut sink = |_: &str| ControlFlow::Continue(());
+    // Warm-up: first touches of the weights and the thread pools.
+    llm.generate(&ids[..ids.len().min(32)], &SamplingParams { max_new_tokens: 4, ..params.clone() }, &never, &mut sink)?;
+    let (mut prompt, mut gen, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
+    let mut generated = 0;
+    for _ in 0..spec.rounds.max(1) {
+        let s = llm.generate(&ids, &params, &never, &mut sink)?;
+        prompt.push(s.timings.prompt_tokens_per_s(&s.usage));
+        gen.push(s.timings.generation_tokens_per_s(&s.usage));
+        ttft.push(s.timings.time_to_first_token_ms);
+        generated = s.usage.completion_tokens;
+    }
+    Ok(LlmBenchReport {
+        model: llm.name.clone(),
+        weight_types: llm.config().weight_types.clone(),
+        threads: spec.threads,
+        rounds: spec.rounds.max(1),
+        prompt_tokens: ids.len(),
+        generated_tokens: generated,
+        prompt_tokens_per_s: median(&mut prompt),
+        generation_tokens_per_s: median(&mut gen),
+        time_to_first_token_ms: median(&mut ttft),
+        load_ms: spec.load_ms,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+pub fn bench_embed(
+    embedder: &Embedder,
+    chunks: &[String],
+    rounds: usize,
+    threads: usize,
+    batch_size: usize,
+    load_ms: f64,
+) -> Result<EmbedBenchReport, EmbedError> {
+    embedder.embed(&chunks[..chunks.len().min(4)])?;
+    let mut rates = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        embedder.embed(chunks)?;
+        rates.push(chunks.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
+    Ok(EmbedBenchReport {
+        model: embedder.name.clone(),
+        threads,
+        rounds: rounds.max(1),
+        chunks: chunks.len(),
+        batch_size,
+        mean_words_per_chunk: words as f64 / chunks.len().max(1) as f64,
+        chunks_per_s: median(&mut rates),
+        load_ms,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Reads the benchmark texts the comparison script also uses, or falls back to a built-in text.
+pub fn read_text_or_default(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|_| DEFAULT_TEXT.repeat(8))
+}
+
+/// One chunk per non-empty line, or built-in ~200-word chunks when the file is missing.
+pub fn read_chunks_or_default(path: &Path, count: usize) -> Vec<String> {
+    let from_file: Vec<String> = std::fs::read_to_string(path)
+        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if !from_file.is_empty() {
+        return from_file;
+    }
+    (0..count)
+        .map(|i| format!("{} {}", i, DEFAULT_TEXT.repeat(2)))
+        .collect()
+}
+
+const DEFAULT_TEXT: &str = "NovaPay charges 0.5% for domestic transfers and 1.5% for international \
+transfers; business accounts may have negotiated rates. Unverified accounts can send up to $1,000 per \
+day and verified accounts up to $10,000. International transfers take up to 3 business days. Support \
+works Monday to Friday, 9:00-18:00 GMT+3, at support@novapay.com. Комиссия за внутренние переводы \
+составляет 0,5%, за международные — 1,5%. ";
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is not available.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,49 @@
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use novapay::bench::{self, LlmBenchSpec};
+use novapay::embed::Embedder;
+use novapay::engine::Llm;
+use novapay::models;
+
+use crate::cli::{EmbedArgs, LlmArgs};
+
+pub fn llm(
+    args: &LlmArgs,
+    prompt_file: &Path,
+    prompt_tokens: usize,
+    generate_tokens: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let (path, threads) = super::resolve_llm(args)?;
+    let t = Instant::now();
+    let mut llm = Llm::load(&args.options(path)).context("loading the LLM")?;
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let text = bench::read_text_or_default(prompt_file);
+    let report = bench::bench_llm(
+        &mut llm,
+        &LlmBenchSpec {
+            prompt_text: &text,
+            prompt_tokens,
+            generate_tokens,
+            rounds,
+            threads,
+            load_ms,
+        },
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+pub fn embed(args: &EmbedArgs, chunks_file: &Path, batch_size: usize, rounds: usize) -> anyhow::Result<()> {
+    let threads = novapay::threads::configure_cpu_threads(args.threads);
+    let dir = models::resolve_embedder(&args.embedder, &args.hub.settings(true))?;
+    let t = Instant::now();
+    let embedder = Embedder::load(args.options(dir, batch_size)).context("loading the embedder")?;
+    let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let chunks = bench::read_chunks_or_default(chunks_file, 64);
+    let report = bench::bench_embed(&embedder, &chunks, rounds, threads, batch_size, load_ms)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

@@ -1,0 +1,29 @@
+use novapay::engine::gguf::GgufFile;
+use novapay::engine::tokenizer::LlmTokenizer;
+
+use crate::cli::LlmArgs;
+
+/// Loads only the tokenizer (no weights), so it is instant even for large models.
+pub fn run(args: &LlmArgs, json: bool, plain: bool, text: &str) -> anyhow::Result<()> {
+    let (path, _) = super::resolve_llm(args)?;
+    let gguf = GgufFile::open(&path)?;
+    let tokenizer = match &args.llm_tokenizer {
+        Some(t) => LlmTokenizer::from_file(t, Some(&gguf))?,
+        None => LlmTokenizer::from_gguf(&gguf)?,
+    };
+    let ids = tokenizer.encode(text, !plain)?;
+    let pieces: Vec<String> = ids.iter().map(|id| tokenizer.piece(*id)).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "ids": ids, "pieces": pieces, "count": ids.len() })
+        );
+    } else {
+        for (id, piece) in ids.iter().zip(&pieces) {
+            let shown = String::from_utf8_lossy(tokenizer.output_bytes(*id)).into_owned();
+            println!("{id:>8}  {piece:<20}  {shown:?}");
+        }
+        println!("{} tokens", ids.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Sentence embeddings with BERT-family sentence-transformers models on candle: safetensors weights,
+//! `tokenizer.json`, the pooling named in `1_Pooling/config.json` (mean or CLS) and L2 normalization,
+//! matching sentence-transformers (truncation at `max_seq_length`, padding to the longest text of a batch).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding model file not found: {0}")]
+    ModelNotFound(PathBuf),
+    #[error("cannot use embedding model {path}: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+    #[error("embedding failed: {0}")]
+    Internal(String),
+}
+
+impl From<candle_core::Error> for EmbedError {
+    fn from(e: candle_core::Error) -> Self {
+        EmbedError::Internal(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// A sentence-transformers model folder.
+    pub dir: PathBuf,
+    /// Text put before queries and passages (e5 models want "query: " and "passage: ").
+    pub query_prefix: String,
+    pub passage_prefix: String,
+    pub batch_size: usize,
+}
+
+impl EmbedderOptions {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            query_prefix: String::new(),
+            passage_prefix: String::new(),
+            batch_size: 32,
+        }
+    }
+}
+
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    pooling: Pooling,
+    dim: usize,
+    max_length: usize,
+    opts: EmbedderOptions,
+    pub name: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+impl Embedder {
+    pub fn load(opts: EmbedderOptions) -> Result<Self, EmbedError> {
+        let dir = &opts.dir;
+        let file = |name: &str| -> Result<PathBuf, EmbedError> {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(EmbedError::ModelNotFound(p))
+            }
+        };
+        let bad = |path: &Path, reason: String| EmbedError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let config_path = file("config.json")?;
+        let config: BertConfig = read_json(&config_path)
+            .map_err(|e| bad(&config_path, format!("not a BERT config.json: {e}")))?;
+        let weights = file("model.safetensors")?;
+        let tokenizer_path = file("tokenizer.json")?;
+
+        let pooling = match read_json::<PoolingConfig>(&dir.join("1_Pooling/config.json")) {
+            Ok(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => Pooling::Cls,
+            Ok(p) if p.pooling_mode_mean_tokens => Pooling::Mean,
+            Ok(_) => {
+                return Err(bad(
+                    &dir.join("1_Pooling/config.json"),
+                    "only mean and CLS pooling are supported".into(),
+                ))
+            }
+            // No pooling config: sentence-transformers defaults to mean pooling.
+            Err(_) => Pooling::Mean,
+        };
+        let max_position = config.max_position_embeddings;
+        let max_length = read_json::<SentenceBertConfig>(&dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|c| c.max_seq_length)
+            .unwrap_or(512)
+            .min(max_position);
+
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| bad(&tokenizer_path, format!("cannot read tokenizer.json: {e}")))?;
+        // The shipped tokenizer.json often pads and truncates to a fixed 128; sentence-transformers
+        // truncates at max_seq_length and pads to the batch's longest text.
+        let mut padding = tokenizer.get_padding().cloned().unwrap_or(PaddingParams {
+            pad_id: tokenizer.token_to_id("[PAD]").unwrap_or(0),
+            ..Default::default()
+        });
+        padding.strategy = PaddingStrategy::BatchLongest;
+        tokenizer.with_padding(Some(padding));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| bad(&tokenizer_path, e.to_string()))?;
+
+        let device = Device::cuda_if_available(0)?;
+        // SAFETY: the weights file is memory-mapped read-only; novapay never writes to model files.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .map_err(|e| bad(&weights, format!("cannot read safetensors: {e}")))?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| bad(&weights, format!("weights do not fit config.json: {e}")))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+            pooling,
+            dim: config.hidden_size,
+            max_length,
+            opts,
+            name,
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The most word pieces (including [CLS]/[SEP]) a text keeps; the rest is cut off.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Search queries, with the model's query prefix.
+    pub fn embed_queries<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_with_prefix(&self.opts.query_prefix, texts)
+    }
+
+    /// Documents to be searched, with the model's passage prefix.
+    pub fn embed_passages<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_with_prefix(&self.opts.passage_prefix, texts)
+    }
+
+    fn embed_with_prefix<S: AsRef<str>>(
+        &self,
+        prefix: &str,
+        texts: &[S],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{prefix}{}", t.as_ref()))
+            .collect();
+        self.embed(&texts)
+    }
+
+    /// Unit-length vectors for `texts`, in order. Texts are sorted by length before batching so that a
+    /// batch pads to similar lengths, as sentence-transformers does.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(self.opts.batch_size.max(1)) {
+            let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i].as_ref()).collect();
+            let vectors = self.embed_batch(&batch_texts)?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Internal(format!("tokenizer: {e}")))?;
+        let n = encodings.len();
+        let len = encodings.first().map(|e| e.len()).unwrap_or(0);
+        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
+            encodings.iter().flat_map(|e| f(e).iter().copied()).collect()
+        };
+        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (n, len), &self.device)?;
+        let type_ids = Tensor::from_vec(flat(&|e| e.get_type_ids()), (n, len), &self.device)?;
+        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (n, len), &self.device)?;
+        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
+        let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let normalized = pooled.broadcast_div(&norms)?;
+        Ok(normalized.to_vec2::<f32>()?)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}

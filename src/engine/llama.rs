@@ -1,0 +1,459 @@
+//! A quantized Llama-architecture decoder read from GGUF. It follows candle-transformers'
+//! `quantized_llama` (same tensors, same kernels) and changes what that module cannot be configured to
+//! do, all measured in `novapay bench llm`:
+//! - Llama 3.x RoPE frequency scaling (`rope_freqs.weight`) and the GGUF's own context length (candle's
+//!   module ignores the first and hard-codes 4096 positions);
+//! - weight types whose CPU dot product is a scalar loop in candle (Q4_1, Q5_0, Q5_1) are requantized to
+//!   Q8_0 at load, which has a SIMD kernel;
+//! - prefill multiplies by weights dequantized one matrix at a time and a dense GEMM, generation uses the
+//!   quantized dot product: each phase on its fastest kernel, with no second copy of the weights kept;
+//! - the token embedding stays quantized (candle dequantizes it in full: 1.5 GB for Llama 3.2 3B);
+//! - the KV cache grows in blocks instead of being re-concatenated at every token, and the position is
+//!   tracked here, so a wrong `index_pos` cannot silently corrupt the cache.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+use candle_transformers::quantized_nn::RmsNorm;
+
+use super::gguf::GgufFile;
+use super::EngineError;
+
+/// How many KV positions the cache grows by at a time.
+const KV_CACHE_BLOCK: usize = 256;
+
+/// What to do with weight types candle multiplies slowly on CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requantize {
+    /// Q4_1 / Q5_0 / Q5_1 become Q8_0; everything else is kept.
+    Auto,
+    /// Keep the file's types.
+    Off,
+}
+
+impl std::str::FromStr for Requantize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" | "none" => Ok(Self::Off),
+            other => Err(format!("unknown requantize mode `{other}` (auto or off)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub requantize: Requantize,
+    /// Upper bound on the context window; the GGUF's own `context_length` applies when smaller.
+    pub max_context: usize,
+    /// Rows at or above which a matmul dequantizes its weight and runs a dense GEMM (prefill).
+    pub dense_prefill_min_rows: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            requantize: Requantize::Auto,
+            max_context: 4096,
+            dense_prefill_min_rows: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub context_length: usize,
+    pub weight_types: String,
+}
+
+/// A weight matrix kept quantized, multiplied by whichever kernel suits the number of rows.
+struct Linear {
+    weight: Arc<QTensor>,
+    quantized: QMatMul,
+    dense_min_rows: usize,
+}
+
+impl Linear {
+    fn new(weight: QTensor, dense_min_rows: usize) -> candle_core::Result<Self> {
+        let weight = Arc::new(weight);
+        let quantized = QMatMul::from_arc(weight.clone())?;
+        Ok(Self {
+            weight,
+            quantized,
+            dense_min_rows,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let is_quantized = !matches!(
+            self.weight.dtype(),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        );
+        if rows >= self.dense_min_rows && is_quantized && x.device().is_cpu() {
+            let w = self.weight.dequantize(x.device())?;
+            let mut out_dims = x.dims().to_vec();
+            let k = out_dims.pop().unwrap_or(0);
+            out_dims.push(w.dim(0)?);
+            let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+            y.reshape(out_dims)
+        } else {
+            self.quantized.forward(x)
+        }
+    }
+}
+
+struct Layer {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    kv: KvCache,
+}
+
+pub struct LlamaModel {
+    embedding: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    neg_inf: Tensor,
+    device: Device,
+    pos: usize,
+    pub config: LlamaConfig,
+}
+
+impl LlamaModel {
+    pub fn load(
+        gguf: &mut GgufFile,
+        device: &Device,
+        opts: &LoadOptions,
+    ) -> Result<Self, EngineError> {
+        let path = gguf.path.clone();
+        let bad = |reason: String| EngineError::BadModel {
+            path: path.clone(),
+            reason,
+        };
+        let arch = gguf.get_str("general.architecture").unwrap_or("");
+        if arch != "llama" {
+            return Err(bad(format!(
+                "architecture `{arch}` is not supported; novapay runs llama-architecture GGUFs \
+                 (Llama 3.x, SmolLM2, Mistral)"
+            )));
+        }
+        let n_head = gguf.require_u32("llama.attention.head_count")? as usize;
+        let n_kv_head = gguf
+            .get_u32("llama.attention.head_count_kv")
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let n_layer = gguf.require_u32("llama.block_count")? as usize;
+        let hidden = gguf.require_u32("llama.embedding_length")? as usize;
+        let head_dim = hidden / n_head;
+        let rope_dim = gguf
+            .get_u32("llama.rope.dimension_count")
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        let eps = gguf
+            .get_f32("llama.attention.layer_norm_rms_epsilon")
+            .unwrap_or(1e-5) as f64;
+        let freq_base = gguf.get_f32("llama.rope.freq_base").unwrap_or(10000.0);
+        let trained_context = gguf
+            .get_u32("llama.context_length")
+            .map(|v| v as usize)
+            .unwrap_or(opts.max_context);
+        let context_length = trained_context.min(opts.max_context).max(1);
+
+        let names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
+        if !names.iter().any(|n| n == "token_embd.weight") {
+            return Err(bad("GGUF has no token_embd.weight tensor".into()));
+        }
+        let mut r = TensorReader {
+            content: &gguf.content,
+            reader: &mut gguf.reader,
+            device,
+            path: &path,
+            opts,
+            types: Default::default(),
+        };
+        let rope_freqs = if names.iter().any(|n| n == "rope_freqs.weight") {
+            let t = r.read("rope_freqs.weight")?;
+            Some(
+                t.dequantize(device)
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| bad(format!("cannot read rope_freqs.weight: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let (cos, sin) = rope_tables(rope_dim, freq_base, rope_freqs.as_deref(), context_length, device)
+            .map_err(|e| bad(e.to_string()))?;
+
+        let embedding = r.read("token_embd.weight")?;
+        let vocab = embedding.shape().dims2().map_err(|e| bad(e.to_string()))?.0;
+        let embedding = Arc::new(r.requantized(embedding, "token_embd.weight")?);
+        let norm = r.norm("output_norm.weight", eps)?;
+        // Models with tied embeddings (SmolLM2) have no output.weight.
+        let output = if names.iter().any(|n| n == "output.weight") {
+            r.linear("output.weight")?
+        } else {
+            Linear {
+                weight: embedding.clone(),
+                quantized: QMatMul::from_arc(embedding.clone()).map_err(|e| bad(e.to_string()))?,
+                dense_min_rows: opts.dense_prefill_min_rows,
+            }
+        };
+
+        let mut layers = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let p = format!("blk.{i}");
+            layers.push(Layer {
+                wq: r.linear(&format!("{p}.attn_q.weight"))?,
+                wk: r.linear(&format!("{p}.attn_k.weight"))?,
+                wv: r.linear(&format!("{p}.attn_v.weight"))?,
+                wo: r.linear(&format!("{p}.attn_output.weight"))?,
+                w_gate: r.linear(&format!("{p}.ffn_gate.weight"))?,
+                w_up: r.linear(&format!("{p}.ffn_up.weight"))?,
+                w_down: r.linear(&format!("{p}.ffn_down.weight"))?,
+                attn_norm: r.norm(&format!("{p}.attn_norm.weight"), eps)?,
+                ffn_norm: r.norm(&format!("{p}.ffn_norm.weight"), eps)?,
+                kv: KvCache::new(2, KV_CACHE_BLOCK),
+            });
+        }
+        let types = r.types;
+        let weight_types = types
+            .iter()
+            .map(|(k, v)| format!("{k}x{v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let neg_inf = Tensor::new(f32::NEG_INFINITY, device).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            embedding,
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            neg_inf,
+            device: device.clone(),
+            pos: 0,
+            config: LlamaConfig {
+                n_layer,
+                n_head,
+                n_kv_head,
+                head_dim,
+                hidden,
+                vocab,
+                context_length,
+                weight_types,
+            },
+        })
+    }
+
+    /// Positions already in the KV cache.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Forgets the conversation: the next `forward` starts at position 0.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        for layer in &mut self.layers {
+            layer.kv.reset();
+        }
+    }
+
+    /// Runs `tokens` after what the cache holds; returns the logits of the last token, as f32.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, EngineError> {
+        let seq_len = tokens.len();
+        if seq_len == 0 {
+            return Err(EngineError::InvalidInput("no tokens to run".into()));
+        }
+        if self.pos + seq_len > self.config.context_length {
+            return Err(EngineError::ContextOverflow {
+                tokens: self.pos + seq_len,
+                limit: self.config.context_length,
+            });
+        }
+        let logits = self.forward_inner(tokens).map_err(EngineError::from)?;
+        self.pos += seq_len;
+        Ok(logits)
+    }
+
+    fn forward_inner(&mut self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        let seq_len = tokens.len();
+        let index_pos = self.pos;
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mask = if seq_len > 1 {
+            Some(candle_transformers::utils::build_causal_mask(
+                seq_len,
+                index_pos,
+                &self.device,
+            )?)
+        } else {
+            None
+        };
+        let cos = self.cos.narrow(0, index_pos, seq_len)?;
+        let sin = self.sin.narrow(0, index_pos, seq_len)?;
+        let mut x = self.embedding.embedding(&ids)?;
+        let (n_head, n_kv_head, head_dim) = (
+            self.config.n_head,
+            self.config.n_kv_head,
+            self.config.head_dim,
+        );
+        for layer in &mut self.layers {
+            let residual = &x;
+            let h = layer.attn_norm.forward(&x)?;
+            let (b, s, hidden) = h.dims3()?;
+            let q = layer
+                .wq
+                .forward(&h)?
+                .reshape((b, s, n_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = layer
+                .wk
+                .forward(&h)?
+                .reshape((b, s, n_kv_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = layer
+                .wv
+                .forward(&h)?
+                .reshape((b, s, n_kv_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let (k, v) = layer.kv.append(&k, &v)?;
+            let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
+            let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
+            let att = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+            let att = match &mask {
+                None => att,
+                Some(mask) => {
+                    let mask = mask.broadcast_as(att.shape())?;
+                    mask.where_cond(&self.neg_inf.broadcast_as(att.shape())?, &att)?
+                }
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att.matmul(&v.contiguous()?)?;
+            let y = y.transpose(1, 2)?.reshape((b, s, hidden))?;
+            let y = layer.wo.forward(&y)?;
+            let x1 = (y + residual)?;
+
+            let h = layer.ffn_norm.forward(&x1)?;
+            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+            let up = layer.w_up.forward(&h)?;
+            let y = layer.w_down.forward(&(gate * up)?)?;
+            x = (y + x1)?;
+        }
+        let x = self.norm.forward(&x)?;
+        let last = x.i((.., seq_len - 1, ..))?;
+        let logits = self.output.forward(&last)?;
+        logits.squeeze(0)?.to_dtype(DType::F32)
+    }
+}
+
+/// Reads tensors by name, requantizing matmul weights and counting the resulting types.
+struct TensorReader<'a> {
+    content: &'a candle_core::quantized::gguf_file::Content,
+    reader: &'a mut std::io::BufReader<std::fs::File>,
+    device: &'a Device,
+    path: &'a std::path::Path,
+    opts: &'a LoadOptions,
+    types: std::collections::BTreeMap<String, usize>,
+}
+
+impl TensorReader<'_> {
+    fn bad(&self, reason: String) -> EngineError {
+        EngineError::BadModel {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+
+    fn read(&mut self, name: &str) -> Result<QTensor, EngineError> {
+        self.content
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))
+    }
+
+    fn requantized(&mut self, t: QTensor, name: &str) -> Result<QTensor, EngineError> {
+        let t = requantize(t, self.opts.requantize, self.device)
+            .map_err(|e| self.bad(format!("cannot requantize `{name}`: {e}")))?;
+        *self.types.entry(format!("{:?}", t.dtype())).or_default() += 1;
+        Ok(t)
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
+        let t = self.read(name)?;
+        let t = self.requantized(t, name)?;
+        Linear::new(t, self.opts.dense_prefill_min_rows).map_err(|e| self.bad(e.to_string()))
+    }
+
+    fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm, EngineError> {
+        let t = self.read(name)?;
+        RmsNorm::from_qtensor(t, eps).map_err(|e| self.bad(e.to_string()))
+    }
+}
+
+fn requantize(t: QTensor, mode: Requantize, device: &Device) -> candle_core::Result<QTensor> {
+    let slow_on_cpu = matches!(
+        t.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+    );
+    let fits_q8 = t
+        .shape()
+        .dims()
+        .last()
+        .is_some_and(|d| d % GgmlDType::Q8_0.block_size() == 0);
+    if mode == Requantize::Auto && slow_on_cpu && fits_q8 && device.is_cpu() {
+        QTensor::quantize(&t.dequantize(device)?, GgmlDType::Q8_0)
+    } else {
+        Ok(t)
+    }
+}
+
+/// cos/sin tables for interleaved RoPE. `freq_factors` is Llama 3's `rope_freqs.weight`: llama.cpp
+/// divides each frequency by its factor, which is how the "llama3" rope scaling reaches a GGUF.
+fn rope_tables(
+    rope_dim: usize,
+    freq_base: f32,
+    freq_factors: Option<&[f32]>,
+    positions: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv_freq: Vec<f32> = (0..rope_dim)
+        .step_by(2)
+        .enumerate()
+        .map(|(j, i)| {
+            let f = 1f32 / freq_base.powf(i as f32 / rope_dim as f32);
+            match freq_factors.and_then(|ff| ff.get(j)) {
+                Some(factor) if *factor > 0.0 => f / factor,
+                _ => f,
+            }
+        })
+        .collect();
+    let n = inv_freq.len();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
+    let t = Tensor::arange(0u32, positions as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?;
+    let freqs = t.matmul(&inv_freq)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}

@@ -1,0 +1,47 @@
+//! The LLM engine: GGUF loading, tokenizer, chat template, sampling and the worker thread that owns the
+//! model. Knows nothing of HTTP or storage.
+
+pub mod chat_template;
+pub mod generation;
+pub mod gguf;
+pub mod llama;
+pub mod sampling;
+pub mod stream_decoder;
+pub mod tokenizer;
+pub mod worker;
+
+use std::path::PathBuf;
+
+pub use chat_template::{ChatMessage, Role, TemplateChoice};
+pub use generation::{FinishReason, GenerationSummary, Llm, LlmOptions, Timings, Usage};
+pub use sampling::SamplingParams;
+pub use worker::{GenerateRequest, GenerationEvent, LlmHandle, Prompt};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file not found: {0}")]
+    ModelNotFound(PathBuf),
+    #[error("cannot use model {path}: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error(
+        "the prompt needs {tokens} tokens but the context window holds {limit}; shorten the \
+         conversation or the retrieved context"
+    )]
+    ContextOverflow { tokens: usize, limit: usize },
+    #[error("the generation queue is full ({queue_depth} waiting); retry shortly")]
+    Overloaded { queue_depth: usize },
+    #[error("the model worker is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        EngineError::Internal(e.to_string())
+    }
+}

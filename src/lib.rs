@@ -1,0 +1,9 @@
+//! novapay: an offline customer-support assistant. The library holds the engine (LLM and embedder on
+//! candle), model resolution and download; the `novapay` binary is a thin CLI over it.
+
+pub mod bench;
+pub mod embed;
+pub mod engine;
+pub mod models;
+pub mod rag;
+pub mod threads;
