@@ -108,7 +108,12 @@ pub struct HubArgs {
     #[arg(long, env = "NOVAPAY_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// Never open a network connection; models must already be on disk.
-    #[arg(long, env = "HF_HUB_OFFLINE")]
+    #[arg(
+        long,
+        env = "HF_HUB_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub offline: bool,
     #[arg(long, env = "HF_HOME", hide = true)]
     pub hf_home: Option<PathBuf>,

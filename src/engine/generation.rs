@@ -191,7 +191,9 @@ impl Llm {
         timings.prompt_ms = ms_since(start);
 
         let mut sampler = Sampler::new(params);
-        let mut history = prompt.to_vec();
+        // The repeat penalty looks at generated tokens only: penalizing the prompt would discourage
+        // quoting the very figures the answer must copy from the context.
+        let mut history: Vec<u32> = Vec::with_capacity(params.max_new_tokens.min(4096));
         let mut decoder = Utf8StreamDecoder::new();
         let mut gen_start = Instant::now();
         let reason = loop {

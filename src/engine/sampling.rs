@@ -89,7 +89,7 @@ impl Sampler {
         }
     }
 
-    /// `history` is every token so far (prompt and generated); the penalty looks at its tail.
+    /// `history` is the tokens generated so far; the penalty looks at its tail.
     pub fn next(&mut self, logits: &Tensor, history: &[u32]) -> Result<u32, EngineError> {
         let logits = if (self.repeat_penalty - 1.0).abs() > f32::EPSILON {
             let start = history.len().saturating_sub(self.repeat_last_n);

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::chat_template::ChatMessage;
-use super::generation::{GenerationSummary, Llm, LlmOptions};
+use super::generation::{FinishReason, GenerationSummary, Llm, LlmOptions};
 use super::llama::LlamaConfig;
 use super::sampling::SamplingParams;
 use super::tokenizer::LlmTokenizer;
@@ -50,6 +50,16 @@ pub struct ModelInfo {
     pub queue_depth: usize,
 }
 
+/// Counters of what the worker has done (for metrics and tests).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub jobs_finished: AtomicUsize,
+    pub jobs_cancelled: AtomicUsize,
+    /// Jobs whose caller had gone before the worker reached them.
+    pub jobs_skipped: AtomicUsize,
+    pub tokens_generated: AtomicUsize,
+}
+
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenerationEvent>,
@@ -62,6 +72,7 @@ pub struct LlmHandle {
     tokenizer: Arc<LlmTokenizer>,
     info: Arc<ModelInfo>,
     waiting: Arc<AtomicUsize>,
+    stats: Arc<WorkerStats>,
 }
 
 impl LlmHandle {
@@ -72,6 +83,8 @@ impl LlmHandle {
         let (ready_tx, ready_rx) = mpsc::channel();
         let waiting = Arc::new(AtomicUsize::new(0));
         let worker_waiting = waiting.clone();
+        let stats = Arc::new(WorkerStats::default());
+        let worker_stats = stats.clone();
         std::thread::Builder::new()
             .name("novapay-llm".into())
             .spawn(move || {
@@ -93,7 +106,7 @@ impl LlmHandle {
                 }
                 while let Ok(job) = jobs_rx.recv() {
                     worker_waiting.fetch_sub(1, Ordering::SeqCst);
-                    run_job(&mut llm, job);
+                    run_job(&mut llm, job, &worker_stats);
                 }
             })
             .map_err(|e| EngineError::Unavailable(format!("cannot start the model thread: {e}")))?;
@@ -105,6 +118,7 @@ impl LlmHandle {
             tokenizer,
             info: Arc::new(info),
             waiting,
+            stats,
         })
     }
 
@@ -145,18 +159,23 @@ impl LlmHandle {
         &self.tokenizer
     }
 
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
 }
 
-fn run_job(llm: &mut Llm, job: Job) {
+fn run_job(llm: &mut Llm, job: Job, stats: &WorkerStats) {
     let Job {
         request,
         events,
         enqueued,
     } = job;
     if events.is_closed() {
+        stats.jobs_skipped.fetch_add(1, Ordering::SeqCst);
         return;
     }
     let queue_ms = enqueued.elapsed().as_secs_f64() * 1000.0;
@@ -178,6 +197,15 @@ fn run_job(llm: &mut Llm, job: Job) {
     let _ = events.send(match result {
         Ok(mut summary) => {
             summary.timings.queue_ms = queue_ms;
+            stats
+                .tokens_generated
+                .fetch_add(summary.usage.completion_tokens, Ordering::SeqCst);
+            let counter = if summary.finish_reason == FinishReason::Cancelled {
+                &stats.jobs_cancelled
+            } else {
+                &stats.jobs_finished
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
             GenerationEvent::Done(summary)
         }
         Err(e) => GenerationEvent::Error(e),

@@ -16,7 +16,7 @@ fees, limits, dates, contacts or other facts that the excerpts do not state. If 
 contain the answer, say so plainly and suggest contacting NovaPay support. Name the excerpt numbers you \
 used, like [1].";
 
-/// System message with the excerpts, then the question.
+/// System message with the instructions and the excerpts, then the question as the user turn.
 pub fn grounded_messages(question: &str, excerpts: &[Excerpt]) -> Vec<ChatMessage> {
     let mut system = String::from(SYSTEM_PROMPT);
     system.push_str("\n\nExcerpts:\n");
@@ -25,6 +25,6 @@ pub fn grounded_messages(question: &str, excerpts: &[Excerpt]) -> Vec<ChatMessag
     }
     vec![
         ChatMessage::new(Role::System, system.trim_end().to_string()),
-        ChatMessage::new(Role::User, question.to_string()),
+        ChatMessage::new(Role::User, question.trim().to_string()),
     ]
 }
