@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use novapay::embed::EmbedderOptions;
 use novapay::engine::llama::{LoadOptions, Requantize};
 use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
+use novapay::index::chunk::ChunkSettings;
 use novapay::models::{self, HubSettings};
+use novapay::rag::RagConfig;
 
 #[derive(Parser, Debug)]
 #[command(name = "novapay", version, about = "Offline customer-support assistant for NovaPay")]
@@ -38,23 +40,51 @@ pub enum Command {
         #[arg(long)]
         embedder_only: bool,
     },
-    /// Answer a question with the local LLM, optionally from context files.
+    /// Index the knowledge base folder (incremental; only changed files are embedded again).
+    Index {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        embed: EmbedArgs,
+        #[command(flatten)]
+        kb: KbArgs,
+        /// Re-embed every file, e.g. after changing the embedder or the chunk size.
+        #[arg(long)]
+        rebuild: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a question from the knowledge base, streaming the answer, then its sources.
     Ask {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         #[command(flatten)]
         llm: LlmArgs,
         #[command(flatten)]
+        embed: EmbedArgs,
+        #[command(flatten)]
+        kb: KbArgs,
+        #[command(flatten)]
+        rag: RagArgs,
+        #[command(flatten)]
         sampling: SamplingArgs,
-        /// Text files whose contents the answer must come from.
-        #[arg(long = "context")]
-        context: Vec<PathBuf>,
-        /// Print one JSON object instead of streaming text.
+        /// Conversation to continue (created when new); without it each question stands alone.
+        #[arg(long)]
+        session: Option<String>,
+        /// Print one JSON object {answer, session_id, sources, fallback} instead of streaming text.
         #[arg(long)]
         json: bool,
+        /// Show what retrieval finds (sources, scores, whether the fallback fires) without generating.
+        #[arg(long)]
+        retrieve_only: bool,
         /// The question.
         question: String,
     },
     /// Print the token ids (and pieces) of a text with the LLM's tokenizer.
     Tokenize {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         #[command(flatten)]
         llm: LlmArgs,
         /// Print JSON: {"ids": [...], "pieces": [...]}.
@@ -70,12 +100,19 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Retrieval quality on public evaluation sets.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Prompt and generation tokens/s, time to first token, peak RSS.
     Llm {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         #[command(flatten)]
         llm: LlmArgs,
         /// Prompt text (the comparison script uses the same file).
@@ -91,6 +128,8 @@ pub enum BenchCommand {
     /// Embedding chunks/s at a batch size.
     Embed {
         #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
         embed: EmbedArgs,
         /// One chunk per line (the comparison script uses the same file).
         #[arg(long, default_value = "scripts/bench-data/chunks.txt")]
@@ -100,6 +139,130 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// nDCG@10, recall@10 and recall@100 on a BEIR dataset (corpus.jsonl, queries, qrels), as BEIR does.
+    Retrieval {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// BEIR folder: corpus.jsonl, queries.jsonl (or queries-test.jsonl), qrels-test.tsv.
+        #[arg(long)]
+        beir: PathBuf,
+        /// dense, bm25 or hybrid; all three when not given.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Evaluate only the first N test queries (quick checks).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// doc2dial: recall@5 of the gold passage for follow-up questions, with and without history.
+    Dialogue {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// doc2dial folder: documents.jsonl, questions.jsonl.
+        #[arg(long)]
+        doc2dial: PathBuf,
+        /// Use all 273 documents instead of the 200-document subset.
+        #[arg(long)]
+        all_documents: bool,
+        /// Evaluate only the first N questions.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// CPU threads for inference (default: all cores).
+    #[arg(long, env = "NOVAPAY_THREADS")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KbArgs {
+    /// Knowledge-base folder to index.
+    #[arg(long = "data", env = "NOVAPAY_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Where novapay keeps its index and conversation history.
+    #[arg(long, env = "NOVAPAY_STATE_DIR", default_value = ".novapay")]
+    pub state_dir: PathBuf,
+    /// Index folder (default: <state-dir>/index).
+    #[arg(long, env = "NOVAPAY_INDEX_DIR")]
+    pub index_dir: Option<PathBuf>,
+    /// Largest chunk in embedder tokens (default: 200, or less to fit the embedder).
+    #[arg(long, env = "NOVAPAY_CHUNK_TOKENS")]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens shared by neighbouring chunks.
+    #[arg(long, env = "NOVAPAY_CHUNK_OVERLAP", default_value_t = 30)]
+    pub chunk_overlap: usize,
+}
+
+impl KbArgs {
+    pub fn index_dir(&self) -> PathBuf {
+        self.index_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("index"))
+    }
+
+    pub fn memory_path(&self) -> PathBuf {
+        self.state_dir.join("conversations.sqlite")
+    }
+
+    /// Chunks leave room for the heading line and the passage prefix within the embedder's window.
+    pub fn chunk_settings(&self, embedder_max_length: usize) -> ChunkSettings {
+        let fit = embedder_max_length.saturating_sub(48).max(32);
+        let max_tokens = self.chunk_tokens.unwrap_or(200).min(fit);
+        ChunkSettings {
+            max_tokens,
+            overlap_tokens: self.chunk_overlap.min(max_tokens / 2),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RagArgs {
+    /// Cosine similarity the best match must reach, else the fallback answers without the LLM
+    /// (default: 0.80 for e5 embedders, 0.35 otherwise; calibrate with `ask --retrieve-only`).
+    #[arg(long, env = "NOVAPAY_MIN_SCORE")]
+    pub min_score: Option<f32>,
+    /// Excerpts given to the model at most.
+    #[arg(long, env = "NOVAPAY_TOP_K", default_value_t = 4)]
+    pub top_k: usize,
+    /// Fallback reply in English when the knowledge base has no answer.
+    #[arg(long, env = "NOVAPAY_FALLBACK_EN")]
+    pub fallback_en: Option<String>,
+    /// Fallback reply in Russian.
+    #[arg(long, env = "NOVAPAY_FALLBACK_RU")]
+    pub fallback_ru: Option<String>,
+}
+
+impl RagArgs {
+    pub fn config(&self, embedder: &str, sampling: SamplingParams) -> RagConfig {
+        let defaults = RagConfig::default();
+        let e5 = embedder.to_ascii_lowercase().contains("e5-");
+        RagConfig {
+            top_k: self.top_k.max(1),
+            min_similarity: self
+                .min_score
+                .unwrap_or(if e5 { 0.80 } else { defaults.min_similarity }),
+            fallback_en: self.fallback_en.clone().unwrap_or(defaults.fallback_en.clone()),
+            fallback_ru: self.fallback_ru.clone().unwrap_or(defaults.fallback_ru.clone()),
+            sampling,
+            ..defaults
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,11 +318,6 @@ pub struct LlmArgs {
     /// auto: requantize weight types candle multiplies slowly (Q4_1, Q5_x) to Q8_0 at load; off.
     #[arg(long, env = "NOVAPAY_REQUANTIZE", default_value = "auto")]
     pub requantize: Requantize,
-    /// CPU threads for inference (default: all cores).
-    #[arg(long, env = "NOVAPAY_THREADS")]
-    pub threads: Option<usize>,
-    #[command(flatten)]
-    pub hub: HubArgs,
 }
 
 impl LlmArgs {
@@ -188,11 +346,6 @@ pub struct EmbedArgs {
     /// Put before indexed passages (default: "passage: " for e5 models, else nothing).
     #[arg(long, env = "NOVAPAY_EMBED_PASSAGE_PREFIX")]
     pub passage_prefix: Option<String>,
-    /// CPU threads for inference (default: all cores).
-    #[arg(long, env = "NOVAPAY_THREADS")]
-    pub threads: Option<usize>,
-    #[command(flatten)]
-    pub hub: HubArgs,
 }
 
 impl EmbedArgs {

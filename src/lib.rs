@@ -4,6 +4,9 @@
 pub mod bench;
 pub mod embed;
 pub mod engine;
+pub mod eval;
+pub mod index;
+pub mod memory;
 pub mod models;
 pub mod rag;
 pub mod threads;

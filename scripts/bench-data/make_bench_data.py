@@ -21,10 +21,11 @@ PARAGRAPH = (
     "are returned to the original card within three to five business days. Never share your PIN, "
     "password or one-time SMS code with anyone, including people who say they work for NovaPay."
 )
-PROMPT_REPEATS = 4
+PROMPT_REPEATS = 2
 PROMPT_QUESTION = (
     "\n\nCustomer question: I sent 20,000 rubles to my friend's card at another bank and was charged "
-    "a fee. How much was the fee, and what are my monthly limits if my account is verified?\n\nAnswer:"
+    "a fee. How much was the fee, and what are my monthly limits if my account is verified? Also, how long "
+    "will a refund take if the transfer is cancelled?\n\nAnswer:"
 )
 
 EN_SENTENCES = [

@@ -1,60 +1,127 @@
 use std::io::Write;
-use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use novapay::rag::prompt::{grounded_messages, Excerpt};
+use novapay::engine::{GenerationEvent, LlmHandle};
+use novapay::index::KnowledgeBase;
+use novapay::memory::{SessionId, SqliteStore};
+use novapay::rag::{Assistant, Plan};
 
-use crate::cli::{LlmArgs, SamplingArgs};
+use crate::cli::{EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs, SamplingArgs};
 
-pub fn run(
-    args: &LlmArgs,
-    sampling: &SamplingArgs,
-    context: &[PathBuf],
-    json: bool,
-    question: &str,
-) -> anyhow::Result<()> {
-    let question = question.trim();
-    if question.is_empty() {
-        anyhow::bail!("the question is empty");
-    }
-    let excerpts = context
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading context file {}", p.display()))?;
-            Ok(Excerpt {
-                source: p.display().to_string(),
-                text,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut llm = super::load_llm(args)?;
-    let prompt = llm.encode_chat(&grounded_messages(question, &excerpts))?;
-    let mut answer = String::new();
-    let stdout = std::io::stdout();
-    let summary = llm.generate(&prompt, &sampling.params(), &|| false, &mut |text| {
-        answer.push_str(text);
-        if !json {
-            let mut out = stdout.lock();
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+pub struct AskArgs<'a> {
+    pub runtime: &'a RuntimeArgs,
+    pub llm: &'a LlmArgs,
+    pub embed: &'a EmbedArgs,
+    pub kb: &'a KbArgs,
+    pub rag: &'a RagArgs,
+    pub sampling: &'a SamplingArgs,
+    pub session: Option<&'a str>,
+    pub json: bool,
+    pub retrieve_only: bool,
+    pub question: &'a str,
+}
+
+pub fn run(a: AskArgs) -> anyhow::Result<()> {
+    let session = match a.session {
+        Some(s) => SessionId::parse(s)?,
+        None => SessionId::new_random(),
+    };
+    let embedder = super::load_embedder(a.runtime, a.embed, 32)?;
+    let settings = super::index_settings(&embedder, a.embed, a.kb);
+    let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
+    let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
+    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
+
+    if a.retrieve_only {
+        let history = novapay::memory::ConversationStore::history(&*memory, &session, config.history_turns)?;
+        // Retrieval needs no LLM: build the assistant's retrieval part only.
+        let retrieval = novapay::rag::retrieve_with(&kb, &embedder, &config, a.question, &history)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&retrieval)?);
+        } else {
+            println!(
+                "best similarity {:.3} (with history {:.3}), threshold {:.2}: {}",
+                retrieval.best_similarity,
+                retrieval.best_similarity_with_history,
+                config.min_similarity,
+                if retrieval.relevant { "answer from the excerpts" } else { "FALLBACK (no LLM call)" }
+            );
+            for (i, h) in retrieval.hits.iter().take(10).enumerate() {
+                println!(
+                    "{:>2}. fused {:.4}  cosine {}  bm25 {}  {} — {}",
+                    i + 1,
+                    h.score,
+                    h.dense.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into()),
+                    h.lexical.map(|d| format!("{d:.2}")).unwrap_or_else(|| "-".into()),
+                    h.chunk.source,
+                    h.chunk.heading
+                );
+            }
         }
-        ControlFlow::Continue(())
-    })?;
-    if json {
+        return Ok(());
+    }
+
+    let opts = super::load_llm_options(a.runtime, a.llm)?;
+    let llm = LlmHandle::spawn(opts, 1).context("loading the LLM")?;
+    let assistant = Assistant::new(Arc::new(kb), Arc::new(embedder), llm, memory, config);
+    let prepared = assistant.prepare(&session, a.question)?;
+    let fallback = matches!(prepared.plan, Plan::Fallback(_));
+    let answer = match prepared.plan {
+        Plan::Fallback(text) => {
+            if !a.json {
+                println!("{text}");
+            }
+            text
+        }
+        Plan::Generate(request) => {
+            let mut rx = assistant.submit(request)?;
+            let mut answer = String::new();
+            let stdout = std::io::stdout();
+            while let Some(ev) = rx.blocking_recv() {
+                match ev {
+                    GenerationEvent::Token(t) => {
+                        answer.push_str(&t);
+                        if !a.json {
+                            let mut out = stdout.lock();
+                            let _ = out.write_all(t.as_bytes());
+                            let _ = out.flush();
+                        }
+                    }
+                    GenerationEvent::Done(_) => break,
+                    GenerationEvent::Error(e) => return Err(e.into()),
+                }
+            }
+            if !a.json {
+                println!();
+            }
+            answer.trim().to_string()
+        }
+    };
+    assistant.record(&session, &prepared.question, &answer, &prepared.sources)?;
+    if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "answer": answer.trim(),
-                "sources": excerpts.iter().map(|e| &e.source).collect::<Vec<_>>(),
-                "usage": summary.usage,
-                "timings": summary.timings,
-                "finish_reason": summary.finish_reason,
+                "answer": answer,
+                "session_id": session,
+                "sources": prepared.sources.iter().map(|s| serde_json::json!({
+                    "source": s.source, "heading": s.heading, "snippet": s.snippet, "score": s.score,
+                })).collect::<Vec<_>>(),
+                "fallback": fallback,
             })
         );
     } else {
-        println!();
+        if !prepared.sources.is_empty() {
+            println!("\nSources:");
+            for (i, s) in prepared.sources.iter().enumerate() {
+                let heading = if s.heading.is_empty() { &s.title } else { &s.heading };
+                println!("  [{}] {} — {} (score {:.2})", i + 1, s.source, heading, s.score);
+            }
+        }
+        if a.session.is_none() {
+            println!("\n(session {session}: pass --session {session} to ask a follow-up)");
+        }
     }
     Ok(())
 }

@@ -3,20 +3,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use novapay::bench::{self, LlmBenchSpec};
-use novapay::embed::Embedder;
 use novapay::engine::Llm;
-use novapay::models;
 
-use crate::cli::{EmbedArgs, LlmArgs};
+use crate::cli::{EmbedArgs, LlmArgs, RuntimeArgs};
 
 pub fn llm(
+    runtime: &RuntimeArgs,
     args: &LlmArgs,
     prompt_file: &Path,
     prompt_tokens: usize,
     generate_tokens: usize,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    let (path, threads) = super::resolve_llm(args)?;
+    let (path, threads) = super::resolve_llm(runtime, args)?;
     let t = Instant::now();
     let mut llm = Llm::load(&args.options(path)).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -36,11 +35,16 @@ pub fn llm(
     Ok(())
 }
 
-pub fn embed(args: &EmbedArgs, chunks_file: &Path, batch_size: usize, rounds: usize) -> anyhow::Result<()> {
-    let threads = novapay::threads::configure_cpu_threads(args.threads);
-    let dir = models::resolve_embedder(&args.embedder, &args.hub.settings(true))?;
+pub fn embed(
+    runtime: &RuntimeArgs,
+    args: &EmbedArgs,
+    chunks_file: &Path,
+    batch_size: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let threads = novapay::threads::configure_cpu_threads(runtime.threads);
     let t = Instant::now();
-    let embedder = Embedder::load(args.options(dir, batch_size)).context("loading the embedder")?;
+    let embedder = super::load_embedder(runtime, args, batch_size)?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
     let chunks = bench::read_chunks_or_default(chunks_file, 64);
     let report = bench::bench_embed(&embedder, &chunks, rounds, threads, batch_size, load_ms)?;

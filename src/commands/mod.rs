@@ -3,15 +3,19 @@
 mod ask;
 mod bench;
 mod download;
+mod eval;
+mod index;
 mod tokenize;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use novapay::embed::Embedder;
 use novapay::engine::Llm;
+use novapay::index::IndexSettings;
 use novapay::models;
 
-use crate::cli::{BenchCommand, Cli, Command, LlmArgs};
+use crate::cli::{BenchCommand, Cli, Command, EmbedArgs, EvalCommand, KbArgs, LlmArgs, RuntimeArgs};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -22,46 +26,108 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             llm_only,
             embedder_only,
         } => download::run(&hub, &llm, &embedder, !embedder_only, !llm_only),
-        Command::Ask {
-            llm,
-            sampling,
-            context,
+        Command::Index {
+            runtime,
+            embed,
+            kb,
+            rebuild,
             json,
+        } => index::run(&runtime, &embed, &kb, rebuild, json),
+        Command::Ask {
+            runtime,
+            llm,
+            embed,
+            kb,
+            rag,
+            sampling,
+            session,
+            json,
+            retrieve_only,
             question,
-        } => ask::run(&llm, &sampling, &context, json, &question),
+        } => ask::run(ask::AskArgs {
+            runtime: &runtime,
+            llm: &llm,
+            embed: &embed,
+            kb: &kb,
+            rag: &rag,
+            sampling: &sampling,
+            session: session.as_deref(),
+            json,
+            retrieve_only,
+            question: &question,
+        }),
         Command::Tokenize {
+            runtime,
             llm,
             json,
             plain,
             text,
-        } => tokenize::run(&llm, json, plain, &text),
+        } => tokenize::run(&runtime, &llm, json, plain, &text),
         Command::Bench { what } => match what {
             BenchCommand::Llm {
+                runtime,
                 llm,
                 prompt_file,
                 prompt_tokens,
                 generate_tokens,
                 rounds,
-            } => bench::llm(&llm, &prompt_file, prompt_tokens, generate_tokens, rounds),
+            } => bench::llm(&runtime, &llm, &prompt_file, prompt_tokens, generate_tokens, rounds),
             BenchCommand::Embed {
+                runtime,
                 embed,
                 chunks_file,
                 batch_size,
                 rounds,
-            } => bench::embed(&embed, &chunks_file, batch_size, rounds),
+            } => bench::embed(&runtime, &embed, &chunks_file, batch_size, rounds),
+        },
+        Command::Eval { what } => match what {
+            EvalCommand::Retrieval {
+                runtime,
+                embed,
+                beir,
+                mode,
+                limit,
+                json,
+            } => eval::retrieval(&runtime, &embed, &beir, mode.as_deref(), limit, json),
+            EvalCommand::Dialogue {
+                runtime,
+                embed,
+                doc2dial,
+                all_documents,
+                limit,
+                json,
+            } => eval::dialogue(&runtime, &embed, &doc2dial, all_documents, limit, json),
         },
     }
 }
 
-/// Resolves the LLM file (offline-aware) and sizes the thread pools before anything loads.
-fn resolve_llm(args: &LlmArgs) -> anyhow::Result<(PathBuf, usize)> {
-    let threads = novapay::threads::configure_cpu_threads(args.threads);
-    let path = models::resolve_llm(&args.llm, &args.hub.settings(true))?;
+/// Sizes the thread pools (before anything loads) and resolves the LLM file, offline-aware.
+fn resolve_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<(PathBuf, usize)> {
+    let threads = novapay::threads::configure_cpu_threads(runtime.threads);
+    let path = models::resolve_llm(&args.llm, &runtime.hub.settings(true))?;
     Ok((path, threads))
 }
 
-fn load_llm(args: &LlmArgs) -> anyhow::Result<Llm> {
-    let (path, _) = resolve_llm(args)?;
-    Llm::load(&args.options(path.clone()))
-        .with_context(|| format!("loading the LLM from {}", path.display()))
+fn load_llm_options(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<novapay::engine::LlmOptions> {
+    let (path, _) = resolve_llm(runtime, args)?;
+    Ok(args.options(path))
+}
+
+#[allow(dead_code)]
+fn load_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<Llm> {
+    let opts = load_llm_options(runtime, args)?;
+    Llm::load(&opts).with_context(|| format!("loading the LLM from {}", opts.gguf.display()))
+}
+
+fn load_embedder(runtime: &RuntimeArgs, args: &EmbedArgs, batch_size: usize) -> anyhow::Result<Embedder> {
+    novapay::threads::configure_cpu_threads(runtime.threads);
+    let dir = models::resolve_embedder(&args.embedder, &runtime.hub.settings(true))?;
+    Embedder::load(args.options(dir.clone(), batch_size))
+        .with_context(|| format!("loading the embedder from {}", dir.display()))
+}
+
+/// What the index must have been built with, for this embedder and these chunk settings.
+fn index_settings(embedder: &Embedder, embed: &EmbedArgs, kb: &KbArgs) -> IndexSettings {
+    let passage_prefix = embed.options(PathBuf::new(), 1).passage_prefix;
+    IndexSettings::new(embedder, &passage_prefix, kb.chunk_settings(embedder.max_length()))
 }

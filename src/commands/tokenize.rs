@@ -1,11 +1,11 @@
 use novapay::engine::gguf::GgufFile;
 use novapay::engine::tokenizer::LlmTokenizer;
 
-use crate::cli::LlmArgs;
+use crate::cli::{LlmArgs, RuntimeArgs};
 
 /// Loads only the tokenizer (no weights), so it is instant even for large models.
-pub fn run(args: &LlmArgs, json: bool, plain: bool, text: &str) -> anyhow::Result<()> {
-    let (path, _) = super::resolve_llm(args)?;
+pub fn run(runtime: &RuntimeArgs, args: &LlmArgs, json: bool, plain: bool, text: &str) -> anyhow::Result<()> {
+    let (path, _) = super::resolve_llm(runtime, args)?;
     let gguf = GgufFile::open(&path)?;
     let tokenizer = match &args.llm_tokenizer {
         Some(t) => LlmTokenizer::from_file(t, Some(&gguf))?,

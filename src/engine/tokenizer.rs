@@ -131,8 +131,12 @@ impl LlmTokenizer {
                 _ => {}
             }
         }
-        tokenizer.add_special_tokens(&special_tokens);
-        tokenizer.add_tokens(&user_tokens);
+        tokenizer
+            .add_special_tokens(special_tokens)
+            .map_err(|e| bad(format!("cannot add control tokens: {e}")))?;
+        tokenizer
+            .add_tokens(user_tokens)
+            .map_err(|e| bad(format!("cannot add user-defined tokens: {e}")))?;
 
         let token_bytes = byte_level_token_bytes(&tokens, &control);
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id");

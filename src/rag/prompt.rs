@@ -16,15 +16,21 @@ fees, limits, dates, contacts or other facts that the excerpts do not state. If 
 contain the answer, say so plainly and suggest contacting NovaPay support. Name the excerpt numbers you \
 used, like [1].";
 
-/// System message with the instructions and the excerpts, then the question as the user turn.
-pub fn grounded_messages(question: &str, excerpts: &[Excerpt]) -> Vec<ChatMessage> {
+/// System message with the instructions and the excerpts, the earlier turns of the conversation, then
+/// the question as the last user turn. (SmolLM2-135M followed its excerpts far better here than with
+/// them in the user turn.)
+pub fn grounded_messages(
+    question: &str,
+    excerpts: &[Excerpt],
+    history: &[ChatMessage],
+) -> Vec<ChatMessage> {
     let mut system = String::from(SYSTEM_PROMPT);
     system.push_str("\n\nExcerpts:\n");
     for (i, e) in excerpts.iter().enumerate() {
         system.push_str(&format!("[{}] ({})\n{}\n\n", i + 1, e.source, e.text.trim()));
     }
-    vec![
-        ChatMessage::new(Role::System, system.trim_end().to_string()),
-        ChatMessage::new(Role::User, question.trim().to_string()),
-    ]
+    let mut messages = vec![ChatMessage::new(Role::System, system.trim_end().to_string())];
+    messages.extend(history.iter().cloned());
+    messages.push(ChatMessage::new(Role::User, question.trim().to_string()));
+    messages
 }

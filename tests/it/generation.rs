@@ -28,6 +28,7 @@ fn greedy_answer_quotes_the_fee_from_the_context() {
                    cost 1.5% of the amount."
                 .into(),
         }],
+        &[],
     );
     let prompt = llm.encode_chat(&messages).unwrap();
     let params = SamplingParams {

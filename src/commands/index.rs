@@ -1,0 +1,48 @@
+use indicatif::{ProgressBar, ProgressStyle};
+use novapay::index::{build_index, IndexJob};
+
+use crate::cli::{EmbedArgs, KbArgs, RuntimeArgs};
+
+pub fn run(runtime: &RuntimeArgs, embed: &EmbedArgs, kb: &KbArgs, rebuild: bool, json: bool) -> anyhow::Result<()> {
+    let embedder = super::load_embedder(runtime, embed, 32)?;
+    let job = IndexJob {
+        data_dir: kb.data_dir.clone(),
+        index_dir: kb.index_dir(),
+        settings: super::index_settings(&embedder, embed, kb),
+        rebuild,
+        fail_after_files: None,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} chunks ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = build_index(&job, &embedder, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for (file, reason) in &report.failed {
+        eprintln!("skipped {file}: {reason}");
+    }
+    println!(
+        "indexed {} files into {} ({} chunks): {} added, {} updated, {} unchanged, {} removed, {} failed; \
+         {} chunks embedded in {:.1} s",
+        report.files,
+        job.index_dir.display(),
+        report.chunks,
+        report.added.len(),
+        report.updated.len(),
+        report.unchanged,
+        report.removed.len(),
+        report.failed.len(),
+        report.chunks_embedded,
+        report.elapsed_ms as f64 / 1000.0
+    );
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! doc2dial: does retrieval find the passage the agent's reply is grounded in? Documents are chunked
+//! and embedded like the knowledge base; each question is retrieved through the product's own
+//! `rag::retrieve_with`, once alone and once with the dialogue's earlier turns, and recall@5 counts
+//! questions whose gold span overlaps one of the first five chunks.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_jsonl, EvalError};
+use crate::embed::Embedder;
+use crate::index::chunk::{ChunkSettings, Chunker};
+use crate::index::extract::DocKind;
+use crate::index::{IndexSettings, KnowledgeBase};
+use crate::memory::{Speaker, Turn};
+use crate::rag::{retrieve_with, RagConfig};
+
+#[derive(Deserialize)]
+struct Document {
+    doc_id: String,
+    text: String,
+    #[serde(default)]
+    in_200doc_subset: bool,
+}
+
+#[derive(Deserialize)]
+struct HistoryTurn {
+    role: String,
+    utterance: String,
+}
+
+#[derive(Deserialize)]
+struct Question {
+    doc_id: String,
+    user_query: String,
+    #[serde(default)]
+    history: Vec<HistoryTurn>,
+    answer_text: String,
+    answer_start: usize,
+    #[serde(default)]
+    in_200doc_subset: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recall {
+    pub questions: usize,
+    pub without_history: f64,
+    pub with_history: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DialogueReport {
+    pub documents: usize,
+    pub chunks: usize,
+    pub k: usize,
+    /// Every question.
+    pub all: Recall,
+    /// Only questions that have earlier turns (follow-ups).
+    pub follow_ups: Recall,
+}
+
+pub type Progress<'a> = &'a dyn Fn(&str, usize, usize);
+
+pub fn evaluate(
+    dir: &Path,
+    embedder: &Embedder,
+    chunk: ChunkSettings,
+    all_documents: bool,
+    limit: Option<usize>,
+    progress: Progress,
+) -> Result<DialogueReport, EvalError> {
+    let k = 5;
+    let mut docs: Vec<Document> = read_jsonl(&dir.join("documents.jsonl"))?;
+    let mut questions: Vec<Question> = read_jsonl(&dir.join("questions.jsonl"))?;
+    if !all_documents {
+        docs.retain(|d| d.in_200doc_subset);
+        questions.retain(|q| q.in_200doc_subset);
+    }
+    if let Some(n) = limit {
+        questions.truncate(n);
+    }
+    let chunker = Chunker::new(embedder.tokenizer(), chunk).map_err(EvalError::Failed)?;
+    // (doc_id, byte range) of every chunk, to decide which chunks hold a gold span.
+    let mut spans: Vec<(String, usize, usize)> = Vec::new();
+    let mut chunks = Vec::new();
+    for d in &docs {
+        let mut from = 0;
+        for c in chunker.chunk(&d.doc_id, &d.text, DocKind::Plain) {
+            let start = d.text[from..].find(&c.text).map(|i| i + from).unwrap_or(from);
+            spans.push((d.doc_id.clone(), start, start + c.text.len()));
+            from = start;
+            chunks.push(c);
+        }
+    }
+    let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
+    let mut vectors = Vec::with_capacity(texts.len());
+    for (i, batch) in texts.chunks(128).enumerate() {
+        vectors.extend(
+            embedder
+                .embed_passages(batch)
+                .map_err(|e| EvalError::Failed(e.to_string()))?,
+        );
+        progress("chunks", (i * 128 + batch.len()).min(texts.len()), texts.len());
+    }
+    let settings = IndexSettings::new(embedder, "", chunk);
+    let kb = KnowledgeBase::from_chunks(chunks, &vectors, settings)
+        .map_err(|e| EvalError::Failed(e.to_string()))?;
+    let config = RagConfig::default();
+    let by_doc: HashMap<&str, usize> = docs.iter().enumerate().map(|(i, d)| (d.doc_id.as_str(), i)).collect();
+
+    let mut hits_alone = (0usize, 0usize);
+    let mut hits_history = (0usize, 0usize);
+    let mut follow_ups = 0usize;
+    for (n, q) in questions.iter().enumerate() {
+        if !by_doc.contains_key(q.doc_id.as_str()) {
+            continue;
+        }
+        let gold = (q.answer_start, q.answer_start + q.answer_text.len());
+        let is_gold = |source: &str, position: usize| {
+            let idx = spans
+                .iter()
+                .filter(|(d, _, _)| d == source)
+                .nth(position);
+            idx.is_some_and(|(_, s, e)| *s < gold.1 && gold.0 < *e) && source == q.doc_id
+        };
+        let history: Vec<Turn> = q
+            .history
+            .iter()
+            .map(|t| Turn {
+                role: if t.role == "user" { Speaker::User } else { Speaker::Assistant },
+                content: t.utterance.clone(),
+                sources: Vec::new(),
+                created_at_ms: 0,
+            })
+            .collect();
+        let found = |history: &[Turn]| -> Result<bool, EvalError> {
+            let r = retrieve_with(&kb, embedder, &config, &q.user_query, history)
+                .map_err(|e| EvalError::Failed(e.to_string()))?;
+            Ok(r.hits
+                .iter()
+                .take(k)
+                .any(|h| is_gold(&h.chunk.source, h.chunk.position)))
+        };
+        let alone = found(&[])?;
+        let with = if history.is_empty() { alone } else { found(&history)? };
+        hits_alone.0 += alone as usize;
+        hits_history.0 += with as usize;
+        if !history.is_empty() {
+            follow_ups += 1;
+            hits_alone.1 += alone as usize;
+            hits_history.1 += with as usize;
+        }
+        if n % 50 == 0 {
+            progress("questions", n, questions.len());
+        }
+    }
+    let total = questions.len().max(1) as f64;
+    let fu = follow_ups.max(1) as f64;
+    Ok(DialogueReport {
+        documents: docs.len(),
+        chunks: spans.len(),
+        k,
+        all: Recall {
+            questions: questions.len(),
+            without_history: hits_alone.0 as f64 / total,
+            with_history: hits_history.0 as f64 / total,
+        },
+        follow_ups: Recall {
+            questions: follow_ups,
+            without_history: hits_alone.1 as f64 / fu,
+            with_history: hits_history.1 as f64 / fu,
+        },
+    })
+}

@@ -1,0 +1,167 @@
+//! Splitting documents into chunks that fit the embedder: text-splitter's Markdown-aware splitter sized
+//! by the embedder's own tokenizer. Each chunk keeps its source, the heading path it sits under and its
+//! position in the document.
+
+use text_splitter::{ChunkConfig, MarkdownSplitter, TextSplitter};
+use tokenizers::Tokenizer;
+
+use super::extract::DocKind;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Chunk {
+    /// Path of the source file relative to the data folder, with `/` separators.
+    pub source: String,
+    /// Title of the document (its first heading, or the file name).
+    pub title: String,
+    /// Headings above the chunk, outermost first, joined by " > ".
+    pub heading: String,
+    /// Index of the chunk within its document.
+    pub position: usize,
+    pub text: String,
+}
+
+impl Chunk {
+    /// What gets embedded and indexed: the heading path gives a chunk the context its text may lack
+    /// ("0.5%" means nothing without "Fees > Domestic transfers").
+    pub fn search_text(&self) -> String {
+        if self.heading.is_empty() {
+            format!("{}\n{}", self.title, self.text)
+        } else {
+            format!("{}\n{}", self.heading, self.text)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkSettings {
+    /// Largest chunk, in embedder tokens.
+    pub max_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    pub overlap_tokens: usize,
+}
+
+pub struct Chunker {
+    markdown: MarkdownSplitter<Tokenizer>,
+    plain: TextSplitter<Tokenizer>,
+}
+
+impl Chunker {
+    /// `tokenizer` is the embedder's; its padding and truncation settings are removed for counting.
+    pub fn new(tokenizer: &Tokenizer, settings: ChunkSettings) -> Result<Self, String> {
+        let mut counter = tokenizer.clone();
+        counter.with_padding(None);
+        counter
+            .with_truncation(None)
+            .map_err(|e| e.to_string())?;
+        let config = || -> Result<ChunkConfig<Tokenizer>, String> {
+            ChunkConfig::new(settings.max_tokens)
+                .with_sizer(counter.clone())
+                .with_overlap(settings.overlap_tokens)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Self {
+            markdown: MarkdownSplitter::new(config()?),
+            plain: TextSplitter::new(config()?),
+        })
+    }
+
+    pub fn chunk(&self, source: &str, text: &str, kind: DocKind) -> Vec<Chunk> {
+        let headings = if kind == DocKind::Markdown {
+            markdown_headings(text)
+        } else {
+            Vec::new()
+        };
+        let title = headings
+            .iter()
+            .find(|h| h.level == 1)
+            .or(headings.first())
+            .map(|h| h.title.clone())
+            .unwrap_or_else(|| file_stem(source));
+        let pieces: Vec<(usize, &str)> = match kind {
+            DocKind::Markdown => self.markdown.chunk_indices(text).collect(),
+            DocKind::Plain => self.plain.chunk_indices(text).collect(),
+        };
+        pieces
+            .into_iter()
+            .filter(|(_, t)| !t.trim().is_empty())
+            .enumerate()
+            .map(|(position, (offset, piece))| Chunk {
+                source: source.to_string(),
+                title: title.clone(),
+                heading: heading_path_at(&headings, offset),
+                position,
+                text: piece.trim().to_string(),
+            })
+            .collect()
+    }
+}
+
+struct Heading {
+    offset: usize,
+    level: usize,
+    title: String,
+}
+
+fn markdown_headings(text: &str) -> Vec<Heading> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut in_code = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code {
+            let level = trimmed.chars().take_while(|c| *c == '#').count();
+            let rest = &trimmed[level..];
+            if (1..=6).contains(&level) && rest.starts_with([' ', '\t']) {
+                out.push(Heading {
+                    offset,
+                    level,
+                    title: rest.trim().trim_end_matches('#').trim().to_string(),
+                });
+            }
+        }
+        offset += line.len();
+    }
+    out
+}
+
+/// The chain of headings in force at `offset` (a heading that starts the chunk counts).
+fn heading_path_at(headings: &[Heading], offset: usize) -> String {
+    let mut stack: Vec<&Heading> = Vec::new();
+    for h in headings.iter().take_while(|h| h.offset <= offset) {
+        while stack.last().is_some_and(|top| top.level >= h.level) {
+            stack.pop();
+        }
+        stack.push(h);
+    }
+    stack
+        .iter()
+        .map(|h| h.title.as_str())
+        .collect::<Vec<_>>()
+        .join(" > ")
+}
+
+fn file_stem(source: &str) -> String {
+    std::path::Path::new(source)
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace(['-', '_'], " "))
+        .unwrap_or_else(|| source.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heading_path_follows_nesting() {
+        let text = "# Fees\nintro\n## Domestic\n0.5%\n## International\n1.5%\n### Business\nvaries\n";
+        let hs = markdown_headings(text);
+        assert_eq!(hs.len(), 4);
+        let at = |needle: &str| heading_path_at(&hs, text.find(needle).unwrap());
+        assert_eq!(at("intro"), "Fees");
+        assert_eq!(at("0.5%"), "Fees > Domestic");
+        assert_eq!(at("1.5%"), "Fees > International");
+        assert_eq!(at("varies"), "Fees > International > Business");
+    }
+}
