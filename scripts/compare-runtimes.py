@@ -23,6 +23,7 @@ HF_HUB_OFFLINE=1 is set for the children, models load from local paths only.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -183,15 +184,50 @@ def parse_json_output(text, what):
     return found
 
 
-def run(cmd, what, threads):
+def cpu_busy_s():
+    """Busy CPU seconds of the whole machine so far (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(cmd, what, threads):
+    busy0, ru0 = cpu_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=child_env(threads), cwd=ROOT)
     wall = time.perf_counter() - t0
+    busy1, ru1 = cpu_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"error: {what} failed (exit {p.returncode}): {' '.join(cmd)}\n"
                          f"--- stderr ---\n{p.stderr[-3000:]}\n--- stdout ---\n{p.stdout[-2000:]}")
     out = parse_json_output(p.stdout, what)
     out["_wall_s"] = wall
+    if busy0 is not None:
+        own = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        # CPU that other processes used while this one ran, as % of one core
+        out["_foreign_cpu_pct"] = max(0.0, (busy1 - busy0) - own) / wall * 100.0
+    return out
+
+
+def run(cmd, what, threads, retries=0, max_foreign=25.0):
+    """Runs a benchmark process; if other processes used more than max_foreign % of a core meanwhile (a busy
+    machine skews these numbers badly, OpenMP spinning in llama.cpp most of all), waits and retries up to
+    `retries` times, then keeps the last run and flags it."""
+    for attempt in range(retries + 1):
+        out = run_once(cmd, what, threads)
+        foreign = out.get("_foreign_cpu_pct", 0.0)
+        if foreign <= max_foreign:
+            return out
+        print(f"  warning: other processes used {foreign:.0f}% of a core during {what}"
+              + (f"; retrying in 30 s ({attempt + 1}/{retries})" if attempt < retries else "; numbers unreliable"),
+              file=sys.stderr, flush=True)
+        if attempt < retries:
+            time.sleep(30)
+    out["_busy"] = True
     return out
 
 
@@ -245,6 +281,8 @@ def main():
                     help="timed repetitions inside each process (novapay's own --rounds); medians are reported")
     ap.add_argument("--reference-only", action="store_true", help="skip novapay, run only llama.cpp / sentence-transformers")
     ap.add_argument("--no-warmup", action="store_true", help="reference runs: skip the short warm-up pass")
+    ap.add_argument("--retry-busy", type=int, default=0, metavar="N",
+                    help="re-run a measurement up to N times when other processes were using the CPU meanwhile")
     ap.add_argument("--json-out", help="also write every round's raw results here")
     ap.add_argument("--_worker", choices=["llm", "embed"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -280,18 +318,18 @@ def main():
             nova_llm.append(run([args.novapay, "bench", "llm", "--llm", args.gguf, "--threads", str(args.threads),
                                  "--prompt-file", args.prompt_file, "--prompt-tokens", str(args.prompt_tokens),
                                  "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds)],
-                                "novapay bench llm", args.threads))
-        ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads))
+                                "novapay bench llm", args.threads, args.retry_busy))
+        ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads, args.retry_busy))
         if not args.reference_only:
             nova_emb.append(run([args.novapay, "bench", "embed", "--embedder", args.embedder_dir,
                                  "--threads", str(args.threads), "--chunks-file", args.chunks_file,
                                  "--batch-size", str(args.batch_size), "--rounds", str(args.inner_rounds)],
-                                "novapay bench embed", args.threads))
-        ref_emb.append(run(ref_cmd("embed", args), "sentence-transformers reference", args.threads))
+                                "novapay bench embed", args.threads, args.retry_busy))
+        ref_emb.append(run(ref_cmd("embed", args), "sentence-transformers reference", args.threads, args.retry_busy))
         for name, rs in [("novapay llm", nova_llm), ("llama.cpp", ref_llm), ("novapay embed", nova_emb),
                          ("sentence-transformers", ref_emb)]:
             if rs and len(rs) == rnd:
-                r = {k: v for k, v in rs[-1].items() if not k.startswith("_") and k != "sample_text"}
+                r = {k: v for k, v in rs[-1].items() if k not in ("_wall_s", "sample_text")}
                 print(f"  {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
 
     import llama_cpp
@@ -311,6 +349,10 @@ def main():
           f"{median(ref_emb, 'truncated_chunks'):.0f} chunks truncated")
     if nova_llm:
         print(f"novapay weight types: {nova_llm[-1].get('weight_types')} (llama.cpp runs the GGUF's own types)")
+    n_busy = sum(1 for rs in (nova_llm, ref_llm, nova_emb, ref_emb) for r in rs if r.get("_busy"))
+    if n_busy:
+        print(f"WARNING: {n_busy} run(s) shared the CPU with other processes; their numbers are unreliable "
+              f"(use --retry-busy N on a shared machine)")
     print_table("LLM (novapay vs llama.cpp)", LLM_METRICS, nova_llm, ref_llm, "llama.cpp")
     print_table("Embedder (novapay vs sentence-transformers)", EMB_METRICS, nova_emb, ref_emb, "sent-transformers")
     if args.json_out:

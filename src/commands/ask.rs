@@ -2,10 +2,10 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use novapay::engine::{GenerationEvent, LlmHandle};
+use novapay::engine::LlmHandle;
 use novapay::index::KnowledgeBase;
 use novapay::memory::{SessionId, SqliteStore};
-use novapay::rag::{Assistant, Plan};
+use novapay::rag::Assistant;
 
 use crate::cli::{EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs, SamplingArgs};
 
@@ -41,10 +41,14 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&retrieval)?);
         } else {
             println!(
-                "best similarity {:.3} (with history {:.3}), threshold {:.2}: {}",
+                "best similarity {:.3} (with history {:.3}), threshold {:.2}; word coverage {:.2} \
+                 (with history {:.2}), threshold {:.2}: {}",
                 retrieval.best_similarity,
                 retrieval.best_similarity_with_history,
                 config.min_similarity,
+                retrieval.term_coverage,
+                retrieval.term_coverage_with_history,
+                config.min_term_coverage,
                 if retrieval.relevant { "answer from the excerpts" } else { "FALLBACK (no LLM call)" }
             );
             for (i, h) in retrieval.hits.iter().take(10).enumerate() {
@@ -65,56 +69,33 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
     let opts = super::load_llm_options(a.runtime, a.llm)?;
     let llm = LlmHandle::spawn(opts, 1).context("loading the LLM")?;
     let assistant = Assistant::new(Arc::new(kb), Arc::new(embedder), llm, memory, config);
-    let prepared = assistant.prepare(&session, a.question)?;
-    let fallback = matches!(prepared.plan, Plan::Fallback(_));
-    let answer = match prepared.plan {
-        Plan::Fallback(text) => {
-            if !a.json {
-                println!("{text}");
-            }
-            text
+    let stdout = std::io::stdout();
+    let answer = assistant.answer_blocking(&session, a.question, &mut |text| {
+        if !a.json {
+            let mut out = stdout.lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
         }
-        Plan::Generate(request) => {
-            let mut rx = assistant.submit(request)?;
-            let mut answer = String::new();
-            let stdout = std::io::stdout();
-            while let Some(ev) = rx.blocking_recv() {
-                match ev {
-                    GenerationEvent::Token(t) => {
-                        answer.push_str(&t);
-                        if !a.json {
-                            let mut out = stdout.lock();
-                            let _ = out.write_all(t.as_bytes());
-                            let _ = out.flush();
-                        }
-                    }
-                    GenerationEvent::Done(_) => break,
-                    GenerationEvent::Error(e) => return Err(e.into()),
-                }
-            }
-            if !a.json {
-                println!();
-            }
-            answer.trim().to_string()
-        }
-    };
-    assistant.record(&session, &prepared.question, &answer, &prepared.sources)?;
+    })?;
+    if !a.json {
+        println!();
+    }
     if a.json {
         println!(
             "{}",
             serde_json::json!({
-                "answer": answer,
+                "answer": answer.text,
                 "session_id": session,
-                "sources": prepared.sources.iter().map(|s| serde_json::json!({
+                "sources": answer.sources.iter().map(|s| serde_json::json!({
                     "source": s.source, "heading": s.heading, "snippet": s.snippet, "score": s.score,
                 })).collect::<Vec<_>>(),
-                "fallback": fallback,
+                "fallback": answer.fallback,
             })
         );
     } else {
-        if !prepared.sources.is_empty() {
+        if !answer.sources.is_empty() {
             println!("\nSources:");
-            for (i, s) in prepared.sources.iter().enumerate() {
+            for (i, s) in answer.sources.iter().enumerate() {
                 let heading = if s.heading.is_empty() { &s.title } else { &s.heading };
                 println!("  [{}] {} — {} (score {:.2})", i + 1, s.source, heading, s.score);
             }

@@ -3,17 +3,18 @@
 //! its stem without the English stemmer mangling it, and the other way round.
 
 use tantivy::collector::TopDocs;
-use tantivy::query::QueryParser;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, INDEXED};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, Stemmer, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, TantivyDocument};
+use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 
 pub struct Bm25Index {
-    index: Index,
     reader: IndexReader,
     fields: Vec<Field>,
+    languages: &'static [Language],
+    stop_words: bool,
     id: Field,
 }
 
@@ -45,6 +46,39 @@ fn analyzer(language: Language, stop_words: bool) -> TextAnalyzer {
         Some(stop) => base.filter(stop).filter(Stemmer::new(language)).build(),
         None => base.filter(Stemmer::new(language)).build(),
     }
+}
+
+/// The distinct content terms of `text`: each word goes through the analyzer of its script (Cyrillic
+/// words through the Russian one, others through the first language's), stop words dropped, stemmed.
+pub fn content_terms(text: &str, languages: &[Language]) -> std::collections::HashSet<String> {
+    let mut terms = std::collections::HashSet::new();
+    for (i, lang) in languages.iter().enumerate() {
+        let mut analyzer = analyzer(*lang, true);
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            let token = &stream.token().text;
+            let cyrillic = token.chars().any(|c| ('\u{400}'..='\u{4FF}').contains(&c));
+            let mine = match lang {
+                Language::Russian => cyrillic,
+                _ => !cyrillic && (i == 0 || !languages.contains(&Language::English)),
+            };
+            if mine {
+                terms.insert(token.clone());
+            }
+        }
+    }
+    terms
+}
+
+/// Share of the query's content terms found in `texts`; 0 when the query has no content term.
+pub fn term_coverage<S: AsRef<str>>(query: &str, texts: &[S], languages: &[Language]) -> f32 {
+    let query_terms = content_terms(query, languages);
+    if query_terms.is_empty() {
+        return 0.0;
+    }
+    let joined: String = texts.iter().map(|t| t.as_ref()).collect::<Vec<_>>().join("\n");
+    let text_terms = content_terms(&joined, languages);
+    query_terms.intersection(&text_terms).count() as f32 / query_terms.len() as f32
 }
 
 impl Bm25Index {
@@ -80,18 +114,33 @@ impl Bm25Index {
         writer.commit()?;
         let reader = index.reader()?;
         Ok(Self {
-            index,
             reader,
             fields,
+            languages: config.languages,
+            stop_words: config.stop_words,
             id,
         })
     }
 
-    /// Best `k` texts for `query` as (id, BM25 score), best first. Query syntax characters in customer
-    /// text are taken literally (lenient parsing), never an error.
+    /// Best `k` texts for `query` as (id, BM25 score), best first. The query is run through each
+    /// field's own analyzer and its terms OR-ed: customer text is never parsed as query syntax.
     pub fn search(&self, query: &str, k: usize) -> Vec<(usize, f32)> {
-        let parser = QueryParser::for_index(&self.index, self.fields.clone());
-        let (query, _ignored_errors) = parser.parse_query_lenient(query);
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (field, lang) in self.fields.iter().zip(self.languages) {
+            let mut analyzer = analyzer(*lang, self.stop_words);
+            let mut stream = analyzer.token_stream(query);
+            while stream.advance() {
+                let term = Term::from_field_text(*field, &stream.token().text);
+                clauses.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                ));
+            }
+        }
+        if clauses.is_empty() {
+            return Vec::new();
+        }
+        let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let Ok(top) = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score()) else {
             return Vec::new();
@@ -121,6 +170,9 @@ mod tests {
         assert_eq!(idx.search("международный перевод", 3)[0].0, 0);
         assert_eq!(idx.search("transfer charges", 3)[0].0, 1);
         assert_eq!(idx.search("blocking a card", 3)[0].0, 2);
+        // Stop words do not count as overlap; stems do.
+        assert_eq!(term_coverage("How do I bake a cake?", &texts, &[Language::English]), 0.0);
+        assert!(term_coverage("charges for a transfer", &texts, &[Language::English]) > 0.9);
         // Query syntax in customer text is not an error.
         assert!(!idx.search("fee: \"(0.5%) AND", 3).is_empty());
     }

@@ -504,10 +504,24 @@ impl KnowledgeBase {
                 add(id, rank, None, Some(score));
             }
         }
-        let mut hits: Vec<Hit> = fused.into_values().collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut hits: Vec<(usize, Hit)> = fused.into_iter().collect();
+        // Equal fused scores are common (rank 1 + rank 2 either way round): the closer meaning wins,
+        // then the lower id, so results never depend on hash order.
+        hits.sort_by(|(ia, a), (ib, b)| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| b.dense.unwrap_or(-1.0).total_cmp(&a.dense.unwrap_or(-1.0)))
+                .then_with(|| ia.cmp(ib))
+        });
+        let mut hits: Vec<Hit> = hits.into_iter().map(|(_, h)| h).collect();
         hits.truncate(k);
         hits
+    }
+
+    /// Share of `query`'s content terms (stemmed, stop words dropped) present in the `hits`' text.
+    pub fn term_coverage(&self, query: &str, hits: &[Hit]) -> f32 {
+        let texts: Vec<String> = hits.iter().map(|h| h.chunk.search_text()).collect();
+        bm25::term_coverage(query, &texts, Bm25Config::KNOWLEDGE_BASE.languages)
     }
 
     /// (chunk id, cosine similarity), best first.

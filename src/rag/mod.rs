@@ -61,6 +61,9 @@ pub struct RagConfig {
     pub history_tokens: usize,
     /// Turns read from memory at most (before the token budget).
     pub history_turns: usize,
+    /// Share of the question's content words that the top excerpts must contain: embeddings alone
+    /// rate unrelated text as similar, above all in a language the embedder was not trained on.
+    pub min_term_coverage: f32,
     /// A follow-up with at most this many words may borrow relevance from the previous turns.
     pub follow_up_max_words: usize,
     pub fallback_en: String,
@@ -81,6 +84,7 @@ impl Default for RagConfig {
             top_k: 4,
             candidates: 20,
             min_similarity: 0.35,
+            min_term_coverage: 0.25,
             context_tokens: 1200,
             history_tokens: 600,
             history_turns: 8,
@@ -110,6 +114,9 @@ pub struct Retrieval {
     /// Best cosine similarity of the question alone, and of the question with recent turns.
     pub best_similarity: f32,
     pub best_similarity_with_history: f32,
+    /// Share of the question's content words found in the top excerpts (alone / with recent turns).
+    pub term_coverage: f32,
+    pub term_coverage_with_history: f32,
     pub relevant: bool,
     pub language: Language,
 }
@@ -294,9 +301,65 @@ impl Assistant {
     }
 }
 
+/// A finished answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub text: String,
+    pub sources: Vec<Source>,
+    /// True when the knowledge base had nothing relevant and the fallback replied (no LLM call).
+    pub fallback: bool,
+    pub usage: Option<crate::engine::Usage>,
+}
+
+impl Assistant {
+    /// The whole flow for callers without an async runtime (CLI, tests): prepare, generate or fall
+    /// back, record in the session. `on_text` receives the answer as it streams.
+    pub fn answer_blocking(
+        &self,
+        session: &SessionId,
+        question: &str,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer, RagError> {
+        let prepared = self.prepare(session, question)?;
+        let (text, usage, fallback) = match prepared.plan {
+            Plan::Fallback(text) => {
+                on_text(&text);
+                (text, None, true)
+            }
+            Plan::Generate(request) => {
+                let mut rx = self.submit(request)?;
+                let mut text = String::new();
+                let mut usage = None;
+                while let Some(event) = rx.blocking_recv() {
+                    match event {
+                        GenerationEvent::Token(t) => {
+                            on_text(&t);
+                            text.push_str(&t);
+                        }
+                        GenerationEvent::Done(summary) => {
+                            usage = Some(summary.usage);
+                            break;
+                        }
+                        GenerationEvent::Error(e) => return Err(e.into()),
+                    }
+                }
+                (text.trim().to_string(), usage, false)
+            }
+        };
+        self.record(session, &prepared.question, &text, &prepared.sources)?;
+        Ok(Answer {
+            text,
+            sources: prepared.sources,
+            fallback,
+            usage,
+        })
+    }
+}
+
 /// Searches for `question`, and also for it joined to the previous user turns so that a follow-up
 /// ("and for international ones?") finds the topic it refers to. The fallback decision uses the
-/// question's own best similarity, or, for a short follow-up, the one with history. Blocking.
+/// question's own best similarity and word coverage, or, for a short follow-up, those with history.
+/// Blocking.
 pub fn retrieve_with(
     kb: &KnowledgeBase,
     embedder: &Embedder,
@@ -326,17 +389,37 @@ pub fn retrieve_with(
     let best = |v: &Vec<f32>| kb.dense(v, 1).first().map(|(_, s)| *s).unwrap_or(0.0);
     let best_similarity = vectors.first().map(best).unwrap_or(0.0);
     let best_similarity_with_history = vectors.get(1).map(best).unwrap_or(best_similarity);
+    let top = &hits[..hits.len().min(config.top_k)];
+    let term_coverage = kb.term_coverage(question, top);
+    let term_coverage_with_history = queries
+        .get(1)
+        .map(|q| kb.term_coverage(q, top))
+        .unwrap_or(term_coverage);
     let words = question.split_whitespace().count();
-    let relevant = best_similarity >= config.min_similarity
+    let relevant = passes(config, best_similarity, term_coverage)
         || (words <= config.follow_up_max_words
-            && best_similarity_with_history >= config.min_similarity);
+            && passes(config, best_similarity_with_history, term_coverage_with_history));
     Ok(Retrieval {
         hits,
         best_similarity,
         best_similarity_with_history,
+        term_coverage,
+        term_coverage_with_history,
         relevant,
         language,
     })
+}
+
+/// Both signals must agree: enough of the question's words in the excerpts, and a similar enough
+/// meaning. When nearly every word matches, a lower similarity is accepted (short questions such as
+/// "Is there a status page?" embed poorly).
+fn passes(config: &RagConfig, similarity: f32, coverage: f32) -> bool {
+    let needed = if coverage >= 0.75 {
+        config.min_similarity * 0.6
+    } else {
+        config.min_similarity
+    };
+    coverage >= config.min_term_coverage && similarity >= needed
 }
 
 /// The first `max` characters of `text` on a word boundary, with an ellipsis when cut.

@@ -2,7 +2,9 @@
 
 mod cli;
 mod embedder;
+mod eval;
 mod generation;
+mod knowledge_base;
 mod model_files;
 mod templates;
 mod tokenizer;
