@@ -8,4 +8,7 @@ command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from
 command -v python3 >/dev/null || { echo "error: python3 (with pip) is needed to fetch the test models" >&2; exit 1; }
 
 scripts/fetch-test-models.sh
-cargo test --release --locked "$@"
+# One inference thread per model and two tests at a time: candle's quantized kernels busy-wait, and
+# several models each wanting every core slow down tenfold (see ../shared/FINDINGS.md).
+export RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1
+cargo test --release --locked "$@" -- --test-threads=2

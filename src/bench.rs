@@ -69,7 +69,15 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
     let never = || false;
     let mut sink = |_: &str| ControlFlow::Continue(());
     // Warm-up: first touches of the weights and the thread pools.
-    llm.generate(&ids[..ids.len().min(32)], &SamplingParams { max_new_tokens: 4, ..params.clone() }, &never, &mut sink)?;
+    llm.generate(
+        &ids[..ids.len().min(32)],
+        &SamplingParams {
+            max_new_tokens: 4,
+            ..params.clone()
+        },
+        &never,
+        &mut sink,
+    )?;
     let (mut prompt, mut gen, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
     let mut generated = 0;
     for _ in 0..spec.rounds.max(1) {
@@ -131,7 +139,12 @@ pub fn read_text_or_default(path: &Path) -> String {
 /// One chunk per non-empty line, or built-in ~200-word chunks when the file is missing.
 pub fn read_chunks_or_default(path: &Path, count: usize) -> Vec<String> {
     let from_file: Vec<String> = std::fs::read_to_string(path)
-        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if !from_file.is_empty() {
         return from_file;

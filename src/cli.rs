@@ -12,12 +12,21 @@ use novapay::models::{self, HubSettings};
 use novapay::rag::RagConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "novapay", version, about = "Offline customer-support assistant for NovaPay")]
+#[command(
+    name = "novapay",
+    version,
+    about = "Offline customer-support assistant for NovaPay"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format: human or json.
-    #[arg(long, env = "NOVAPAY_LOG_FORMAT", default_value = "human", global = true)]
+    #[arg(
+        long,
+        env = "NOVAPAY_LOG_FORMAT",
+        default_value = "human",
+        global = true
+    )]
     pub log_format: String,
 }
 
@@ -80,6 +89,23 @@ pub enum Command {
         retrieve_only: bool,
         /// The question.
         question: String,
+    },
+    /// Serve the HTTP API and the web chat page.
+    Serve {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        llm: LlmArgs,
+        #[command(flatten)]
+        embed: EmbedArgs,
+        #[command(flatten)]
+        kb: KbArgs,
+        #[command(flatten)]
+        rag: RagArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Print the token ids (and pieces) of a text with the LLM's tokenizer.
     Tokenize {
@@ -182,6 +208,41 @@ pub enum EvalCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    #[arg(long, env = "NOVAPAY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, env = "NOVAPAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Comma-separated API keys; when set, every route but /health, /metrics, /openapi.json and the
+    /// chat page needs one (Bearer, or Basic with the key as user name or password).
+    #[arg(
+        long,
+        env = "NOVAPAY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Comma-separated allowed CORS origins, or * for any; none by default.
+    #[arg(long, env = "NOVAPAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Generation jobs that may wait while one runs; beyond it requests get 429 at once.
+    #[arg(long, env = "NOVAPAY_QUEUE_DEPTH", default_value_t = 8)]
+    pub queue_depth: usize,
+    /// Seconds a generation may take before the request gets 504.
+    #[arg(long, env = "NOVAPAY_GENERATION_TIMEOUT_SECS", default_value_t = 120)]
+    pub generation_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "NOVAPAY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "NOVAPAY_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    /// Log question text at info level (card-number-like digit runs are masked).
+    #[arg(long, env = "NOVAPAY_LOG_QUERIES", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_queries: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
     /// CPU threads for inference (default: all cores).
     #[arg(long, env = "NOVAPAY_THREADS")]
@@ -254,11 +315,19 @@ impl RagArgs {
         let e5 = embedder.to_ascii_lowercase().contains("e5-");
         RagConfig {
             top_k: self.top_k.max(1),
-            min_similarity: self
-                .min_score
-                .unwrap_or(if e5 { 0.80 } else { defaults.min_similarity }),
-            fallback_en: self.fallback_en.clone().unwrap_or(defaults.fallback_en.clone()),
-            fallback_ru: self.fallback_ru.clone().unwrap_or(defaults.fallback_ru.clone()),
+            min_similarity: self.min_score.unwrap_or(if e5 {
+                0.80
+            } else {
+                defaults.min_similarity
+            }),
+            fallback_en: self
+                .fallback_en
+                .clone()
+                .unwrap_or(defaults.fallback_en.clone()),
+            fallback_ru: self
+                .fallback_ru
+                .clone()
+                .unwrap_or(defaults.fallback_ru.clone()),
             sampling,
             ..defaults
         }
@@ -353,7 +422,10 @@ impl EmbedArgs {
         let e5 = self.embedder.to_ascii_lowercase().contains("e5-");
         let default = |p: &str| if e5 { p.to_string() } else { String::new() };
         EmbedderOptions {
-            query_prefix: self.query_prefix.clone().unwrap_or_else(|| default("query: ")),
+            query_prefix: self
+                .query_prefix
+                .clone()
+                .unwrap_or_else(|| default("query: ")),
             passage_prefix: self
                 .passage_prefix
                 .clone()

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod embed;
 pub mod engine;
 pub mod eval;
+pub mod http;
 pub mod index;
 pub mod memory;
 pub mod models;

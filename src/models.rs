@@ -159,13 +159,31 @@ pub fn resolve_embedder(spec: &str, hub: &HubSettings) -> Result<PathBuf, ModelE
             }
             let mut dir = None;
             for name in EMBEDDER_REQUIRED {
-                let path = fetch(&repo, &revision, name, true, hub, spec, "embedder", "--embedder")?
-                    .expect("required files are always returned");
+                let path = fetch(
+                    &repo,
+                    &revision,
+                    name,
+                    true,
+                    hub,
+                    spec,
+                    "embedder",
+                    "--embedder",
+                )?
+                .expect("required files are always returned");
                 dir = path.parent().map(Path::to_path_buf);
             }
             for name in EMBEDDER_OPTIONAL {
                 // Absent optional files (no pooling config, say) are fine: defaults apply.
-                let _ = fetch(&repo, &revision, name, false, hub, spec, "embedder", "--embedder");
+                let _ = fetch(
+                    &repo,
+                    &revision,
+                    name,
+                    false,
+                    hub,
+                    spec,
+                    "embedder",
+                    "--embedder",
+                );
             }
             dir.ok_or_else(|| ModelError::NotFound(PathBuf::from(spec)))
         }
@@ -294,7 +312,9 @@ mod tests {
         );
         assert!(msg.contains("models--owner--repo"), "{msg}");
         let err = resolve_embedder("owner/emb", &hub).unwrap_err();
-        assert!(err.to_string().contains("novapay download --embedder=owner/emb"));
+        assert!(err
+            .to_string()
+            .contains("novapay download --embedder=owner/emb"));
     }
 
     #[test]

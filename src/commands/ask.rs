@@ -34,7 +34,8 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
     let config = a.rag.config(&a.embed.embedder, a.sampling.params());
 
     if a.retrieve_only {
-        let history = novapay::memory::ConversationStore::history(&*memory, &session, config.history_turns)?;
+        let history =
+            novapay::memory::ConversationStore::history(&*memory, &session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
         let retrieval = novapay::rag::retrieve_with(&kb, &embedder, &config, a.question, &history)?;
         if a.json {
@@ -49,15 +50,23 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
                 retrieval.term_coverage,
                 retrieval.term_coverage_with_history,
                 config.min_term_coverage,
-                if retrieval.relevant { "answer from the excerpts" } else { "FALLBACK (no LLM call)" }
+                if retrieval.relevant {
+                    "answer from the excerpts"
+                } else {
+                    "FALLBACK (no LLM call)"
+                }
             );
             for (i, h) in retrieval.hits.iter().take(10).enumerate() {
                 println!(
                     "{:>2}. fused {:.4}  cosine {}  bm25 {}  {} — {}",
                     i + 1,
                     h.score,
-                    h.dense.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into()),
-                    h.lexical.map(|d| format!("{d:.2}")).unwrap_or_else(|| "-".into()),
+                    h.dense
+                        .map(|d| format!("{d:.3}"))
+                        .unwrap_or_else(|| "-".into()),
+                    h.lexical
+                        .map(|d| format!("{d:.2}"))
+                        .unwrap_or_else(|| "-".into()),
                     h.chunk.source,
                     h.chunk.heading
                 );
@@ -96,8 +105,18 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
         if !answer.sources.is_empty() {
             println!("\nSources:");
             for (i, s) in answer.sources.iter().enumerate() {
-                let heading = if s.heading.is_empty() { &s.title } else { &s.heading };
-                println!("  [{}] {} — {} (score {:.2})", i + 1, s.source, heading, s.score);
+                let heading = if s.heading.is_empty() {
+                    &s.title
+                } else {
+                    &s.heading
+                };
+                println!(
+                    "  [{}] {} — {} (score {:.2})",
+                    i + 1,
+                    s.source,
+                    heading,
+                    s.score
+                );
             }
         }
         if a.session.is_none() {

@@ -2,7 +2,13 @@ use novapay::models;
 
 use crate::cli::HubArgs;
 
-pub fn run(hub: &HubArgs, llm: &str, embedder: &str, want_llm: bool, want_embedder: bool) -> anyhow::Result<()> {
+pub fn run(
+    hub: &HubArgs,
+    llm: &str,
+    embedder: &str,
+    want_llm: bool,
+    want_embedder: bool,
+) -> anyhow::Result<()> {
     let settings = hub.settings(true);
     if settings.offline {
         anyhow::bail!("`download` needs the network: unset HF_HUB_OFFLINE / drop --offline");

@@ -37,7 +37,11 @@ pub fn retrieval(
             report.dataset,
             report.documents,
             report.queries,
-            report.embedder.as_deref().map(|e| format!(", embedder {e}")).unwrap_or_default()
+            report
+                .embedder
+                .as_deref()
+                .map(|e| format!(", embedder {e}"))
+                .unwrap_or_default()
         );
         for r in &report.results {
             println!(
@@ -74,7 +78,10 @@ pub fn dialogue(
             "doc2dial: {} documents, {} chunks; recall@{} of the gold passage",
             report.documents, report.chunks, report.k
         );
-        for (name, r) in [("all questions", &report.all), ("follow-ups", &report.follow_ups)] {
+        for (name, r) in [
+            ("all questions", &report.all),
+            ("follow-ups", &report.follow_ups),
+        ] {
             println!(
                 "  {name:<14} ({:>4}): latest question alone {:.4}, with history {:.4}",
                 r.questions, r.without_history, r.with_history

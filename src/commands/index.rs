@@ -3,7 +3,13 @@ use novapay::index::{build_index, IndexJob};
 
 use crate::cli::{EmbedArgs, KbArgs, RuntimeArgs};
 
-pub fn run(runtime: &RuntimeArgs, embed: &EmbedArgs, kb: &KbArgs, rebuild: bool, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    runtime: &RuntimeArgs,
+    embed: &EmbedArgs,
+    kb: &KbArgs,
+    rebuild: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let embedder = super::load_embedder(runtime, embed, 32)?;
     let job = IndexJob {
         data_dir: kb.data_dir.clone(),
@@ -14,8 +20,10 @@ pub fn run(runtime: &RuntimeArgs, embed: &EmbedArgs, kb: &KbArgs, rebuild: bool,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} chunks ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "embedding {bar:40} {pos}/{len} chunks ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let report = build_index(&job, &embedder, &|done, total| {
         bar.set_length(total as u64);

@@ -5,6 +5,7 @@ mod bench;
 mod download;
 mod eval;
 mod index;
+mod serve;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -15,7 +16,9 @@ use novapay::engine::Llm;
 use novapay::index::IndexSettings;
 use novapay::models;
 
-use crate::cli::{BenchCommand, Cli, Command, EmbedArgs, EvalCommand, KbArgs, LlmArgs, RuntimeArgs};
+use crate::cli::{
+    BenchCommand, Cli, Command, EmbedArgs, EvalCommand, KbArgs, LlmArgs, RuntimeArgs,
+};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -56,6 +59,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             retrieve_only,
             question: &question,
         }),
+        Command::Serve {
+            runtime,
+            llm,
+            embed,
+            kb,
+            rag,
+            sampling,
+            server,
+        } => serve::run(serve::ServeArgs {
+            runtime,
+            llm,
+            embed,
+            kb,
+            rag,
+            sampling,
+            server,
+        }),
         Command::Tokenize {
             runtime,
             llm,
@@ -71,7 +91,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 prompt_tokens,
                 generate_tokens,
                 rounds,
-            } => bench::llm(&runtime, &llm, &prompt_file, prompt_tokens, generate_tokens, rounds),
+            } => bench::llm(
+                &runtime,
+                &llm,
+                &prompt_file,
+                prompt_tokens,
+                generate_tokens,
+                rounds,
+            ),
             BenchCommand::Embed {
                 runtime,
                 embed,
@@ -108,7 +135,10 @@ fn resolve_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<(PathBuf
     Ok((path, threads))
 }
 
-fn load_llm_options(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<novapay::engine::LlmOptions> {
+fn load_llm_options(
+    runtime: &RuntimeArgs,
+    args: &LlmArgs,
+) -> anyhow::Result<novapay::engine::LlmOptions> {
     let (path, _) = resolve_llm(runtime, args)?;
     Ok(args.options(path))
 }
@@ -119,7 +149,11 @@ fn load_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<Llm> {
     Llm::load(&opts).with_context(|| format!("loading the LLM from {}", opts.gguf.display()))
 }
 
-fn load_embedder(runtime: &RuntimeArgs, args: &EmbedArgs, batch_size: usize) -> anyhow::Result<Embedder> {
+fn load_embedder(
+    runtime: &RuntimeArgs,
+    args: &EmbedArgs,
+    batch_size: usize,
+) -> anyhow::Result<Embedder> {
     novapay::threads::configure_cpu_threads(runtime.threads);
     let dir = models::resolve_embedder(&args.embedder, &runtime.hub.settings(true))?;
     Embedder::load(args.options(dir.clone(), batch_size))
@@ -129,5 +163,9 @@ fn load_embedder(runtime: &RuntimeArgs, args: &EmbedArgs, batch_size: usize) -> 
 /// What the index must have been built with, for this embedder and these chunk settings.
 fn index_settings(embedder: &Embedder, embed: &EmbedArgs, kb: &KbArgs) -> IndexSettings {
     let passage_prefix = embed.options(PathBuf::new(), 1).passage_prefix;
-    IndexSettings::new(embedder, &passage_prefix, kb.chunk_settings(embedder.max_length()))
+    IndexSettings::new(
+        embedder,
+        &passage_prefix,
+        kb.chunk_settings(embedder.max_length()),
+    )
 }

@@ -4,7 +4,13 @@ use novapay::engine::tokenizer::LlmTokenizer;
 use crate::cli::{LlmArgs, RuntimeArgs};
 
 /// Loads only the tokenizer (no weights), so it is instant even for large models.
-pub fn run(runtime: &RuntimeArgs, args: &LlmArgs, json: bool, plain: bool, text: &str) -> anyhow::Result<()> {
+pub fn run(
+    runtime: &RuntimeArgs,
+    args: &LlmArgs,
+    json: bool,
+    plain: bool,
+    text: &str,
+) -> anyhow::Result<()> {
     let (path, _) = super::resolve_llm(runtime, args)?;
     let gguf = GgufFile::open(&path)?;
     let tokenizer = match &args.llm_tokenizer {

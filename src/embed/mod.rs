@@ -220,7 +220,10 @@ impl Embedder {
         let n = encodings.len();
         let len = encodings.first().map(|e| e.len()).unwrap_or(0);
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings.iter().flat_map(|e| f(e).iter().copied()).collect()
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().copied())
+                .collect()
         };
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (n, len), &self.device)?;
         let type_ids = Tensor::from_vec(flat(&|e| e.get_type_ids()), (n, len), &self.device)?;
@@ -235,7 +238,11 @@ impl Embedder {
                 summed.broadcast_div(&counts)?
             }
         };
-        let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let norms = pooled
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
         let normalized = pooled.broadcast_div(&norms)?;
         Ok(normalized.to_vec2::<f32>()?)
     }

@@ -118,8 +118,14 @@ impl ChatTemplate {
                 "<|eot_id|>".to_string(),
             )
         };
-        let builtin_chatml =
-            || Self::new(CHATML_TEMPLATE.to_string(), "chatml", String::new(), "<|im_end|>".into());
+        let builtin_chatml = || {
+            Self::new(
+                CHATML_TEMPLATE.to_string(),
+                "chatml",
+                String::new(),
+                "<|im_end|>".into(),
+            )
+        };
         match choice {
             TemplateChoice::Llama3 => builtin_llama3(),
             TemplateChoice::ChatMl => builtin_chatml(),

@@ -75,7 +75,10 @@ impl Timings {
     }
     /// Tokens after the first, over the time after the first (the first comes out of prefill).
     pub fn generation_tokens_per_s(&self, usage: &Usage) -> f64 {
-        per_second(usage.completion_tokens.saturating_sub(1), self.generation_ms)
+        per_second(
+            usage.completion_tokens.saturating_sub(1),
+            self.generation_ms,
+        )
     }
 }
 

@@ -38,10 +38,14 @@ impl GgufFile {
                 "not a GGUF file (the first bytes are not \"GGUF\"); pass a .gguf model".into(),
             ));
         }
-        file.seek(SeekFrom::Start(0)).map_err(|e| bad(e.to_string()))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| bad(e.to_string()))?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
-            .map_err(|e| bad(format!("unreadable GGUF header (truncated or corrupt download?): {e}")))?;
+        let content = Content::read(&mut reader).map_err(|e| {
+            bad(format!(
+                "unreadable GGUF header (truncated or corrupt download?): {e}"
+            ))
+        })?;
         // The header lists every tensor with its offset: a short file is a truncated download, caught
         // here rather than as a read error halfway through loading.
         let needed = content
@@ -50,7 +54,9 @@ impl GgufFile {
             .map(|t| {
                 let elems = t.shape.elem_count();
                 let block = t.ggml_dtype.block_size();
-                content.tensor_data_offset + t.offset + (elems / block * t.ggml_dtype.type_size()) as u64
+                content.tensor_data_offset
+                    + t.offset
+                    + (elems / block * t.ggml_dtype.type_size()) as u64
             })
             .max()
             .unwrap_or(content.tensor_data_offset);
@@ -71,7 +77,9 @@ impl GgufFile {
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(|v| v.to_string().ok()).map(|s| s.as_str())
+        self.get(key)
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.as_str())
     }
 
     pub fn get_u32(&self, key: &str) -> Option<u32> {
@@ -111,7 +119,13 @@ impl GgufFile {
 
     pub fn int_array(&self, key: &str) -> Option<Vec<i64>> {
         let arr = self.get(key)?.to_vec().ok()?;
-        arr.iter().map(|v| value_as_u64(v).map(|x| x as i64).or_else(|| value_as_i64(v))).collect()
+        arr.iter()
+            .map(|v| {
+                value_as_u64(v)
+                    .map(|x| x as i64)
+                    .or_else(|| value_as_i64(v))
+            })
+            .collect()
     }
 }
 

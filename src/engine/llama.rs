@@ -200,8 +200,14 @@ impl LlamaModel {
         } else {
             None
         };
-        let (cos, sin) = rope_tables(rope_dim, freq_base, rope_freqs.as_deref(), context_length, device)
-            .map_err(|e| bad(e.to_string()))?;
+        let (cos, sin) = rope_tables(
+            rope_dim,
+            freq_base,
+            rope_freqs.as_deref(),
+            context_length,
+            device,
+        )
+        .map_err(|e| bad(e.to_string()))?;
 
         let embedding = r.read("token_embd.weight")?;
         let vocab = embedding.shape().dims2().map_err(|e| bad(e.to_string()))?.0;

@@ -68,15 +68,15 @@ impl LlmTokenizer {
         }
         let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let (patterns, ignore_merges): (&[&str], bool) = match pre {
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => (&[LLAMA3_PATTERN], true),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
+                (&[LLAMA3_PATTERN], true)
+            }
             "smollm" => (&[r"\p{N}", GPT2_PATTERN], false),
             "gpt-2" | "phi-2" => (&[GPT2_PATTERN], false),
-            other => {
-                return Err(bad(format!(
-                    "unsupported pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, \
+            other => return Err(bad(format!(
+                "unsupported pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, \
                      llama3, smollm, gpt-2); pass the model's tokenizer.json with --llm-tokenizer"
-                )))
-            }
+            ))),
         };
         let tokens = gguf.string_array("tokenizer.ggml.tokens")?;
         let merges = gguf.string_array("tokenizer.ggml.merges")?;
@@ -141,13 +141,21 @@ impl LlmTokenizer {
         let token_bytes = byte_level_token_bytes(&tokens, &control);
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id");
         let eos = gguf.get_u32("tokenizer.ggml.eos_token_id");
-        let add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        let add_bos = gguf
+            .get_bool("tokenizer.ggml.add_bos_token")
+            .unwrap_or(false);
         let mut stop_ids: HashSet<u32> = eos.into_iter().collect();
         if let Some(eot) = gguf.get_u32("tokenizer.ggml.eot_token_id") {
             stop_ids.insert(eot);
         }
         Ok(Self::assemble(
-            tokenizer, token_bytes, control, bos, eos, add_bos, stop_ids,
+            tokenizer,
+            token_bytes,
+            control,
+            bos,
+            eos,
+            add_bos,
+            stop_ids,
         ))
     }
 
@@ -191,7 +199,13 @@ impl LlmTokenizer {
             .unwrap_or(bos.is_some());
         let stop_ids: HashSet<u32> = eos.into_iter().collect();
         Ok(Self::assemble(
-            tokenizer, token_bytes, control, bos, eos, add_bos, stop_ids,
+            tokenizer,
+            token_bytes,
+            control,
+            bos,
+            eos,
+            add_bos,
+            stop_ids,
         ))
     }
 

@@ -110,9 +110,9 @@ impl LlmHandle {
                 }
             })
             .map_err(|e| EngineError::Unavailable(format!("cannot start the model thread: {e}")))?;
-        let (tokenizer, info) = ready_rx
-            .recv()
-            .map_err(|_| EngineError::Unavailable("the model thread died while loading".into()))??;
+        let (tokenizer, info) = ready_rx.recv().map_err(|_| {
+            EngineError::Unavailable("the model thread died while loading".into())
+        })??;
         Ok(Self {
             jobs: jobs_tx,
             tokenizer,
@@ -145,7 +145,9 @@ impl LlmHandle {
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
-                Err(EngineError::Unavailable("the model thread has stopped".into()))
+                Err(EngineError::Unavailable(
+                    "the model thread has stopped".into(),
+                ))
             }
         }
     }
@@ -186,7 +188,10 @@ fn run_job(llm: &mut Llm, job: Job, stats: &WorkerStats) {
     let result = prompt.and_then(|prompt| {
         let cancelled = || events.is_closed();
         let mut on_text = |text: &str| {
-            if events.send(GenerationEvent::Token(text.to_string())).is_err() {
+            if events
+                .send(GenerationEvent::Token(text.to_string()))
+                .is_err()
+            {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())

@@ -99,7 +99,8 @@ pub fn evaluate(
     let mut dense_runs: Vec<Vec<usize>> = Vec::new();
     let mut embed_seconds = 0.0;
     if modes.iter().any(|m| *m != Mode::Bm25) {
-        let embedder = embedder.ok_or_else(|| EvalError::Failed("dense modes need an embedder".into()))?;
+        let embedder =
+            embedder.ok_or_else(|| EvalError::Failed("dense modes need an embedder".into()))?;
         let started = std::time::Instant::now();
         let mut doc_vecs = Vec::with_capacity(texts.len());
         // Batches of 256 keep the progress moving; the embedder sorts by length within each.
@@ -109,21 +110,34 @@ pub fn evaluate(
                     .embed_passages(batch)
                     .map_err(|e| EvalError::Failed(e.to_string()))?,
             );
-            progress("documents", (i * 256 + batch.len()).min(texts.len()), texts.len());
+            progress(
+                "documents",
+                (i * 256 + batch.len()).min(texts.len()),
+                texts.len(),
+            );
         }
         let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
         let q_vecs = embedder
             .embed_queries(&qtexts)
             .map_err(|e| EvalError::Failed(e.to_string()))?;
         embed_seconds = started.elapsed().as_secs_f64();
-        dense_runs = q_vecs.iter().map(|q| exact_top(q, &doc_vecs, DEPTH)).collect();
+        dense_runs = q_vecs
+            .iter()
+            .map(|q| exact_top(q, &doc_vecs, DEPTH))
+            .collect();
     }
     let bm25_runs: Vec<Vec<usize>> = if modes.iter().any(|m| *m != Mode::Dense) {
         let index = Bm25Index::build(&texts, Bm25Config::ENGLISH)
             .map_err(|e| EvalError::Failed(e.to_string()))?;
         queries
             .iter()
-            .map(|q| index.search(&q.text, DEPTH).into_iter().map(|(i, _)| i).collect())
+            .map(|q| {
+                index
+                    .search(&q.text, DEPTH)
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect()
+            })
             .collect()
     } else {
         Vec::new()

@@ -87,7 +87,10 @@ pub fn evaluate(
     for d in &docs {
         let mut from = 0;
         for c in chunker.chunk(&d.doc_id, &d.text, DocKind::Plain) {
-            let start = d.text[from..].find(&c.text).map(|i| i + from).unwrap_or(from);
+            let start = d.text[from..]
+                .find(&c.text)
+                .map(|i| i + from)
+                .unwrap_or(from);
             spans.push((d.doc_id.clone(), start, start + c.text.len()));
             from = start;
             chunks.push(c);
@@ -101,13 +104,21 @@ pub fn evaluate(
                 .embed_passages(batch)
                 .map_err(|e| EvalError::Failed(e.to_string()))?,
         );
-        progress("chunks", (i * 128 + batch.len()).min(texts.len()), texts.len());
+        progress(
+            "chunks",
+            (i * 128 + batch.len()).min(texts.len()),
+            texts.len(),
+        );
     }
     let settings = IndexSettings::new(embedder, "", chunk);
     let kb = KnowledgeBase::from_chunks(chunks, &vectors, settings)
         .map_err(|e| EvalError::Failed(e.to_string()))?;
     let config = RagConfig::default();
-    let by_doc: HashMap<&str, usize> = docs.iter().enumerate().map(|(i, d)| (d.doc_id.as_str(), i)).collect();
+    let by_doc: HashMap<&str, usize> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.doc_id.as_str(), i))
+        .collect();
 
     let mut hits_alone = (0usize, 0usize);
     let mut hits_history = (0usize, 0usize);
@@ -118,17 +129,18 @@ pub fn evaluate(
         }
         let gold = (q.answer_start, q.answer_start + q.answer_text.len());
         let is_gold = |source: &str, position: usize| {
-            let idx = spans
-                .iter()
-                .filter(|(d, _, _)| d == source)
-                .nth(position);
+            let idx = spans.iter().filter(|(d, _, _)| d == source).nth(position);
             idx.is_some_and(|(_, s, e)| *s < gold.1 && gold.0 < *e) && source == q.doc_id
         };
         let history: Vec<Turn> = q
             .history
             .iter()
             .map(|t| Turn {
-                role: if t.role == "user" { Speaker::User } else { Speaker::Assistant },
+                role: if t.role == "user" {
+                    Speaker::User
+                } else {
+                    Speaker::Assistant
+                },
                 content: t.utterance.clone(),
                 sources: Vec::new(),
                 created_at_ms: 0,
@@ -143,7 +155,11 @@ pub fn evaluate(
                 .any(|h| is_gold(&h.chunk.source, h.chunk.position)))
         };
         let alone = found(&[])?;
-        let with = if history.is_empty() { alone } else { found(&history)? };
+        let with = if history.is_empty() {
+            alone
+        } else {
+            found(&history)?
+        };
         hits_alone.0 += alone as usize;
         hits_history.0 += with as usize;
         if !history.is_empty() {

@@ -13,7 +13,9 @@ pub enum EvalError {
     Failed(String),
 }
 
-pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>, EvalError> {
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<Vec<T>, EvalError> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::Data {
         path: path.display().to_string(),
         reason: e.to_string(),

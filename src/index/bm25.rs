@@ -4,9 +4,11 @@
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, INDEXED};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, INDEXED, STORED,
+};
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, Stemmer, TextAnalyzer,
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 
@@ -76,7 +78,11 @@ pub fn term_coverage<S: AsRef<str>>(query: &str, texts: &[S], languages: &[Langu
     if query_terms.is_empty() {
         return 0.0;
     }
-    let joined: String = texts.iter().map(|t| t.as_ref()).collect::<Vec<_>>().join("\n");
+    let joined: String = texts
+        .iter()
+        .map(|t| t.as_ref())
+        .collect::<Vec<_>>()
+        .join("\n");
     let text_terms = content_terms(&joined, languages);
     query_terms.intersection(&text_terms).count() as f32 / query_terms.len() as f32
 }
@@ -142,7 +148,8 @@ impl Bm25Index {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score()) else {
+        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(k.max(1)).order_by_score())
+        else {
             return Vec::new();
         };
         top.into_iter()
@@ -171,7 +178,10 @@ mod tests {
         assert_eq!(idx.search("transfer charges", 3)[0].0, 1);
         assert_eq!(idx.search("blocking a card", 3)[0].0, 2);
         // Stop words do not count as overlap; stems do.
-        assert_eq!(term_coverage("How do I bake a cake?", &texts, &[Language::English]), 0.0);
+        assert_eq!(
+            term_coverage("How do I bake a cake?", &texts, &[Language::English]),
+            0.0
+        );
         assert!(term_coverage("charges for a transfer", &texts, &[Language::English]) > 0.9);
         // Query syntax in customer text is not an error.
         assert!(!idx.search("fee: \"(0.5%) AND", 3).is_empty());

@@ -50,9 +50,7 @@ impl Chunker {
     pub fn new(tokenizer: &Tokenizer, settings: ChunkSettings) -> Result<Self, String> {
         let mut counter = tokenizer.clone();
         counter.with_padding(None);
-        counter
-            .with_truncation(None)
-            .map_err(|e| e.to_string())?;
+        counter.with_truncation(None).map_err(|e| e.to_string())?;
         let config = || -> Result<ChunkConfig<Tokenizer>, String> {
             ChunkConfig::new(settings.max_tokens)
                 .with_sizer(counter.clone())
@@ -155,7 +153,8 @@ mod tests {
 
     #[test]
     fn heading_path_follows_nesting() {
-        let text = "# Fees\nintro\n## Domestic\n0.5%\n## International\n1.5%\n### Business\nvaries\n";
+        let text =
+            "# Fees\nintro\n## Domestic\n0.5%\n## International\n1.5%\n### Business\nvaries\n";
         let hs = markdown_headings(text);
         assert_eq!(hs.len(), 4);
         let at = |needle: &str| heading_path_at(&hs, text.find(needle).unwrap());

@@ -209,7 +209,13 @@ pub fn build_index(
         report.files += 1;
         if let Some(chunks) = reusable.remove(&(rel.clone(), hash.clone())) {
             report.unchanged += 1;
-            files.insert(rel, FileEntry { hash, chunks: chunks.len() });
+            files.insert(
+                rel,
+                FileEntry {
+                    hash,
+                    chunks: chunks.len(),
+                },
+            );
             kept.extend(chunks);
             continue;
         }
@@ -221,7 +227,13 @@ pub fn build_index(
                 } else {
                     report.added.push(rel.clone());
                 }
-                files.insert(rel.clone(), FileEntry { hash: hash.clone(), chunks: chunks.len() });
+                files.insert(
+                    rel.clone(),
+                    FileEntry {
+                        hash: hash.clone(),
+                        chunks: chunks.len(),
+                    },
+                );
                 fresh.push((rel, hash, chunks));
             }
             Err(e) => report.failed.push((rel, e.to_string())),
@@ -246,17 +258,23 @@ pub fn build_index(
             .map_err(|e| IndexError::Embed(e.to_string()))?;
         done += chunks.len();
         progress(done, total);
-        kept.extend(chunks.into_iter().zip(vectors).map(|(chunk, vector)| StoredChunk {
-            chunk,
-            file_hash: hash.clone(),
-            vector,
-        }));
+        kept.extend(
+            chunks
+                .into_iter()
+                .zip(vectors)
+                .map(|(chunk, vector)| StoredChunk {
+                    chunk,
+                    file_hash: hash.clone(),
+                    vector,
+                }),
+        );
     }
     report.chunks_embedded = total;
     report.chunks = kept.len();
     // Stable order: by source, then position.
     kept.sort_by(|a, b| {
-        (a.chunk.source.as_str(), a.chunk.position).cmp(&(b.chunk.source.as_str(), b.chunk.position))
+        (a.chunk.source.as_str(), a.chunk.position)
+            .cmp(&(b.chunk.source.as_str(), b.chunk.position))
     });
 
     let generation = format!(
@@ -284,7 +302,11 @@ pub fn build_index(
     Ok(report)
 }
 
-fn publish(index_dir: &Path, manifest: &Manifest, chunks: &[StoredChunk]) -> Result<(), IndexError> {
+fn publish(
+    index_dir: &Path,
+    manifest: &Manifest,
+    chunks: &[StoredChunk],
+) -> Result<(), IndexError> {
     let dir = index_dir.join(&manifest.generation);
     std::fs::create_dir_all(&dir).map_err(storage)?;
     store::write(&dir.join(CHUNKS), chunks).map_err(storage)?;
@@ -297,7 +319,9 @@ fn publish(index_dir: &Path, manifest: &Manifest, chunks: &[StoredChunk]) -> Res
         .map_err(storage)?;
     write_synced(
         &dir.join(MANIFEST),
-        serde_json::to_string_pretty(manifest).map_err(storage)?.as_bytes(),
+        serde_json::to_string_pretty(manifest)
+            .map_err(storage)?
+            .as_bytes(),
     )?;
     sync_path(&dir.join(CHUNKS))?;
     sync_path(&dir.join(VECTORS))?;
@@ -419,7 +443,8 @@ impl KnowledgeBase {
             });
         }
         let stored = store::read(&dir.join(CHUNKS)).map_err(storage)?;
-        let vectors = VectorIndex::restore(&dir.join(VECTORS).to_string_lossy()).map_err(storage)?;
+        let vectors =
+            VectorIndex::restore(&dir.join(VECTORS).to_string_lossy()).map_err(storage)?;
         if vectors.size() != stored.len() {
             return Err(IndexError::Storage(format!(
                 "{} holds {} vectors for {} chunks; rebuild with `novapay index --rebuild`",
@@ -452,7 +477,11 @@ impl KnowledgeBase {
         Self::assemble(chunks, index, manifest)
     }
 
-    fn assemble(chunks: Vec<Chunk>, vectors: VectorIndex, manifest: Manifest) -> Result<Self, IndexError> {
+    fn assemble(
+        chunks: Vec<Chunk>,
+        vectors: VectorIndex,
+        manifest: Manifest,
+    ) -> Result<Self, IndexError> {
         let chunks: Vec<Arc<Chunk>> = chunks.into_iter().map(Arc::new).collect();
         let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
         let bm25 = Bm25Index::build(&texts, Bm25Config::KNOWLEDGE_BASE).map_err(storage)?;

@@ -25,8 +25,7 @@ impl SessionId {
     pub fn parse(s: &str) -> Result<Self, MemoryError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
         if ok {
             Ok(Self(s.to_string()))
@@ -91,7 +90,11 @@ pub struct SessionInfo {
 }
 
 pub trait ConversationStore: Send + Sync {
-    fn create_session(&self, id: &SessionId, user_id: Option<&str>) -> Result<SessionInfo, MemoryError>;
+    fn create_session(
+        &self,
+        id: &SessionId,
+        user_id: Option<&str>,
+    ) -> Result<SessionInfo, MemoryError>;
     fn session(&self, id: &SessionId) -> Result<Option<SessionInfo>, MemoryError>;
     /// Appends a turn, creating the session if it does not exist yet.
     fn append(&self, id: &SessionId, turn: &Turn) -> Result<(), MemoryError>;

@@ -46,7 +46,10 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, MemoryError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, MemoryError> {
         let conn = self
             .conn
             .lock()
@@ -56,7 +59,11 @@ impl SqliteStore {
 }
 
 impl ConversationStore for SqliteStore {
-    fn create_session(&self, id: &SessionId, user_id: Option<&str>) -> Result<SessionInfo, MemoryError> {
+    fn create_session(
+        &self,
+        id: &SessionId,
+        user_id: Option<&str>,
+    ) -> Result<SessionInfo, MemoryError> {
         let created = now_ms();
         self.with(|c| {
             c.execute(
@@ -133,7 +140,10 @@ impl ConversationStore for SqliteStore {
 
     fn delete_session(&self, id: &SessionId) -> Result<bool, MemoryError> {
         self.with(|c| {
-            c.execute("DELETE FROM turns WHERE session_id = ?1", params![id.as_str()])?;
+            c.execute(
+                "DELETE FROM turns WHERE session_id = ?1",
+                params![id.as_str()],
+            )?;
             Ok(c.execute("DELETE FROM sessions WHERE id = ?1", params![id.as_str()])? > 0)
         })
     }
@@ -152,7 +162,11 @@ mod tests {
             let store = SqliteStore::open(&path).unwrap();
             for i in 0..5 {
                 let turn = Turn {
-                    role: if i % 2 == 0 { Speaker::User } else { Speaker::Assistant },
+                    role: if i % 2 == 0 {
+                        Speaker::User
+                    } else {
+                        Speaker::Assistant
+                    },
                     content: format!("turn {i}"),
                     sources: vec![],
                     created_at_ms: i,

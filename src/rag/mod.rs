@@ -39,7 +39,10 @@ pub enum Language {
 
 /// Russian when Cyrillic letters outnumber Latin ones.
 pub fn detect_language(text: &str) -> Language {
-    let cyr = text.chars().filter(|c| ('\u{400}'..='\u{4FF}').contains(c)).count();
+    let cyr = text
+        .chars()
+        .filter(|c| ('\u{400}'..='\u{4FF}').contains(c))
+        .count();
     let lat = text.chars().filter(|c| c.is_ascii_alphabetic()).count();
     if cyr > lat {
         Language::Ru
@@ -207,7 +210,12 @@ impl Assistant {
             });
         }
         let tokenizer = self.llm.tokenizer();
-        let count = |t: &str| tokenizer.encode(t, false).map(|ids| ids.len()).unwrap_or(usize::MAX);
+        let count = |t: &str| {
+            tokenizer
+                .encode(t, false)
+                .map(|ids| ids.len())
+                .unwrap_or(usize::MAX)
+        };
         let mut excerpts = Vec::new();
         let mut sources = Vec::new();
         let mut used = 0;
@@ -264,7 +272,10 @@ impl Assistant {
     }
 
     /// Queues the generation of a prepared answer (`Overloaded` when the queue is full).
-    pub fn submit(&self, request: GenerateRequest) -> Result<UnboundedReceiver<GenerationEvent>, RagError> {
+    pub fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<UnboundedReceiver<GenerationEvent>, RagError> {
         Ok(self.llm.submit(request)?)
     }
 
@@ -398,7 +409,11 @@ pub fn retrieve_with(
     let words = question.split_whitespace().count();
     let relevant = passes(config, best_similarity, term_coverage)
         || (words <= config.follow_up_max_words
-            && passes(config, best_similarity_with_history, term_coverage_with_history));
+            && passes(
+                config,
+                best_similarity_with_history,
+                term_coverage_with_history,
+            ));
     Ok(Retrieval {
         hits,
         best_similarity,

@@ -27,9 +27,17 @@ pub fn grounded_messages(
     let mut system = String::from(SYSTEM_PROMPT);
     system.push_str("\n\nExcerpts:\n");
     for (i, e) in excerpts.iter().enumerate() {
-        system.push_str(&format!("[{}] ({})\n{}\n\n", i + 1, e.source, e.text.trim()));
+        system.push_str(&format!(
+            "[{}] ({})\n{}\n\n",
+            i + 1,
+            e.source,
+            e.text.trim()
+        ));
     }
-    let mut messages = vec![ChatMessage::new(Role::System, system.trim_end().to_string())];
+    let mut messages = vec![ChatMessage::new(
+        Role::System,
+        system.trim_end().to_string(),
+    )];
     messages.extend(history.iter().cloned());
     messages.push(ChatMessage::new(Role::User, question.trim().to_string()));
     messages

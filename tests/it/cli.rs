@@ -7,7 +7,8 @@ fn novapay() -> Command {
     // Tests must not depend on the developer's .env or Hub cache.
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir());
+        .env("HOME", std::env::temp_dir())
+        .env("NOVAPAY_THREADS", "1");
     c
 }
 
@@ -19,7 +20,11 @@ fn tokenize_prints_ids_and_pieces_as_json() {
         .arg("Hello, мир!")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids = v["ids"].as_array().unwrap();
     assert_eq!(ids.len(), v["pieces"].as_array().unwrap().len());
@@ -48,7 +53,10 @@ fn a_broken_model_file_is_a_message_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.gguf");
     std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    for args in [&["tokenize", "hello", "--llm"][..], &["bench", "llm", "--llm"][..]] {
+    for args in [
+        &["tokenize", "hello", "--llm"][..],
+        &["bench", "llm", "--llm"][..],
+    ] {
         let out = novapay().args(args).arg(&bad).output().unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
@@ -80,10 +88,17 @@ fn index_then_ask_from_the_command_line() {
     let summary = run(&["index"]);
     assert!(summary.contains("13 added"), "{summary}");
     let again = run(&["index"]);
-    assert!(again.contains("13 unchanged") && again.contains("0 chunks embedded"), "{again}");
+    assert!(
+        again.contains("13 unchanged") && again.contains("0 chunks embedded"),
+        "{again}"
+    );
 
     let v: serde_json::Value = serde_json::from_str(&run(&[
-        "ask", "--json", "--session", "cli-1", "How much does a domestic transfer cost?",
+        "ask",
+        "--json",
+        "--session",
+        "cli-1",
+        "How much does a domestic transfer cost?",
     ]))
     .unwrap();
     assert_eq!(v["fallback"], false);
@@ -98,7 +113,12 @@ fn index_then_ask_from_the_command_line() {
     assert!(v["answer"].as_str().unwrap().contains("0.5"), "{v}");
 
     let retrieval: serde_json::Value = serde_json::from_str(&run(&[
-        "ask", "--json", "--retrieve-only", "--session", "cli-1", "And for international ones?",
+        "ask",
+        "--json",
+        "--retrieve-only",
+        "--session",
+        "cli-1",
+        "And for international ones?",
     ]))
     .unwrap();
     assert_eq!(retrieval["relevant"], true, "{retrieval}");

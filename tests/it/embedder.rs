@@ -21,7 +21,9 @@ fn embeddings_match_sentence_transformers() {
         cases.iter().any(|c| c["n_tokens"].as_u64() == Some(256)),
         "the fixture must hold a text cut at 256 tokens"
     );
-    assert!(texts.iter().any(|t| t.chars().any(|c| ('\u{400}'..='\u{4FF}').contains(&c))));
+    assert!(texts
+        .iter()
+        .any(|t| t.chars().any(|c| ('\u{400}'..='\u{4FF}').contains(&c))));
     let got = embedder.embed(&texts).unwrap();
     let mut worst = 0f32;
     for (case, v) in cases.iter().zip(&got) {
@@ -59,7 +61,11 @@ fn batching_and_order_do_not_change_vectors() {
     let a = one.embed(&texts).unwrap();
     let b = many.embed(&texts).unwrap();
     for (x, y) in a.iter().zip(&b) {
-        let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
         assert!(d < 1e-5, "padding changed a vector by {d}");
     }
 }

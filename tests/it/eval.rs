@@ -7,7 +7,11 @@ use novapay::eval::beir::{self, Mode};
 #[test]
 fn bm25_on_scifact_is_near_the_published_figure() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/scifact");
-    assert!(dir.join("corpus.jsonl").is_file(), "{} missing (shared/ sits beside the repository)", dir.display());
+    assert!(
+        dir.join("corpus.jsonl").is_file(),
+        "{} missing (shared/ sits beside the repository)",
+        dir.display()
+    );
     let report = beir::evaluate(&dir, &[Mode::Bm25], None, None, &|_, _, _| {}).unwrap();
     assert_eq!(report.documents, 5183);
     assert_eq!(report.queries, 300);

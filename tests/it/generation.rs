@@ -1,12 +1,18 @@
 use std::ops::ControlFlow;
 
 use novapay::engine::llama::LoadOptions;
-use novapay::engine::{ChatMessage, EngineError, FinishReason, Llm, LlmOptions, Role, SamplingParams};
+use novapay::engine::{
+    ChatMessage, EngineError, FinishReason, Llm, LlmOptions, Role, SamplingParams,
+};
 use novapay::rag::prompt::{grounded_messages, Excerpt};
 
 use crate::{load_smollm2, smollm2_path};
 
-fn run(llm: &mut Llm, prompt: &[u32], params: &SamplingParams) -> (String, Vec<String>, novapay::engine::GenerationSummary) {
+fn run(
+    llm: &mut Llm,
+    prompt: &[u32],
+    params: &SamplingParams,
+) -> (String, Vec<String>, novapay::engine::GenerationSummary) {
     let mut pieces = Vec::new();
     let summary = llm
         .generate(prompt, params, &|| false, &mut |t| {
@@ -24,9 +30,10 @@ fn greedy_answer_quotes_the_fee_from_the_context() {
         "What is the fee for a domestic transfer?",
         &[Excerpt {
             source: "fees.md".into(),
-            text: "NovaPay fees. Domestic transfers cost 0.5% of the amount. International transfers \
+            text:
+                "NovaPay fees. Domestic transfers cost 0.5% of the amount. International transfers \
                    cost 1.5% of the amount."
-                .into(),
+                    .into(),
         }],
         &[],
     );
@@ -49,7 +56,10 @@ fn greedy_answer_quotes_the_fee_from_the_context() {
 fn seeded_sampling_is_reproducible_and_differs_by_seed() {
     let mut llm = load_smollm2();
     let prompt = llm
-        .encode_chat(&[ChatMessage::new(Role::User, "Write a short poem about money.")])
+        .encode_chat(&[ChatMessage::new(
+            Role::User,
+            "Write a short poem about money.",
+        )])
         .unwrap();
     let params = |seed| SamplingParams {
         temperature: 1.0,
@@ -64,7 +74,10 @@ fn seeded_sampling_is_reproducible_and_differs_by_seed() {
     let (c, _, _) = run(&mut llm, &prompt, &params(2));
     let (d, _, _) = run(&mut llm, &prompt, &params(3));
     assert_eq!(a, b, "same seed, same text");
-    assert!(a != c || a != d, "different seeds gave identical text three times: {a:?}");
+    assert!(
+        a != c || a != d,
+        "different seeds gave identical text three times: {a:?}"
+    );
 }
 
 #[test]
@@ -93,7 +106,10 @@ fn stops_at_max_new_tokens_and_at_end_of_turn() {
         },
     );
     assert_eq!(s.finish_reason, FinishReason::Stop, "text: {text:?}");
-    assert!(!text.contains("<|im_end|>"), "control tokens are not shown: {text:?}");
+    assert!(
+        !text.contains("<|im_end|>"),
+        "control tokens are not shown: {text:?}"
+    );
 }
 
 #[test]
@@ -113,11 +129,17 @@ fn russian_output_streams_whole_characters() {
             ..SamplingParams::default()
         },
     );
-    let cyrillic = text.chars().filter(|c| ('\u{400}'..='\u{4FF}').contains(c)).count();
+    let cyrillic = text
+        .chars()
+        .filter(|c| ('\u{400}'..='\u{4FF}').contains(c))
+        .count();
     assert!(cyrillic > 0, "expected some Cyrillic in {text:?}");
     // Byte-level tokens split Cyrillic letters; the stream must never show half of one.
     for p in &pieces {
-        assert!(!p.contains('\u{FFFD}'), "broken character in piece {p:?} of {text:?}");
+        assert!(
+            !p.contains('\u{FFFD}'),
+            "broken character in piece {p:?} of {text:?}"
+        );
     }
     // The pieces are exactly the decode of the whole sequence.
     assert_eq!(pieces.concat(), text);
@@ -132,12 +154,11 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
     };
     let mut llm = Llm::load(&opts).unwrap();
     assert_eq!(llm.context_length(), 64);
-    let prompt = llm
-        .tokenizer
-        .encode(&"word ".repeat(200), false)
-        .unwrap();
+    let prompt = llm.tokenizer.encode(&"word ".repeat(200), false).unwrap();
     let err = llm
-        .generate(&prompt, &SamplingParams::default(), &|| false, &mut |_| ControlFlow::Continue(()))
+        .generate(&prompt, &SamplingParams::default(), &|| false, &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap_err();
     match err {
         EngineError::ContextOverflow { tokens, limit } => {
@@ -168,7 +189,10 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
 fn caller_breaking_the_stream_stops_generation() {
     let mut llm = load_smollm2();
     let prompt = llm
-        .encode_chat(&[ChatMessage::new(Role::User, "Count from one to one hundred.")])
+        .encode_chat(&[ChatMessage::new(
+            Role::User,
+            "Count from one to one hundred.",
+        )])
         .unwrap();
     let mut seen = 0;
     let s = llm
@@ -202,11 +226,18 @@ fn invalid_sampling_parameters_are_rejected() {
         ..SamplingParams::default()
     };
     let err = llm
-        .generate(&[1, 2, 3], &bad, &|| false, &mut |_| ControlFlow::Continue(()))
+        .generate(&[1, 2, 3], &bad, &|| false, &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap_err();
     assert!(matches!(err, EngineError::InvalidInput(_)), "{err:?}");
     let err = llm
-        .generate(&[u32::MAX], &SamplingParams::default(), &|| false, &mut |_| ControlFlow::Continue(()))
+        .generate(
+            &[u32::MAX],
+            &SamplingParams::default(),
+            &|| false,
+            &mut |_| ControlFlow::Continue(()),
+        )
         .unwrap_err();
     assert!(matches!(err, EngineError::InvalidInput(_)), "{err:?}");
 }

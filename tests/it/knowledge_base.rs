@@ -5,7 +5,9 @@ use std::sync::{Arc, OnceLock};
 use novapay::embed::{Embedder, EmbedderOptions};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::index::chunk::ChunkSettings;
-use novapay::index::{build_index, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase};
+use novapay::index::{
+    build_index, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase,
+};
 use novapay::memory::{ConversationStore, SessionId, SqliteStore};
 use novapay::rag::{Assistant, Plan, RagConfig};
 
@@ -16,7 +18,7 @@ const CHUNK: ChunkSettings = ChunkSettings {
     overlap_tokens: 30,
 };
 
-fn embedder() -> Arc<Embedder> {
+pub fn embedder() -> Arc<Embedder> {
     static E: OnceLock<Arc<Embedder>> = OnceLock::new();
     E.get_or_init(|| Arc::new(Embedder::load(EmbedderOptions::new(minilm_dir())).unwrap()))
         .clone()
@@ -30,7 +32,11 @@ fn repo_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-fn index(data: &Path, index_dir: &Path, fail_after_files: Option<usize>) -> Result<IndexReport, IndexError> {
+fn index(
+    data: &Path,
+    index_dir: &Path,
+    fail_after_files: Option<usize>,
+) -> Result<IndexReport, IndexError> {
     build_index(
         &IndexJob {
             data_dir: data.to_path_buf(),
@@ -45,7 +51,7 @@ fn index(data: &Path, index_dir: &Path, fail_after_files: Option<usize>) -> Resu
 }
 
 /// The repository's data/ indexed once for the read-only tests.
-fn shared_kb() -> Arc<KnowledgeBase> {
+pub fn shared_kb() -> Arc<KnowledgeBase> {
     static KB: OnceLock<(tempfile::TempDir, Arc<KnowledgeBase>)> = OnceLock::new();
     KB.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -90,15 +96,24 @@ fn fee_question_is_answered_from_the_fees_document_with_sources() {
     let a = assistant(&state.path().join("m.sqlite"));
     let session = SessionId::new_random();
     let answer = a
-        .answer_blocking(&session, "How much does a domestic transfer cost?", &mut |_| {})
+        .answer_blocking(
+            &session,
+            "How much does a domestic transfer cost?",
+            &mut |_| {},
+        )
         .unwrap();
     assert!(!answer.fallback);
     assert_eq!(
-        answer.sources[0].source, "fees-and-limits.md",
+        answer.sources[0].source,
+        "fees-and-limits.md",
         "sources: {:?}",
         answer.sources.iter().map(|s| &s.source).collect::<Vec<_>>()
     );
-    assert!(answer.sources[0].heading.contains("Domestic"), "{:?}", answer.sources[0]);
+    assert!(
+        answer.sources[0].heading.contains("Domestic"),
+        "{:?}",
+        answer.sources[0]
+    );
     assert!(answer.text.contains("0.5"), "answer: {:?}", answer.text);
     assert!(answer.usage.unwrap().completion_tokens > 0);
 }
@@ -120,15 +135,23 @@ fn follow_up_question_retrieves_the_previous_topic() {
     let with = a.retrieve(follow_up, &history).unwrap();
     let alone = a.retrieve(follow_up, &[]).unwrap();
     let about_international_fees = |r: &novapay::rag::Retrieval| {
-        r.hits.iter().take(4).any(|h| {
-            h.chunk.heading.contains("International") && h.chunk.text.contains("1.5%")
-        })
+        r.hits
+            .iter()
+            .take(4)
+            .any(|h| h.chunk.heading.contains("International") && h.chunk.text.contains("1.5%"))
     };
-    assert!(with.relevant, "the follow-up is answerable with its history");
+    assert!(
+        with.relevant,
+        "the follow-up is answerable with its history"
+    );
     assert!(
         about_international_fees(&with),
         "top hits with history: {:?}",
-        with.hits.iter().take(4).map(|h| &h.chunk.heading).collect::<Vec<_>>()
+        with.hits
+            .iter()
+            .take(4)
+            .map(|h| &h.chunk.heading)
+            .collect::<Vec<_>>()
     );
     assert!(
         with.best_similarity_with_history > alone.best_similarity,
@@ -150,12 +173,20 @@ fn unanswerable_question_gets_the_fallback_without_calling_the_llm() {
     assert!(en.sources.is_empty());
     assert!(en.text.contains("support@novapay.com"));
     let ru = a
-        .answer_blocking(&session, "Кто выиграл чемпионат мира по футболу?", &mut |_| {})
+        .answer_blocking(
+            &session,
+            "Кто выиграл чемпионат мира по футболу?",
+            &mut |_| {},
+        )
         .unwrap();
     assert!(ru.fallback);
     assert!(ru.text.contains("поддержку"), "{}", ru.text);
     let stats = a.llm().stats();
-    assert_eq!(stats.jobs_finished.load(Ordering::SeqCst), 0, "the LLM was called");
+    assert_eq!(
+        stats.jobs_finished.load(Ordering::SeqCst),
+        0,
+        "the LLM was called"
+    );
     assert_eq!(stats.tokens_generated.load(Ordering::SeqCst), 0);
     // The exchange is still part of the conversation.
     assert_eq!(a.memory().history(&session, 10).unwrap().len(), 4);
@@ -168,8 +199,13 @@ fn history_survives_a_restart() {
     let session = SessionId::parse("restart-test").unwrap();
     {
         let a = assistant(&db);
-        a.record(&session, "What is the daily limit?", "$1,000 unverified, $10,000 verified.", &[])
-            .unwrap();
+        a.record(
+            &session,
+            "What is the daily limit?",
+            "$1,000 unverified, $10,000 verified.",
+            &[],
+        )
+        .unwrap();
     }
     let reopened = SqliteStore::open(&db).unwrap();
     let history = reopened.history(&session, 10).unwrap();
@@ -182,7 +218,11 @@ fn history_survives_a_restart() {
 fn reindex_after_editing_one_file_embeds_only_that_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, idx) = (tmp.path().join("data"), tmp.path().join("index"));
-    copy_dir(&repo_data(), &data, &["fees-and-limits.md", "cards.md", "faq.txt"]);
+    copy_dir(
+        &repo_data(),
+        &data,
+        &["fees-and-limits.md", "cards.md", "faq.txt"],
+    );
     let first = index(&data, &idx, None).unwrap();
     assert_eq!(first.added.len(), 3);
     let first_chunks = first.chunks;
@@ -200,11 +240,17 @@ fn reindex_after_editing_one_file_embeds_only_that_file() {
         .manifest
         .files["cards.md"]
         .chunks;
-    assert_eq!(second.chunks_embedded, cards_chunks, "only cards.md was embedded again");
+    assert_eq!(
+        second.chunks_embedded, cards_chunks,
+        "only cards.md was embedded again"
+    );
     assert!(second.chunks < first_chunks + 3);
 
     let third = index(&data, &idx, None).unwrap();
-    assert_eq!(third.chunks_embedded, 0, "nothing changed, nothing embedded");
+    assert_eq!(
+        third.chunks_embedded, 0,
+        "nothing changed, nothing embedded"
+    );
     assert_eq!(third.unchanged, 2);
 }
 
@@ -226,7 +272,9 @@ fn a_failure_mid_index_leaves_the_previous_index_serving() {
     assert_eq!(kb.manifest.generation, good.generation);
     assert_eq!(kb.len(), good.chunks);
     assert!(!kb.manifest.files.contains_key("new.md"));
-    let q = embedder().embed_queries(&["How do I block my card?"]).unwrap();
+    let q = embedder()
+        .embed_queries(&["How do I block my card?"])
+        .unwrap();
     let hits = kb.search(&q, &["How do I block my card?"], 3);
     assert_eq!(hits[0].chunk.source, "cards.md");
     assert_ne!(hits[0].chunk.text, "All card text replaced.");
@@ -244,10 +292,17 @@ fn windows_1251_text_and_a_corrupt_pdf_are_handled() {
     let text = "Выгрузка из 1С. Лимит снятия наличных в банкоматах партнёров составляет 777 рублей в сутки.";
     let (cp1251, _, unmappable) = encoding_rs::WINDOWS_1251.encode(text);
     assert!(!unmappable);
-    assert!(std::str::from_utf8(&cp1251).is_err(), "the file really is not UTF-8");
+    assert!(
+        std::str::from_utf8(&cp1251).is_err(),
+        "the file really is not UTF-8"
+    );
     std::fs::create_dir_all(data.join("1c")).unwrap();
     std::fs::write(data.join("1c/limity.txt"), &cp1251).unwrap();
-    std::fs::write(data.join("broken.pdf"), b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage").unwrap();
+    std::fs::write(
+        data.join("broken.pdf"),
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage",
+    )
+    .unwrap();
 
     let report = index(&data, &idx, None).unwrap();
     assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
@@ -259,7 +314,11 @@ fn windows_1251_text_and_a_corrupt_pdf_are_handled() {
     let v = embedder().embed_queries(&[query]).unwrap();
     let hits = kb.search(&v, &[query], 3);
     assert_eq!(hits[0].chunk.source, "1c/limity.txt");
-    assert!(hits[0].chunk.text.contains("Лимит снятия наличных"), "{}", hits[0].chunk.text);
+    assert!(
+        hits[0].chunk.text.contains("Лимит снятия наличных"),
+        "{}",
+        hits[0].chunk.text
+    );
 }
 
 #[test]
@@ -284,9 +343,13 @@ fn an_index_built_with_other_settings_asks_for_a_rebuild() {
     index(&data, &idx, None).unwrap();
     let mut other = settings();
     other.chunk.max_tokens = 100;
-    let err = KnowledgeBase::open(&idx, &other).err().expect("must refuse");
+    let err = KnowledgeBase::open(&idx, &other)
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("--rebuild"), "{err}");
-    let missing = KnowledgeBase::open(&tmp.path().join("nowhere"), &settings()).err().unwrap();
+    let missing = KnowledgeBase::open(&tmp.path().join("nowhere"), &settings())
+        .err()
+        .unwrap();
     assert!(missing.to_string().contains("novapay index"), "{missing}");
 }
 
@@ -295,13 +358,23 @@ fn fallback_plan_is_chosen_before_any_generation() {
     let state = tempfile::tempdir().unwrap();
     let a = assistant(&state.path().join("m.sqlite"));
     let p = a
-        .prepare(&SessionId::new_random(), "What's the weather in Paris tomorrow?")
+        .prepare(
+            &SessionId::new_random(),
+            "What's the weather in Paris tomorrow?",
+        )
         .unwrap();
     assert!(matches!(p.plan, Plan::Fallback(_)));
     assert!(!p.retrieval.relevant);
     let p = a
-        .prepare(&SessionId::new_random(), "What is the daily transfer limit for verified accounts?")
+        .prepare(
+            &SessionId::new_random(),
+            "What is the daily transfer limit for verified accounts?",
+        )
         .unwrap();
     assert!(matches!(p.plan, Plan::Generate(_)));
-    assert!(p.sources.iter().any(|s| s.snippet.contains("$10,000")), "{:?}", p.sources);
+    assert!(
+        p.sources.iter().any(|s| s.snippet.contains("$10,000")),
+        "{:?}",
+        p.sources
+    );
 }

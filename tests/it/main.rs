@@ -4,6 +4,7 @@ mod cli;
 mod embedder;
 mod eval;
 mod generation;
+mod http;
 mod knowledge_base;
 mod model_files;
 mod templates;

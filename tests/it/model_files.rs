@@ -5,7 +5,9 @@ use novapay::engine::{EngineError, Llm, LlmOptions};
 use crate::smollm2_path;
 
 fn load_err(path: std::path::PathBuf) -> EngineError {
-    Llm::load(&LlmOptions::new(path)).err().expect("loading must fail")
+    Llm::load(&LlmOptions::new(path))
+        .err()
+        .expect("loading must fail")
 }
 
 #[test]
@@ -26,10 +28,7 @@ fn non_gguf_and_empty_files_are_rejected_with_a_reason() {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = load_err(path);
-        assert!(
-            err.to_string().contains("not a GGUF file"),
-            "{name}: {err}"
-        );
+        assert!(err.to_string().contains("not a GGUF file"), "{name}: {err}");
     }
 }
 

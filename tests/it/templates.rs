@@ -36,7 +36,10 @@ fn templates_render_exactly_like_transformers() {
         assert_eq!(got, case["rendered"].as_str().unwrap(), "case {name}");
     }
     // The fixture covers the GGUF's own template and both built-ins, as shipped.
-    let sources: Vec<&str> = cases.iter().map(|c| c["template"].as_str().unwrap()).collect();
+    let sources: Vec<&str> = cases
+        .iter()
+        .map(|c| c["template"].as_str().unwrap())
+        .collect();
     assert!(sources.contains(&gguf_template.as_str()));
     assert!(sources.contains(&LLAMA3_TEMPLATE));
     assert!(sources.contains(&CHATML_TEMPLATE));
@@ -56,5 +59,9 @@ fn customer_text_cannot_inject_turn_markers() {
         )])
         .unwrap();
     let count = |ids: &[u32]| ids.iter().filter(|&&i| i == im_start).count();
-    assert_eq!(count(&injected), count(&honest), "the customer's <|im_start|> stayed text");
+    assert_eq!(
+        count(&injected),
+        count(&honest),
+        "the customer's <|im_start|> stayed text"
+    );
 }

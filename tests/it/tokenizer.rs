@@ -31,12 +31,19 @@ fn gguf_tokenizer_matches_llama_cpp_on_fixture() {
         let want_plain = ids_of(&case["ids_plain"]);
         let got_plain = tok.encode(text, false).unwrap();
         if got_plain != want_plain {
-            failures.push(format!("plain {text:?}: got {got_plain:?}, llama.cpp {want_plain:?}"));
+            failures.push(format!(
+                "plain {text:?}: got {got_plain:?}, llama.cpp {want_plain:?}"
+            ));
         }
         // Decoding gives the text back (byte-level BPE is lossless).
         assert_eq!(tok.decode(&got_plain), text, "round trip of {text:?}");
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -48,7 +55,11 @@ fn smollm2_special_tokens_come_from_metadata() {
     assert!(tok.stop_ids.contains(&im_end));
     assert!(!tok.add_bos);
     assert!(tok.is_control(tok.token_id("<|im_start|>").unwrap()));
-    assert_eq!(tok.output_bytes(im_end), b"", "control tokens print nothing");
+    assert_eq!(
+        tok.output_bytes(im_end),
+        b"",
+        "control tokens print nothing"
+    );
 }
 
 #[test]

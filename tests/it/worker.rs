@@ -2,15 +2,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use novapay::engine::{
-    ChatMessage, EngineError, GenerateRequest, GenerationEvent, LlmHandle, LlmOptions, Prompt, Role,
-    SamplingParams,
+    ChatMessage, EngineError, GenerateRequest, GenerationEvent, LlmHandle, LlmOptions, Prompt,
+    Role, SamplingParams,
 };
 
 use crate::smollm2_path;
 
 fn long_request(max_new_tokens: usize) -> GenerateRequest {
     GenerateRequest {
-        prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, "Count from one to one hundred.")]),
+        prompt: Prompt::Chat(vec![ChatMessage::new(
+            Role::User,
+            "Count from one to one hundred.",
+        )]),
         params: SamplingParams {
             max_new_tokens,
             ignore_eos: true,
@@ -30,7 +33,9 @@ async fn first_token(rx: &mut tokio::sync::mpsc::UnboundedReceiver<GenerationEve
     }
 }
 
-async fn until_done(rx: &mut tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> (String, novapay::engine::GenerationSummary) {
+async fn until_done(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>,
+) -> (String, novapay::engine::GenerationSummary) {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -83,7 +88,10 @@ async fn dropping_the_receiver_cancels_the_generation() {
     assert_eq!(stats.jobs_cancelled.load(Ordering::SeqCst), 1);
     assert_eq!(stats.jobs_finished.load(Ordering::SeqCst), 1);
     let tokens = stats.tokens_generated.load(Ordering::SeqCst);
-    assert!(tokens < 400, "the cancelled job went on to generate {tokens} tokens");
+    assert!(
+        tokens < 400,
+        "the cancelled job went on to generate {tokens} tokens"
+    );
 }
 
 #[tokio::test]
@@ -95,8 +103,14 @@ async fn a_full_queue_answers_overloaded_at_once() {
     assert_eq!(handle.queued(), 1);
     let started = std::time::Instant::now();
     let err = handle.submit(long_request(4)).unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(100), "refusal must not wait");
-    assert!(matches!(err, EngineError::Overloaded { queue_depth: 1 }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refusal must not wait"
+    );
+    assert!(
+        matches!(err, EngineError::Overloaded { queue_depth: 1 }),
+        "{err:?}"
+    );
     // Callers that went away are skipped, and the worker keeps serving.
     drop(waiting);
     drop(running);
@@ -108,7 +122,9 @@ async fn a_full_queue_answers_overloaded_at_once() {
                 rx = Some(r);
                 break;
             }
-            Err(EngineError::Overloaded { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(EngineError::Overloaded { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -123,6 +139,8 @@ fn a_bad_model_fails_at_spawn_not_at_first_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-a-model.gguf");
     std::fs::write(&path, "hello").unwrap();
-    let err = LlmHandle::spawn(LlmOptions::new(path), 4).err().expect("spawn fails");
+    let err = LlmHandle::spawn(LlmOptions::new(path), 4)
+        .err()
+        .expect("spawn fails");
     assert!(matches!(err, EngineError::BadModel { .. }), "{err:?}");
 }

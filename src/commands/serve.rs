@@ -1,0 +1,127 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use novapay::engine::LlmHandle;
+use novapay::http::{self, ServerConfig, Services};
+use novapay::index::KnowledgeBase;
+use novapay::memory::SqliteStore;
+use novapay::rag::Assistant;
+
+use crate::cli::{EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs, SamplingArgs, ServerArgs};
+
+pub struct ServeArgs {
+    pub runtime: RuntimeArgs,
+    pub llm: LlmArgs,
+    pub embed: EmbedArgs,
+    pub kb: KbArgs,
+    pub rag: RagArgs,
+    pub sampling: SamplingArgs,
+    pub server: ServerArgs,
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+    // Thread pools are sized before tokio or candle start any.
+    novapay::threads::configure_cpu_threads(a.runtime.threads);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(a))
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig {
+        api_keys: a
+            .server
+            .api_keys
+            .iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect(),
+        cors_origins: a.server.cors_origins.clone(),
+        generation_timeout: Duration::from_secs(a.server.generation_timeout_secs.max(1)),
+        shutdown_timeout: Duration::from_secs(a.server.shutdown_timeout_secs),
+        max_body_bytes: a.server.max_body_bytes.max(1024),
+        log_queries: a.server.log_queries,
+    };
+    let addr = format!("{}:{}", a.server.host, a.server.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (port in use? set NOVAPAY_PORT)"))?;
+    let mut server = http::start(listener, config)?;
+    tracing::info!(addr = %server.addr, "listening; loading models and index");
+    eprintln!(
+        "novapay: listening on http://{} (loading models and index...)",
+        server.addr
+    );
+
+    let loaded = tokio::task::spawn_blocking(move || load(&a)).await?;
+    let services = match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(llm = %services.llm_name, embedder = %services.embedder_name, "ready");
+    eprintln!(
+        "novapay: ready ({} + {})",
+        services.llm_name, services.embedder_name
+    );
+    server.set_ready(services);
+
+    tokio::select! {
+        r = server.wait() => r.context("server stopped")?,
+        _ = shutdown_signal() => {
+            eprintln!("novapay: shutting down, finishing in-flight requests");
+            server.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+fn load(a: &ServeArgs) -> anyhow::Result<Services> {
+    let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
+    let settings = super::index_settings(&embedder, &a.embed, &a.kb);
+    let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
+    let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
+    let opts = super::load_llm_options(&a.runtime, &a.llm)?;
+    let llm = LlmHandle::spawn(opts, a.server.queue_depth).context("loading the LLM")?;
+    let llm_name = llm.info().name.clone();
+    let embedder_name = embedder.name.clone();
+    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
+    Ok(Services {
+        assistant: Arc::new(Assistant::new(
+            Arc::new(kb),
+            Arc::new(embedder),
+            llm,
+            memory,
+            config,
+        )),
+        llm_name,
+        embedder_name,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

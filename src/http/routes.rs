@@ -1,0 +1,17 @@
+//! Route paths, in one place (the OpenAPI document lists each of them).
+
+pub const HEALTH: &str = "/health";
+pub const METRICS: &str = "/metrics";
+pub const OPENAPI: &str = "/openapi.json";
+pub const CHAT_PAGE: &str = "/";
+pub const QUERY: &str = "/api/v1/query";
+pub const SESSIONS: &str = "/api/v1/session";
+pub const SESSION: &str = "/api/v1/session/{id}";
+
+/// Paths that never need an API key.
+pub const PUBLIC: &[&str] = &[HEALTH, METRICS, OPENAPI, CHAT_PAGE];
+
+/// Every route, for the OpenAPI check.
+pub const ALL: &[&str] = &[
+    HEALTH, METRICS, OPENAPI, CHAT_PAGE, QUERY, SESSIONS, SESSION,
+];
