@@ -13,7 +13,7 @@ use super::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
 use super::gguf::GgufFile;
 use super::llama::{LlamaConfig, LlamaModel, LoadOptions};
 use super::sampling::{Sampler, SamplingParams};
-use super::stream_decoder::Utf8StreamDecoder;
+use super::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
 use super::tokenizer::LlmTokenizer;
 use super::EngineError;
 
@@ -198,6 +198,8 @@ impl Llm {
         // quoting the very figures the answer must copy from the context.
         let mut history: Vec<u32> = Vec::with_capacity(params.max_new_tokens.min(4096));
         let mut decoder = Utf8StreamDecoder::new();
+        let mut stops = StopMatcher::new(&params.stop);
+        let mut hit_stop_string = false;
         let mut gen_start = Instant::now();
         let reason = loop {
             let next = sampler.next(&logits, &history)?;
@@ -211,8 +213,16 @@ impl Llm {
             }
             history.push(next);
             let text = decoder.push(self.tokenizer.output_bytes(next));
+            let (text, stopped) = match stops.push(&text) {
+                StopOutcome::Continue(t) => (t, false),
+                StopOutcome::Stopped(t) => (t, true),
+            };
             if !text.is_empty() && on_text(&text).is_break() {
                 break FinishReason::Cancelled;
+            }
+            if stopped {
+                hit_stop_string = true;
+                break FinishReason::Stop;
             }
             if usage.completion_tokens >= params.max_new_tokens {
                 break FinishReason::Length;
@@ -222,7 +232,13 @@ impl Llm {
             }
             logits = self.model.forward(&[next])?;
         };
-        let tail = decoder.finish();
+        let tail = if hit_stop_string {
+            String::new()
+        } else {
+            let mut tail = stops.finish();
+            tail.push_str(&decoder.finish());
+            tail
+        };
         if !tail.is_empty() && reason != FinishReason::Cancelled {
             let _ = on_text(&tail);
         }

@@ -22,6 +22,8 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Keep generating past end-of-turn tokens (benchmarks only).
     pub ignore_eos: bool,
+    /// Generation ends where the text would contain one of these (which is not emitted).
+    pub stop: Vec<String>,
 }
 
 impl Default for SamplingParams {
@@ -35,6 +37,7 @@ impl Default for SamplingParams {
             repeat_last_n: 64,
             max_new_tokens: 256,
             ignore_eos: false,
+            stop: Vec::new(),
         }
     }
 }

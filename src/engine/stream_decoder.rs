@@ -52,9 +52,92 @@ impl Utf8StreamDecoder {
     }
 }
 
+/// Holds back text that might be the start of a stop string, so a stop string is never shown.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    pending: String,
+}
+
+pub enum StopOutcome {
+    /// Text safe to show now; generation goes on.
+    Continue(String),
+    /// Text before the stop string; generation ends.
+    Stopped(String),
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> StopOutcome {
+        self.pending.push_str(text);
+        if let Some(pos) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..pos].to_string();
+            self.pending.clear();
+            return StopOutcome::Stopped(out);
+        }
+        let hold = self
+            .stops
+            .iter()
+            .map(|s| {
+                (1..s.len())
+                    .rev()
+                    .filter(|k| s.is_char_boundary(*k))
+                    .find(|k| self.pending.ends_with(&s[..*k]))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.pending.len() - hold;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        StopOutcome::Continue(out)
+    }
+
+    /// What is left when generation ends for another reason.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_strings_split_across_pieces_are_caught_and_never_shown() {
+        let mut m = StopMatcher::new(&["\n[1] (".to_string()]);
+        let mut shown = String::new();
+        for piece in ["The fee is 0.5%.", "\n", "[", "1", "] (fees.md)"] {
+            match m.push(piece) {
+                StopOutcome::Continue(t) => shown.push_str(&t),
+                StopOutcome::Stopped(t) => {
+                    shown.push_str(&t);
+                    assert_eq!(shown, "The fee is 0.5%.");
+                    return;
+                }
+            }
+        }
+        panic!("stop string not detected: {shown:?}");
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_is_not_a_stop() {
+        let mut m = StopMatcher::new(&["\nQuestion:".to_string()]);
+        let mut shown = String::new();
+        for piece in ["a", "\n", "Que", "ue"] {
+            if let StopOutcome::Continue(t) = m.push(piece) {
+                shown.push_str(&t);
+            }
+        }
+        shown.push_str(&m.finish());
+        assert_eq!(shown, "a\nQueue");
+    }
 
     #[test]
     fn cyrillic_split_across_tokens_is_held_until_complete() {

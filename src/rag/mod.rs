@@ -266,7 +266,10 @@ impl Assistant {
             sources,
             plan: Plan::Generate(GenerateRequest {
                 prompt: Prompt::Chat(messages),
-                params: self.config.sampling.clone(),
+                params: SamplingParams {
+                    stop: answer_stops(),
+                    ..self.config.sampling.clone()
+                },
             }),
         })
     }
@@ -423,6 +426,14 @@ pub fn retrieve_with(
         relevant,
         language,
     })
+}
+
+/// Where a small model starts echoing its prompt (a new excerpt header, the prompt's own labels)
+/// the answer is over.
+fn answer_stops() -> Vec<String> {
+    let mut stops: Vec<String> = (1..=9).map(|i| format!("\n[{i}] (")).collect();
+    stops.extend(["\nExcerpts:", "\nQuestion:", "\n\n\n"].map(String::from));
+    stops
 }
 
 /// Both signals must agree: enough of the question's words in the excerpts, and a similar enough
