@@ -8,6 +8,19 @@ command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from
 command -v python3 >/dev/null || { echo "error: python3 (with pip) is needed to fetch the test models" >&2; exit 1; }
 
 scripts/fetch-test-models.sh
+
+# The browser test drives the web page in Debian's Chromium with playwright-core.
+if ! command -v chromium >/dev/null; then
+  echo "installing chromium (Debian package) for the browser test ..."
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+command -v node >/dev/null || { echo "error: node (with npm) is needed for the browser test" >&2; exit 1; }
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+
 # One inference thread per model and two tests at a time: candle's quantized kernels busy-wait, and
 # several models each wanting every core slow down tenfold (see ../shared/FINDINGS.md).
 export RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1

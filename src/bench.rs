@@ -160,6 +160,119 @@ day and verified accounts up to $10,000. International transfers take up to 3 bu
 works Monday to Friday, 9:00-18:00 GMT+3, at support@novapay.com. Комиссия за внутренние переводы \
 составляет 0,5%, за международные — 1,5%. ";
 
+#[derive(Debug, Serialize)]
+pub struct HttpBenchReport {
+    pub url: String,
+    pub sessions: usize,
+    pub questions_per_session: usize,
+    pub requests: usize,
+    pub ok: usize,
+    /// Refused because the generation queue was full (429/503).
+    pub refused: usize,
+    pub other_errors: usize,
+    pub statuses: std::collections::BTreeMap<u16, usize>,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// Slowest refusal: overflow must be answered at once, never hang.
+    pub max_refusal_ms: f64,
+    pub wall_s: f64,
+    pub answered_per_s: f64,
+}
+
+const HTTP_QUESTIONS: &[&str] = &[
+    "How much does a domestic transfer cost?",
+    "And for international ones?",
+    "What is the daily limit for unverified accounts?",
+    "How long do international transfers take?",
+    "Как заблокировать карту?",
+    "When does support work?",
+];
+
+/// `sessions` concurrent conversations, each asking `questions` in turn against a running server.
+pub fn bench_http(
+    url: &str,
+    sessions: usize,
+    questions: usize,
+    api_key: Option<&str>,
+) -> HttpBenchReport {
+    let started = Instant::now();
+    let query_url = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let handles: Vec<_> = (0..sessions)
+        .map(|s| {
+            let query_url = query_url.clone();
+            let key = api_key.map(str::to_string);
+            std::thread::spawn(move || {
+                let mut results = Vec::new();
+                let mut session: Option<String> = None;
+                for q in 0..questions {
+                    let question = HTTP_QUESTIONS[(s + q) % HTTP_QUESTIONS.len()];
+                    let mut body = serde_json::json!({ "query": question });
+                    if let Some(id) = &session {
+                        body["session_id"] = serde_json::json!(id);
+                    }
+                    let mut req = ureq::post(&query_url)
+                        .set("Content-Type", "application/json")
+                        .timeout(std::time::Duration::from_secs(600));
+                    if let Some(k) = &key {
+                        req = req.set("Authorization", &format!("Bearer {k}"));
+                    }
+                    let t = Instant::now();
+                    let status = match req.send_string(&body.to_string()) {
+                        Ok(resp) => {
+                            if let Ok(v) = resp.into_json::<serde_json::Value>() {
+                                session = v["session_id"].as_str().map(str::to_string);
+                            }
+                            200
+                        }
+                        Err(ureq::Error::Status(code, _)) => code,
+                        Err(_) => 0,
+                    };
+                    results.push((status, t.elapsed().as_secs_f64() * 1000.0));
+                }
+                results
+            })
+        })
+        .collect();
+    let results: Vec<(u16, f64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut statuses = std::collections::BTreeMap::new();
+    for (s, _) in &results {
+        *statuses.entry(*s).or_insert(0) += 1;
+    }
+    let mut ok_ms: Vec<f64> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    ok_ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if ok_ms.is_empty() {
+            0.0
+        } else {
+            ok_ms[((ok_ms.len() as f64 - 1.0) * p).round() as usize]
+        }
+    };
+    let refused: Vec<f64> = results
+        .iter()
+        .filter(|r| r.0 == 429 || r.0 == 503)
+        .map(|r| r.1)
+        .collect();
+    HttpBenchReport {
+        url: url.to_string(),
+        sessions,
+        questions_per_session: questions,
+        requests: results.len(),
+        ok: ok_ms.len(),
+        refused: refused.len(),
+        other_errors: results.len() - ok_ms.len() - refused.len(),
+        statuses,
+        p50_ms: pct(0.5),
+        p95_ms: pct(0.95),
+        max_refusal_ms: refused.iter().copied().fold(0.0, f64::max),
+        wall_s,
+        answered_per_s: ok_ms.len() as f64 / wall_s.max(1e-9),
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;

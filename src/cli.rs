@@ -151,6 +151,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Load on a running server: N concurrent sessions x M questions; p50/p95 latency, throughput,
+    /// errors, and how fast overflow is refused.
+    Http {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 8)]
+        sessions: usize,
+        #[arg(long, default_value_t = 3)]
+        questions: usize,
+        #[arg(long, env = "NOVAPAY_BENCH_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Embedding chunks/s at a batch size.
     Embed {
         #[command(flatten)]

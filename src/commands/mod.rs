@@ -99,6 +99,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 generate_tokens,
                 rounds,
             ),
+            BenchCommand::Http {
+                url,
+                sessions,
+                questions,
+                api_key,
+            } => {
+                let report =
+                    novapay::bench::bench_http(&url, sessions, questions, api_key.as_deref());
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(())
+            }
             BenchCommand::Embed {
                 runtime,
                 embed,

@@ -73,10 +73,12 @@ impl LlmTokenizer {
             }
             "smollm" => (&[r"\p{N}", GPT2_PATTERN], false),
             "gpt-2" | "phi-2" => (&[GPT2_PATTERN], false),
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "unsupported pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, \
                      llama3, smollm, gpt-2); pass the model's tokenizer.json with --llm-tokenizer"
-            ))),
+            )))
+            }
         };
         let tokens = gguf.string_array("tokenizer.ggml.tokens")?;
         let merges = gguf.string_array("tokenizer.ggml.merges")?;

@@ -1,10 +1,12 @@
 //! Integration tests on the real small models fetched by `scripts/fetch-test-models.sh`.
 
+mod browser;
 mod cli;
 mod embedder;
 mod eval;
 mod generation;
 mod http;
+mod integrations;
 mod knowledge_base;
 mod model_files;
 mod templates;
