@@ -102,20 +102,8 @@ pub fn evaluate(
         let embedder =
             embedder.ok_or_else(|| EvalError::Failed("dense modes need an embedder".into()))?;
         let started = std::time::Instant::now();
-        let mut doc_vecs = Vec::with_capacity(texts.len());
-        // Batches of 256 keep the progress moving; the embedder sorts by length within each.
-        for (i, batch) in texts.chunks(256).enumerate() {
-            doc_vecs.extend(
-                embedder
-                    .embed_passages(batch)
-                    .map_err(|e| EvalError::Failed(e.to_string()))?,
-            );
-            progress(
-                "documents",
-                (i * 256 + batch.len()).min(texts.len()),
-                texts.len(),
-            );
-        }
+        let doc_vecs =
+            super::embed_passages_with_progress(embedder, &texts, "documents", progress)?;
         let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
         let q_vecs = embedder
             .embed_queries(&qtexts)

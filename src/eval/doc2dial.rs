@@ -97,19 +97,7 @@ pub fn evaluate(
         }
     }
     let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
-    let mut vectors = Vec::with_capacity(texts.len());
-    for (i, batch) in texts.chunks(128).enumerate() {
-        vectors.extend(
-            embedder
-                .embed_passages(batch)
-                .map_err(|e| EvalError::Failed(e.to_string()))?,
-        );
-        progress(
-            "chunks",
-            (i * 128 + batch.len()).min(texts.len()),
-            texts.len(),
-        );
-    }
+    let vectors = super::embed_passages_with_progress(embedder, &texts, "chunks", progress)?;
     let settings = IndexSettings::new(embedder, "", chunk);
     let kb = KnowledgeBase::from_chunks(chunks, &vectors, settings)
         .map_err(|e| EvalError::Failed(e.to_string()))?;

@@ -31,3 +31,24 @@ pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(
         })
         .collect()
 }
+
+/// Embeds passages in groups of 256 so the progress callback moves; the embedder sorts by length within
+/// each group.
+pub(crate) fn embed_passages_with_progress(
+    embedder: &crate::embed::Embedder,
+    texts: &[String],
+    what: &str,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Vec<Vec<f32>>, EvalError> {
+    const GROUP: usize = 256;
+    let mut vectors = Vec::with_capacity(texts.len());
+    for group in texts.chunks(GROUP) {
+        vectors.extend(
+            embedder
+                .embed_passages(group)
+                .map_err(|e| EvalError::Failed(e.to_string()))?,
+        );
+        progress(what, vectors.len(), texts.len());
+    }
+    Ok(vectors)
+}

@@ -176,6 +176,7 @@ pub async fn query(
 
     match prepared.plan {
         Plan::Fallback(text) => {
+            tracing::info!(query_id = %ctx.query_id, session_id = %ctx.session, "answered by the fallback");
             state.metrics.fallbacks.inc();
             ctx.record(text.clone()).await?;
             if stream {
@@ -242,6 +243,16 @@ impl Answering {
     }
 
     fn observe(&self, summary: &GenerationSummary) {
+        tracing::info!(
+            query_id = %self.query_id,
+            session_id = %self.session,
+            prompt_tokens = summary.usage.prompt_tokens,
+            completion_tokens = summary.usage.completion_tokens,
+            ttft_ms = summary.timings.time_to_first_token_ms as u64,
+            total_ms = self.started.elapsed().as_millis() as u64,
+            finish = ?summary.finish_reason,
+            "answered"
+        );
         let m = &self.state.metrics;
         m.tokens_generated
             .inc_by(summary.usage.completion_tokens as u64);

@@ -3,6 +3,7 @@
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -54,9 +55,6 @@ async fn body_bytes(req: Request, state: &Shared, empty_ok: bool) -> Result<Vec<
             format!("the request body is larger than {limit} bytes"),
         )
     };
-    if declared_len.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
     let is_json = content_type.starts_with("application/json")
         || (content_type.starts_with("application/") && content_type.contains("+json"));
     if !is_json && !(empty_ok && (content_type.is_empty() || declared_len == Some(0))) {
@@ -66,11 +64,29 @@ async fn body_bytes(req: Request, state: &Shared, empty_ok: bool) -> Result<Vec<
             "send JSON with Content-Type: application/json",
         ));
     }
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| too_large())?;
-    Ok(bytes.to_vec())
+    // Read the whole body (up to a hard cap) even when it is too large, so the client has finished
+    // sending before it gets the 413: answering mid-upload makes many clients see a broken pipe
+    // instead of the JSON error.
+    let mut bytes = Vec::with_capacity(declared_len.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    let mut stream = req.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        seen += chunk.len();
+        if seen <= limit {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
+
+/// Past this, an oversized upload is cut off rather than drained.
+const DRAIN_CAP: usize = 16 * 1024 * 1024;
 
 fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(bytes)

@@ -303,9 +303,11 @@ fn bad_requests_get_the_right_status_and_a_json_error() {
     assert_eq!((s, error_code(&v)), (400, "invalid_session_id"));
     let (s, v) = response(ureq::delete(&app.url("/api/v1/session/no-such-session")).call());
     assert_eq!((s, error_code(&v)), (404, "not_found"));
-    let big = json!({"query": "x".repeat(70 * 1024)}).to_string();
-    let (s, v) = send(json_req(), big.as_bytes());
-    assert_eq!((s, error_code(&v)), (413, "payload_too_large"));
+    for size in [70 * 1024, 3 * 1024 * 1024] {
+        let big = json!({"query": "x".repeat(size)}).to_string();
+        let (s, v) = send(json_req(), big.as_bytes());
+        assert_eq!((s, error_code(&v)), (413, "payload_too_large"));
+    }
     let (s, v) = send(
         ureq::post(&q).set("Content-Type", "text/plain"),
         b"query=fees",
