@@ -28,21 +28,26 @@ pub enum ModelError {
     InvalidSpec { spec: String, reason: String },
     #[error("model not found at {0}")]
     NotFound(PathBuf),
-    #[error(
-        "{what} `{spec}` is not in the model cache {cache} and offline mode forbids downloading it.\n\
-         On a machine with internet access run:\n    {command}\n\
-         then copy that machine's {cache_hint} to {cache} on this one (or pass a local path with {flag})."
-    )]
-    MissingOffline {
-        what: &'static str,
-        spec: String,
-        cache: PathBuf,
-        cache_hint: String,
-        command: String,
-        flag: &'static str,
-    },
+    #[error("{0}")]
+    MissingOffline(Box<OfflineMiss>),
     #[error("cannot download `{spec}`: {reason}")]
     Download { spec: String, reason: String },
+}
+
+/// A model that offline mode cannot fetch, with what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{what} `{spec}` is not in the model cache {cache} and offline mode forbids downloading it.\n\
+     On a machine with internet access run:\n    {command}\n\
+     then copy that machine's {cache_hint} to {cache} on this one (or pass a local path with {flag})."
+)]
+pub struct OfflineMiss {
+    pub what: &'static str,
+    pub spec: String,
+    pub cache: PathBuf,
+    pub cache_hint: String,
+    pub command: String,
+    pub flag: &'static str,
 }
 
 /// A model setting: a local path or a Hub id `owner/repo[:file][@revision]`.
@@ -218,7 +223,7 @@ fn fetch(
         if !required {
             return Ok(None);
         }
-        return Err(ModelError::MissingOffline {
+        return Err(ModelError::MissingOffline(Box::new(OfflineMiss {
             what,
             spec: spec.to_string(),
             cache: hub.cache_dir.clone(),
@@ -231,7 +236,7 @@ fn fetch(
                 if what == "LLM" { "--llm" } else { "--embedder" }
             ),
             flag,
-        });
+        })));
     }
     let mut builder = ApiBuilder::from_cache(cache)
         .with_progress(hub.progress)
@@ -305,7 +310,7 @@ mod tests {
         };
         let err = resolve_llm("owner/repo:model.gguf", &hub).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, ModelError::MissingOffline { .. }), "{msg}");
+        assert!(matches!(err, ModelError::MissingOffline(_)), "{msg}");
         assert!(
             msg.contains("novapay download --llm=owner/repo:model.gguf"),
             "{msg}"

@@ -23,13 +23,11 @@ fn long_request(max_new_tokens: usize) -> GenerateRequest {
 }
 
 async fn first_token(rx: &mut tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
-            Ok(Some(GenerationEvent::Token(_))) => return,
-            Ok(Some(other)) => panic!("expected a token first, got {other:?}"),
-            Ok(None) => panic!("stream ended before any token"),
-            Err(_) => panic!("no token within 120 s"),
-        }
+    match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+        Ok(Some(GenerationEvent::Token(_))) => {}
+        Ok(Some(other)) => panic!("expected a token first, got {other:?}"),
+        Ok(None) => panic!("stream ended before any token"),
+        Err(_) => panic!("no token within 120 s"),
     }
 }
 
