@@ -346,19 +346,30 @@ impl LlamaModel {
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (k, v) = layer.kv.append(&k, &v)?;
-            let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
-            let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
-            let att = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
-            let att = match &mask {
-                None => att,
-                Some(mask) => {
-                    let mask = mask.broadcast_as(att.shape())?;
-                    mask.where_cond(&self.neg_inf.broadcast_as(att.shape())?, &att)?
-                }
+            let scale = 1.0 / (head_dim as f64).sqrt();
+            let y = if s == 1 {
+                // Decode: the query heads that share a KV head attend as one group, so the cache is
+                // read in place instead of being copied n_head/n_kv_head times per token (repeat_kv).
+                let n_rep = n_head / n_kv_head;
+                let q = q.reshape((b, n_kv_head, n_rep, head_dim))?;
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                att.matmul(&v)?.reshape((b, s, hidden))?
+            } else {
+                let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
+                let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = match &mask {
+                    None => att,
+                    Some(mask) => {
+                        let mask = mask.broadcast_as(att.shape())?;
+                        mask.where_cond(&self.neg_inf.broadcast_as(att.shape())?, &att)?
+                    }
+                };
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                let y = att.matmul(&v.contiguous()?)?;
+                y.transpose(1, 2)?.reshape((b, s, hidden))?
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v.contiguous()?)?;
-            let y = y.transpose(1, 2)?.reshape((b, s, hidden))?;
             let y = layer.wo.forward(&y)?;
             let x1 = (y + residual)?;
 
