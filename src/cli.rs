@@ -67,17 +67,7 @@ pub enum Command {
     /// Answer a question from the knowledge base, streaming the answer, then its sources.
     Ask {
         #[command(flatten)]
-        runtime: RuntimeArgs,
-        #[command(flatten)]
-        llm: LlmArgs,
-        #[command(flatten)]
-        embed: EmbedArgs,
-        #[command(flatten)]
-        kb: KbArgs,
-        #[command(flatten)]
-        rag: RagArgs,
-        #[command(flatten)]
-        sampling: SamplingArgs,
+        assistant: AssistantArgs,
         /// Conversation to continue (created when new); without it each question stands alone.
         #[arg(long)]
         session: Option<String>,
@@ -93,17 +83,7 @@ pub enum Command {
     /// Serve the HTTP API and the web chat page.
     Serve {
         #[command(flatten)]
-        runtime: RuntimeArgs,
-        #[command(flatten)]
-        llm: LlmArgs,
-        #[command(flatten)]
-        embed: EmbedArgs,
-        #[command(flatten)]
-        kb: KbArgs,
-        #[command(flatten)]
-        rag: RagArgs,
-        #[command(flatten)]
-        sampling: SamplingArgs,
+        assistant: AssistantArgs,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -217,6 +197,23 @@ pub enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Everything that builds the assistant: models, knowledge base, answering and generation settings.
+#[derive(Args, Debug, Clone)]
+pub struct AssistantArgs {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+    #[command(flatten)]
+    pub kb: KbArgs,
+    #[command(flatten)]
+    pub rag: RagArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,38 +7,35 @@ use novapay::index::KnowledgeBase;
 use novapay::memory::{SessionId, SqliteStore};
 use novapay::rag::Assistant;
 
-use crate::cli::{EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs, SamplingArgs};
+use crate::cli::AssistantArgs;
 
 pub struct AskArgs<'a> {
-    pub runtime: &'a RuntimeArgs,
-    pub llm: &'a LlmArgs,
-    pub embed: &'a EmbedArgs,
-    pub kb: &'a KbArgs,
-    pub rag: &'a RagArgs,
-    pub sampling: &'a SamplingArgs,
+    pub a: &'a AssistantArgs,
     pub session: Option<&'a str>,
     pub json: bool,
     pub retrieve_only: bool,
     pub question: &'a str,
 }
 
-pub fn run(a: AskArgs) -> anyhow::Result<()> {
-    let session = match a.session {
+pub fn run(args: AskArgs) -> anyhow::Result<()> {
+    let a = args.a;
+    let session = match args.session {
         Some(s) => SessionId::parse(s)?,
         None => SessionId::new_random(),
     };
-    let embedder = super::load_embedder(a.runtime, a.embed, 32)?;
-    let settings = super::index_settings(&embedder, a.embed, a.kb);
+    let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
+    let settings = super::index_settings(&embedder, &a.embed, &a.kb);
     let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
     let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
     let config = a.rag.config(&a.embed.embedder, a.sampling.params());
 
-    if a.retrieve_only {
+    if args.retrieve_only {
         let history =
             novapay::memory::ConversationStore::history(&*memory, &session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
-        let retrieval = novapay::rag::retrieve_with(&kb, &embedder, &config, a.question, &history)?;
-        if a.json {
+        let retrieval =
+            novapay::rag::retrieve_with(&kb, &embedder, &config, args.question, &history)?;
+        if args.json {
             println!("{}", serde_json::to_string_pretty(&retrieval)?);
         } else {
             println!(
@@ -75,21 +72,21 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let opts = super::load_llm_options(a.runtime, a.llm)?;
+    let opts = super::load_llm_options(&a.runtime, &a.llm)?;
     let llm = LlmHandle::spawn(opts, 1).context("loading the LLM")?;
     let assistant = Assistant::new(Arc::new(kb), Arc::new(embedder), llm, memory, config);
     let stdout = std::io::stdout();
-    let answer = assistant.answer_blocking(&session, a.question, &mut |text| {
-        if !a.json {
+    let answer = assistant.answer_blocking(&session, args.question, &mut |text| {
+        if !args.json {
             let mut out = stdout.lock();
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
         }
     })?;
-    if !a.json {
+    if !args.json {
         println!();
     }
-    if a.json {
+    if args.json {
         println!(
             "{}",
             serde_json::json!({
@@ -119,7 +116,7 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        if a.session.is_none() {
+        if args.session.is_none() {
             println!("\n(session {session}: pass --session {session} to ask a follow-up)");
         }
     }

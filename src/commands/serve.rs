@@ -8,19 +8,9 @@ use novapay::index::KnowledgeBase;
 use novapay::memory::SqliteStore;
 use novapay::rag::Assistant;
 
-use crate::cli::{EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs, SamplingArgs, ServerArgs};
+use crate::cli::{AssistantArgs, ServerArgs};
 
-pub struct ServeArgs {
-    pub runtime: RuntimeArgs,
-    pub llm: LlmArgs,
-    pub embed: EmbedArgs,
-    pub kb: KbArgs,
-    pub rag: RagArgs,
-    pub sampling: SamplingArgs,
-    pub server: ServerArgs,
-}
-
-pub fn run(a: ServeArgs) -> anyhow::Result<()> {
+pub fn run(a: &AssistantArgs, server: &ServerArgs) -> anyhow::Result<()> {
     // Thread pools are sized before tokio or candle start any.
     novapay::threads::configure_cpu_threads(a.runtime.threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -28,25 +18,24 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(a))
+    runtime.block_on(serve(a.clone(), server.clone()))
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
-        api_keys: a
-            .server
+        api_keys: server_args
             .api_keys
             .iter()
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty())
             .collect(),
-        cors_origins: a.server.cors_origins.clone(),
-        generation_timeout: Duration::from_secs(a.server.generation_timeout_secs.max(1)),
-        shutdown_timeout: Duration::from_secs(a.server.shutdown_timeout_secs),
-        max_body_bytes: a.server.max_body_bytes.max(1024),
-        log_queries: a.server.log_queries,
+        cors_origins: server_args.cors_origins.clone(),
+        generation_timeout: Duration::from_secs(server_args.generation_timeout_secs.max(1)),
+        shutdown_timeout: Duration::from_secs(server_args.shutdown_timeout_secs),
+        max_body_bytes: server_args.max_body_bytes.max(1024),
+        log_queries: server_args.log_queries,
     };
-    let addr = format!("{}:{}", a.server.host, a.server.port);
+    let addr = format!("{}:{}", server_args.host, server_args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (port in use? set NOVAPAY_PORT)"))?;
@@ -57,7 +46,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         server.addr
     );
 
-    let loaded = tokio::task::spawn_blocking(move || load(&a)).await?;
+    let queue_depth = server_args.queue_depth;
+    let loaded = tokio::task::spawn_blocking(move || load(&a, queue_depth)).await?;
     let services = match loaded {
         Ok(s) => s,
         Err(e) => {
@@ -82,13 +72,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(a: &ServeArgs) -> anyhow::Result<Services> {
+fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<Services> {
     let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = super::index_settings(&embedder, &a.embed, &a.kb);
     let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
     let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
     let opts = super::load_llm_options(&a.runtime, &a.llm)?;
-    let llm = LlmHandle::spawn(opts, a.server.queue_depth).context("loading the LLM")?;
+    let llm = LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
     let llm_name = llm.info().name.clone();
     let embedder_name = embedder.name.clone();
     let config = a.rag.config(&a.embed.embedder, a.sampling.params());
