@@ -419,6 +419,13 @@ pub struct Hit {
     pub lexical: Option<f32>,
 }
 
+pub struct SearchResult {
+    /// Fused hits, best first.
+    pub hits: Vec<Hit>,
+    /// Per query vector, the best cosine similarity of any chunk.
+    pub best_similarity: Vec<f32>,
+}
+
 /// A loaded generation: chunks, their vectors (usearch) and a BM25 index, read-only.
 pub struct KnowledgeBase {
     chunks: Vec<Arc<Chunk>>,
@@ -503,7 +510,8 @@ impl KnowledgeBase {
 
     /// Dense top-`k` for each query vector and BM25 top-`k` for each query text, fused by reciprocal
     /// rank. Several queries (the question alone, the question with recent turns) fuse the same way.
-    pub fn search(&self, vectors: &[Vec<f32>], texts: &[&str], k: usize) -> Vec<Hit> {
+    pub fn search(&self, vectors: &[Vec<f32>], texts: &[&str], k: usize) -> SearchResult {
+        let mut best_similarity = Vec::with_capacity(vectors.len());
         let mut fused: HashMap<usize, Hit> = HashMap::new();
         let mut add = |id: usize, rank: usize, dense: Option<f32>, lexical: Option<f32>| {
             let Some(chunk) = self.chunks.get(id) else {
@@ -524,7 +532,9 @@ impl KnowledgeBase {
             }
         };
         for v in vectors {
-            for (rank, (id, sim)) in self.dense(v, k).into_iter().enumerate() {
+            let dense = self.dense(v, k);
+            best_similarity.push(dense.first().map_or(0.0, |(_, sim)| *sim));
+            for (rank, (id, sim)) in dense.into_iter().enumerate() {
                 add(id, rank, Some(sim), None);
             }
         }
@@ -544,7 +554,10 @@ impl KnowledgeBase {
         });
         let mut hits: Vec<Hit> = hits.into_iter().map(|(_, h)| h).collect();
         hits.truncate(k);
-        hits
+        SearchResult {
+            hits,
+            best_similarity,
+        }
     }
 
     /// Share of `query`'s content terms (stemmed, stop words dropped) present in the `hits`' text.

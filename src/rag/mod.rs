@@ -399,10 +399,14 @@ pub fn retrieve_with(
         .embed_queries(&queries)
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
-    let hits = kb.search(&vectors, &texts, config.candidates);
-    let best = |v: &Vec<f32>| kb.dense(v, 1).first().map(|(_, s)| *s).unwrap_or(0.0);
-    let best_similarity = vectors.first().map(best).unwrap_or(0.0);
-    let best_similarity_with_history = vectors.get(1).map(best).unwrap_or(best_similarity);
+    let found = kb.search(&vectors, &texts, config.candidates);
+    let hits = found.hits;
+    let best_similarity = found.best_similarity.first().copied().unwrap_or(0.0);
+    let best_similarity_with_history = found
+        .best_similarity
+        .get(1)
+        .copied()
+        .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
     let term_coverage = kb.term_coverage(question, top);
     let term_coverage_with_history = queries

@@ -275,7 +275,7 @@ fn a_failure_mid_index_leaves_the_previous_index_serving() {
     let q = embedder()
         .embed_queries(&["How do I block my card?"])
         .unwrap();
-    let hits = kb.search(&q, &["How do I block my card?"], 3);
+    let hits = kb.search(&q, &["How do I block my card?"], 3).hits;
     assert_eq!(hits[0].chunk.source, "cards.md");
     assert_ne!(hits[0].chunk.text, "All card text replaced.");
 
@@ -312,7 +312,7 @@ fn windows_1251_text_and_a_corrupt_pdf_are_handled() {
     let kb = KnowledgeBase::open(&idx, &settings()).unwrap();
     let query = "банкоматах партнёров 777 рублей";
     let v = embedder().embed_queries(&[query]).unwrap();
-    let hits = kb.search(&v, &[query], 3);
+    let hits = kb.search(&v, &[query], 3).hits;
     assert_eq!(hits[0].chunk.source, "1c/limity.txt");
     assert!(
         hits[0].chunk.text.contains("Лимит снятия наличных"),
