@@ -16,6 +16,13 @@ if ! command -v chromium >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# The Redis memory tests start their own redis-server on a free port (no system service is used).
+if ! command -v redis-server >/dev/null; then
+  echo "installing redis-server (Debian package) for the Redis memory tests ..."
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
 command -v node >/dev/null || { echo "error: node (with npm) is needed for the browser test" >&2; exit 1; }
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --silent)

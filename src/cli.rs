@@ -2,12 +2,15 @@
 //! the only place that reads the environment.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use novapay::embed::EmbedderOptions;
 use novapay::engine::llama::{LoadOptions, Requantize};
 use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
 use novapay::index::chunk::ChunkSettings;
+use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
 use novapay::models::{self, HubSettings};
 use novapay::rag::RagConfig;
 
@@ -211,9 +214,65 @@ pub struct AssistantArgs {
     #[command(flatten)]
     pub kb: KbArgs,
     #[command(flatten)]
+    pub memory: MemoryArgs,
+    #[command(flatten)]
     pub rag: RagArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// Where conversation history is kept.
+#[derive(Args, Debug, Clone)]
+pub struct MemoryArgs {
+    /// sqlite (the file in the state directory), sqlite://PATH, or redis://[:PASSWORD@]HOST[:PORT][/DB]
+    /// (rediss:// for TLS) to share conversations between several replicas.
+    #[arg(
+        long,
+        env = "NOVAPAY_MEMORY",
+        default_value = "sqlite",
+        hide_env_values = true,
+        value_parser = MemorySpecParser
+    )]
+    pub memory: MemorySpec,
+    /// Seconds Redis keeps a conversation after its last message; 0 = forever. Default: 30 days.
+    #[arg(long, env = "NOVAPAY_MEMORY_TTL", default_value_t = 30 * 24 * 3600)]
+    pub memory_ttl: u64,
+}
+
+impl MemoryArgs {
+    pub fn open(&self, kb: &KbArgs) -> Result<Arc<dyn ConversationStore>, MemoryError> {
+        let ttl = (self.memory_ttl > 0).then(|| Duration::from_secs(self.memory_ttl));
+        memory::open(&self.memory, &kb.memory_path(), ttl)
+    }
+}
+
+/// Parses `--memory` without echoing the raw value, which may hold a Redis password (clap's own
+/// "invalid value '...'" message would print it).
+#[derive(Clone)]
+struct MemorySpecParser;
+
+impl clap::builder::TypedValueParser for MemorySpecParser {
+    type Value = MemorySpec;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<MemorySpec, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--memory / NOVAPAY_MEMORY: {message}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| invalid("not valid UTF-8".into()))?
+            .parse()
+            .map_err(|e: memory::InvalidMemorySpec| invalid(e.to_string()))
+    }
 }
 
 #[derive(Args, Debug, Clone)]

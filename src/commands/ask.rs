@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use novapay::engine::LlmHandle;
 use novapay::index::KnowledgeBase;
-use novapay::memory::{SessionId, SqliteStore};
+use novapay::memory::SessionId;
 use novapay::rag::Assistant;
 
 use crate::cli::AssistantArgs;
@@ -26,12 +26,11 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
     let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = super::index_settings(&embedder, &a.embed, &a.kb);
     let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
-    let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
+    let memory = a.memory.open(&a.kb)?;
     let config = a.rag.config(&a.embed.embedder, a.sampling.params());
 
     if args.retrieve_only {
-        let history =
-            novapay::memory::ConversationStore::history(&*memory, &session, config.history_turns)?;
+        let history = memory.history(&session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
         let retrieval =
             novapay::rag::retrieve_with(&kb, &embedder, &config, args.question, &history)?;

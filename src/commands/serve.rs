@@ -5,7 +5,6 @@ use anyhow::Context;
 use novapay::engine::LlmHandle;
 use novapay::http::{self, ServerConfig, Services};
 use novapay::index::KnowledgeBase;
-use novapay::memory::SqliteStore;
 use novapay::rag::Assistant;
 
 use crate::cli::{AssistantArgs, ServerArgs};
@@ -73,10 +72,12 @@ async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> 
 }
 
 fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<Services> {
+    // First: an unreachable Redis should fail start-up before minutes of model loading.
+    let memory = a.memory.open(&a.kb)?;
+    tracing::info!(memory = %a.memory.memory, "conversation memory open");
     let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = super::index_settings(&embedder, &a.embed, &a.kb);
     let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
-    let memory = Arc::new(SqliteStore::open(&a.kb.memory_path())?);
     let opts = super::load_llm_options(&a.runtime, &a.llm)?;
     let llm = LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
     let llm_name = llm.info().name.clone();

@@ -9,6 +9,7 @@ mod http;
 mod integrations;
 mod knowledge_base;
 mod model_files;
+mod redis_memory;
 mod templates;
 mod tokenizer;
 mod worker;
