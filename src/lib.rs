@@ -7,6 +7,7 @@ pub mod engine;
 pub mod eval;
 pub mod http;
 pub mod index;
+pub mod integrations;
 pub mod memory;
 pub mod models;
 pub mod rag;

@@ -2,6 +2,7 @@
 
 mod ask;
 mod bench;
+mod bitrix24;
 mod download;
 mod eval;
 mod index;
@@ -49,7 +50,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             retrieve_only,
             question: &question,
         }),
-        Command::Serve { assistant, server } => serve::run(&assistant, &server),
+        Command::Serve {
+            assistant,
+            server,
+            bitrix24,
+        } => serve::run(&assistant, &server, &bitrix24),
+        Command::Bitrix24 { what } => bitrix24::run(what),
         Command::Tokenize {
             runtime,
             llm,

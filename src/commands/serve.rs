@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -5,11 +6,14 @@ use anyhow::Context;
 use novapay::engine::LlmHandle;
 use novapay::http::{self, ServerConfig, Services};
 use novapay::index::KnowledgeBase;
+use novapay::integrations::bitrix24::{
+    BotTexts, PollConfig, Poller, RetryPolicy, WebhookConfig, WebhookHandler,
+};
 use novapay::rag::Assistant;
 
-use crate::cli::{AssistantArgs, ServerArgs};
+use crate::cli::{AssistantArgs, Bitrix24Args, Bitrix24Mode, ServerArgs};
 
-pub fn run(a: &AssistantArgs, server: &ServerArgs) -> anyhow::Result<()> {
+pub fn run(a: &AssistantArgs, server: &ServerArgs, bitrix24: &Bitrix24Args) -> anyhow::Result<()> {
     // Thread pools are sized before tokio or candle start any.
     novapay::threads::configure_cpu_threads(a.runtime.threads);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -17,10 +21,25 @@ pub fn run(a: &AssistantArgs, server: &ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(a.clone(), server.clone()))
+    runtime.block_on(serve(a.clone(), server.clone(), bitrix24.clone()))
 }
 
-async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> {
+async fn serve(
+    a: AssistantArgs,
+    server_args: ServerArgs,
+    bitrix24: Bitrix24Args,
+) -> anyhow::Result<()> {
+    // Configuration mistakes fail here, before minutes of model loading.
+    let bitrix24_handler = match bitrix24.mode {
+        Bitrix24Mode::Handler => Some(Arc::new(WebhookHandler::open(webhook_config(
+            &bitrix24, &a,
+        ))?)),
+        _ => None,
+    };
+    let poller = match bitrix24.mode {
+        Bitrix24Mode::Poll => Some(Poller::new(poll_config(&bitrix24)?)?),
+        _ => None,
+    };
     let config = ServerConfig {
         api_keys: server_args
             .api_keys
@@ -33,6 +52,7 @@ async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> 
         shutdown_timeout: Duration::from_secs(server_args.shutdown_timeout_secs),
         max_body_bytes: server_args.max_body_bytes.max(1024),
         log_queries: server_args.log_queries,
+        bitrix24: bitrix24_handler,
     };
     let addr = format!("{}:{}", server_args.host, server_args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -59,6 +79,15 @@ async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> 
         "novapay: ready ({} + {})",
         services.llm_name, services.embedder_name
     );
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    let polling = poller.map(|poller| {
+        let assistant = services.assistant.clone();
+        let stop = stop_polling.clone();
+        eprintln!("novapay: polling Bitrix24 for bot events");
+        std::thread::Builder::new()
+            .name("bitrix24-poll".into())
+            .spawn(move || poller.run(assistant, stop))
+    });
     server.set_ready(services);
 
     tokio::select! {
@@ -68,7 +97,52 @@ async fn serve(a: AssistantArgs, server_args: ServerArgs) -> anyhow::Result<()> 
             server.shutdown().await;
         }
     }
+    stop_polling.store(true, Ordering::Relaxed);
+    if let Some(Ok(thread)) = polling {
+        // The poller finishes the answer it is writing; its thread is not awaited beyond that.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     Ok(())
+}
+
+fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> WebhookConfig {
+    WebhookConfig {
+        application_token: b
+            .bitrix24_application_token
+            .clone()
+            .filter(|t| !t.trim().is_empty()),
+        token_file: a.kb.state_dir.join("bitrix24_application_token"),
+        webhook_url: b.bitrix24_webhook_url.clone(),
+        client_id: b.bitrix24_client_id.clone(),
+        texts: BotTexts::default(),
+        retry: RetryPolicy::default(),
+    }
+}
+
+fn poll_config(b: &Bitrix24Args) -> anyhow::Result<PollConfig> {
+    let missing = |what: &str| {
+        anyhow::anyhow!(
+            "Bitrix24 polling needs {what}; `novapay bitrix24 register --poll --webhook-url ...` prints \
+             the settings"
+        )
+    };
+    Ok(PollConfig {
+        webhook_url: b
+            .bitrix24_webhook_url
+            .clone()
+            .ok_or_else(|| missing("NOVAPAY_BITRIX24_WEBHOOK_URL"))?,
+        bot_id: b
+            .bitrix24_bot_id
+            .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_ID"))?,
+        bot_token: b
+            .bitrix24_bot_token
+            .clone()
+            .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_TOKEN"))?,
+        batch: 50,
+        idle_wait: Duration::from_millis(b.bitrix24_poll_interval_ms.max(100)),
+        texts: BotTexts::default(),
+        retry: RetryPolicy::default(),
+    })
 }
 
 fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<Services> {

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+mod bitrix24;
 pub mod error;
 mod extract;
 pub mod metrics;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::integrations::bitrix24::WebhookHandler;
 use crate::rag::Assistant;
 use error::ApiError;
 use metrics::Metrics;
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Log the customer's question text at info level (masked card numbers).
     pub log_queries: bool,
+    /// The Bitrix24 event handler, when the integration runs in handler mode.
+    pub bitrix24: Option<Arc<WebhookHandler>>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             log_queries: false,
+            bitrix24: None,
         }
     }
 }
@@ -93,6 +98,7 @@ pub fn router(state: Shared) -> Router {
             routes::SESSION,
             get(api::get_session).delete(api::delete_session),
         )
+        .route(routes::BITRIX24_EVENTS, post(bitrix24::events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state.clone());
@@ -130,7 +136,10 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let public = routes::PUBLIC.contains(&route.as_str()) || route == "unmatched";
+    // Bitrix24 cannot send an API key; its events are checked against the application token.
+    let public = routes::PUBLIC.contains(&route.as_str())
+        || route == routes::BITRIX24_EVENTS
+        || route == "unmatched";
     let response = if !public
         && request.method() != Method::OPTIONS
         && !auth::authorized(

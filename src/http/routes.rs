@@ -7,11 +7,20 @@ pub const CHAT_PAGE: &str = "/";
 pub const QUERY: &str = "/api/v1/query";
 pub const SESSIONS: &str = "/api/v1/session";
 pub const SESSION: &str = "/api/v1/session/{id}";
+/// Bitrix24 chat-bot events (handler mode); authenticated by the application token, not an API key.
+pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
 /// Paths that never need an API key.
 pub const PUBLIC: &[&str] = &[HEALTH, METRICS, OPENAPI, CHAT_PAGE];
 
 /// Every route, for the OpenAPI check.
 pub const ALL: &[&str] = &[
-    HEALTH, METRICS, OPENAPI, CHAT_PAGE, QUERY, SESSIONS, SESSION,
+    HEALTH,
+    METRICS,
+    OPENAPI,
+    CHAT_PAGE,
+    QUERY,
+    SESSIONS,
+    SESSION,
+    BITRIX24_EVENTS,
 ];

@@ -54,18 +54,7 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         http::start(listener, opts.config).unwrap()
     });
-    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), opts.queue_depth).unwrap();
-    let memory = Arc::new(SqliteStore::open(&state.path().join("m.sqlite")).unwrap());
-    let assistant = Assistant::new(
-        shared_kb(),
-        embedder(),
-        llm,
-        memory,
-        RagConfig {
-            sampling: opts.sampling,
-            ..RagConfig::default()
-        },
-    );
+    let assistant = test_assistant(state.path(), opts.queue_depth, opts.sampling);
     let services = Services {
         assistant: Arc::new(assistant),
         llm_name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
@@ -83,6 +72,27 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         app.make_ready();
     }
     app
+}
+
+/// The assistant on the real small models, the repository's knowledge base and SQLite memory in
+/// `state_dir`.
+pub fn test_assistant(
+    state_dir: &std::path::Path,
+    queue_depth: usize,
+    sampling: SamplingParams,
+) -> Assistant {
+    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
+    let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
+    Assistant::new(
+        shared_kb(),
+        embedder(),
+        llm,
+        memory,
+        RagConfig {
+            sampling,
+            ..RagConfig::default()
+        },
+    )
 }
 
 impl TestApp {

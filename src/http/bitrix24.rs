@@ -1,0 +1,82 @@
+//! `POST /integrations/bitrix24/events`: acknowledges a Bitrix24 event at once and answers it in the
+//! background (Bitrix24 never retries an event and calls slow handlers less often).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::Shared;
+use crate::integrations::bitrix24::{Accepted, Bitrix24Error, Job};
+use crate::rag::Assistant;
+
+/// How long a job accepted during start-up waits for the models before it is dropped.
+const WAIT_FOR_MODELS: Duration = Duration::from_secs(600);
+
+pub async fn events(State(state): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let handler = state.config.bitrix24.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "the Bitrix24 integration is off; start with NOVAPAY_BITRIX24_MODE=handler",
+        )
+    })?;
+    // Parsing is quick, but ONAPPINSTALL writes the token file: keep file I/O off the async workers.
+    let accepted = tokio::task::spawn_blocking(move || handler.accept(&body))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            Bitrix24Error::Unauthorized(m) => {
+                tracing::warn!(reason = %m, "Bitrix24 event rejected");
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+            }
+            Bitrix24Error::BadEvent(m) => ApiError::bad_request("bad_event", m),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Json(match accepted {
+        Accepted::Installed => json!({ "result": "installed" }),
+        Accepted::Ignored(reason) => json!({ "result": "ignored", "reason": reason }),
+        Accepted::Job(job) => {
+            tokio::spawn(run_when_ready(state, job));
+            json!({ "result": "accepted" })
+        }
+    }))
+}
+
+async fn run_when_ready(state: Shared, job: Box<Job>) {
+    let Some(assistant) = wait_for_assistant(&state).await else {
+        tracing::error!(
+            dialog = job.dialog_id(),
+            "Bitrix24 event dropped: models did not load"
+        );
+        return;
+    };
+    let dialog = job.dialog_id().to_string();
+    match tokio::task::spawn_blocking(move || job.run(&assistant)).await {
+        Ok(Ok(Some(outcome))) => tracing::info!(
+            dialog,
+            fallback = outcome.answer.as_ref().map(|a| a.fallback),
+            handed_off = outcome.handed_off,
+            "Bitrix24 message answered"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(dialog, error = %e, "Bitrix24 reply failed"),
+        Err(e) => tracing::error!(dialog, error = %e, "Bitrix24 job panicked"),
+    }
+}
+
+async fn wait_for_assistant(state: &Shared) -> Option<Arc<Assistant>> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_MODELS;
+    loop {
+        if let Ok(services) = state.services() {
+            return Some(services.assistant.clone());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,93 @@
+//! `novapay bitrix24 register`: creates the bot on a portal through an incoming-webhook URL, either as
+//! a classic bot whose events are posted to novapay (`imbot.register`), or as a bot API v2 bot whose
+//! events novapay pulls (`imbot.v2.Bot.register` with `eventMode: fetch`).
+
+use serde_json::{json, Value};
+
+use super::rest::{RestClient, RetryPolicy};
+use super::Bitrix24Error;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistrationMode {
+    /// Events are posted to `handler_url` (novapay's `/integrations/bitrix24/events`).
+    Handler { handler_url: String },
+    /// Events are pulled by `novapay serve` in polling mode.
+    Poll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub webhook_url: String,
+    pub mode: RegistrationMode,
+    /// The bot's code, unique on the portal.
+    pub code: String,
+    pub name: String,
+    pub work_position: String,
+    /// Serve Open Lines too (customers' chats, with hand-off to operators).
+    pub open_lines: bool,
+    /// CLIENT_ID (handler mode) or botToken (polling mode): the bot's secret for webhook calls.
+    pub secret: String,
+}
+
+/// Registers the bot and returns its id.
+pub fn register_bot(r: &Registration, retry: RetryPolicy) -> Result<u64, Bitrix24Error> {
+    let client = RestClient::new(&r.webhook_url, None, retry);
+    match &r.mode {
+        RegistrationMode::Handler { handler_url } => {
+            let result = client.call(
+                "imbot.register",
+                &json!({
+                    "CODE": r.code,
+                    "TYPE": if r.open_lines { "O" } else { "B" },
+                    "OPENLINE": if r.open_lines { "Y" } else { "N" },
+                    "EVENT_HANDLER": handler_url,
+                    "EVENT_MESSAGE_ADD": handler_url,
+                    "EVENT_WELCOME_MESSAGE": handler_url,
+                    "EVENT_BOT_DELETE": handler_url,
+                    "CLIENT_ID": r.secret,
+                    "PROPERTIES": {
+                        "NAME": r.name,
+                        "WORK_POSITION": r.work_position,
+                        "COLOR": "AQUA",
+                    },
+                }),
+            )?;
+            id_from(&result).ok_or_else(|| {
+                Bitrix24Error::BadEvent(format!("imbot.register returned no bot id: {result}"))
+            })
+        }
+        RegistrationMode::Poll => {
+            let result = client.call(
+                "imbot.v2.Bot.register",
+                &json!({
+                    "fields": {
+                        "code": r.code,
+                        "botToken": r.secret,
+                        "type": if r.open_lines { "openline" } else { "bot" },
+                        "eventMode": "fetch",
+                        "isSupportOpenline": r.open_lines,
+                        "properties": {
+                            "name": r.name,
+                            "workPosition": r.work_position,
+                        },
+                    }
+                }),
+            )?;
+            result.get("bot").and_then(id_from).ok_or_else(|| {
+                Bitrix24Error::BadEvent(format!(
+                    "imbot.v2.Bot.register returned no bot id: {result}"
+                ))
+            })
+        }
+    }
+}
+
+/// `567`, `"567"` or `{"id": 567}`.
+fn id_from(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        Value::Object(m) => m.get("id").and_then(id_from),
+        _ => None,
+    }
+}

@@ -1,0 +1,247 @@
+//! Handler mode: checks and classifies a posted classic event, and prepares the background job that
+//! answers it. The HTTP layer acknowledges the event as soon as [`WebhookHandler::accept`] returns.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::bot::{self, BotTexts, Outbox, Outcome};
+use super::events::{BotAuth, ClassicEnvelope, Event, IncomingMessage, JoinChat};
+use super::form::parse_php_form;
+use super::rest::{RestClient, RetryPolicy};
+use super::Bitrix24Error;
+use crate::rag::Assistant;
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// When set, the only application token accepted (NOVAPAY_BITRIX24_APPLICATION_TOKEN).
+    pub application_token: Option<String>,
+    /// Where the token that came with ONAPPINSTALL is kept, when none is configured.
+    pub token_file: PathBuf,
+    /// An incoming-webhook URL: replies go through it (a bot registered with `novapay bitrix24
+    /// register`) instead of the per-event OAuth token of an installed application.
+    pub webhook_url: Option<String>,
+    /// The CLIENT_ID the bot was registered with through the incoming webhook.
+    pub client_id: Option<String>,
+    pub texts: BotTexts,
+    pub retry: RetryPolicy,
+}
+
+pub struct WebhookHandler {
+    config: WebhookConfig,
+    installed_token: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for WebhookHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookHandler")
+            .field("token_file", &self.config.token_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do after acknowledging an event.
+#[derive(Debug)]
+pub enum Accepted {
+    /// ONAPPINSTALL: the application token is now known.
+    Installed,
+    /// Acknowledged, nothing to do (unknown event, bot's own message, bot deleted).
+    Ignored(String),
+    /// Work for a blocking thread: greet or answer.
+    Job(Box<Job>),
+}
+
+#[derive(Debug)]
+pub struct Job {
+    work: Work,
+    outbox: Outbox,
+    texts: BotTexts,
+}
+
+#[derive(Debug)]
+enum Work {
+    Greet(JoinChat),
+    Answer(IncomingMessage),
+}
+
+impl Job {
+    /// The dialog the job answers in.
+    pub fn dialog_id(&self) -> &str {
+        match &self.work {
+            Work::Greet(j) => &j.dialog_id,
+            Work::Answer(m) => &m.dialog_id,
+        }
+    }
+
+    /// Generates and posts the reply. Blocking.
+    pub fn run(self, assistant: &Assistant) -> Result<Option<Outcome>, Bitrix24Error> {
+        match &self.work {
+            Work::Greet(join) => {
+                bot::greet(&self.outbox, &self.texts, join)?;
+                Ok(None)
+            }
+            Work::Answer(msg) => {
+                bot::handle_message(assistant, &self.outbox, &self.texts, msg).map(Some)
+            }
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Constant-time equality that does not reveal the length either (both sides are hashed first).
+fn same_secret(a: &str, b: &str) -> bool {
+    digest(a).ct_eq(&digest(b)).into()
+}
+
+impl WebhookHandler {
+    pub fn open(config: WebhookConfig) -> Result<Self, Bitrix24Error> {
+        let installed = match std::fs::read_to_string(&config.token_file) {
+            Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Bitrix24Error::Storage(format!(
+                    "cannot read {}: {e}",
+                    config.token_file.display()
+                )))
+            }
+        };
+        Ok(Self {
+            config,
+            installed_token: Mutex::new(installed),
+        })
+    }
+
+    /// Verifies a posted event and says what to do with it. Nothing is done for an event whose
+    /// `auth[application_token]` does not match.
+    pub fn accept(&self, body: &[u8]) -> Result<Accepted, Bitrix24Error> {
+        let form = parse_php_form(body).map_err(|e| Bitrix24Error::BadEvent(e.to_string()))?;
+        let envelope =
+            ClassicEnvelope::from_form(form).map_err(|e| Bitrix24Error::BadEvent(e.to_string()))?;
+        let presented = envelope.application_token.clone().ok_or_else(|| {
+            Bitrix24Error::Unauthorized("the event has no auth[application_token]".into())
+        })?;
+        let event = envelope
+            .parse()
+            .map_err(|e| Bitrix24Error::BadEvent(e.to_string()));
+        let is_install = matches!(event, Ok(Event::AppInstall));
+        self.verify(&presented, is_install)?;
+        Ok(match event? {
+            Event::AppInstall => Accepted::Installed,
+            Event::JoinChat(join) => Accepted::Job(Box::new(Job {
+                outbox: self.outbox(&join.bot)?,
+                work: Work::Greet(join),
+                texts: self.config.texts.clone(),
+            })),
+            Event::Message(msg) if msg.automated => {
+                Accepted::Ignored("a message from a bot or the system".into())
+            }
+            Event::Message(msg) => Accepted::Job(Box::new(Job {
+                outbox: self.outbox(&msg.bot)?,
+                work: Work::Answer(msg),
+                texts: self.config.texts.clone(),
+            })),
+            Event::BotDeleted { bot_id } => {
+                tracing::warn!(bot_id, "Bitrix24: the bot was deleted on the portal");
+                Accepted::Ignored("bot deleted".into())
+            }
+            Event::Other(name) => Accepted::Ignored(format!("event {name} is not handled")),
+        })
+    }
+
+    fn verify(&self, presented: &str, is_install: bool) -> Result<(), Bitrix24Error> {
+        if let Some(expected) = &self.config.application_token {
+            return if same_secret(presented, expected) {
+                Ok(())
+            } else {
+                Err(Bitrix24Error::Unauthorized(
+                    "the application token does not match NOVAPAY_BITRIX24_APPLICATION_TOKEN"
+                        .into(),
+                ))
+            };
+        }
+        let mut installed = self
+            .installed_token
+            .lock()
+            .map_err(|_| Bitrix24Error::Storage("token lock poisoned".into()))?;
+        match installed.as_deref() {
+            Some(expected) if same_secret(presented, expected) => Ok(()),
+            Some(_) => Err(Bitrix24Error::Unauthorized(format!(
+                "the application token does not match the one stored at installation ({}); \
+                 after reinstalling the app, delete that file",
+                self.config.token_file.display()
+            ))),
+            None if is_install => {
+                write_secret(&self.config.token_file, presented)?;
+                *installed = Some(presented.to_string());
+                tracing::info!(file = %self.config.token_file.display(), "Bitrix24 application installed");
+                Ok(())
+            }
+            None => {
+                // Nothing is trusted yet, so this unverified value is no secret; the operator needs it
+                // to configure a bot registered through an incoming webhook (no ONAPPINSTALL there).
+                tracing::warn!(
+                    presented_application_token = presented,
+                    "Bitrix24 event rejected: no application token is configured"
+                );
+                Err(Bitrix24Error::Unauthorized(
+                    "no application token is known yet: install the application on the portal \
+                 (ONAPPINSTALL) or set NOVAPAY_BITRIX24_APPLICATION_TOKEN"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    fn outbox(&self, bot: &BotAuth) -> Result<Outbox, Bitrix24Error> {
+        let client = match (
+            &self.config.webhook_url,
+            &bot.client_endpoint,
+            &bot.access_token,
+        ) {
+            (Some(url), _, _) => RestClient::new(url, None, self.config.retry.clone()),
+            (None, Some(endpoint), Some(token)) => {
+                RestClient::new(endpoint, Some(token.clone()), self.config.retry.clone())
+            }
+            _ => {
+                return Err(Bitrix24Error::BadEvent(
+                    "the event carries no client_endpoint/access_token for the bot; \
+                     set NOVAPAY_BITRIX24_WEBHOOK_URL to reply through an incoming webhook"
+                        .into(),
+                ))
+            }
+        };
+        Ok(Outbox::Classic {
+            client,
+            client_id: self.config.client_id.clone(),
+        })
+    }
+}
+
+/// Writes a secret readable by the owner only, replacing the file atomically.
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), Bitrix24Error> {
+    let fail =
+        |e: std::io::Error| Bitrix24Error::Storage(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(&tmp).map_err(fail)?;
+        f.write_all(secret.as_bytes()).map_err(fail)?;
+        f.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, path).map_err(fail)
+}

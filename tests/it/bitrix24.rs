@@ -1,0 +1,818 @@
+//! The Bitrix24 chat bot against a fake portal: an HTTP server on 127.0.0.1:0 that records the REST
+//! calls novapay makes and answers them as Bitrix24 does. Events are sent in Bitrix24's real format
+//! (PHP-style form fields for handler mode, `imbot.v2.Event.get` JSON for polling mode), with the
+//! real small models answering from the repository's knowledge base.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use novapay::engine::SamplingParams;
+use novapay::http::ServerConfig;
+use novapay::integrations::bitrix24::{
+    BotTexts, PollConfig, Poller, RetryPolicy, WebhookConfig, WebhookHandler,
+};
+use serde_json::{json, Value};
+
+use crate::http::{send, spawn_app, test_assistant, AppOptions, TestApp};
+
+const APP_TOKEN: &str = "831c76b092f9f135d9b6b36c3a720757";
+const BOT_ACCESS_TOKEN: &str = "a98b9d690000071b0000084400000237f0f107589d1e";
+const IN_KB_QUESTION: &str = "How much does a domestic transfer cost?";
+const OFF_TOPIC_QUESTION: &str = "Как испечь торт с вишней?";
+
+// ---------------------------------------------------------------------------------------------
+// The fake portal
+
+#[derive(Default)]
+struct PortalState {
+    calls: Vec<(String, Value)>,
+    /// Method -> how many more calls answer 503 QUERY_LIMIT_EXCEEDED.
+    throttled: HashMap<String, usize>,
+    /// Bot API v2 events not yet confirmed.
+    events: Vec<Value>,
+}
+
+struct FakePortal {
+    _rt: tokio::runtime::Runtime,
+    base: String,
+    state: Arc<Mutex<PortalState>>,
+}
+
+impl FakePortal {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(Mutex::new(PortalState::default()));
+        let app = axum::Router::new()
+            .route("/rest/{*path}", axum::routing::post(rest_call))
+            .with_state(state.clone());
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            _rt: rt,
+            base,
+            state,
+        }
+    }
+
+    /// The portal's REST root, as sent in events' `client_endpoint`.
+    fn client_endpoint(&self) -> String {
+        format!("{}/rest/", self.base)
+    }
+
+    /// An incoming-webhook URL.
+    fn webhook_url(&self) -> String {
+        format!("{}/rest/1/w3bh00ks3cret/", self.base)
+    }
+
+    fn throttle(&self, method: &str, times: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .throttled
+            .insert(method.into(), times);
+    }
+
+    fn queue_events(&self, events: Vec<Value>) {
+        self.state.lock().unwrap().events.extend(events);
+    }
+
+    fn calls(&self, method: &str) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    fn all_methods(&self) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        state.calls.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// Waits (polling) until `method` was called `count` times; background replies take a while on
+    /// two CPU cores.
+    fn wait_for(&self, method: &str, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let calls = self.calls(method);
+            if calls.len() >= count {
+                return calls;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{method} was called {} times, not {count}; calls: {:?}",
+                calls.len(),
+                self.all_methods()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn rest_call(
+    State(state): State<Arc<Mutex<PortalState>>>,
+    Path(path): Path<String>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    let method = path.rsplit('/').next().unwrap_or("").to_string();
+    let params: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = state.lock().unwrap();
+    s.calls.push((method.clone(), params.clone()));
+    if let Some(left) = s.throttled.get_mut(&method).filter(|n| **n > 0) {
+        *left -= 1;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+            ),
+        );
+    }
+    let ok = |result: Value| (StatusCode::OK, Json(json!({ "result": result })));
+    match method.as_str() {
+        "imbot.message.add" => ok(json!(84331)),
+        "imbot.v2.Chat.Message.send" => ok(json!({"id": 790, "uuidMap": {}})),
+        "imopenlines.bot.session.operator" => ok(json!(true)),
+        "imbot.register" => ok(json!(567)),
+        "imbot.v2.Bot.register" if params["fields"]["code"] == "taken" => (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": "BOT_CODE_ALREADY_TAKEN", "error_description": "Bot code is already taken"}),
+            ),
+        ),
+        "imbot.v2.Bot.register" => {
+            ok(json!({"bot": {"id": 456, "code": params["fields"]["code"]}}))
+        }
+        "imbot.v2.Event.get" => {
+            // Events below `offset` are confirmed and gone, as on a real portal.
+            if let Some(offset) = params["offset"].as_u64() {
+                s.events
+                    .retain(|e| e["eventId"].as_u64().unwrap() >= offset);
+            }
+            let limit = params["limit"].as_u64().unwrap_or(100) as usize;
+            let batch: Vec<Value> = s.events.iter().take(limit).cloned().collect();
+            let next = batch
+                .last()
+                .map(|e| e["eventId"].as_u64().unwrap() + 1)
+                .or(params["offset"].as_u64())
+                .unwrap_or(0);
+            ok(
+                json!({"events": batch, "nextOffset": next, "hasMore": s.events.len() > batch.len()}),
+            )
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}),
+            ),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events in Bitrix24's wire format
+
+/// Encodes JSON the way PHP's `http_build_query` does: `data[PARAMS][MESSAGE]=...`.
+fn php_form(v: &Value) -> String {
+    fn walk(prefix: &str, v: &Value, out: &mut form_urlencoded::Serializer<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}[{k}]")
+                    };
+                    walk(&key, child, out);
+                }
+            }
+            Value::String(s) => {
+                out.append_pair(prefix, s);
+            }
+            other => {
+                out.append_pair(prefix, &other.to_string());
+            }
+        }
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    walk("", v, &mut out);
+    out.finish()
+}
+
+fn bot_block(endpoint: &str) -> Value {
+    let auth = json!({
+        "access_token": BOT_ACCESS_TOKEN,
+        "expires_in": "3600",
+        "scope": "imbot",
+        "domain": "novapay-test.bitrix24.ru",
+        "client_endpoint": endpoint,
+        "member_id": "bac1cd5c8940947a75e0d71b1a84e348",
+        "user_id": "567",
+        "application_token": APP_TOKEN,
+    });
+    let mut bot = auth.clone();
+    bot["AUTH"] = auth;
+    bot["BOT_ID"] = json!("567");
+    bot["BOT_CODE"] = json!("novapay_assistant");
+    json!({ "567": bot })
+}
+
+/// ONIMBOTMESSAGEADD as in Bitrix24's documentation; `open_line` makes it an Open Lines chat.
+fn message_event(
+    endpoint: &str,
+    token: &str,
+    dialog_id: &str,
+    text: &str,
+    open_line: bool,
+) -> Value {
+    let mut params = json!({
+        "MESSAGE": text,
+        "MESSAGE_TYPE": "P",
+        "FROM_USER_ID": "27",
+        "DIALOG_ID": dialog_id,
+        "TO_CHAT_ID": "1407",
+        "AUTHOR_ID": "27",
+        "SYSTEM": "N",
+        "TO_USER_ID": "567",
+        "MESSAGE_ID": "84331",
+        "CHAT_TYPE": "P",
+        "LANGUAGE": "ru",
+    });
+    if open_line {
+        params["MESSAGE_TYPE"] = json!("L");
+        params["CHAT_TYPE"] = json!("L");
+        params["CHAT_ENTITY_TYPE"] = json!("LINES");
+        params["CHAT_ID"] = json!("1407");
+    }
+    json!({
+        "event": "ONIMBOTMESSAGEADD",
+        "event_handler_id": "403",
+        "data": {
+            "BOT": bot_block(endpoint),
+            "PARAMS": params,
+            "USER": {"ID": "27", "NAME": "Emily Smith", "IS_BOT": "N"},
+        },
+        "ts": "1771928985",
+        "auth": {
+            "access_token": "user-token",
+            "domain": "novapay-test.bitrix24.ru",
+            "client_endpoint": endpoint,
+            "member_id": "bac1cd5c8940947a75e0d71b1a84e348",
+            "application_token": token,
+        },
+    })
+}
+
+fn install_event(token: &str) -> Value {
+    json!({
+        "event": "ONAPPINSTALL",
+        "data": {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "ru"},
+        "ts": "1771928000",
+        "auth": {"application_token": token, "domain": "novapay-test.bitrix24.ru"},
+    })
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 5,
+        first_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+    }
+}
+
+fn handler_app(config: WebhookConfig) -> TestApp {
+    spawn_app(AppOptions {
+        config: ServerConfig {
+            bitrix24: Some(Arc::new(WebhookHandler::open(config).unwrap())),
+            ..ServerConfig::default()
+        },
+        sampling: SamplingParams {
+            max_new_tokens: 24,
+            ..SamplingParams::default()
+        },
+        ..AppOptions::default()
+    })
+}
+
+fn webhook_config(token: Option<&str>, token_file: &std::path::Path) -> WebhookConfig {
+    WebhookConfig {
+        application_token: token.map(str::to_string),
+        token_file: token_file.to_path_buf(),
+        webhook_url: None,
+        client_id: None,
+        texts: BotTexts::default(),
+        retry: fast_retry(),
+    }
+}
+
+fn post_event(app: &TestApp, event: &Value) -> (u16, Value) {
+    send(
+        ureq::post(&app.url("/integrations/bitrix24/events"))
+            .set("Content-Type", "application/x-www-form-urlencoded"),
+        php_form(event).as_bytes(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler mode
+
+#[test]
+fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let endpoint = portal.client_endpoint();
+
+    let (status, ack) = post_event(
+        &app,
+        &message_event(&endpoint, APP_TOKEN, "27", IN_KB_QUESTION, false),
+    );
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["result"], "accepted");
+
+    let sent = portal.wait_for("imbot.message.add", 1);
+    let reply = &sent[0];
+    assert_eq!(reply["BOT_ID"], "567");
+    assert_eq!(reply["DIALOG_ID"], "27");
+    assert_eq!(
+        reply["auth"], BOT_ACCESS_TOKEN,
+        "replies use the bot's OAuth token"
+    );
+    let text = reply["MESSAGE"].as_str().unwrap();
+    assert!(text.contains("[B]Sources:[/B]"), "{text}");
+    assert!(text.contains("Fees"), "the fee document is cited: {text}");
+    let answer = text.split("\n\n[B]Sources").next().unwrap();
+    assert!(!answer.trim().is_empty(), "{text}");
+
+    // The dialog is the session: the follow-up is understood from its history.
+    let (status, _) = post_event(
+        &app,
+        &message_event(
+            &endpoint,
+            APP_TOKEN,
+            "27",
+            "And for international ones?",
+            false,
+        ),
+    );
+    assert_eq!(status, 200);
+    let sent = portal.wait_for("imbot.message.add", 2);
+    let follow_up = sent[1]["MESSAGE"].as_str().unwrap();
+    assert!(
+        follow_up.contains("[B]Sources:[/B]") && follow_up.contains("International"),
+        "{follow_up}"
+    );
+    let (status, history) = app.get("/api/v1/session/bitrix24:27");
+    assert_eq!(status, 200, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{history}");
+    assert_eq!(messages[0]["content"], IN_KB_QUESTION);
+    assert_eq!(messages[2]["content"], "And for international ones?");
+    assert!(
+        portal.calls("imopenlines.bot.session.operator").is_empty(),
+        "an answered question is not handed off"
+    );
+}
+
+#[test]
+fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let endpoint = portal.client_endpoint();
+
+    let (status, body) = post_event(
+        &app,
+        &message_event(&endpoint, "not-the-token", "27", OFF_TOPIC_QUESTION, false),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    let mut no_token = message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false);
+    no_token["auth"]
+        .as_object_mut()
+        .unwrap()
+        .remove("application_token");
+    let (status, body) = post_event(&app, &no_token);
+    assert_eq!(status, 401, "{body}");
+
+    // Not an event at all.
+    let (status, body) = send(
+        ureq::post(&app.url("/integrations/bitrix24/events"))
+            .set("Content-Type", "application/x-www-form-urlencoded"),
+        b"data[PARAMS=1",
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // A correct event afterwards is answered, and is the only thing the portal ever saw.
+    let (status, _) = post_event(
+        &app,
+        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
+    );
+    assert_eq!(status, 200);
+    portal.wait_for("imbot.message.add", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(portal.all_methods(), ["imbot.message.add"]);
+    let (status, history) = app.get("/api/v1/session/bitrix24:27");
+    assert_eq!(status, 200);
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "rejected events left no trace in memory: {history}"
+    );
+}
+
+#[test]
+fn the_application_token_sent_at_install_is_kept_and_required() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("state/bitrix24_application_token");
+    let app = handler_app(webhook_config(None, &token_file));
+    let endpoint = portal.client_endpoint();
+
+    // Before installation nothing is trusted.
+    let (status, body) = post_event(
+        &app,
+        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("install"),
+        "{body}"
+    );
+
+    let (status, body) = post_event(&app, &install_event(APP_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "installed");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), APP_TOKEN);
+
+    // A second "install" with another token does not replace it.
+    let (status, _) = post_event(&app, &install_event("attacker-token"));
+    assert_eq!(status, 401);
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), APP_TOKEN);
+    let (status, _) = post_event(
+        &app,
+        &message_event(&endpoint, "attacker-token", "27", OFF_TOPIC_QUESTION, false),
+    );
+    assert_eq!(status, 401);
+
+    let (status, body) = post_event(
+        &app,
+        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(portal.wait_for("imbot.message.add", 1).len(), 1);
+
+    // A restarted server still knows the token.
+    let again = WebhookHandler::open(webhook_config(None, &token_file)).unwrap();
+    let body = php_form(&message_event(
+        &endpoint,
+        "attacker-token",
+        "27",
+        "hi",
+        false,
+    ));
+    assert!(again.accept(body.as_bytes()).is_err());
+}
+
+#[test]
+fn an_open_lines_chat_without_an_answer_goes_to_an_operator_after_retries_on_503() {
+    let portal = FakePortal::start();
+    portal.throttle("imbot.message.add", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+
+    let (status, ack) = post_event(
+        &app,
+        &message_event(
+            &portal.client_endpoint(),
+            APP_TOKEN,
+            "chat1407",
+            OFF_TOPIC_QUESTION,
+            true,
+        ),
+    );
+    assert_eq!(status, 200, "{ack}");
+
+    let handoff = portal.wait_for("imopenlines.bot.session.operator", 1);
+    assert_eq!(handoff[0]["CHAT_ID"], 1407);
+    assert_eq!(handoff[0]["auth"], BOT_ACCESS_TOKEN);
+    // Two 503 QUERY_LIMIT_EXCEEDED answers, then the reply went through.
+    let sent = portal.calls("imbot.message.add");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent.iter().all(|c| c == &sent[0]),
+        "the same reply is retried"
+    );
+    let text = sent[2]["MESSAGE"].as_str().unwrap();
+    assert!(
+        text.contains("оператор") || text.contains("поддержк"),
+        "the Russian fallback: {text}"
+    );
+    assert!(
+        !text.contains("Источники"),
+        "a fallback cites nothing: {text}"
+    );
+    assert_eq!(
+        portal.all_methods(),
+        [
+            "imbot.message.add",
+            "imbot.message.add",
+            "imbot.message.add",
+            "imopenlines.bot.session.operator"
+        ]
+    );
+}
+
+#[test]
+fn joining_a_chat_greets_and_bot_messages_are_not_answered() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let endpoint = portal.client_endpoint();
+
+    let join = json!({
+        "event": "ONIMBOTJOINCHAT",
+        "data": {
+            "BOT": bot_block(&endpoint),
+            "PARAMS": {"CHAT_TYPE": "P", "MESSAGE_TYPE": "P", "BOT_ID": "567", "USER_ID": "27",
+                       "TO_USER_ID": "27", "FROM_USER_ID": "567", "DIALOG_ID": "27", "LANGUAGE": "ru"},
+            "USER": {"ID": "27", "NAME": "Emily Smith"},
+        },
+        "auth": {"application_token": APP_TOKEN},
+    });
+    let (status, body) = post_event(&app, &join);
+    assert_eq!(status, 200, "{body}");
+    let greeting = portal.wait_for("imbot.message.add", 1);
+    assert_eq!(greeting[0]["DIALOG_ID"], "27");
+    assert!(
+        greeting[0]["MESSAGE"].as_str().unwrap().contains("NovaPay"),
+        "{greeting:?}"
+    );
+
+    let mut from_bot = message_event(&endpoint, APP_TOKEN, "27", IN_KB_QUESTION, false);
+    from_bot["data"]["USER"]["IS_BOT"] = json!("Y");
+    let (status, body) = post_event(&app, &from_bot);
+    assert_eq!(status, 200);
+    assert_eq!(body["result"], "ignored", "{body}");
+
+    let other = json!({"event": "ONIMBOTMESSAGEUPDATE", "auth": {"application_token": APP_TOKEN}});
+    let (status, body) = post_event(&app, &other);
+    assert_eq!(status, 200);
+    assert_eq!(body["result"], "ignored");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(portal.calls("imbot.message.add").len(), 1);
+}
+
+#[test]
+fn the_events_route_is_404_when_the_integration_is_off() {
+    let app = spawn_app(AppOptions {
+        ready: false,
+        ..AppOptions::default()
+    });
+    let (status, body) = post_event(&app, &install_event(APP_TOKEN));
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("NOVAPAY_BITRIX24_MODE"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Polling mode
+
+fn v2_message(event_id: u64, dialog_id: &str, chat_id: u64, text: &str, open_line: bool) -> Value {
+    json!({
+        "eventId": event_id,
+        "type": "ONIMBOTV2MESSAGEADD",
+        "date": "2026-11-25T10:30:00+03:00",
+        "data": {
+            "bot": {"id": 456, "code": "novapay_assistant", "type": "bot", "eventMode": "fetch"},
+            "message": {"id": 789 + event_id, "chatId": chat_id, "authorId": 27, "text": text,
+                        "isSystem": false, "params": {}},
+            "chat": {"id": chat_id, "dialogId": dialog_id, "type": if open_line { "lines" } else { "private" },
+                     "entityType": if open_line { "LINES" } else { "" }},
+            "user": {"id": 27, "active": true, "name": "Emily Smith", "bot": false},
+            "language": "ru",
+        },
+    })
+}
+
+#[test]
+fn polling_mode_pulls_events_answers_them_and_confirms_them() {
+    let portal = FakePortal::start();
+    portal.throttle("imbot.v2.Event.get", 1);
+    portal.queue_events(vec![
+        json!({
+            "eventId": 1001,
+            "type": "ONIMBOTV2JOINCHAT",
+            "data": {"bot": {"id": 456}, "dialogId": "27", "chat": {"id": 5, "dialogId": "27"},
+                     "user": {"id": 27}, "language": "en"},
+        }),
+        v2_message(1002, "27", 5, IN_KB_QUESTION, false),
+        v2_message(1003, "chat9", 9, OFF_TOPIC_QUESTION, true),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let assistant = test_assistant(
+        dir.path(),
+        4,
+        SamplingParams {
+            max_new_tokens: 24,
+            ..SamplingParams::default()
+        },
+    );
+    let mut poller = Poller::new(PollConfig {
+        webhook_url: portal.webhook_url(),
+        bot_id: 456,
+        bot_token: "bot-token-1".into(),
+        batch: 50,
+        idle_wait: Duration::from_millis(100),
+        texts: BotTexts::default(),
+        retry: fast_retry(),
+    })
+    .unwrap();
+
+    let stats = poller.poll_once(&assistant).unwrap();
+    assert_eq!(stats.events, 3);
+    assert_eq!(stats.answered, 2);
+    assert_eq!(stats.handed_off, 1);
+    assert_eq!(stats.failed, 0);
+
+    let gets = portal.calls("imbot.v2.Event.get");
+    assert_eq!(gets.len(), 2, "one 503 QUERY_LIMIT_EXCEEDED, then a retry");
+    assert_eq!(gets[1]["botId"], 456);
+    assert_eq!(gets[1]["botToken"], "bot-token-1");
+    assert!(gets[1].get("offset").is_none(), "nothing to confirm yet");
+
+    let sent = portal.calls("imbot.v2.Chat.Message.send");
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent
+        .iter()
+        .all(|s| s["botId"] == 456 && s["botToken"] == "bot-token-1"));
+    assert_eq!(sent[0]["dialogId"], "27");
+    assert!(sent[0]["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Hello"));
+    assert_eq!(sent[1]["dialogId"], "27");
+    let answer = sent[1]["fields"]["message"].as_str().unwrap();
+    assert!(
+        answer.contains("[B]Sources:[/B]") && answer.contains("Fees"),
+        "{answer}"
+    );
+    assert_eq!(sent[2]["dialogId"], "chat9");
+    let handoff = portal.calls("imopenlines.bot.session.operator");
+    assert_eq!(handoff.len(), 1);
+    assert_eq!(handoff[0]["CHAT_ID"], 9);
+
+    // The next poll confirms the three events; nothing is delivered twice.
+    let stats = poller.poll_once(&assistant).unwrap();
+    assert_eq!(stats.events, 0);
+    let gets = portal.calls("imbot.v2.Event.get");
+    assert_eq!(gets.last().unwrap()["offset"], 1004);
+    assert_eq!(portal.calls("imbot.v2.Chat.Message.send").len(), 3);
+
+    // The dialog is the session here too.
+    let history = assistant
+        .memory()
+        .history(
+            &novapay::memory::SessionId::parse("bitrix24:27").unwrap(),
+            10,
+        )
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].content, IN_KB_QUESTION);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `novapay bitrix24 register`
+
+fn novapay() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_novapay"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir());
+    c
+}
+
+#[test]
+fn register_creates_the_bot_through_an_incoming_webhook_and_prints_the_settings() {
+    let portal = FakePortal::start();
+    let out = novapay()
+        .args(["bitrix24", "register", "--webhook-url"])
+        .arg(portal.webhook_url())
+        .args([
+            "--handler-url",
+            "https://novapay.example.ru/integrations/bitrix24/events",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = portal.calls("imbot.register");
+    assert_eq!(calls.len(), 1);
+    let r = &calls[0];
+    assert_eq!(r["CODE"], "novapay_assistant");
+    assert_eq!(r["OPENLINE"], "Y");
+    for key in [
+        "EVENT_MESSAGE_ADD",
+        "EVENT_WELCOME_MESSAGE",
+        "EVENT_BOT_DELETE",
+    ] {
+        assert_eq!(
+            r[key], "https://novapay.example.ru/integrations/bitrix24/events",
+            "{key}"
+        );
+    }
+    assert_eq!(r["PROPERTIES"]["NAME"], "NovaPay");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let client_id = r["CLIENT_ID"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("NOVAPAY_BITRIX24_CLIENT_ID={client_id}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NOVAPAY_BITRIX24_MODE=handler"), "{stdout}");
+
+    let out = novapay()
+        .args(["bitrix24", "register", "--poll", "--webhook-url"])
+        .arg(portal.webhook_url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2 = portal.calls("imbot.v2.Bot.register");
+    assert_eq!(v2.len(), 1);
+    assert_eq!(v2[0]["fields"]["eventMode"], "fetch");
+    assert_eq!(v2[0]["fields"]["properties"]["name"], "NovaPay");
+    let token = v2[0]["fields"]["botToken"].as_str().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("NOVAPAY_BITRIX24_BOT_ID=456"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("NOVAPAY_BITRIX24_BOT_TOKEN={token}")),
+        "{stdout}"
+    );
+
+    // A portal error is a message, not a panic, and the webhook secret is not printed.
+    let out = novapay()
+        .args([
+            "bitrix24",
+            "register",
+            "--poll",
+            "--code",
+            "taken",
+            "--webhook-url",
+        ])
+        .arg(portal.webhook_url())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BOT_CODE_ALREADY_TAKEN"), "{err}");
+    assert!(
+        !err.contains("w3bh00ks3cret") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_in_polling_mode_without_a_bot_token_says_what_to_set() {
+    let out = novapay()
+        .args(["serve", "--bitrix24", "poll"])
+        .env(
+            "NOVAPAY_BITRIX24_WEBHOOK_URL",
+            "https://b24.example.ru/rest/1/s3cret/",
+        )
+        .env("NOVAPAY_BITRIX24_BOT_ID", "456")
+        .env("NOVAPAY_PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOVAPAY_BITRIX24_BOT_TOKEN"), "{err}");
+    assert!(err.contains("novapay bitrix24 register --poll"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
