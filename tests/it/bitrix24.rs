@@ -4,7 +4,7 @@
 //! real small models answering from the repository's knowledge base.
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use novapay::integrations::bitrix24::{
 use serde_json::{json, Value};
 
 use crate::http::{send, spawn_app, test_assistant, AppOptions, TestApp};
+use crate::serve_process::{index_small_kb, novapay, ServeProcess};
 
 const APP_TOKEN: &str = "831c76b092f9f135d9b6b36c3a720757";
 const BOT_ACCESS_TOKEN: &str = "a98b9d690000071b0000084400000237f0f107589d1e";
@@ -108,16 +109,18 @@ impl FakePortal {
     /// Waits (polling) until `method` was called `count` times; background replies take a while on
     /// two CPU cores.
     fn wait_for(&self, method: &str, count: usize) -> Vec<Value> {
+        self.wait_until(&format!("{count} calls of {method}"), || {
+            self.calls(method).len() >= count
+        });
+        self.calls(method)
+    }
+
+    fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let calls = self.calls(method);
-            if calls.len() >= count {
-                return calls;
-            }
+        while !done() {
             assert!(
                 Instant::now() < deadline,
-                "{method} was called {} times, not {count}; calls: {:?}",
-                calls.len(),
+                "gave up waiting for {what}; calls: {:?}",
                 self.all_methods()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -705,14 +708,6 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
 // ---------------------------------------------------------------------------------------------
 // `novapay bitrix24 register`
 
-fn novapay() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_novapay"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir());
-    c
-}
-
 #[test]
 fn register_creates_the_bot_through_an_incoming_webhook_and_prints_the_settings() {
     let portal = FakePortal::start();
@@ -815,4 +810,108 @@ fn serve_in_polling_mode_without_a_bot_token_says_what_to_set() {
     assert!(err.contains("NOVAPAY_BITRIX24_BOT_TOKEN"), "{err}");
     assert!(err.contains("novapay bitrix24 register --poll"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `novapay serve` with the integration selected by configuration
+
+fn bitrix24_env(work: &std::path::Path, settings: &[(&str, String)]) -> Vec<(String, OsString)> {
+    let mut env = index_small_kb(work);
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v))),
+    );
+    env
+}
+
+#[test]
+fn serve_in_polling_mode_answers_the_portals_events() {
+    let portal = FakePortal::start();
+    portal.queue_events(vec![v2_message(2001, "31", 6, IN_KB_QUESTION, false)]);
+    let work = tempfile::tempdir().unwrap();
+    let env = bitrix24_env(
+        work.path(),
+        &[
+            ("NOVAPAY_BITRIX24_MODE", "poll".into()),
+            ("NOVAPAY_BITRIX24_WEBHOOK_URL", portal.webhook_url()),
+            ("NOVAPAY_BITRIX24_BOT_ID", "456".into()),
+            ("NOVAPAY_BITRIX24_BOT_TOKEN", "bot-token-1".into()),
+            ("NOVAPAY_BITRIX24_POLL_INTERVAL_MS", "100".into()),
+            ("NOVAPAY_MAX_NEW_TOKENS", "16".into()),
+        ],
+    );
+    let mut serve = ServeProcess::spawn("poll", &env, &work.path().join("state"));
+    serve.wait_ready();
+
+    let sent = portal.wait_for("imbot.v2.Chat.Message.send", 1);
+    assert_eq!(sent[0]["dialogId"], "31");
+    let text = sent[0]["fields"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("[B]Sources:[/B]") && text.contains("Fees"),
+        "{text}"
+    );
+    // The event is confirmed by the next poll and never answered twice.
+    portal.wait_until("the event to be confirmed", || {
+        portal
+            .calls("imbot.v2.Event.get")
+            .iter()
+            .any(|c| c["offset"] == 2002)
+    });
+    assert_eq!(portal.calls("imbot.v2.Chat.Message.send").len(), 1);
+    let (status, history) = serve.get("/api/v1/session/bitrix24:31");
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn serve_in_handler_mode_keeps_the_install_token_and_answers() {
+    let portal = FakePortal::start();
+    let work = tempfile::tempdir().unwrap();
+    let env = bitrix24_env(
+        work.path(),
+        &[
+            ("NOVAPAY_BITRIX24_MODE", "handler".into()),
+            ("NOVAPAY_MAX_NEW_TOKENS", "16".into()),
+        ],
+    );
+    let state = work.path().join("state");
+    let mut serve = ServeProcess::spawn("handler", &env, &state);
+    serve.wait_ready();
+    let post = |event: &Value| {
+        send(
+            ureq::post(&format!("{}/integrations/bitrix24/events", serve.base))
+                .set("Content-Type", "application/x-www-form-urlencoded"),
+            php_form(event).as_bytes(),
+        )
+    };
+    let (status, body) = post(&install_event(APP_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("bitrix24_application_token")).unwrap(),
+        APP_TOKEN
+    );
+    let endpoint = portal.client_endpoint();
+    let (status, _) = post(&message_event(
+        &endpoint,
+        "wrong",
+        "27",
+        IN_KB_QUESTION,
+        false,
+    ));
+    assert_eq!(status, 401);
+    let (status, body) = post(&message_event(
+        &endpoint,
+        APP_TOKEN,
+        "27",
+        IN_KB_QUESTION,
+        false,
+    ));
+    assert_eq!(status, 200, "{body}");
+    let sent = portal.wait_for("imbot.message.add", 1);
+    assert_eq!(sent[0]["DIALOG_ID"], "27");
+    assert!(
+        sent[0]["MESSAGE"].as_str().unwrap().contains("Fees"),
+        "{sent:?}"
+    );
 }

@@ -11,6 +11,7 @@ mod integrations;
 mod knowledge_base;
 mod model_files;
 mod redis_memory;
+mod serve_process;
 mod templates;
 mod tokenizer;
 mod worker;

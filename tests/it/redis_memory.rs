@@ -1,19 +1,17 @@
 //! The Redis conversation store on a real `redis-server` (started here on a free port): its contract,
 //! an outage and recovery, and two `novapay serve` replicas sharing one conversation.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use novapay::memory::{
     self, ConversationStore, MemoryError, MemorySpec, RedisStore, SessionId, Speaker, Turn,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{minilm_dir, smollm2_path};
+use crate::serve_process::{index_small_kb, novapay, ServeProcess};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -283,17 +281,6 @@ fn a_redis_outage_is_reported_quickly_and_the_same_store_recovers() {
     }
 }
 
-fn novapay() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_novapay"));
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("NOVAPAY_THREADS", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
-    c
-}
-
 #[test]
 fn serve_refuses_to_start_without_redis_and_rejects_a_bad_memory_setting() {
     let port = free_port();
@@ -332,158 +319,20 @@ fn serve_refuses_to_start_without_redis_and_rejects_a_bad_memory_setting() {
     );
 }
 
-/// A `novapay serve` child on a port of its own choosing, killed on drop.
-struct Replica {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Replica {
-    fn spawn(name: &str, env: &[(&str, &Path)], redis_url: &str, state: &Path) -> Self {
-        let mut cmd = novapay();
-        cmd.current_dir(state)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-            .env("NOVAPAY_STATE_DIR", state)
-            .env("NOVAPAY_MEMORY", redis_url)
-            .env("NOVAPAY_MAX_NEW_TOKENS", "8")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "replica {name} did not start listening: {}",
-                    log.lock().unwrap()
-                )
-            });
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            if let Ok(resp) = ureq::get(&format!("{}/health", self.base))
-                .timeout(Duration::from_secs(5))
-                .call()
-            {
-                if resp.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("replica exited ({status}): {}", self.log.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica not ready after 300 s: {}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let result = ureq::post(&format!("{}{path}", self.base))
-            .timeout(Duration::from_secs(300))
-            .send_json(body.clone());
-        decode(result)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        decode(
-            ureq::get(&format!("{}{path}", self.base))
-                .timeout(Duration::from_secs(30))
-                .call(),
-        )
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn decode(result: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 #[test]
 fn a_conversation_begun_on_one_replica_continues_on_another() {
     let mut redis = RedisServer::start();
     let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let repo_data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
-    std::fs::copy(
-        repo_data.join("fees-and-limits.md"),
-        data.join("fees-and-limits.md"),
-    )
-    .unwrap();
-    let index = work.path().join("index");
-    let (llm, embedder) = (smollm2_path(), minilm_dir());
-    let models: [(&str, &Path); 4] = [
-        ("NOVAPAY_LLM", &llm),
-        ("NOVAPAY_EMBEDDER", &embedder),
-        ("NOVAPAY_DATA_DIR", &data),
-        ("NOVAPAY_INDEX_DIR", &index),
-    ];
-    let mut indexing = novapay();
-    indexing.current_dir(work.path()).arg("index");
-    for (k, v) in &models {
-        indexing.env(k, v);
-    }
-    let out = indexing.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut env = index_small_kb(work.path());
+    env.push(("NOVAPAY_MEMORY".into(), redis.url().into()));
 
     // Separate state directories: nothing is shared but Redis (and the read-only index).
     let (state_a, state_b) = (work.path().join("a"), work.path().join("b"));
     for s in [&state_a, &state_b] {
         std::fs::create_dir_all(s).unwrap();
     }
-    let mut a = Replica::spawn("A", &models, &redis.url(), &state_a);
-    let mut b = Replica::spawn("B", &models, &redis.url(), &state_b);
+    let mut a = ServeProcess::spawn("A", &env, &state_a);
+    let mut b = ServeProcess::spawn("B", &env, &state_b);
     a.wait_ready();
     b.wait_ready();
 
