@@ -33,6 +33,8 @@ pub struct Cli {
     pub log_format: String,
 }
 
+// Parsed once at start-up: the size of the largest variant (serve's settings) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Download the LLM and the embedder from the Hugging Face Hub (run on a connected machine).
@@ -582,6 +584,10 @@ pub struct Bitrix24Args {
     /// Handler mode with an incoming webhook: the CLIENT_ID printed by `novapay bitrix24 register`.
     #[arg(long, env = "NOVAPAY_BITRIX24_CLIENT_ID", hide_env_values = true)]
     pub bitrix24_client_id: Option<String>,
+    /// Handler mode with a local application: novapay's public event URL
+    /// (https://HOST/integrations/bitrix24/events); installing the application then registers the bot.
+    #[arg(long, env = "NOVAPAY_BITRIX24_HANDLER_URL")]
+    pub bitrix24_handler_url: Option<String>,
     /// Polling mode: the bot id printed by `novapay bitrix24 register --poll`.
     #[arg(long, env = "NOVAPAY_BITRIX24_BOT_ID")]
     pub bitrix24_bot_id: Option<u64>,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use novapay::integrations::bitrix24::{
-    register_bot, rest::redact_url, Registration, RegistrationMode, RetryPolicy,
+    register_bot, rest::redact_url, Registration, RegistrationMode, RestClient, RetryPolicy,
 };
 
 use crate::cli::Bitrix24Command;
@@ -31,15 +31,15 @@ pub fn run(what: Bitrix24Command) -> anyhow::Result<()> {
             // The bot's secret for later webhook calls: CLIENT_ID (handler) or botToken (poll).
             let secret = uuid::Uuid::new_v4().simple().to_string();
             let registration = Registration {
-                webhook_url: webhook_url.clone(),
                 mode: mode.clone(),
                 code,
                 name,
                 work_position,
                 open_lines: !no_open_lines,
-                secret: secret.clone(),
+                secret: Some(secret.clone()),
             };
-            let bot_id = register_bot(&registration, RetryPolicy::default())
+            let client = RestClient::new(&webhook_url, None, RetryPolicy::default());
+            let bot_id = register_bot(&client, &registration)
                 .with_context(|| format!("registering the bot on {}", redact_url(&webhook_url)))?;
             eprintln!("novapay: bot {bot_id} registered. Add to the server's .env:");
             match mode {

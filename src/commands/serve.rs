@@ -114,6 +114,7 @@ fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> WebhookConfig {
         token_file: a.kb.state_dir.join("bitrix24_application_token"),
         webhook_url: b.bitrix24_webhook_url.clone(),
         client_id: b.bitrix24_client_id.clone(),
+        register_on_install: b.bitrix24_handler_url.clone(),
         texts: BotTexts::default(),
         retry: RetryPolicy::default(),
     }

@@ -37,7 +37,12 @@ pub async fn events(State(state): State<Shared>, body: Bytes) -> Result<Json<Val
             other => ApiError::internal(other),
         })?;
     Ok(Json(match accepted {
-        Accepted::Installed => json!({ "result": "installed" }),
+        Accepted::Installed(registration) => {
+            if let Some(job) = registration {
+                tokio::spawn(run_when_ready(state, job));
+            }
+            json!({ "result": "installed" })
+        }
         Accepted::Ignored(reason) => json!({ "result": "ignored", "reason": reason }),
         Accepted::Job(job) => {
             tokio::spawn(run_when_ready(state, job));

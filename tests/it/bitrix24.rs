@@ -290,6 +290,15 @@ fn install_event(token: &str) -> Value {
     })
 }
 
+/// ONAPPINSTALL with the installing user's OAuth token, as a local application receives it.
+fn install_event_with_auth(token: &str, endpoint: &str) -> Value {
+    let mut event = install_event(token);
+    event["auth"]["access_token"] = json!("install-access-token");
+    event["auth"]["client_endpoint"] = json!(endpoint);
+    event["auth"]["scope"] = json!("imbot,imopenlines");
+    event
+}
+
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 5,
@@ -318,6 +327,7 @@ fn webhook_config(token: Option<&str>, token_file: &std::path::Path) -> WebhookC
         token_file: token_file.to_path_buf(),
         webhook_url: None,
         client_id: None,
+        register_on_install: None,
         texts: BotTexts::default(),
         retry: fast_retry(),
     }
@@ -494,6 +504,34 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
         false,
     ));
     assert!(again.accept(body.as_bytes()).is_err());
+}
+
+#[test]
+fn installing_the_application_registers_the_bot_when_the_handler_url_is_set() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let handler_url = "https://novapay.example.ru/integrations/bitrix24/events";
+    let app = handler_app(WebhookConfig {
+        register_on_install: Some(handler_url.into()),
+        ..webhook_config(None, &dir.path().join("token"))
+    });
+    let (status, body) = post_event(
+        &app,
+        &install_event_with_auth(APP_TOKEN, &portal.client_endpoint()),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"], "installed");
+    let register = portal.wait_for("imbot.register", 1);
+    let r = &register[0];
+    assert_eq!(r["auth"], "install-access-token");
+    assert_eq!(r["CODE"], "novapay_assistant");
+    assert_eq!(r["OPENLINE"], "Y");
+    assert_eq!(r["EVENT_MESSAGE_ADD"], handler_url);
+    assert_eq!(r["EVENT_WELCOME_MESSAGE"], handler_url);
+    assert!(
+        r.get("CLIENT_ID").is_none(),
+        "an application bot has no CLIENT_ID"
+    );
 }
 
 #[test]

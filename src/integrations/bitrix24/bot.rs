@@ -92,12 +92,15 @@ impl Outbox {
         Ok(())
     }
 
+    pub fn client(&self) -> &RestClient {
+        match self {
+            Outbox::Classic { client, .. } | Outbox::V2 { client, .. } => client,
+        }
+    }
+
     /// `imopenlines.bot.session.operator`: the Open Lines chat goes to the next free operator.
     pub fn hand_off(&self, chat_id: &str) -> Result<(), RestError> {
-        let client = match self {
-            Outbox::Classic { client, .. } | Outbox::V2 { client, .. } => client,
-        };
-        client.call(
+        self.client().call(
             "imopenlines.bot.session.operator",
             &json!({ "CHAT_ID": numeric(chat_id) }),
         )?;

@@ -28,6 +28,21 @@ impl std::fmt::Debug for BotAuth {
     }
 }
 
+/// An OAuth token and the portal REST root it works with.
+#[derive(Clone, PartialEq)]
+pub struct PortalAuth {
+    pub client_endpoint: String,
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for PortalAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalAuth")
+            .field("client_endpoint", &self.client_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A customer's message to the bot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingMessage {
@@ -54,8 +69,9 @@ pub struct JoinChat {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The local application was installed; `auth[application_token]` is its secret.
-    AppInstall,
+    /// The local application was installed; `auth[application_token]` is its secret, and `auth` holds
+    /// an OAuth token to call the portal with (to register the bot).
+    AppInstall(Option<PortalAuth>),
     JoinChat(JoinChat),
     Message(IncomingMessage),
     BotDeleted {
@@ -136,7 +152,18 @@ impl ClassicEnvelope {
         let data = self.body.get("data").unwrap_or(&Value::Null);
         let params = data.get("PARAMS").unwrap_or(&Value::Null);
         Ok(match self.event.as_str() {
-            "ONAPPINSTALL" => Event::AppInstall,
+            "ONAPPINSTALL" => Event::AppInstall(
+                match (
+                    scalar(&self.body, &["auth", "client_endpoint"]),
+                    scalar(&self.body, &["auth", "access_token"]),
+                ) {
+                    (Some(client_endpoint), Some(access_token)) => Some(PortalAuth {
+                        client_endpoint,
+                        access_token,
+                    }),
+                    _ => None,
+                },
+            ),
             "ONIMBOTMESSAGEADD" => {
                 let bot = classic_bot(data, params).ok_or_else(|| missing("data[BOT]"))?;
                 let dialog_id = scalar(params, &["DIALOG_ID"])

@@ -140,7 +140,7 @@ impl Poller {
                 tracing::warn!("Bitrix24: the bot was deleted on the portal");
                 Ok(None)
             }
-            Event::AppInstall | Event::Other(_) => Ok(None),
+            Event::AppInstall(_) | Event::Other(_) => Ok(None),
         }
     }
 

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use super::bot::{self, BotTexts, Outbox, Outcome};
 use super::events::{BotAuth, ClassicEnvelope, Event, IncomingMessage, JoinChat};
 use super::form::parse_php_form;
+use super::register::{register_bot, Registration, RegistrationMode};
 use super::rest::{RestClient, RetryPolicy};
 use super::Bitrix24Error;
 use crate::rag::Assistant;
@@ -25,6 +26,9 @@ pub struct WebhookConfig {
     pub webhook_url: Option<String>,
     /// The CLIENT_ID the bot was registered with through the incoming webhook.
     pub client_id: Option<String>,
+    /// novapay's public event-handler URL: when set, installing the local application registers the
+    /// bot (`imbot.register`) with the installation's OAuth token.
+    pub register_on_install: Option<String>,
     pub texts: BotTexts,
     pub retry: RetryPolicy,
 }
@@ -45,8 +49,8 @@ impl std::fmt::Debug for WebhookHandler {
 /// What to do after acknowledging an event.
 #[derive(Debug)]
 pub enum Accepted {
-    /// ONAPPINSTALL: the application token is now known.
-    Installed,
+    /// ONAPPINSTALL: the application token is now known; the job registers the bot.
+    Installed(Option<Box<Job>>),
     /// Acknowledged, nothing to do (unknown event, bot's own message, bot deleted).
     Ignored(String),
     /// Work for a blocking thread: greet or answer.
@@ -64,6 +68,7 @@ pub struct Job {
 enum Work {
     Greet(JoinChat),
     Answer(IncomingMessage),
+    Register { handler_url: String },
 }
 
 impl Job {
@@ -72,6 +77,7 @@ impl Job {
         match &self.work {
             Work::Greet(j) => &j.dialog_id,
             Work::Answer(m) => &m.dialog_id,
+            Work::Register { .. } => "-",
         }
     }
 
@@ -84,6 +90,15 @@ impl Job {
             }
             Work::Answer(msg) => {
                 bot::handle_message(assistant, &self.outbox, &self.texts, msg).map(Some)
+            }
+            Work::Register { handler_url } => {
+                let mode = RegistrationMode::Handler {
+                    handler_url: handler_url.clone(),
+                };
+                let bot_id =
+                    register_bot(self.outbox.client(), &Registration::novapay(mode, None))?;
+                tracing::info!(bot_id, "Bitrix24 bot registered on installation");
+                Ok(None)
             }
         }
     }
@@ -128,10 +143,28 @@ impl WebhookHandler {
         let event = envelope
             .parse()
             .map_err(|e| Bitrix24Error::BadEvent(e.to_string()));
-        let is_install = matches!(event, Ok(Event::AppInstall));
+        let is_install = matches!(event, Ok(Event::AppInstall(_)));
         self.verify(&presented, is_install)?;
         Ok(match event? {
-            Event::AppInstall => Accepted::Installed,
+            Event::AppInstall(auth) => {
+                Accepted::Installed(match (&self.config.register_on_install, auth) {
+                    (Some(handler_url), Some(auth)) => Some(Box::new(Job {
+                        outbox: Outbox::Classic {
+                            client: RestClient::new(
+                                &auth.client_endpoint,
+                                Some(auth.access_token),
+                                self.config.retry.clone(),
+                            ),
+                            client_id: None,
+                        },
+                        work: Work::Register {
+                            handler_url: handler_url.clone(),
+                        },
+                        texts: self.config.texts.clone(),
+                    })),
+                    _ => None,
+                })
+            }
             Event::JoinChat(join) => Accepted::Job(Box::new(Job {
                 outbox: self.outbox(&join.bot)?,
                 work: Work::Greet(join),
