@@ -594,11 +594,11 @@ pub struct Bitrix24Args {
     /// Polling mode: the bot token printed by `novapay bitrix24 register --poll`.
     #[arg(long, env = "NOVAPAY_BITRIX24_BOT_TOKEN", hide_env_values = true)]
     pub bitrix24_bot_token: Option<String>,
-    /// Polling mode: milliseconds to wait after a poll that brought no events.
+    /// Polling mode: milliseconds to wait once there are no more events (Bitrix24 recommends 5-30 s).
     #[arg(
         long,
         env = "NOVAPAY_BITRIX24_POLL_INTERVAL_MS",
-        default_value_t = 2000
+        default_value_t = 5000
     )]
     pub bitrix24_poll_interval_ms: u64,
 }

@@ -37,7 +37,7 @@ async fn serve(
         _ => None,
     };
     let poller = match bitrix24.mode {
-        Bitrix24Mode::Poll => Some(Poller::new(poll_config(&bitrix24)?)?),
+        Bitrix24Mode::Poll => Some(Poller::new(poll_config(&bitrix24, &a)?)?),
         _ => None,
     };
     let config = ServerConfig {
@@ -120,27 +120,33 @@ fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> WebhookConfig {
     }
 }
 
-fn poll_config(b: &Bitrix24Args) -> anyhow::Result<PollConfig> {
+fn poll_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<PollConfig> {
     let missing = |what: &str| {
         anyhow::anyhow!(
             "Bitrix24 polling needs {what}; `novapay bitrix24 register --poll --webhook-url ...` prints \
              the settings"
         )
     };
+    let bot_id = b
+        .bitrix24_bot_id
+        .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_ID"))?;
     Ok(PollConfig {
         webhook_url: b
             .bitrix24_webhook_url
             .clone()
             .ok_or_else(|| missing("NOVAPAY_BITRIX24_WEBHOOK_URL"))?,
-        bot_id: b
-            .bitrix24_bot_id
-            .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_ID"))?,
+        bot_id,
         bot_token: b
             .bitrix24_bot_token
             .clone()
             .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_TOKEN"))?,
         batch: 50,
         idle_wait: Duration::from_millis(b.bitrix24_poll_interval_ms.max(100)),
+        // Per bot: a bot registered anew starts from its own oldest unconfirmed event.
+        offset_file: Some(
+            a.kb.state_dir
+                .join(format!("bitrix24_poll_offset_{bot_id}")),
+        ),
         texts: BotTexts::default(),
         retry: RetryPolicy::default(),
     })

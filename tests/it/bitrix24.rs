@@ -33,8 +33,10 @@ const OFF_TOPIC_QUESTION: &str = "Как испечь торт с вишней?"
 #[derive(Default)]
 struct PortalState {
     calls: Vec<(String, Value)>,
-    /// Method -> how many more calls answer 503 QUERY_LIMIT_EXCEEDED.
+    /// Method -> how many more calls are refused as over the rate limit.
     throttled: HashMap<String, usize>,
+    /// Method -> a status to answer once (a server error after which nobody knows if it was done).
+    failing: HashMap<String, u16>,
     /// Bot API v2 events not yet confirmed.
     events: Vec<Value>,
 }
@@ -76,6 +78,14 @@ impl FakePortal {
     /// An incoming-webhook URL.
     fn webhook_url(&self) -> String {
         format!("{}/rest/1/w3bh00ks3cret/", self.base)
+    }
+
+    fn fail_once(&self, method: &str, status: u16) {
+        self.state
+            .lock()
+            .unwrap()
+            .failing
+            .insert(method.into(), status);
     }
 
     fn throttle(&self, method: &str, times: usize) {
@@ -139,11 +149,27 @@ async fn rest_call(
     s.calls.push((method.clone(), params.clone()));
     if let Some(left) = s.throttled.get_mut(&method).filter(|n| **n > 0) {
         *left -= 1;
+        // As documented: classic methods answer 503, the bot API v2 answers 429.
+        return if method.starts_with("imbot.v2.") {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(
+                    json!({"error": "OPERATION_TIME_LIMIT", "error_description": "Rate limit exceeded"}),
+                ),
+            )
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+                ),
+            )
+        };
+    }
+    if let Some(status) = s.failing.remove(&method) {
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
-            ),
+            StatusCode::from_u16(status).unwrap(),
+            Json(json!({"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal error"})),
         );
     }
     let ok = |result: Value| (StatusCode::OK, Json(json!({ "result": result })));
@@ -179,7 +205,7 @@ async fn rest_call(
             )
         }
         _ => (
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             Json(
                 json!({"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}),
             ),
@@ -649,7 +675,7 @@ fn v2_message(event_id: u64, dialog_id: &str, chat_id: u64, text: &str, open_lin
             "bot": {"id": 456, "code": "novapay_assistant", "type": "bot", "eventMode": "fetch"},
             "message": {"id": 789 + event_id, "chatId": chat_id, "authorId": 27, "text": text,
                         "isSystem": false, "params": {}},
-            "chat": {"id": chat_id, "dialogId": dialog_id, "type": if open_line { "lines" } else { "private" },
+            "chat": {"id": chat_id, "dialogId": dialog_id, "type": "chat",
                      "entityType": if open_line { "LINES" } else { "" }},
             "user": {"id": 27, "active": true, "name": "Emily Smith", "bot": false},
             "language": "ru",
@@ -680,16 +706,17 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
             ..SamplingParams::default()
         },
     );
-    let mut poller = Poller::new(PollConfig {
+    let poll_config = PollConfig {
         webhook_url: portal.webhook_url(),
         bot_id: 456,
         bot_token: "bot-token-1".into(),
         batch: 50,
         idle_wait: Duration::from_millis(100),
+        offset_file: Some(dir.path().join("state/bitrix24_poll_offset_456")),
         texts: BotTexts::default(),
         retry: fast_retry(),
-    })
-    .unwrap();
+    };
+    let mut poller = Poller::new(poll_config.clone()).unwrap();
 
     let stats = poller.poll_once(&assistant).unwrap();
     assert_eq!(stats.events, 3);
@@ -698,7 +725,7 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
     assert_eq!(stats.failed, 0);
 
     let gets = portal.calls("imbot.v2.Event.get");
-    assert_eq!(gets.len(), 2, "one 503 QUERY_LIMIT_EXCEEDED, then a retry");
+    assert_eq!(gets.len(), 2, "one 429 OPERATION_TIME_LIMIT, then a retry");
     assert_eq!(gets[1]["botId"], 456);
     assert_eq!(gets[1]["botToken"], "bot-token-1");
     assert!(gets[1].get("offset").is_none(), "nothing to confirm yet");
@@ -741,6 +768,41 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
         .unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].content, IN_KB_QUESTION);
+
+    // A restarted poller confirms from the kept offset instead of starting over.
+    portal.queue_events(vec![v2_message(1004, "27", 5, "", false)]);
+    let mut restarted = Poller::new(poll_config).unwrap();
+    assert_eq!(restarted.offset(), Some(1004));
+    let stats = restarted.poll_once(&assistant).unwrap();
+    assert_eq!(stats.events, 1);
+    assert_eq!(
+        portal.calls("imbot.v2.Event.get").last().unwrap()["offset"],
+        1004
+    );
+    assert_eq!(restarted.offset(), Some(1005));
+}
+
+#[test]
+fn a_reply_refused_with_a_server_error_is_not_sent_twice() {
+    // A 500 may come after the message was posted: retrying could show the customer two copies.
+    let portal = FakePortal::start();
+    portal.fail_once("imbot.message.add", 500);
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let (status, _) = post_event(
+        &app,
+        &message_event(
+            &portal.client_endpoint(),
+            APP_TOKEN,
+            "27",
+            OFF_TOPIC_QUESTION,
+            false,
+        ),
+    );
+    assert_eq!(status, 200);
+    portal.wait_for("imbot.message.add", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(portal.all_methods(), ["imbot.message.add"]);
 }
 
 // ---------------------------------------------------------------------------------------------

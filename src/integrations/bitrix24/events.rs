@@ -204,13 +204,15 @@ impl ClassicEnvelope {
     }
 }
 
-/// `data[BOT][<id>]`: the first bot the event is addressed to (novapay registers one bot).
+/// `data[BOT][<id>]`: the bot the event is addressed to (`PARAMS.BOT_ID` in ONIMBOTJOINCHAT,
+/// `PARAMS.TO_USER_ID` in a private ONIMBOTMESSAGEADD), else the first one (novapay registers one bot).
 fn classic_bot(data: &Value, params: &Value) -> Option<BotAuth> {
     let bots = data.get("BOT")?.as_object()?;
-    let wanted = scalar(params, &["TO_USER_ID"]);
-    let (key, bot) = bots
+    let wanted = [scalar(params, &["BOT_ID"]), scalar(params, &["TO_USER_ID"])];
+    let (key, bot) = wanted
         .iter()
-        .find(|(k, _)| Some(k.as_str()) == wanted.as_deref())
+        .flatten()
+        .find_map(|id| bots.get_key_value(id.as_str()))
         .or_else(|| bots.iter().next())?;
     let auth = bot.get("AUTH").unwrap_or(bot);
     Some(BotAuth {
@@ -249,8 +251,7 @@ pub fn parse_v2(event: &Value) -> Result<Event, EventError> {
                 dialog_id,
                 chat_id: scalar(chat, &["id"]),
                 text: text(message, &["text"]).unwrap_or("").to_string(),
-                open_line: text(chat, &["entityType"]) == Some("LINES")
-                    || text(chat, &["type"]) == Some("lines"),
+                open_line: text(chat, &["entityType"]) == Some("LINES"),
             })
         }
         "ONIMBOTV2JOINCHAT" => Event::JoinChat(JoinChat {
@@ -263,4 +264,53 @@ pub fn parse_v2(event: &Value) -> Result<Event, EventError> {
         "ONIMBOTV2DELETE" => Event::BotDeleted { bot_id: bot.bot_id },
         other => Event::Other(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_join_event_is_answered_by_the_bot_named_in_its_params() {
+        // In a private dialog TO_USER_ID is the customer; the bot is PARAMS.BOT_ID.
+        let body = json!({
+            "event": "ONIMBOTJOINCHAT",
+            "data": {
+                "BOT": {
+                    "12": {"BOT_ID": "12", "access_token": "other", "client_endpoint": "https://p/rest/"},
+                    "567": {"BOT_ID": "567", "access_token": "ours", "client_endpoint": "https://p/rest/"},
+                },
+                "PARAMS": {"BOT_ID": "567", "TO_USER_ID": "27", "DIALOG_ID": "27", "LANGUAGE": "en"},
+            },
+            "auth": {"application_token": "t"},
+        });
+        let event = ClassicEnvelope::from_form(body).unwrap().parse().unwrap();
+        let Event::JoinChat(join) = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(join.bot.bot_id, "567");
+        assert_eq!(join.bot.access_token.as_deref(), Some("ours"));
+        assert_eq!(join.language.as_deref(), Some("en"));
+    }
+
+    #[test]
+    fn a_v2_message_is_from_open_lines_only_when_its_chat_entity_says_so() {
+        let event = |entity: &str| {
+            json!({"eventId": 1, "type": "ONIMBOTV2MESSAGEADD", "data": {
+                "bot": {"id": 456},
+                "chat": {"id": 9, "dialogId": "chat9", "type": "chat", "entityType": entity},
+                "message": {"id": 1, "authorId": 27, "text": "hi", "isSystem": false},
+                "user": {"id": 27, "bot": false},
+            }})
+        };
+        for (entity, open_line) in [("LINES", true), ("", false), ("CRM", false)] {
+            let Event::Message(m) = parse_v2(&event(entity)).unwrap() else {
+                panic!()
+            };
+            assert_eq!(m.open_line, open_line, "{entity}");
+            assert_eq!(m.chat_id.as_deref(), Some("9"));
+            assert!(!m.automated);
+        }
+    }
 }

@@ -1,7 +1,11 @@
 //! Polling mode for servers without a public URL: pull bot API v2 events with `imbot.v2.Event.get`,
 //! answer each, and confirm them with the `offset` of the next call. An event is confirmed only after
-//! it was handled, so a crash re-delivers it rather than losing it.
+//! it was handled, so a crash re-delivers it rather than losing it. The offset is also kept in a file,
+//! so that a restart confirms what was already answered instead of answering it twice.
+//! Pacing follows Bitrix24's advice: a pause of at least two seconds while `hasMore` is set, the
+//! configured interval (5-30 s recommended) when there is nothing new.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +27,10 @@ pub struct PollConfig {
     pub bot_token: String,
     /// Events per call (1-1000).
     pub batch: u32,
-    /// Pause after a call that returned no events.
+    /// Pause after a call that brought everything there was.
     pub idle_wait: Duration,
+    /// Where the confirmed offset is kept across restarts (`None`: in memory only).
+    pub offset_file: Option<PathBuf>,
     pub texts: BotTexts,
     pub retry: RetryPolicy,
 }
@@ -36,6 +42,9 @@ pub struct Poller {
     /// Confirms every event below it on the next call; none before the first batch.
     offset: Option<u64>,
 }
+
+/// Bitrix24 asks for at least this pause between calls while `hasMore` is set.
+const HAS_MORE_PAUSE: Duration = Duration::from_secs(2);
 
 /// What one poll did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +68,21 @@ impl Poller {
             client: client.clone(),
             bot_token: config.bot_token.clone(),
         };
+        let offset = match &config.offset_file {
+            Some(path) => read_offset(path)?,
+            None => None,
+        };
         Ok(Self {
             config,
             client,
             outbox,
-            offset: None,
+            offset,
         })
+    }
+
+    /// The offset the next call sends: every event below it has been handled.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
     }
 
     /// One `imbot.v2.Event.get` call and the handling of every event it returned. Blocking.
@@ -113,6 +131,14 @@ impl Poller {
         if let Some(n) = result.get("nextOffset").and_then(Value::as_u64) {
             next = Some(next.map_or(n, |o| o.max(n)));
         }
+        if next != self.offset {
+            if let (Some(path), Some(offset)) = (&self.config.offset_file, next) {
+                // Not fatal: the events are answered; at worst a restart answers them again.
+                if let Err(e) = write_offset(path, offset) {
+                    tracing::warn!(error = %e, "Bitrix24: cannot keep the polling offset");
+                }
+            }
+        }
         self.offset = next;
         Ok(stats)
     }
@@ -151,10 +177,10 @@ impl Poller {
             let wait = match self.poll_once(&assistant) {
                 Ok(stats) => {
                     failures = 0;
-                    if stats.events == 0 && !stats.has_more {
-                        self.config.idle_wait
+                    if stats.has_more {
+                        HAS_MORE_PAUSE
                     } else {
-                        Duration::ZERO
+                        self.config.idle_wait
                     }
                 }
                 Err(e) => {
@@ -171,6 +197,34 @@ impl Poller {
             sleep_unless_stopped(wait, &stop);
         }
     }
+}
+
+fn read_offset(path: &std::path::Path) -> Result<Option<u64>, Bitrix24Error> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+            Bitrix24Error::Storage(format!(
+                "{} does not hold a polling offset ({:?}); delete it to start from the oldest \
+                 unconfirmed event",
+                path.display(),
+                s.trim()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Bitrix24Error::Storage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Replaces the file atomically, so that a crash leaves the old offset or the new one.
+fn write_offset(path: &std::path::Path, offset: u64) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, offset.to_string())?;
+    std::fs::rename(&tmp, path)
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {

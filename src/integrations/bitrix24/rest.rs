@@ -1,7 +1,9 @@
 //! Calls to a Bitrix24 portal's REST API: `POST <endpoint>/<method>` with a JSON body, authorised
 //! either by the endpoint itself (an incoming-webhook URL) or by an OAuth `auth` token in the body.
-//! Bitrix24 answers `503 QUERY_LIMIT_EXCEEDED` when a portal is called too often; such calls (and
-//! connection failures) are retried with exponential backoff.
+//! Bitrix24 answers `503 QUERY_LIMIT_EXCEEDED` (classic methods) or `429` (bot API v2,
+//! `OPERATION_TIME_LIMIT`) when a portal is called too often; such calls, and calls that never reached
+//! the portal, are retried with exponential backoff. Nothing else is retried: a reply whose answer was
+//! lost may have been posted, and sending it again would show the customer the same message twice.
 
 use std::time::Duration;
 
@@ -43,19 +45,30 @@ pub enum RestError {
         code: String,
         description: String,
     },
+    /// No answer came. `not_sent`: the request never left (DNS or connect failure), so repeating it
+    /// cannot post anything twice; otherwise the portal may have carried it out.
     #[error("Bitrix24 {method}: cannot reach the portal: {detail}")]
-    Transport { method: String, detail: String },
+    Transport {
+        method: String,
+        detail: String,
+        not_sent: bool,
+    },
     #[error("Bitrix24 {method}: unreadable answer: {detail}")]
     BadAnswer { method: String, detail: String },
 }
 
 impl RestError {
+    /// Whether the call was certainly not carried out, so that it is safe to make it again.
     fn retryable(&self) -> bool {
         match self {
             RestError::Api { status, code, .. } => {
-                *status == 503 || code == "QUERY_LIMIT_EXCEEDED" || *status >= 500
+                matches!(*status, 429 | 503)
+                    || matches!(
+                        code.as_str(),
+                        "QUERY_LIMIT_EXCEEDED" | "OPERATION_TIME_LIMIT"
+                    )
             }
-            RestError::Transport { .. } => true,
+            RestError::Transport { not_sent, .. } => *not_sent,
             RestError::BadAnswer { .. } => false,
         }
     }
@@ -133,10 +146,14 @@ impl RestClient {
         let (status, text) = match response {
             Ok(r) => (r.status(), r.into_string()),
             Err(ureq::Error::Status(status, r)) => (status, r.into_string()),
-            Err(e) => {
+            Err(ureq::Error::Transport(t)) => {
                 return Err(RestError::Transport {
                     method: method.into(),
-                    detail: e
+                    not_sent: matches!(
+                        t.kind(),
+                        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed
+                    ),
+                    detail: t
                         .to_string()
                         .replace(&self.endpoint, &redact_url(&self.endpoint)),
                 })
@@ -145,6 +162,7 @@ impl RestClient {
         let text = text.map_err(|e| RestError::Transport {
             method: method.into(),
             detail: e.to_string(),
+            not_sent: false,
         })?;
         let json: Value = serde_json::from_str(&text).map_err(|e| {
             if status >= 400 {
@@ -203,6 +221,53 @@ mod tests {
         };
         let waits: Vec<u128> = (0..5).map(|a| p.delay(a).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
+    }
+
+    fn api_error(status: u16, code: &str) -> RestError {
+        RestError::Api {
+            method: "imbot.message.add".into(),
+            status,
+            code: code.into(),
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_calls_that_certainly_did_nothing_are_retried() {
+        assert!(api_error(503, "QUERY_LIMIT_EXCEEDED").retryable());
+        assert!(api_error(429, "OPERATION_TIME_LIMIT").retryable());
+        assert!(api_error(429, "HTTP_429").retryable());
+        // A server error may come after the message was posted.
+        assert!(!api_error(500, "INTERNAL_SERVER_ERROR").retryable());
+        assert!(!api_error(504, "HTTP_504").retryable());
+        assert!(!api_error(400, "ERROR_METHOD_NOT_FOUND").retryable());
+    }
+
+    #[test]
+    fn an_unreachable_portal_is_retried_then_reported() {
+        // A port nobody listens on: connecting fails, so every attempt is safe to repeat.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = RestClient::new(
+            &format!("http://127.0.0.1:{port}/rest/1/secret/"),
+            None,
+            RetryPolicy {
+                attempts: 3,
+                first_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(10),
+            },
+        );
+        let e = client
+            .call("imbot.message.add", &serde_json::json!({}))
+            .unwrap_err();
+        assert!(
+            matches!(e, RestError::Transport { not_sent: true, .. }),
+            "{e:?}"
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]

@@ -162,7 +162,16 @@ impl WebhookHandler {
                         },
                         texts: self.config.texts.clone(),
                     })),
-                    _ => None,
+                    (Some(_), None) => {
+                        // Bitrix24 does not always send OAuth tokens with events.
+                        tracing::warn!(
+                            "Bitrix24 application installed, but the event carried no OAuth token \
+                             (auth[access_token], auth[client_endpoint]) to register the bot with: \
+                             register it with `novapay bitrix24 register --webhook-url ... --handler-url ...`"
+                        );
+                        None
+                    }
+                    (None, _) => None,
                 })
             }
             Event::JoinChat(join) => Accepted::Job(Box::new(Job {
