@@ -168,6 +168,27 @@ impl RedisStore {
     }
 }
 
+/// A transaction that first creates the session record unless it exists (SET NX: an existing session
+/// keeps its owner and start time, as in SQLite).
+fn create_if_missing(
+    key: &str,
+    user_id: Option<&str>,
+    created_at_ms: i64,
+) -> Result<::redis::Pipeline, MemoryError> {
+    let record = to_json(&StoredSession {
+        user_id: user_id.map(str::to_string),
+        created_at_ms,
+    })?;
+    let mut pipe = ::redis::pipe();
+    pipe.atomic()
+        .cmd("SET")
+        .arg(key)
+        .arg(record)
+        .arg("NX")
+        .ignore();
+    Ok(pipe)
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<String, MemoryError> {
     serde_json::to_string(value).map_err(|e| MemoryError::Unavailable(e.to_string()))
 }
@@ -179,18 +200,7 @@ impl ConversationStore for RedisStore {
         user_id: Option<&str>,
     ) -> Result<SessionInfo, MemoryError> {
         let (skey, tkey) = (session_key(id), turns_key(id));
-        let record = to_json(&StoredSession {
-            user_id: user_id.map(str::to_string),
-            created_at_ms: now_ms(),
-        })?;
-        let mut pipe = ::redis::pipe();
-        // SET NX: an existing session keeps its owner and start time, as in SQLite.
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&skey)
-            .arg(record)
-            .arg("NX")
-            .ignore();
+        let mut pipe = create_if_missing(&skey, user_id, now_ms())?;
         self.refresh(&mut pipe, &[&skey, &tkey]);
         pipe.cmd("GET").arg(&skey);
         let (stored,): (Option<String>,) = self.with(|c| pipe.query(c))?;
@@ -211,21 +221,8 @@ impl ConversationStore for RedisStore {
 
     fn append(&self, id: &SessionId, turn: &Turn) -> Result<(), MemoryError> {
         let (skey, tkey) = (session_key(id), turns_key(id));
-        let record = to_json(&StoredSession {
-            user_id: None,
-            created_at_ms: turn.created_at_ms,
-        })?;
-        let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(&skey)
-            .arg(record)
-            .arg("NX")
-            .ignore()
-            .cmd("RPUSH")
-            .arg(&tkey)
-            .arg(to_json(turn)?)
-            .ignore();
+        let mut pipe = create_if_missing(&skey, None, turn.created_at_ms)?;
+        pipe.cmd("RPUSH").arg(&tkey).arg(to_json(turn)?).ignore();
         self.refresh(&mut pipe, &[&skey, &tkey]);
         self.with(|c| pipe.query::<()>(c))
     }

@@ -367,20 +367,42 @@ fn post_event(app: &TestApp, event: &Value) -> (u16, Value) {
     )
 }
 
+/// A fake portal and a server in handler mode with the application token configured.
+fn portal_and_handler() -> (FakePortal, TestApp, tempfile::TempDir) {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    (portal, app, dir)
+}
+
+/// A customer's message with the right application token, from `portal`.
+fn post_message(
+    app: &TestApp,
+    portal: &FakePortal,
+    dialog_id: &str,
+    text: &str,
+    open_line: bool,
+) -> (u16, Value) {
+    post_event(
+        app,
+        &message_event(
+            &portal.client_endpoint(),
+            APP_TOKEN,
+            dialog_id,
+            text,
+            open_line,
+        ),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handler mode
 
 #[test]
 fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
-    let portal = FakePortal::start();
-    let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
-    let endpoint = portal.client_endpoint();
+    let (portal, app, _dir) = portal_and_handler();
 
-    let (status, ack) = post_event(
-        &app,
-        &message_event(&endpoint, APP_TOKEN, "27", IN_KB_QUESTION, false),
-    );
+    let (status, ack) = post_message(&app, &portal, "27", IN_KB_QUESTION, false);
     assert_eq!(status, 200, "{ack}");
     assert_eq!(ack["result"], "accepted");
 
@@ -399,16 +421,7 @@ fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
     assert!(!answer.trim().is_empty(), "{text}");
 
     // The dialog is the session: the follow-up is understood from its history.
-    let (status, _) = post_event(
-        &app,
-        &message_event(
-            &endpoint,
-            APP_TOKEN,
-            "27",
-            "And for international ones?",
-            false,
-        ),
-    );
+    let (status, _) = post_message(&app, &portal, "27", "And for international ones?", false);
     assert_eq!(status, 200);
     let sent = portal.wait_for("imbot.message.add", 2);
     let follow_up = sent[1]["MESSAGE"].as_str().unwrap();
@@ -430,9 +443,7 @@ fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
 
 #[test]
 fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
-    let portal = FakePortal::start();
-    let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let (portal, app, _dir) = portal_and_handler();
     let endpoint = portal.client_endpoint();
 
     let (status, body) = post_event(
@@ -459,10 +470,7 @@ fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
     assert_eq!(status, 400, "{body}");
 
     // A correct event afterwards is answered, and is the only thing the portal ever saw.
-    let (status, _) = post_event(
-        &app,
-        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
-    );
+    let (status, _) = post_message(&app, &portal, "27", OFF_TOPIC_QUESTION, false);
     assert_eq!(status, 200);
     portal.wait_for("imbot.message.add", 1);
     std::thread::sleep(Duration::from_millis(300));
@@ -485,10 +493,7 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
     let endpoint = portal.client_endpoint();
 
     // Before installation nothing is trusted.
-    let (status, body) = post_event(
-        &app,
-        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
-    );
+    let (status, body) = post_message(&app, &portal, "27", OFF_TOPIC_QUESTION, false);
     assert_eq!(status, 401, "{body}");
     assert!(
         body["error"]["message"]
@@ -513,10 +518,7 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
     );
     assert_eq!(status, 401);
 
-    let (status, body) = post_event(
-        &app,
-        &message_event(&endpoint, APP_TOKEN, "27", OFF_TOPIC_QUESTION, false),
-    );
+    let (status, body) = post_message(&app, &portal, "27", OFF_TOPIC_QUESTION, false);
     assert_eq!(status, 200, "{body}");
     assert_eq!(portal.wait_for("imbot.message.add", 1).len(), 1);
 
@@ -562,21 +564,10 @@ fn installing_the_application_registers_the_bot_when_the_handler_url_is_set() {
 
 #[test]
 fn an_open_lines_chat_without_an_answer_goes_to_an_operator_after_retries_on_503() {
-    let portal = FakePortal::start();
+    let (portal, app, _dir) = portal_and_handler();
     portal.throttle("imbot.message.add", 2);
-    let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
 
-    let (status, ack) = post_event(
-        &app,
-        &message_event(
-            &portal.client_endpoint(),
-            APP_TOKEN,
-            "chat1407",
-            OFF_TOPIC_QUESTION,
-            true,
-        ),
-    );
+    let (status, ack) = post_message(&app, &portal, "chat1407", OFF_TOPIC_QUESTION, true);
     assert_eq!(status, 200, "{ack}");
 
     let handoff = portal.wait_for("imopenlines.bot.session.operator", 1);
@@ -611,9 +602,7 @@ fn an_open_lines_chat_without_an_answer_goes_to_an_operator_after_retries_on_503
 
 #[test]
 fn joining_a_chat_greets_and_bot_messages_are_not_answered() {
-    let portal = FakePortal::start();
-    let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let (portal, app, _dir) = portal_and_handler();
     let endpoint = portal.client_endpoint();
 
     let join = json!({
@@ -785,20 +774,9 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
 #[test]
 fn a_reply_refused_with_a_server_error_is_not_sent_twice() {
     // A 500 may come after the message was posted: retrying could show the customer two copies.
-    let portal = FakePortal::start();
+    let (portal, app, _dir) = portal_and_handler();
     portal.fail_once("imbot.message.add", 500);
-    let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
-    let (status, _) = post_event(
-        &app,
-        &message_event(
-            &portal.client_endpoint(),
-            APP_TOKEN,
-            "27",
-            OFF_TOPIC_QUESTION,
-            false,
-        ),
-    );
+    let (status, _) = post_message(&app, &portal, "27", OFF_TOPIC_QUESTION, false);
     assert_eq!(status, 200);
     portal.wait_for("imbot.message.add", 1);
     std::thread::sleep(Duration::from_millis(500));
