@@ -442,6 +442,48 @@ fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
 }
 
 #[test]
+fn a_burst_of_messages_waits_for_the_model_instead_of_being_refused() {
+    // One generation at a time and one waiting: the HTTP API would answer 429 to the rest, but a
+    // chat has nobody to retry, so each message waits its turn and gets a real answer.
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions {
+        config: ServerConfig {
+            bitrix24: Some(Arc::new(
+                WebhookHandler::open(webhook_config(Some(APP_TOKEN), &dir.path().join("t")))
+                    .unwrap(),
+            )),
+            ..ServerConfig::default()
+        },
+        queue_depth: 1,
+        sampling: SamplingParams {
+            max_new_tokens: 12,
+            ..SamplingParams::default()
+        },
+        ..AppOptions::default()
+    });
+    let dialogs = ["41", "42", "43", "44"];
+    for d in dialogs {
+        let (status, _) = post_message(&app, &portal, d, IN_KB_QUESTION, false);
+        assert_eq!(status, 200);
+    }
+    let sent = portal.wait_for("imbot.message.add", dialogs.len());
+    let mut answered: Vec<&str> = sent
+        .iter()
+        .map(|m| {
+            let text = m["MESSAGE"].as_str().unwrap();
+            assert!(
+                text.contains("[B]Sources:[/B]") && !text.contains("Sorry"),
+                "{text}"
+            );
+            m["DIALOG_ID"].as_str().unwrap()
+        })
+        .collect();
+    answered.sort();
+    assert_eq!(answered, dialogs);
+}
+
+#[test]
 fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
     let (portal, app, _dir) = portal_and_handler();
     let endpoint = portal.client_endpoint();

@@ -3,17 +3,24 @@
 //! Open Lines chat to a human operator when the knowledge base has no answer.
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::events::{IncomingMessage, JoinChat};
 use super::rest::{RestClient, RestError};
 use super::Bitrix24Error;
-use crate::memory::SessionId;
+use crate::engine::EngineError;
+use crate::memory::{MemoryError, SessionId};
 use crate::rag::{detect_language, Answer, Assistant, Language, RagError};
 
 /// Bitrix24 refuses longer messages (the v2 API truncates at 20,000 characters).
 const MAX_MESSAGE_CHARS: usize = 20_000;
+
+/// How long a chat message waits for a place in the generation queue, or for conversation storage to
+/// come back, before the customer is told to ask again. Unlike an HTTP client, nobody holds a
+/// connection open for a chat reply, so waiting is better than refusing a burst of messages.
+const BUSY_WAIT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone)]
 pub struct BotTexts {
@@ -183,7 +190,7 @@ pub fn handle_message(
     }
     let session = session_for(&msg.dialog_id)?;
     let language = detect_language(&question);
-    let answer = match assistant.answer_blocking(&session, &question, &mut |_| {}) {
+    let answer = match answer_when_possible(assistant, &session, &question, BUSY_WAIT) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, dialog = %msg.dialog_id, "Bitrix24: no answer");
@@ -212,6 +219,36 @@ pub fn handle_message(
         answer: Some(answer),
         handed_off,
     })
+}
+
+/// Answers, retrying while the model queue is full or conversation storage is unreachable. Safe to
+/// repeat: a turn is recorded only once the answer is complete.
+fn answer_when_possible(
+    assistant: &Assistant,
+    session: &SessionId,
+    question: &str,
+    patience: Duration,
+) -> Result<Answer, RagError> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match assistant.answer_blocking(session, question, &mut |_| {}) {
+            Err(e) if is_temporary(&e) && Instant::now() + pause < deadline => {
+                tracing::debug!(error = %e, ?pause, "Bitrix24: busy, the message waits");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_temporary(e: &RagError) -> bool {
+    matches!(
+        e,
+        RagError::Engine(EngineError::Overloaded { .. })
+            | RagError::Memory(MemoryError::Unavailable(_))
+    )
 }
 
 fn hand_off_if_open_line(outbox: &Outbox, msg: &IncomingMessage) -> Result<bool, RestError> {
