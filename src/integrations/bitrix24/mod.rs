@@ -13,6 +13,7 @@ pub mod form;
 mod poll;
 mod register;
 pub mod rest;
+mod state_file;
 mod webhook;
 
 pub use bot::{clean_question, format_reply, session_for, BotTexts, Outbox, Outcome};

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use super::bot::{self, BotTexts, Outbox};
 use super::events::{parse_v2, Event};
 use super::rest::{RestClient, RetryPolicy};
+use super::state_file;
 use super::Bitrix24Error;
 use crate::rag::Assistant;
 
@@ -134,7 +135,7 @@ impl Poller {
         if next != self.offset {
             if let (Some(path), Some(offset)) = (&self.config.offset_file, next) {
                 // Not fatal: the events are answered; at worst a restart answers them again.
-                if let Err(e) = write_offset(path, offset) {
+                if let Err(e) = state_file::replace(path, &offset.to_string()) {
                     tracing::warn!(error = %e, "Bitrix24: cannot keep the polling offset");
                 }
             }
@@ -200,31 +201,17 @@ impl Poller {
 }
 
 fn read_offset(path: &std::path::Path) -> Result<Option<u64>, Bitrix24Error> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s.trim().parse().map(Some).map_err(|_| {
-            Bitrix24Error::Storage(format!(
-                "{} does not hold a polling offset ({:?}); delete it to start from the oldest \
-                 unconfirmed event",
-                path.display(),
-                s.trim()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Bitrix24Error::Storage(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Replaces the file atomically, so that a crash leaves the old offset or the new one.
-fn write_offset(path: &std::path::Path, offset: u64) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, offset.to_string())?;
-    std::fs::rename(&tmp, path)
+    state_file::read(path)?
+        .map(|s| {
+            s.parse().map_err(|_| {
+                Bitrix24Error::Storage(format!(
+                    "{} does not hold a polling offset ({s:?}); delete it to start from the oldest \
+                     unconfirmed event",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {

@@ -12,6 +12,7 @@ use super::events::{BotAuth, ClassicEnvelope, Event, IncomingMessage, JoinChat};
 use super::form::parse_php_form;
 use super::register::{register_bot, Registration, RegistrationMode};
 use super::rest::{RestClient, RetryPolicy};
+use super::state_file;
 use super::Bitrix24Error;
 use crate::rag::Assistant;
 
@@ -115,16 +116,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 
 impl WebhookHandler {
     pub fn open(config: WebhookConfig) -> Result<Self, Bitrix24Error> {
-        let installed = match std::fs::read_to_string(&config.token_file) {
-            Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Bitrix24Error::Storage(format!(
-                    "cannot read {}: {e}",
-                    config.token_file.display()
-                )))
-            }
-        };
+        let installed = state_file::read(&config.token_file)?;
         Ok(Self {
             config,
             installed_token: Mutex::new(installed),
@@ -218,7 +210,7 @@ impl WebhookHandler {
                 self.config.token_file.display()
             ))),
             None if is_install => {
-                write_secret(&self.config.token_file, presented)?;
+                state_file::replace(&self.config.token_file, presented)?;
                 *installed = Some(presented.to_string());
                 tracing::info!(file = %self.config.token_file.display(), "Bitrix24 application installed");
                 Ok(())
@@ -262,28 +254,4 @@ impl WebhookHandler {
             client_id: self.config.client_id.clone(),
         })
     }
-}
-
-/// Writes a secret readable by the owner only, replacing the file atomically.
-fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), Bitrix24Error> {
-    let fail =
-        |e: std::io::Error| Bitrix24Error::Storage(format!("cannot write {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut f = options.open(&tmp).map_err(fail)?;
-        f.write_all(secret.as_bytes()).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, path).map_err(fail)
 }
