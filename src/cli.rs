@@ -31,6 +31,29 @@ pub struct Cli {
         global = true
     )]
     pub log_format: String,
+    /// Read settings from this file instead of ./.env (only the working directory's .env is read,
+    /// never one in a parent directory).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+}
+
+/// The `--env-file` value from the raw arguments: the file must be loaded before clap reads the
+/// environment, so it is looked up before parsing.
+pub fn env_file_arg(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            return None;
+        }
+        if a == "--env-file" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--env-file=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
 }
 
 // Parsed once at start-up: the size of the largest variant (serve's settings) does not matter.
@@ -243,7 +266,8 @@ pub struct MemoryArgs {
         value_parser = MemorySpecParser
     )]
     pub memory: MemorySpec,
-    /// Seconds Redis keeps a conversation after its last message; 0 = forever. Default: 30 days.
+    /// Seconds a conversation is kept after its last message (SQLite and Redis); 0 = forever.
+    /// Default: 30 days. SQLite deletes expired conversations in the background.
     #[arg(long, env = "NOVAPAY_MEMORY_TTL", default_value_t = 30 * 24 * 3600)]
     pub memory_ttl: u64,
 }
@@ -299,6 +323,28 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// Comma-separated administrator keys: valid API keys that may also read any caller's session
+    /// (support staff). Other keys see only the sessions they created.
+    #[arg(
+        long,
+        env = "NOVAPAY_ADMIN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+    /// Serve without API keys on an address other than loopback (a warning is logged). Without it,
+    /// `serve` refuses to listen on a public address with no keys.
+    #[arg(long, env = "NOVAPAY_ALLOW_ANONYMOUS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_anonymous: bool,
+    /// Open connections at most; more clients wait to be accepted.
+    #[arg(long, env = "NOVAPAY_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle connection stays open).
+    #[arg(long, env = "NOVAPAY_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "NOVAPAY_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
     /// Comma-separated allowed CORS origins, or * for any; none by default.
     #[arg(long, env = "NOVAPAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -588,6 +634,17 @@ pub struct Bitrix24Args {
     /// (https://HOST/integrations/bitrix24/events); installing the application then registers the bot.
     #[arg(long, env = "NOVAPAY_BITRIX24_HANDLER_URL")]
     pub bitrix24_handler_url: Option<String>,
+    /// Handler mode: the portal's address (https://PORTAL.bitrix24.ru). Replies go only to its REST
+    /// endpoint (never to an address an event names), and without an application token an
+    /// installation is accepted only from this portal, once.
+    #[arg(long, env = "NOVAPAY_BITRIX24_PORTAL")]
+    pub bitrix24_portal: Option<String>,
+    /// Handler mode: the portal's member_id; when set, an installation must carry it.
+    #[arg(long, env = "NOVAPAY_BITRIX24_MEMBER_ID", hide_env_values = true)]
+    pub bitrix24_member_id: Option<String>,
+    /// Allow plain http:// for the portal and the webhook URL (a test portal only; https otherwise).
+    #[arg(long, env = "NOVAPAY_BITRIX24_ALLOW_HTTP", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub bitrix24_allow_http: bool,
     /// Polling mode: the bot id printed by `novapay bitrix24 register --poll`.
     #[arg(long, env = "NOVAPAY_BITRIX24_BOT_ID")]
     pub bitrix24_bot_id: Option<u64>,

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod http;
 pub mod index;
 pub mod integrations;
+pub mod logsafe;
 pub mod memory;
 pub mod models;
 pub mod rag;

@@ -7,7 +7,8 @@ use novapay::engine::LlmHandle;
 use novapay::http::{self, ServerConfig, Services};
 use novapay::index::KnowledgeBase;
 use novapay::integrations::bitrix24::{
-    BotTexts, PollConfig, Poller, RetryPolicy, WebhookConfig, WebhookHandler,
+    check_webhook_url, BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig,
+    WebhookHandler,
 };
 use novapay::rag::Assistant;
 
@@ -33,20 +34,25 @@ async fn serve(
     let bitrix24_handler = match bitrix24.mode {
         Bitrix24Mode::Handler => Some(Arc::new(WebhookHandler::open(webhook_config(
             &bitrix24, &a,
-        ))?)),
+        )?)?)),
         _ => None,
     };
     let poller = match bitrix24.mode {
         Bitrix24Mode::Poll => Some(Poller::new(poll_config(&bitrix24, &a)?)?),
         _ => None,
     };
-    let config = ServerConfig {
-        api_keys: server_args
-            .api_keys
-            .iter()
+    let keys = |list: &[String]| -> Vec<String> {
+        list.iter()
             .map(|k| k.trim().to_string())
             .filter(|k| !k.is_empty())
-            .collect(),
+            .collect()
+    };
+    let config = ServerConfig {
+        api_keys: keys(&server_args.api_keys),
+        admin_keys: keys(&server_args.admin_keys),
+        max_connections: server_args.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(server_args.header_timeout_secs.max(1)),
+        body_read_timeout: Duration::from_secs(server_args.body_timeout_secs.max(1)),
         cors_origins: server_args.cors_origins.clone(),
         generation_timeout: Duration::from_secs(server_args.generation_timeout_secs.max(1)),
         shutdown_timeout: Duration::from_secs(server_args.shutdown_timeout_secs),
@@ -58,6 +64,23 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (port in use? set NOVAPAY_PORT)"))?;
+    let bound = listener.local_addr()?;
+    let anonymous = config.api_keys.is_empty() && config.admin_keys.is_empty();
+    if anonymous && !bound.ip().is_loopback() {
+        if !server_args.allow_anonymous {
+            anyhow::bail!(
+                "refusing to serve {bound} without API keys: anyone who reaches this address could \
+                 use the assistant and its conversations. Set NOVAPAY_API_KEYS (and NOVAPAY_ADMIN_KEYS \
+                 for support staff), listen on 127.0.0.1 (NOVAPAY_HOST), or set \
+                 NOVAPAY_ALLOW_ANONYMOUS=1 if an authenticating proxy stands in front"
+            );
+        }
+        tracing::warn!(
+            addr = %bound,
+            "serving without API keys on a non-loopback address (NOVAPAY_ALLOW_ANONYMOUS=1)"
+        );
+        eprintln!("novapay: WARNING: no API keys and listening on {bound} (NOVAPAY_ALLOW_ANONYMOUS=1)");
+    }
     let mut server = http::start(listener, config)?;
     tracing::info!(addr = %server.addr, "listening; loading models and index");
     eprintln!(
@@ -105,8 +128,31 @@ async fn serve(
     Ok(())
 }
 
-fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> WebhookConfig {
-    WebhookConfig {
+fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<WebhookConfig> {
+    let portal = b
+        .bitrix24_portal
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| Portal::parse(p, b.bitrix24_allow_http))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("NOVAPAY_BITRIX24_PORTAL: {e}"))?;
+    if let Some(url) = &b.bitrix24_webhook_url {
+        check_webhook_url(url, b.bitrix24_allow_http)
+            .map_err(|e| anyhow::anyhow!("NOVAPAY_BITRIX24_WEBHOOK_URL: {e}"))?;
+    }
+    if portal.is_none() && b.bitrix24_webhook_url.is_none() {
+        anyhow::bail!(
+            "Bitrix24 handler mode needs the portal replies go to: set NOVAPAY_BITRIX24_PORTAL \
+             (https://PORTAL.bitrix24.ru) for a local application, or NOVAPAY_BITRIX24_WEBHOOK_URL \
+             for a bot registered with `novapay bitrix24 register`"
+        );
+    }
+    Ok(WebhookConfig {
+        portal,
+        member_id: b
+            .bitrix24_member_id
+            .clone()
+            .filter(|m| !m.trim().is_empty()),
         application_token: b
             .bitrix24_application_token
             .clone()
@@ -117,7 +163,7 @@ fn webhook_config(b: &Bitrix24Args, a: &AssistantArgs) -> WebhookConfig {
         register_on_install: b.bitrix24_handler_url.clone(),
         texts: BotTexts::default(),
         retry: RetryPolicy::default(),
-    }
+    })
 }
 
 fn poll_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<PollConfig> {
@@ -130,6 +176,10 @@ fn poll_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<PollConfig
     let bot_id = b
         .bitrix24_bot_id
         .ok_or_else(|| missing("NOVAPAY_BITRIX24_BOT_ID"))?;
+    if let Some(url) = &b.bitrix24_webhook_url {
+        check_webhook_url(url, b.bitrix24_allow_http)
+            .map_err(|e| anyhow::anyhow!("NOVAPAY_BITRIX24_WEBHOOK_URL: {e}"))?;
+    }
     Ok(PollConfig {
         webhook_url: b
             .bitrix24_webhook_url

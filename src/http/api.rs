@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +14,52 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, OptionalJsonBody};
-use super::{mask_card_numbers, Shared};
+use super::Shared;
 use crate::engine::{GenerationEvent, GenerationSummary};
-use crate::memory::{SessionId, Speaker};
+use crate::logsafe;
+use crate::memory::{SessionId, SessionInfo, SessionOwner, Speaker};
 use crate::rag::{Assistant, Plan, Source, MAX_QUESTION_CHARS};
+
+/// Longest `user_id`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+/// Largest `metadata`, as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// A `user_id` as given, checked: 1-128 characters, no control characters.
+fn checked_user_id(user_id: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(u) = user_id else { return Ok(None) };
+    if u.is_empty() || u.chars().count() > MAX_USER_ID_CHARS || u.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            format!("`user_id` must be 1-{MAX_USER_ID_CHARS} characters without control characters"),
+        ));
+    }
+    Ok(Some(u.to_string()))
+}
+
+/// Whether `caller` may use the session: the key that created it (and, when both name one, the same
+/// `user_id`); an administrator may also read it. Everything else is reported as "does not exist",
+/// so that a caller cannot learn which ids are taken.
+fn may_use(info: &SessionInfo, caller: &Caller, user_id: Option<&str>, read_only: bool) -> bool {
+    if info.id.is_internal() {
+        return false;
+    }
+    let same_key = info.owner.as_deref() == Some(caller.owner.as_str());
+    let same_user = match (info.user_id.as_deref(), user_id) {
+        (Some(stored), Some(given)) => stored == given,
+        _ => true,
+    };
+    (same_key && same_user) || (read_only && caller.admin)
+}
+
+fn no_such_session(id: &SessionId) -> ApiError {
+    ApiError::not_found(format!("session {id} does not exist"))
+}
 
 #[derive(Debug, Deserialize)]
 pub struct QueryRequest {
@@ -93,6 +133,7 @@ fn wants_stream(req: &QueryRequest, headers: &HeaderMap) -> bool {
 
 pub async fn query(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
@@ -107,45 +148,62 @@ pub async fn query(
             format!("`query` is longer than {MAX_QUESTION_CHARS} characters"),
         ));
     }
+    let user_id = checked_user_id(req.user_id.as_deref())?;
+    if let Some(m) = &req.metadata {
+        if m.to_string().len() > MAX_METADATA_BYTES {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                format!("`metadata` is larger than {MAX_METADATA_BYTES} bytes as JSON"),
+            ));
+        }
+    }
     let requested = req
         .session_id
         .as_deref()
         .map(SessionId::parse)
         .transpose()?;
     let services = state.services()?;
+    // Admission before any work: a refused question creates no session and costs no retrieval.
+    let permit = state.admit()?;
     let assistant = services.assistant.clone();
     let stream = wants_stream(&req, &headers);
 
-    let session = {
-        let assistant = assistant.clone();
-        let user_id = req.user_id.clone();
-        blocking(move || {
-            let memory = assistant.memory();
-            match requested {
-                Some(id) => match memory.session(&id)? {
-                    Some(_) => Ok(id),
-                    None => Err(ApiError::not_found(format!(
-                        "session {id} does not exist; omit session_id to start one"
-                    ))),
-                },
-                None => {
-                    let id = SessionId::new_random();
-                    memory.create_session(&id, user_id.as_deref())?;
-                    Ok(id)
-                }
-            }
-        })
-        .await?
+    // An existing session must be the caller's; a new one is created only when its first answer is
+    // recorded, so a question that fails leaves nothing behind.
+    let (session, new_session) = match requested {
+        Some(id) => {
+            let assistant = assistant.clone();
+            let (caller, user_id) = (caller.clone(), user_id.clone());
+            let id = blocking(move || match assistant.memory().session(&id)? {
+                Some(info) if may_use(&info, &caller, user_id.as_deref(), false) => Ok(id),
+                _ => Err(ApiError::not_found(format!(
+                    "session {id} does not exist; omit session_id to start one"
+                ))),
+            })
+            .await?;
+            (id, None)
+        }
+        None => (
+            SessionId::new_random(),
+            Some(SessionOwner {
+                owner: Some(caller.owner.clone()),
+                user_id: user_id.clone(),
+            }),
+        ),
     };
     let query_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("query", %query_id, session_id = %session);
     let _guard = span.enter();
     if state.config.log_queries {
-        tracing::info!(query = %mask_card_numbers(&question), "question");
+        tracing::info!(query = %logsafe::user_text(&question), "question");
     } else {
-        tracing::debug!(query = %mask_card_numbers(&question), "question");
+        tracing::debug!(query = %logsafe::user_text(&question), "question");
     }
-    tracing::debug!(metadata = ?req.metadata, user_id = ?req.user_id, "request context");
+    tracing::debug!(
+        metadata = %req.metadata.as_ref().map(logsafe::json_value).unwrap_or_default(),
+        user_id = %user_id.as_deref().map(logsafe::user_text).unwrap_or_default(),
+        "request context"
+    );
     drop(_guard);
 
     let prepared = {
@@ -168,6 +226,8 @@ pub async fn query(
         assistant,
         query_id,
         session,
+        new_session,
+        _permit: permit,
         question,
         sources: prepared.sources.clone(),
         documents: sources,
@@ -220,6 +280,10 @@ struct Answering {
     assistant: Arc<Assistant>,
     query_id: String,
     session: SessionId,
+    /// Created with the first recorded answer.
+    new_session: Option<SessionOwner>,
+    /// The place among the answers in progress, released when the answer is done or dropped.
+    _permit: OwnedSemaphorePermit,
     question: String,
     sources: Vec<Source>,
     documents: Vec<SourceDocument>,
@@ -229,12 +293,16 @@ struct Answering {
 impl Answering {
     async fn record(&self, answer: String) -> Result<(), ApiError> {
         let assistant = self.assistant.clone();
-        let (session, question, sources) = (
+        let (session, question, sources, new_session) = (
             self.session.clone(),
             self.question.clone(),
             self.sources.clone(),
+            self.new_session.clone(),
         );
         blocking(move || {
+            if let Some(owner) = &new_session {
+                assistant.memory().create_session(&session, owner)?;
+            }
             assistant
                 .record(&session, &question, &answer, &sources)
                 .map_err(ApiError::from)
@@ -374,13 +442,18 @@ pub struct CreateSession {
 
 pub async fn create_session(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     OptionalJsonBody(body): OptionalJsonBody<CreateSession>,
 ) -> Result<Response, ApiError> {
+    let user_id = checked_user_id(body.unwrap_or_default().user_id.as_deref())?;
     let assistant = state.services()?.assistant.clone();
-    let user_id = body.unwrap_or_default().user_id;
+    let owner = SessionOwner {
+        owner: Some(caller.owner),
+        user_id,
+    };
     let info = blocking(move || {
         let id = SessionId::new_random();
-        Ok(assistant.memory().create_session(&id, user_id.as_deref())?)
+        Ok(assistant.memory().create_session(&id, &owner)?)
     })
     .await?;
     Ok(Json(json!({
@@ -391,17 +464,28 @@ pub async fn create_session(
     .into_response())
 }
 
+/// `?user_id=` on the session routes: when given, it must be the session's.
+#[derive(Debug, Deserialize, Default)]
+pub struct SessionQuery {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
 pub async fn get_session(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id)?;
+    let user_id = checked_user_id(q.user_id.as_deref())?;
     let assistant = state.services()?.assistant.clone();
     let (info, turns) = blocking(move || {
         let memory = assistant.memory();
         let info = memory
             .session(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))?;
+            .filter(|info| may_use(info, &caller, user_id.as_deref(), true))
+            .ok_or_else(|| no_such_session(&id))?;
         let turns = memory.history(&id, 1000)?;
         Ok((info, turns))
     })
@@ -428,17 +512,25 @@ pub async fn get_session(
 
 pub async fn delete_session(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
 ) -> Result<Response, ApiError> {
     let id = SessionId::parse(&id)?;
+    let user_id = checked_user_id(q.user_id.as_deref())?;
     let assistant = state.services()?.assistant.clone();
     let shown = id.to_string();
-    let existed = blocking(move || Ok(assistant.memory().delete_session(&id)?)).await?;
-    if !existed {
-        return Err(ApiError::not_found(format!(
-            "session {shown} does not exist"
-        )));
-    }
+    blocking(move || {
+        let memory = assistant.memory();
+        match memory.session(&id)? {
+            Some(info) if may_use(&info, &caller, user_id.as_deref(), false) => {
+                memory.delete_session(&id)?;
+                Ok(())
+            }
+            _ => Err(no_such_session(&id)),
+        }
+    })
+    .await?;
     Ok(Json(json!({ "session_id": shown, "deleted": true })).into_response())
 }
 

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::extract::FormBody;
 use super::Shared;
 use crate::integrations::bitrix24::{Accepted, Bitrix24Error, Job};
 use crate::rag::Assistant;
@@ -18,7 +18,10 @@ use crate::rag::Assistant;
 /// How long a job accepted during start-up waits for the models before it is dropped.
 const WAIT_FOR_MODELS: Duration = Duration::from_secs(600);
 
-pub async fn events(State(state): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn events(
+    State(state): State<Shared>,
+    FormBody(body): FormBody,
+) -> Result<Json<Value>, ApiError> {
     let handler = state.config.bitrix24.clone().ok_or_else(|| {
         ApiError::not_found(
             "the Bitrix24 integration is off; start with NOVAPAY_BITRIX24_MODE=handler",
@@ -29,10 +32,8 @@ pub async fn events(State(state): State<Shared>, body: Bytes) -> Result<Json<Val
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
-            Bitrix24Error::Unauthorized(m) => {
-                tracing::warn!(reason = %m, "Bitrix24 event rejected");
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
-            }
+            // Logged (with a hash of the token only) where it was refused.
+            Bitrix24Error::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
             Bitrix24Error::BadEvent(m) => ApiError::bad_request("bad_event", m),
             other => ApiError::internal(other),
         })?;
@@ -52,14 +53,11 @@ pub async fn events(State(state): State<Shared>, body: Bytes) -> Result<Json<Val
 }
 
 async fn run_when_ready(state: Shared, job: Box<Job>) {
+    let dialog = crate::logsafe::user_text(job.dialog_id());
     let Some(assistant) = wait_for_assistant(&state).await else {
-        tracing::error!(
-            dialog = job.dialog_id(),
-            "Bitrix24 event dropped: models did not load"
-        );
+        tracing::error!(dialog, "Bitrix24 event dropped: models did not load");
         return;
     };
-    let dialog = job.dialog_id().to_string();
     match tokio::task::spawn_blocking(move || job.run(&assistant)).await {
         Ok(Ok(Some(outcome))) => tracing::info!(
             dialog,
@@ -68,8 +66,8 @@ async fn run_when_ready(state: Shared, job: Box<Job>) {
             "Bitrix24 message answered"
         ),
         Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::error!(dialog, error = %e, "Bitrix24 reply failed"),
-        Err(e) => tracing::error!(dialog, error = %e, "Bitrix24 job panicked"),
+        Ok(Err(e)) => tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 reply failed"),
+        Err(e) => tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 job panicked"),
     }
 }
 

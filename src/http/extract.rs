@@ -1,5 +1,7 @@
-//! Request bodies: JSON only (415 otherwise), size-limited (413 as JSON, not plain text), with a UTF-8
-//! byte-order mark accepted (1C sends one), and parse errors as 400 with the reason.
+//! Request bodies: JSON only (415 otherwise), size-limited (413 as JSON, not plain text), read within a
+//! time limit (408), with a UTF-8 byte-order mark accepted (1C sends one), and parse errors as 400
+//! with the reason. The body is read (or drained) before any refusal, so that a client still uploading
+//! gets the JSON error instead of a broken pipe.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
@@ -15,7 +17,10 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state, false).await?;
+        let (content_type, bytes) = read_body(req, state, state.config.max_body_bytes).await?;
+        if !is_json(&content_type) {
+            return Err(unsupported("send JSON with Content-Type: application/json"));
+        }
         parse(&bytes).map(JsonBody)
     }
 }
@@ -27,62 +32,106 @@ impl<T: DeserializeOwned> FromRequest<Shared> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
-        let bytes = body_bytes(req, state, true).await?;
+        let (content_type, bytes) = read_body(req, state, state.config.max_body_bytes).await?;
         if strip_bom(&bytes).iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(OptionalJsonBody(None));
+        }
+        if !is_json(&content_type) && !content_type.is_empty() {
+            return Err(unsupported("send JSON with Content-Type: application/json"));
         }
         parse(&bytes).map(|v| OptionalJsonBody(Some(v)))
     }
 }
 
-async fn body_bytes(req: Request, state: &Shared, empty_ok: bool) -> Result<Vec<u8>, ApiError> {
+/// A Bitrix24 event body (`application/x-www-form-urlencoded`), at most [`FORM_LIMIT`] bytes.
+pub struct FormBody(pub Vec<u8>);
+
+/// Bitrix24 events are a few kilobytes; a message is at most 20,000 characters (x9 percent-encoded).
+pub const FORM_LIMIT: usize = 256 * 1024;
+
+impl FromRequest<Shared> for FormBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
+        let (content_type, bytes) = read_body(req, state, FORM_LIMIT).await?;
+        if !(content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded"))
+        {
+            return Err(unsupported(
+                "Bitrix24 events are application/x-www-form-urlencoded",
+            ));
+        }
+        Ok(FormBody(bytes))
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    content_type.starts_with("application/json")
+        || (content_type.starts_with("application/") && content_type.contains("+json"))
+}
+
+fn unsupported(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        message,
+    )
+}
+
+/// The lower-cased content type and the body, up to `limit` bytes. A larger body is drained (up to
+/// [`DRAIN_CAP`]) and answered 413; a body that does not arrive within the configured time is 408.
+async fn read_body(
+    req: Request,
+    state: &Shared,
+    limit: usize,
+) -> Result<(String, Vec<u8>), ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
+        .trim()
         .to_ascii_lowercase();
     let declared_len = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let limit = state.config.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
-    let is_json = content_type.starts_with("application/json")
-        || (content_type.starts_with("application/") && content_type.contains("+json"));
-    if !is_json && !(empty_ok && (content_type.is_empty() || declared_len == Some(0))) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send JSON with Content-Type: application/json",
-        ));
-    }
-    // Read the whole body (up to a hard cap) even when it is too large, so the client has finished
-    // sending before it gets the 413: answering mid-upload makes many clients see a broken pipe
-    // instead of the JSON error.
     let mut bytes = Vec::with_capacity(declared_len.unwrap_or(0).min(limit));
     let mut seen = 0usize;
     let mut stream = req.into_body().into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-        seen += chunk.len();
-        if seen <= limit {
-            bytes.extend_from_slice(&chunk);
-        } else if seen > DRAIN_CAP {
-            break;
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+            seen += chunk.len();
+            if seen <= limit {
+                bytes.extend_from_slice(&chunk);
+            } else if seen > DRAIN_CAP {
+                break;
+            }
+        }
+        Ok::<(), ApiError>(())
+    };
+    match tokio::time::timeout(state.config.body_read_timeout, read).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.config.body_read_timeout.as_secs()
+                ),
+            ))
         }
     }
     if seen > limit {
-        return Err(too_large());
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        ));
     }
-    Ok(bytes)
+    Ok((content_type, bytes))
 }
 
 /// Past this, an oversized upload is cut off rather than drained.

@@ -3,6 +3,10 @@
 //!
 //! Start-up order: the listener serves `/health` as "loading" at once; the caller loads models and the
 //! index on a blocking thread and hands them over with [`RunningServer::set_ready`].
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that a client that sends its headers
+//! slowly is cut off ([`ServerConfig::header_read_timeout`]) and the number of open connections is
+//! capped ([`ServerConfig::max_connections`]): `axum::serve` configures neither.
 
 mod api;
 pub mod auth;
@@ -19,25 +23,32 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::integrations::bitrix24::WebhookHandler;
 use crate::rag::Assistant;
+use auth::Caller;
 use error::ApiError;
 use metrics::Metrics;
+
+pub use crate::logsafe::mask_card_numbers;
 
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub const CHAT_HTML: &str = include_str!("static/index.html");
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Required on every non-public route when not empty.
+    /// Required on every non-public route when not empty (or when `admin_keys` is not empty).
     pub api_keys: Vec<String>,
+    /// Keys that may also read any caller's session (support staff); valid API keys as well.
+    pub admin_keys: Vec<String>,
     /// Allowed CORS origins; `*` allows any; empty disables CORS.
     pub cors_origins: Vec<String>,
     /// A generation that runs longer answers 504 (and is cancelled).
@@ -49,18 +60,29 @@ pub struct ServerConfig {
     pub log_queries: bool,
     /// The Bitrix24 event handler, when the integration runs in handler mode.
     pub bitrix24: Option<Arc<WebhookHandler>>,
+    /// Open connections at most; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must finish sending a request's headers within this, and an idle keep-alive
+    /// connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// A client must finish sending a request's body within this.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
             cors_origins: Vec::new(),
             generation_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             log_queries: false,
             bitrix24: None,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -75,12 +97,27 @@ pub struct Services {
 pub struct AppState {
     pub config: ServerConfig,
     services: OnceLock<Services>,
+    /// Answers in progress at most: the generation that runs plus the queue. A question beyond it is
+    /// refused with 429 before any work (no session, no embedding, no retrieval).
+    admission: OnceLock<Arc<Semaphore>>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services.get().ok_or_else(ApiError::loading)
+    }
+
+    /// A place among the answers in progress, or 429 at once.
+    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let services = self.services()?;
+        let depth = services.assistant.llm().info().queue_depth;
+        let gate = self
+            .admission
+            .get_or_init(|| Arc::new(Semaphore::new(depth + 1)));
+        gate.clone().try_acquire_owned().map_err(|_| {
+            ApiError::from(crate::engine::EngineError::Overloaded { queue_depth: depth })
+        })
     }
 }
 
@@ -129,8 +166,18 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 #[derive(Clone, Copy)]
 pub(crate) struct ErrorCode(pub &'static str);
 
-/// Auth on non-public routes, then request counting by route and status.
-async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
+/// Request headers larger than this (in all) are refused with a JSON 431. hyper's own limits, past
+/// which it answers 431 without a body, are set well above ours.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// More request header fields than this are refused with a JSON 431.
+pub const MAX_HEADERS: usize = 100;
+const HYPER_MAX_BUF_BYTES: usize = 256 * 1024;
+const HYPER_MAX_HEADERS: usize = 1000;
+
+/// Header limits, auth on non-public routes (the caller goes into the request's extensions), then
+/// request counting by route and status. Every error leaves with the documented JSON body, also the
+/// ones axum makes itself (405, a path that is not UTF-8, ...).
+async fn observe(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -140,15 +187,34 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
     let public = routes::PUBLIC.contains(&route.as_str())
         || route == routes::BITRIX24_EVENTS
         || route == "unmatched";
-    let response = if !public
-        && request.method() != Method::OPTIONS
-        && !auth::authorized(
-            request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-            &state.config.api_keys,
-        ) {
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let caller = auth::authenticate(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        &state.config.api_keys,
+        &state.config.admin_keys,
+    );
+    let response = if header_bytes > MAX_HEADER_BYTES || request.headers().len() > MAX_HEADERS {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "request headers are limited to {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes"
+            ),
+        )
+        .into_response()
+    } else if public || request.method() == Method::OPTIONS {
+        next.run(request).await
+    } else if let Some(caller) = caller {
+        request.extensions_mut().insert::<Caller>(caller);
+        next.run(request).await
+    } else {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -160,9 +226,8 @@ async fn observe(State(state): State<Shared>, request: Request, next: Next) -> R
             HeaderValue::from_static("Bearer, Basic realm=\"novapay\""),
         );
         r
-    } else {
-        next.run(request).await
     };
+    let response = json_error_body(response).await;
     let status = response.status().as_u16().to_string();
     state
         .metrics
@@ -219,8 +284,92 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
-async fn chat_page() -> Html<&'static str> {
-    Html(CHAT_HTML)
+/// An error response made outside our handlers (axum's 405, a path that does not parse, ...) gets the
+/// documented JSON body; its status and other headers (e.g. `Allow`) are kept.
+async fn json_error_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorCode>().is_some()
+        || is_json
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let detail = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|m| !m.is_empty());
+    let (code, fallback) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this method is not allowed here; see /openapi.json",
+        ),
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see /openapi.json"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            ("headers_too_large", "request headers are too large")
+        }
+        s if s.is_server_error() => ("internal", "internal error; see the server log"),
+        _ => ("bad_request", "the request is malformed"),
+    };
+    let message = match (status.is_server_error(), detail) {
+        (false, Some(d)) => crate::logsafe::truncate_chars(&d, 300),
+        _ => fallback.to_string(),
+    };
+    let mut fixed = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
+/// The chat page's Content-Security-Policy: only its own inline script and style (by hash) and calls
+/// to this server; no framing.
+pub fn chat_page_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash_between = |open: &str, close: &str| {
+            use base64::Engine;
+            use sha2::Digest;
+            let start = CHAT_HTML.find(open).map_or(0, |i| i + open.len());
+            let end = CHAT_HTML[start..].find(close).map_or(start, |i| start + i);
+            let digest = sha2::Sha256::digest(CHAT_HTML[start..end].as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash_between("<script>", "</script>"),
+            hash_between("<style>", "</style>"),
+        )
+    })
+}
+
+async fn chat_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, chat_page_csp()),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CHAT_HTML,
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -238,6 +387,11 @@ pub struct RunningServer {
 impl RunningServer {
     /// Makes the loaded services available: `/health` turns 200 and the API answers.
     pub fn set_ready(&self, services: Services) {
+        let depth = services.assistant.llm().info().queue_depth;
+        let _ = self
+            .state
+            .admission
+            .set(Arc::new(Semaphore::new(depth + 1)));
         let _ = self.state.services.set(services);
     }
 
@@ -272,20 +426,19 @@ impl RunningServer {
 pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServer, std::io::Error> {
     let addr = listener.local_addr()?;
     let metrics = Metrics::new().map_err(std::io::Error::other)?;
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections.max(1),
+        header_read_timeout: config.header_read_timeout,
+    };
     let state = Arc::new(AppState {
         config,
         services: OnceLock::new(),
+        admission: OnceLock::new(),
         metrics,
     });
     let app = router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve_connections(listener, app, rx, limits));
     Ok(RunningServer {
         addr,
         state,
@@ -294,26 +447,74 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
     })
 }
 
-/// Replaces card-number-like digit runs (13-19 digits, spaces or dashes allowed) before logging.
-pub fn mask_card_numbers(text: &str) -> String {
-    static RE: OnceLock<regex::Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        regex::Regex::new(r"\b(?:\d[ -]?){12,18}\d\b").expect("valid card-number regex")
-    });
-    re.replace_all(text, "[card number]").into_owned()
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_read_timeout: Duration,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn card_numbers_are_masked_and_amounts_are_not() {
-        assert_eq!(
-            mask_card_numbers("my card 4111 1111 1111 1111 was charged $1,000"),
-            "my card [card number] was charged $1,000"
-        );
-        assert_eq!(mask_card_numbers("4111-1111-1111-1111"), "[card number]");
-        assert_eq!(mask_card_numbers("order 123456"), "order 123456");
+/// Accepts connections until `stop`, at most `max_connections` at a time, each served by hyper's
+/// HTTP/1 with a header read timeout; then lets the open ones finish their requests.
+async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    mut stop: oneshot::Receiver<()>,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    // Every connection task holds a sender: `recv` returns `None` once all of them have finished.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _open = open;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_headers(HYPER_MAX_HEADERS)
+                .max_buf_size(HYPER_MAX_BUF_BYTES);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = closing.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
     }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    drop(open_tx);
+    let _ = open_rx.recv().await;
+    Ok(())
 }

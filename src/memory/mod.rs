@@ -23,24 +23,65 @@ pub enum MemoryError {
     Unavailable(String),
 }
 
-/// A session id: 1-64 characters of letters, digits, `-`, `_`, `.` or `:` (UUIDs, Bitrix24 dialog ids).
+/// A session id. Callers (the HTTP API, the CLI) name sessions with [`SessionId::parse`]: 1-64 letters,
+/// digits, `-`, `_` or `.`. Internal channels (the Bitrix24 bot) keep their conversations under
+/// `<channel>:<id>` ([`SessionId::internal`]): the `:` can never come out of `parse`, so no API caller
+/// can name, read or append to a channel's conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SessionId(String);
 
+const MAX_SESSION_ID: usize = 64;
+
+fn id_chars_ok(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl SessionId {
+    /// A session id given by a caller. Refuses the internal channels' namespace.
     pub fn parse(s: &str) -> Result<Self, MemoryError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-        if ok {
+        if id_chars_ok(s, MAX_SESSION_ID) {
             Ok(Self(s.to_string()))
         } else {
             Err(MemoryError::InvalidSessionId(format!(
-                "{s:?}: use 1-64 letters, digits, '-', '_', '.' or ':'"
+                "{:?}: use 1-{MAX_SESSION_ID} letters, digits, '-', '_' or '.'",
+                crate::logsafe::truncate_chars(s, 80)
             )))
         }
+    }
+
+    /// The conversation of an internal channel (`bitrix24`, ...) with the channel's own id for it.
+    pub fn internal(channel: &str, id: &str) -> Result<Self, MemoryError> {
+        let channel_ok = !channel.is_empty()
+            && channel.len() <= 16
+            && channel
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if channel_ok && id_chars_ok(id, MAX_SESSION_ID) {
+            Ok(Self(format!("{channel}:{id}")))
+        } else {
+            Err(MemoryError::InvalidSessionId(format!(
+                "{channel}:{:?}: not a usable channel conversation id",
+                crate::logsafe::truncate_chars(id, 80)
+            )))
+        }
+    }
+
+    /// A stored id of either kind (read back from storage, never from a caller).
+    fn from_stored(s: &str) -> Result<Self, MemoryError> {
+        match s.split_once(':') {
+            Some((channel, id)) => Self::internal(channel, id),
+            None => Self::parse(s),
+        }
+    }
+
+    /// Belongs to an internal channel: the HTTP API never serves it.
+    pub fn is_internal(&self) -> bool {
+        self.0.contains(':')
     }
 
     pub fn new_random() -> Self {
@@ -55,7 +96,7 @@ impl SessionId {
 impl TryFrom<String> for SessionId {
     type Error = MemoryError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        Self::from_stored(&s)
     }
 }
 
@@ -92,15 +133,30 @@ pub struct Turn {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub id: SessionId,
+    /// Who may use the session: a fingerprint of the API key that created it (never the key itself),
+    /// `anonymous` when the server has no keys, `None` for internal channels and sessions from before
+    /// owners were recorded (served to no API caller but an administrator).
+    #[serde(default)]
+    pub owner: Option<String>,
     pub user_id: Option<String>,
     pub created_at_ms: i64,
 }
 
+/// Who a new session belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOwner {
+    /// The creating caller's key fingerprint (see [`SessionInfo::owner`]).
+    pub owner: Option<String>,
+    /// The integrator's end-user id, when given.
+    pub user_id: Option<String>,
+}
+
 pub trait ConversationStore: Send + Sync {
+    /// Creates the session unless it exists; an existing session keeps its owner and start time.
     fn create_session(
         &self,
         id: &SessionId,
-        user_id: Option<&str>,
+        owner: &SessionOwner,
     ) -> Result<SessionInfo, MemoryError>;
     fn session(&self, id: &SessionId) -> Result<Option<SessionInfo>, MemoryError>;
     /// Appends a turn, creating the session if it does not exist yet.
@@ -195,19 +251,26 @@ impl std::fmt::Debug for MemorySpec {
     }
 }
 
-/// Opens the configured store. `default_sqlite` is the state directory's file; `redis_ttl` is how long
-/// Redis keeps an idle conversation (`None`: forever). Redis must answer now: a replica that cannot
-/// reach the shared history should not start.
+/// Opens the configured store. `default_sqlite` is the state directory's file; `ttl` is how long an
+/// idle conversation is kept, in SQLite as in Redis (`None`: forever). SQLite purges expired
+/// conversations in the background. Redis must answer now: a replica that cannot reach the shared
+/// history should not start.
 pub fn open(
     spec: &MemorySpec,
     default_sqlite: &Path,
-    redis_ttl: Option<Duration>,
+    ttl: Option<Duration>,
 ) -> Result<Arc<dyn ConversationStore>, MemoryError> {
     Ok(match spec {
-        MemorySpec::Sqlite(path) => Arc::new(SqliteStore::open(
-            path.as_deref().unwrap_or(default_sqlite),
-        )?),
-        MemorySpec::Redis(url) => Arc::new(RedisStore::open(url, redis_ttl)?),
+        MemorySpec::Sqlite(path) => {
+            let store = Arc::new(
+                SqliteStore::open(path.as_deref().unwrap_or(default_sqlite))?.with_ttl(ttl),
+            );
+            if ttl.is_some() {
+                sqlite::purge_in_background(&store, sqlite::PURGE_EVERY);
+            }
+            store
+        }
+        MemorySpec::Redis(url) => Arc::new(RedisStore::open(url, ttl)?),
     })
 }
 

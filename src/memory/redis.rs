@@ -8,7 +8,7 @@ use std::time::Duration;
 use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, Turn};
+use super::{now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, SessionOwner, Turn};
 
 /// Bound on connecting and on each reply, so that a dead or unreachable Redis turns into a 503 in
 /// seconds rather than a hung request.
@@ -19,6 +19,9 @@ const MAX_IDLE: usize = 8;
 /// The session record stored as JSON under `novapay:session:<id>`.
 #[derive(Serialize, Deserialize)]
 struct StoredSession {
+    /// Absent in records written before owners were kept: such sessions stay ownerless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     user_id: Option<String>,
     created_at_ms: i64,
 }
@@ -162,6 +165,7 @@ impl RedisStore {
         })?;
         Ok(SessionInfo {
             id: id.clone(),
+            owner: stored.owner,
             user_id: stored.user_id,
             created_at_ms: stored.created_at_ms,
         })
@@ -172,11 +176,12 @@ impl RedisStore {
 /// keeps its owner and start time, as in SQLite).
 fn create_if_missing(
     key: &str,
-    user_id: Option<&str>,
+    owner: &SessionOwner,
     created_at_ms: i64,
 ) -> Result<::redis::Pipeline, MemoryError> {
     let record = to_json(&StoredSession {
-        user_id: user_id.map(str::to_string),
+        owner: owner.owner.clone(),
+        user_id: owner.user_id.clone(),
         created_at_ms,
     })?;
     let mut pipe = ::redis::pipe();
@@ -197,10 +202,10 @@ impl ConversationStore for RedisStore {
     fn create_session(
         &self,
         id: &SessionId,
-        user_id: Option<&str>,
+        owner: &SessionOwner,
     ) -> Result<SessionInfo, MemoryError> {
         let (skey, tkey) = (session_key(id), turns_key(id));
-        let mut pipe = create_if_missing(&skey, user_id, now_ms())?;
+        let mut pipe = create_if_missing(&skey, owner, now_ms())?;
         self.refresh(&mut pipe, &[&skey, &tkey]);
         pipe.cmd("GET").arg(&skey);
         let (stored,): (Option<String>,) = self.with(|c| pipe.query(c))?;
@@ -221,7 +226,7 @@ impl ConversationStore for RedisStore {
 
     fn append(&self, id: &SessionId, turn: &Turn) -> Result<(), MemoryError> {
         let (skey, tkey) = (session_key(id), turns_key(id));
-        let mut pipe = create_if_missing(&skey, None, turn.created_at_ms)?;
+        let mut pipe = create_if_missing(&skey, &SessionOwner::default(), turn.created_at_ms)?;
         pipe.cmd("RPUSH").arg(&tkey).arg(to_json(turn)?).ignore();
         self.refresh(&mut pipe, &[&skey, &tkey]);
         self.with(|c| pipe.query::<()>(c))

@@ -1,25 +1,66 @@
 //! The default conversation store: one SQLite file in the state directory, so history survives restarts.
+//! The file is readable by its owner only (conversations are bank data), and conversations idle for
+//! longer than the TTL are treated as gone and purged in the background, as Redis expires them.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, Speaker, Turn};
+use super::{
+    now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, SessionOwner, Speaker, Turn,
+};
+
+/// How often the background task deletes expired conversations.
+pub const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    ttl: Option<Duration>,
 }
 
 fn unavailable<E: std::fmt::Display>(e: E) -> MemoryError {
     MemoryError::Unavailable(e.to_string())
 }
 
-impl SqliteStore {
-    pub fn open(path: &Path) -> Result<Self, MemoryError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(unavailable)?;
+/// Creates the file's directory (mode 700 when novapay creates it) and the file itself (mode 600), so
+/// that no other local user can read the conversations. An existing file is narrowed to 600 too.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(dir)?;
         }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // SQLite creates the -wal and -shm files with the database file's mode.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the file; conversations never expire until [`Self::with_ttl`] says so.
+    pub fn open(path: &Path) -> Result<Self, MemoryError> {
+        create_private(path)
+            .map_err(|e| MemoryError::Unavailable(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -41,9 +82,17 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_id, id);",
         )
         .map_err(unavailable)?;
+        migrate(&conn).map_err(unavailable)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            ttl: None,
         })
+    }
+
+    /// Conversations idle for longer than `ttl` are gone (`None`: kept forever).
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl.filter(|t| !t.is_zero());
+        self
     }
 
     fn with<T>(
@@ -56,19 +105,97 @@ impl SqliteStore {
             .map_err(|_| MemoryError::Unavailable("a previous storage call panicked".into()))?;
         f(&conn).map_err(unavailable)
     }
+
+    /// Sessions last active before this are expired (`i64::MIN`: none is).
+    fn cutoff(&self) -> i64 {
+        match self.ttl {
+            Some(ttl) => now_ms().saturating_sub(ttl.as_millis().min(i64::MAX as u128) as i64),
+            None => i64::MIN,
+        }
+    }
+
+    /// Deletes the conversations idle for longer than the TTL; returns how many.
+    pub fn purge_expired(&self) -> Result<usize, MemoryError> {
+        if self.ttl.is_none() {
+            return Ok(0);
+        }
+        let cutoff = self.cutoff();
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM turns WHERE session_id IN
+                     (SELECT id FROM sessions WHERE last_active_ms < ?1)",
+                params![cutoff],
+            )?;
+            c.execute(
+                "DELETE FROM sessions WHERE last_active_ms < ?1",
+                params![cutoff],
+            )
+        })
+    }
+}
+
+/// Adds the columns later versions need to a file written by an earlier one.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA table_info(sessions)")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !columns.iter().any(|c| c == "owner") {
+        // Sessions from before owners were recorded stay ownerless: no API caller but an
+        // administrator is served them.
+        conn.execute_batch("ALTER TABLE sessions ADD COLUMN owner TEXT;")?;
+    }
+    if !columns.iter().any(|c| c == "last_active_ms") {
+        conn.execute_batch(
+            "ALTER TABLE sessions ADD COLUMN last_active_ms INTEGER NOT NULL DEFAULT 0;
+             UPDATE sessions SET last_active_ms = MAX(created_at_ms,
+                 COALESCE((SELECT MAX(created_at_ms) FROM turns WHERE session_id = sessions.id), 0));",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions(last_active_ms);",
+    )
+}
+
+/// Purges `store` every `every` until it is dropped.
+pub fn purge_in_background(store: &Arc<SqliteStore>, every: Duration) {
+    let weak: Weak<SqliteStore> = Arc::downgrade(store);
+    let spawned = std::thread::Builder::new()
+        .name("novapay-memory-purge".into())
+        .spawn(move || loop {
+            match weak.upgrade() {
+                Some(store) => match store.purge_expired() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired conversations deleted"),
+                    Err(e) => tracing::warn!(error = %e, "cannot delete expired conversations"),
+                },
+                None => return,
+            }
+            std::thread::sleep(every);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the conversation purge thread");
+    }
 }
 
 impl ConversationStore for SqliteStore {
     fn create_session(
         &self,
         id: &SessionId,
-        user_id: Option<&str>,
+        owner: &SessionOwner,
     ) -> Result<SessionInfo, MemoryError> {
-        let created = now_ms();
+        let now = now_ms();
+        let cutoff = self.cutoff();
         self.with(|c| {
+            // An expired session is gone: its id starts afresh.
             c.execute(
-                "INSERT OR IGNORE INTO sessions (id, user_id, created_at_ms) VALUES (?1, ?2, ?3)",
-                params![id.as_str(), user_id, created],
+                "DELETE FROM sessions WHERE id = ?1 AND last_active_ms < ?2",
+                params![id.as_str(), cutoff],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO sessions (id, owner, user_id, created_at_ms, last_active_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![id.as_str(), owner.owner, owner.user_id, now],
             )
         })?;
         self.session(id)?
@@ -76,15 +203,18 @@ impl ConversationStore for SqliteStore {
     }
 
     fn session(&self, id: &SessionId) -> Result<Option<SessionInfo>, MemoryError> {
+        let cutoff = self.cutoff();
         self.with(|c| {
             c.query_row(
-                "SELECT user_id, created_at_ms FROM sessions WHERE id = ?1",
-                params![id.as_str()],
+                "SELECT owner, user_id, created_at_ms FROM sessions
+                 WHERE id = ?1 AND last_active_ms >= ?2",
+                params![id.as_str(), cutoff],
                 |r| {
                     Ok(SessionInfo {
                         id: id.clone(),
-                        user_id: r.get(0)?,
-                        created_at_ms: r.get(1)?,
+                        owner: r.get(0)?,
+                        user_id: r.get(1)?,
+                        created_at_ms: r.get(2)?,
                     })
                 },
             )
@@ -98,10 +228,26 @@ impl ConversationStore for SqliteStore {
             Speaker::User => "user",
             Speaker::Assistant => "assistant",
         };
+        let cutoff = self.cutoff();
+        let now = now_ms().max(turn.created_at_ms);
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO sessions (id, user_id, created_at_ms) VALUES (?1, NULL, ?2)",
-                params![id.as_str(), turn.created_at_ms],
+                "DELETE FROM turns WHERE session_id = ?1 AND EXISTS
+                     (SELECT 1 FROM sessions WHERE id = ?1 AND last_active_ms < ?2)",
+                params![id.as_str(), cutoff],
+            )?;
+            c.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND last_active_ms < ?2",
+                params![id.as_str(), cutoff],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO sessions (id, owner, user_id, created_at_ms, last_active_ms)
+                 VALUES (?1, NULL, NULL, ?2, ?3)",
+                params![id.as_str(), turn.created_at_ms, now],
+            )?;
+            c.execute(
+                "UPDATE sessions SET last_active_ms = ?2 WHERE id = ?1",
+                params![id.as_str(), now],
             )?;
             c.execute(
                 "INSERT INTO turns (session_id, role, content, sources, created_at_ms)
@@ -113,12 +259,15 @@ impl ConversationStore for SqliteStore {
     }
 
     fn history(&self, id: &SessionId, max_turns: usize) -> Result<Vec<Turn>, MemoryError> {
+        let cutoff = self.cutoff();
         let mut turns = self.with(|c| {
             let mut stmt = c.prepare(
                 "SELECT role, content, sources, created_at_ms FROM turns
-                 WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2",
+                 WHERE session_id = ?1 AND EXISTS
+                     (SELECT 1 FROM sessions WHERE id = ?1 AND last_active_ms >= ?3)
+                 ORDER BY id DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![id.as_str(), max_turns as i64], |r| {
+            let rows = stmt.query_map(params![id.as_str(), max_turns as i64, cutoff], |r| {
                 let role: String = r.get(0)?;
                 let sources: String = r.get(2)?;
                 Ok(Turn {
@@ -139,12 +288,16 @@ impl ConversationStore for SqliteStore {
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool, MemoryError> {
+        let cutoff = self.cutoff();
         self.with(|c| {
             c.execute(
                 "DELETE FROM turns WHERE session_id = ?1",
                 params![id.as_str()],
             )?;
-            Ok(c.execute("DELETE FROM sessions WHERE id = ?1", params![id.as_str()])? > 0)
+            Ok(c.execute(
+                "DELETE FROM sessions WHERE id = ?1 AND last_active_ms >= ?2",
+                params![id.as_str(), cutoff],
+            )? > 0)
         })
     }
 }
@@ -190,6 +343,92 @@ mod tests {
         assert!(SessionId::parse("").is_err());
         assert!(SessionId::parse("a b").is_err());
         assert!(SessionId::parse(&"x".repeat(65)).is_err());
-        assert!(SessionId::parse("chat:42").is_ok());
+        assert!(SessionId::parse("chat-42.a_b").is_ok());
+    }
+
+    #[test]
+    fn callers_cannot_name_an_internal_channels_session() {
+        let internal = SessionId::internal("bitrix24", "chat936962").unwrap();
+        assert_eq!(internal.as_str(), "bitrix24:chat936962");
+        assert!(internal.is_internal());
+        for name in ["bitrix24:chat936962", "bitrix24:27", "x:y", ":"] {
+            assert!(SessionId::parse(name).is_err(), "{name}");
+        }
+        assert!(SessionId::internal("bitrix24", "27:x").is_err());
+        // Stored ids of both kinds read back.
+        let back: SessionId = serde_json::from_str("\"bitrix24:27\"").unwrap();
+        assert!(back.is_internal());
+    }
+
+    #[test]
+    fn idle_sessions_expire_and_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/memory.sqlite");
+        let store = SqliteStore::open(&path)
+            .unwrap()
+            .with_ttl(Some(Duration::from_millis(200)));
+        let id = SessionId::parse("short-lived").unwrap();
+        let owner = SessionOwner {
+            owner: Some("k1".into()),
+            user_id: Some("u1".into()),
+        };
+        let info = store.create_session(&id, &owner).unwrap();
+        assert_eq!(info.owner.as_deref(), Some("k1"));
+        store
+            .append(
+                &id,
+                &Turn {
+                    role: Speaker::User,
+                    content: "hello".into(),
+                    sources: vec![],
+                    created_at_ms: now_ms(),
+                },
+            )
+            .unwrap();
+        assert_eq!(store.history(&id, 10).unwrap().len(), 1);
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(store.session(&id).unwrap().is_none(), "expired is gone");
+        assert!(store.history(&id, 10).unwrap().is_empty());
+        assert_eq!(store.purge_expired().unwrap(), 1);
+        let rows: i64 = store
+            .with(|c| c.query_row("SELECT COUNT(*) FROM turns", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(rows, 0, "the purge deleted the turns too");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_conversation_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/conversations.sqlite");
+        let _store = SqliteStore::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn a_file_from_before_owners_opens_and_its_sessions_stay_ownerless() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT, created_at_ms INTEGER NOT NULL);
+                 CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL
+                     REFERENCES sessions(id) ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL,
+                     sources TEXT NOT NULL DEFAULT '[]', created_at_ms INTEGER NOT NULL);
+                 INSERT INTO sessions VALUES ('old-1', 'u', 5);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let info = store
+            .session(&SessionId::parse("old-1").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.owner, None);
+        assert_eq!(info.user_id.as_deref(), Some("u"));
     }
 }

@@ -15,8 +15,9 @@ use axum::Json;
 use novapay::engine::SamplingParams;
 use novapay::http::ServerConfig;
 use novapay::integrations::bitrix24::{
-    BotTexts, PollConfig, Poller, RetryPolicy, WebhookConfig, WebhookHandler,
+    BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig, WebhookHandler,
 };
+use novapay::memory::SessionId;
 use serde_json::{json, Value};
 
 use crate::http::{send, spawn_app, test_assistant, AppOptions, TestApp};
@@ -68,6 +69,16 @@ impl FakePortal {
             base,
             state,
         }
+    }
+
+    /// `host:port`, what the portal sends as `auth[domain]`.
+    fn domain(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// The portal as configured (plain http allowed: it is a local test portal).
+    fn portal(&self) -> Portal {
+        Portal::parse(&self.base, true).unwrap()
     }
 
     /// The portal's REST root, as sent in events' `client_endpoint`.
@@ -307,18 +318,20 @@ fn message_event(
     })
 }
 
-fn install_event(token: &str) -> Value {
+/// ONAPPINSTALL from the portal at `domain`.
+fn install_event(token: &str, domain: &str) -> Value {
     json!({
         "event": "ONAPPINSTALL",
         "data": {"VERSION": "1", "ACTIVE": "Y", "INSTALLED": "Y", "LANGUAGE_ID": "ru"},
         "ts": "1771928000",
-        "auth": {"application_token": token, "domain": "novapay-test.bitrix24.ru"},
+        "auth": {"application_token": token, "domain": domain,
+                 "member_id": "bac1cd5c8940947a75e0d71b1a84e348"},
     })
 }
 
 /// ONAPPINSTALL with the installing user's OAuth token, as a local application receives it.
-fn install_event_with_auth(token: &str, endpoint: &str) -> Value {
-    let mut event = install_event(token);
+fn install_event_with_auth(token: &str, endpoint: &str, domain: &str) -> Value {
+    let mut event = install_event(token, domain);
     event["auth"]["access_token"] = json!("install-access-token");
     event["auth"]["client_endpoint"] = json!(endpoint);
     event["auth"]["scope"] = json!("imbot,imopenlines");
@@ -347,16 +360,33 @@ fn handler_app(config: WebhookConfig) -> TestApp {
     })
 }
 
-fn webhook_config(token: Option<&str>, token_file: &std::path::Path) -> WebhookConfig {
+fn webhook_config(
+    token: Option<&str>,
+    token_file: &std::path::Path,
+    portal: &FakePortal,
+) -> WebhookConfig {
     WebhookConfig {
         application_token: token.map(str::to_string),
         token_file: token_file.to_path_buf(),
         webhook_url: None,
         client_id: None,
+        portal: Some(portal.portal()),
+        member_id: None,
         register_on_install: None,
         texts: BotTexts::default(),
         retry: fast_retry(),
     }
+}
+
+/// The contents of a Bitrix24 dialog's stored turns (the HTTP API cannot read them).
+fn dialog_history(app: &TestApp, dialog_id: &str) -> Vec<String> {
+    app.assistant
+        .memory()
+        .history(&SessionId::internal("bitrix24", dialog_id).unwrap(), 100)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.content)
+        .collect()
 }
 
 fn post_event(app: &TestApp, event: &Value) -> (u16, Value) {
@@ -371,7 +401,11 @@ fn post_event(app: &TestApp, event: &Value) -> (u16, Value) {
 fn portal_and_handler() -> (FakePortal, TestApp, tempfile::TempDir) {
     let portal = FakePortal::start();
     let dir = tempfile::tempdir().unwrap();
-    let app = handler_app(webhook_config(Some(APP_TOKEN), &dir.path().join("token")));
+    let app = handler_app(webhook_config(
+        Some(APP_TOKEN),
+        &dir.path().join("token"),
+        &portal,
+    ));
     (portal, app, dir)
 }
 
@@ -429,12 +463,10 @@ fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
         follow_up.contains("[B]Sources:[/B]") && follow_up.contains("International"),
         "{follow_up}"
     );
-    let (status, history) = app.get("/api/v1/session/bitrix24:27");
-    assert_eq!(status, 200, "{history}");
-    let messages = history["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 4, "{history}");
-    assert_eq!(messages[0]["content"], IN_KB_QUESTION);
-    assert_eq!(messages[2]["content"], "And for international ones?");
+    let messages = dialog_history(&app, "27");
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    assert_eq!(messages[0], IN_KB_QUESTION);
+    assert_eq!(messages[2], "And for international ones?");
     assert!(
         portal.calls("imopenlines.bot.session.operator").is_empty(),
         "an answered question is not handed off"
@@ -450,8 +482,12 @@ fn a_burst_of_messages_waits_for_the_model_instead_of_being_refused() {
     let app = spawn_app(AppOptions {
         config: ServerConfig {
             bitrix24: Some(Arc::new(
-                WebhookHandler::open(webhook_config(Some(APP_TOKEN), &dir.path().join("t")))
-                    .unwrap(),
+                WebhookHandler::open(webhook_config(
+                    Some(APP_TOKEN),
+                    &dir.path().join("t"),
+                    &portal,
+                ))
+                .unwrap(),
             )),
             ..ServerConfig::default()
         },
@@ -517,12 +553,10 @@ fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
     portal.wait_for("imbot.message.add", 1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(portal.all_methods(), ["imbot.message.add"]);
-    let (status, history) = app.get("/api/v1/session/bitrix24:27");
-    assert_eq!(status, 200);
     assert_eq!(
-        history["messages"].as_array().unwrap().len(),
+        dialog_history(&app, "27").len(),
         2,
-        "rejected events left no trace in memory: {history}"
+        "rejected events left no trace in memory"
     );
 }
 
@@ -531,7 +565,7 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
     let portal = FakePortal::start();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("state/bitrix24_application_token");
-    let app = handler_app(webhook_config(None, &token_file));
+    let app = handler_app(webhook_config(None, &token_file, &portal));
     let endpoint = portal.client_endpoint();
 
     // Before installation nothing is trusted.
@@ -545,13 +579,21 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
         "{body}"
     );
 
-    let (status, body) = post_event(&app, &install_event(APP_TOKEN));
+    // An installation from another portal is refused, and nothing is stored.
+    let (status, body) = post_event(
+        &app,
+        &install_event("attacker-token", "evil.bitrix24.ru"),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(!token_file.exists());
+
+    let (status, body) = post_event(&app, &install_event(APP_TOKEN, &portal.domain()));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "installed");
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), APP_TOKEN);
 
-    // A second "install" with another token does not replace it.
-    let (status, _) = post_event(&app, &install_event("attacker-token"));
+    // A second "install" with another token does not replace it, even naming the right portal.
+    let (status, _) = post_event(&app, &install_event("attacker-token", &portal.domain()));
     assert_eq!(status, 401);
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), APP_TOKEN);
     let (status, _) = post_event(
@@ -565,7 +607,7 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
     assert_eq!(portal.wait_for("imbot.message.add", 1).len(), 1);
 
     // A restarted server still knows the token.
-    let again = WebhookHandler::open(webhook_config(None, &token_file)).unwrap();
+    let again = WebhookHandler::open(webhook_config(None, &token_file, &portal)).unwrap();
     let body = php_form(&message_event(
         &endpoint,
         "attacker-token",
@@ -583,11 +625,11 @@ fn installing_the_application_registers_the_bot_when_the_handler_url_is_set() {
     let handler_url = "https://novapay.example.ru/integrations/bitrix24/events";
     let app = handler_app(WebhookConfig {
         register_on_install: Some(handler_url.into()),
-        ..webhook_config(None, &dir.path().join("token"))
+        ..webhook_config(None, &dir.path().join("token"), &portal)
     });
     let (status, body) = post_event(
         &app,
-        &install_event_with_auth(APP_TOKEN, &portal.client_endpoint()),
+        &install_event_with_auth(APP_TOKEN, &portal.client_endpoint(), &portal.domain()),
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"], "installed");
@@ -686,7 +728,7 @@ fn the_events_route_is_404_when_the_integration_is_off() {
         ready: false,
         ..AppOptions::default()
     });
-    let (status, body) = post_event(&app, &install_event(APP_TOKEN));
+    let (status, body) = post_event(&app, &install_event(APP_TOKEN, "novapay-test.bitrix24.ru"));
     assert_eq!(status, 404, "{body}");
     assert!(body["error"]["message"]
         .as_str()
@@ -793,7 +835,7 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
     let history = assistant
         .memory()
         .history(
-            &novapay::memory::SessionId::parse("bitrix24:27").unwrap(),
+            &SessionId::internal("bitrix24", "27").unwrap(),
             10,
         )
         .unwrap();
@@ -955,6 +997,7 @@ fn serve_in_polling_mode_answers_the_portals_events() {
         &[
             ("NOVAPAY_BITRIX24_MODE", "poll".into()),
             ("NOVAPAY_BITRIX24_WEBHOOK_URL", portal.webhook_url()),
+            ("NOVAPAY_BITRIX24_ALLOW_HTTP", "1".into()),
             ("NOVAPAY_BITRIX24_BOT_ID", "456".into()),
             ("NOVAPAY_BITRIX24_BOT_TOKEN", "bot-token-1".into()),
             ("NOVAPAY_BITRIX24_POLL_INTERVAL_MS", "100".into()),
@@ -979,9 +1022,15 @@ fn serve_in_polling_mode_answers_the_portals_events() {
             .any(|c| c["offset"] == 2002)
     });
     assert_eq!(portal.calls("imbot.v2.Chat.Message.send").len(), 1);
-    let (status, history) = serve.get("/api/v1/session/bitrix24:31");
-    assert_eq!(status, 200, "{history}");
-    assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+    // The dialog's history is kept, and the HTTP API cannot open it.
+    let stored = novapay::memory::SqliteStore::open(
+        &work.path().join("state/conversations.sqlite"),
+    )
+    .unwrap();
+    let dialog = SessionId::internal("bitrix24", "31").unwrap();
+    assert_eq!(stored.history(&dialog, 10).unwrap().len(), 2);
+    let (status, body) = serve.get("/api/v1/session/bitrix24:31");
+    assert_eq!(status, 400, "{body}");
 }
 
 #[test]
@@ -992,6 +1041,8 @@ fn serve_in_handler_mode_keeps_the_install_token_and_answers() {
         work.path(),
         &[
             ("NOVAPAY_BITRIX24_MODE", "handler".into()),
+            ("NOVAPAY_BITRIX24_PORTAL", portal.base.clone()),
+            ("NOVAPAY_BITRIX24_ALLOW_HTTP", "1".into()),
             ("NOVAPAY_MAX_NEW_TOKENS", "16".into()),
         ],
     );
@@ -1005,7 +1056,7 @@ fn serve_in_handler_mode_keeps_the_install_token_and_answers() {
             php_form(event).as_bytes(),
         )
     };
-    let (status, body) = post(&install_event(APP_TOKEN));
+    let (status, body) = post(&install_event(APP_TOKEN, &portal.domain()));
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         std::fs::read_to_string(state.join("bitrix24_application_token")).unwrap(),
@@ -1014,7 +1065,7 @@ fn serve_in_handler_mode_keeps_the_install_token_and_answers() {
     let endpoint = portal.client_endpoint();
     let (status, _) = post(&message_event(
         &endpoint,
-        "wrong",
+        "attacker-token-7f3a9c",
         "27",
         IN_KB_QUESTION,
         false,
@@ -1033,5 +1084,12 @@ fn serve_in_handler_mode_keeps_the_install_token_and_answers() {
     assert!(
         sent[0]["MESSAGE"].as_str().unwrap().contains("Fees"),
         "{sent:?}"
+    );
+    // The refused token reached the log as a hash only; the real one never did.
+    let log = serve.log();
+    assert!(log.contains("Bitrix24 event rejected"), "{log}");
+    assert!(
+        !log.contains("attacker-token-7f3a9c") && !log.contains(APP_TOKEN),
+        "{log}"
     );
 }

@@ -19,7 +19,9 @@ pub struct TestApp {
     server: Option<RunningServer>,
     pub base: String,
     services: Option<Services>,
-    _state: tempfile::TempDir,
+    /// The assistant the server answers with (its memory, for checks the API cannot make).
+    pub assistant: Arc<Assistant>,
+    state: tempfile::TempDir,
 }
 
 pub struct AppOptions {
@@ -54,9 +56,13 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         http::start(listener, opts.config).unwrap()
     });
-    let assistant = test_assistant(state.path(), opts.queue_depth, opts.sampling);
+    let assistant = Arc::new(test_assistant(
+        state.path(),
+        opts.queue_depth,
+        opts.sampling,
+    ));
     let services = Services {
-        assistant: Arc::new(assistant),
+        assistant: assistant.clone(),
         llm_name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
         embedder_name: "all-MiniLM-L6-v2".into(),
     };
@@ -66,7 +72,8 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         server: Some(server),
         base,
         services: Some(services),
-        _state: state,
+        assistant,
+        state,
     };
     if opts.ready {
         app.make_ready();
@@ -100,6 +107,13 @@ impl TestApp {
         if let (Some(server), Some(services)) = (&self.server, self.services.take()) {
             server.set_ready(services);
         }
+    }
+
+    /// Sessions stored in the server's SQLite file.
+    pub fn session_count(&self) -> i64 {
+        let db = rusqlite::Connection::open(self.state.path().join("m.sqlite")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -136,7 +150,7 @@ pub fn send(req: ureq::Request, body: &[u8]) -> (u16, Value) {
     response(req.send_bytes(body))
 }
 
-fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+pub fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let resp = match r {
         Ok(resp) => resp,
         Err(ureq::Error::Status(_, resp)) => resp,
@@ -150,7 +164,7 @@ fn response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     )
 }
 
-fn error_code(v: &Value) -> &str {
+pub fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
@@ -450,6 +464,8 @@ fn requests_past_the_queue_get_429_at_once_and_the_rest_succeed() {
     for r in &refused {
         assert!(r.1.is_some(), "429 without Retry-After");
     }
+    // A refused question did no work: no session was created for it.
+    assert_eq!(app.session_count() as usize, ok, "{results:?}");
     // The server keeps serving afterwards.
     let (s, _) = app.post_json(
         "/api/v1/query",

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use novapay::memory::{
-    self, ConversationStore, MemoryError, MemorySpec, RedisStore, SessionId, Speaker, Turn,
+    self, ConversationStore, MemoryError, MemorySpec, RedisStore, SessionId, SessionOwner, Speaker,
+    Turn,
 };
 use serde_json::json;
 
@@ -139,13 +140,20 @@ fn contents(turns: &[Turn]) -> Vec<&str> {
 fn redis_store_keeps_sessions_in_order_and_refreshes_their_ttl() {
     let redis = RedisServer::start();
     let store = RedisStore::open(&redis.url(), Some(Duration::from_secs(3600))).unwrap();
-    let id = SessionId::parse("chat:42").unwrap();
+    let id = SessionId::parse("chat-42").unwrap();
 
     assert_eq!(store.session(&id).unwrap(), None);
-    let created = store.create_session(&id, Some("u-7")).unwrap();
+    let owner = |key: &str, user: &str| SessionOwner {
+        owner: Some(key.into()),
+        user_id: Some(user.into()),
+    };
+    let created = store.create_session(&id, &owner("key-a", "u-7")).unwrap();
     assert_eq!(created.user_id.as_deref(), Some("u-7"));
+    assert_eq!(created.owner.as_deref(), Some("key-a"));
     // Creating again keeps the owner and the start time.
-    let again = store.create_session(&id, Some("someone-else")).unwrap();
+    let again = store
+        .create_session(&id, &owner("key-b", "someone-else"))
+        .unwrap();
     assert_eq!(again, created);
     assert_eq!(store.session(&id).unwrap(), Some(created.clone()));
 
@@ -172,13 +180,13 @@ fn redis_store_keeps_sessions_in_order_and_refreshes_their_ttl() {
     assert!(store.history(&id, 0).unwrap().is_empty());
 
     let mut raw = redis.raw();
-    for key in ["novapay:session:chat:42", "novapay:turns:chat:42"] {
+    for key in ["novapay:session:chat-42", "novapay:turns:chat-42"] {
         let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut raw).unwrap();
         assert!(ttl > 3500 && ttl <= 3600, "{key}: TTL {ttl}");
     }
     // A write refreshes the TTL of a conversation that has been idle.
     let _: () = redis::cmd("EXPIRE")
-        .arg("novapay:turns:chat:42")
+        .arg("novapay:turns:chat-42")
         .arg(10)
         .query(&mut raw)
         .unwrap();
@@ -186,7 +194,7 @@ fn redis_store_keeps_sessions_in_order_and_refreshes_their_ttl() {
         .append(&id, &turn(Speaker::User, "turn 5", 1005))
         .unwrap();
     let ttl: i64 = redis::cmd("TTL")
-        .arg("novapay:turns:chat:42")
+        .arg("novapay:turns:chat-42")
         .query(&mut raw)
         .unwrap();
     assert!(ttl > 3500, "TTL {ttl}");
@@ -198,6 +206,7 @@ fn redis_store_keeps_sessions_in_order_and_refreshes_their_ttl() {
         .unwrap();
     let info = store.session(&other).unwrap().unwrap();
     assert_eq!((info.user_id, info.created_at_ms), (None, 77));
+    assert_eq!(info.owner, None, "a channel's session has no API owner");
 
     // TTL 0 keeps conversations forever, also ones written while a TTL was set.
     let forever = RedisStore::open(&redis.url(), None).unwrap();
@@ -205,7 +214,7 @@ fn redis_store_keeps_sessions_in_order_and_refreshes_their_ttl() {
         .append(&id, &turn(Speaker::Assistant, "turn 6", 1006))
         .unwrap();
     let ttl: i64 = redis::cmd("TTL")
-        .arg("novapay:turns:chat:42")
+        .arg("novapay:turns:chat-42")
         .query(&mut raw)
         .unwrap();
     assert_eq!(ttl, -1);

@@ -136,6 +136,11 @@ impl ServeProcess {
         }
     }
 
+    /// What the server has written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let result = ureq::post(&format!("{}{path}", self.base))
             .timeout(Duration::from_secs(300))

@@ -129,10 +129,15 @@ pub struct Outcome {
     pub handed_off: bool,
 }
 
-/// The novapay session of a Bitrix24 dialog, so that follow-ups keep their context.
+/// The novapay session of a Bitrix24 dialog, so that follow-ups keep their context. It lives in the
+/// `bitrix24:` channel namespace, which the HTTP API can neither name nor open.
 pub fn session_for(dialog_id: &str) -> Result<SessionId, Bitrix24Error> {
-    SessionId::parse(&format!("bitrix24:{dialog_id}"))
-        .map_err(|_| Bitrix24Error::BadEvent(format!("unusable DIALOG_ID {dialog_id:?}")))
+    SessionId::internal("bitrix24", dialog_id).map_err(|_| {
+        Bitrix24Error::BadEvent(format!(
+            "unusable DIALOG_ID {:?}",
+            crate::logsafe::truncate_chars(dialog_id, 80)
+        ))
+    })
 }
 
 /// Removes BB codes (`[USER=567]NovaPay[/USER]`, `[B]`) and the punctuation a mention leaves behind.
@@ -193,7 +198,7 @@ pub fn handle_message(
     let answer = match answer_when_possible(assistant, &session, &question, BUSY_WAIT) {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(error = %e, dialog = %msg.dialog_id, "Bitrix24: no answer");
+            tracing::warn!(error = %crate::logsafe::user_text(&e.to_string()), dialog = %crate::logsafe::user_text(&msg.dialog_id), "Bitrix24: no answer");
             let sorry = match language {
                 Language::Ru => &texts.unavailable_ru,
                 Language::En => &texts.unavailable_en,
@@ -234,7 +239,7 @@ fn answer_when_possible(
     loop {
         match assistant.answer_blocking(session, question, &mut |_| {}) {
             Err(e) if is_temporary(&e) && Instant::now() + pause < deadline => {
-                tracing::debug!(error = %e, ?pause, "Bitrix24: busy, the message waits");
+                tracing::debug!(error = %crate::logsafe::user_text(&e.to_string()), ?pause, "Bitrix24: busy, the message waits");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
@@ -255,7 +260,7 @@ fn hand_off_if_open_line(outbox: &Outbox, msg: &IncomingMessage) -> Result<bool,
     match (&msg.chat_id, msg.open_line) {
         (Some(chat_id), true) => {
             outbox.hand_off(chat_id)?;
-            tracing::info!(dialog = %msg.dialog_id, "Bitrix24: chat handed to an operator");
+            tracing::info!(dialog = %crate::logsafe::user_text(&msg.dialog_id), "Bitrix24: chat handed to an operator");
             Ok(true)
         }
         _ => Ok(false),

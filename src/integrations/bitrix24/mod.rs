@@ -20,7 +20,7 @@ pub use bot::{clean_question, format_reply, session_for, BotTexts, Outbox, Outco
 pub use events::{Event, IncomingMessage, JoinChat};
 pub use poll::{PollConfig, PollStats, Poller};
 pub use register::{register_bot, Registration, RegistrationMode};
-pub use rest::{RestClient, RestError, RetryPolicy};
+pub use rest::{check_webhook_url, Portal, RestClient, RestError, RetryPolicy};
 pub use webhook::{Accepted, Job, WebhookConfig, WebhookHandler};
 
 use crate::rag::RagError;

@@ -122,7 +122,7 @@ impl Poller {
                     // One bad event must not block the queue: it is logged and confirmed.
                     stats.failed += 1;
                     let id = raw.get("eventId").cloned().unwrap_or(Value::Null);
-                    tracing::warn!(error = %e, event = %id, "Bitrix24: event failed");
+                    tracing::warn!(error = %crate::logsafe::user_text(&e.to_string()), event = %id, "Bitrix24: event failed");
                 }
             }
             if let Some(id) = raw.get("eventId").and_then(Value::as_u64) {
@@ -136,7 +136,7 @@ impl Poller {
             if let (Some(path), Some(offset)) = (&self.config.offset_file, next) {
                 // Not fatal: the events are answered; at worst a restart answers them again.
                 if let Err(e) = state_file::replace(path, &offset.to_string()) {
-                    tracing::warn!(error = %e, "Bitrix24: cannot keep the polling offset");
+                    tracing::warn!(error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24: cannot keep the polling offset");
                 }
             }
         }
@@ -191,7 +191,7 @@ impl Poller {
                         .idle_wait
                         .saturating_mul(1 << failures.min(5))
                         .min(Duration::from_secs(60));
-                    tracing::warn!(error = %e, ?wait, "Bitrix24 polling failed");
+                    tracing::warn!(error = %crate::logsafe::user_text(&e.to_string()), ?wait, "Bitrix24 polling failed");
                     wait
                 }
             };

@@ -91,6 +91,94 @@ impl std::fmt::Debug for RestClient {
     }
 }
 
+/// The Bitrix24 portal novapay works with (`NOVAPAY_BITRIX24_PORTAL`): every REST call of handler mode
+/// goes to its `/rest/` endpoint, whatever address an event names, and installations are accepted only
+/// from it. https only, unless plain http is explicitly allowed (a test portal on the same machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    /// `scheme://host[:port]`.
+    base: String,
+    /// `host[:port]`, lower case: what Bitrix24 sends as `auth[domain]`.
+    domain: String,
+}
+
+impl Portal {
+    /// `novapay.bitrix24.ru`, `https://novapay.bitrix24.ru` or `https://novapay.bitrix24.ru/`.
+    pub fn parse(address: &str, allow_http: bool) -> Result<Self, String> {
+        let address = address.trim();
+        let with_scheme = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("https://{address}")
+        };
+        let url = url::Url::parse(&with_scheme)
+            .map_err(|e| format!("{address:?} is not a portal address: {e}"))?;
+        check_scheme(&url, allow_http)?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{address:?} has no host"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("the portal address must not contain credentials".into());
+        }
+        if !matches!(url.path(), "" | "/" | "/rest" | "/rest/") || url.query().is_some() {
+            return Err(format!(
+                "{address:?}: give the portal's address only, e.g. https://novapay.bitrix24.ru"
+            ));
+        }
+        let domain = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        }
+        .to_ascii_lowercase();
+        Ok(Self {
+            base: format!("{}://{domain}", url.scheme()),
+            domain,
+        })
+    }
+
+    /// The REST root calls go to: `https://host/rest/`.
+    pub fn rest_endpoint(&self) -> String {
+        format!("{}/rest/", self.base)
+    }
+
+    /// `host[:port]`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Whether an event's `auth[domain]` names this portal.
+    pub fn is(&self, domain: &str) -> bool {
+        domain.trim().trim_end_matches('/').eq_ignore_ascii_case(&self.domain)
+    }
+}
+
+fn check_scheme(url: &url::Url, allow_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(
+            "plain http is refused (set NOVAPAY_BITRIX24_ALLOW_HTTP=1 only for a test portal)".into(),
+        ),
+        other => Err(format!("the scheme {other}:// is not allowed; use https://")),
+    }
+}
+
+/// Checks an incoming-webhook URL: https (http only when allowed). The error never shows its secret.
+pub fn check_webhook_url(webhook_url: &str, allow_http: bool) -> Result<(), String> {
+    let url = url::Url::parse(webhook_url.trim()).map_err(|e| {
+        format!(
+            "the webhook URL {} is not a URL: {e}",
+            redact_url(webhook_url)
+        )
+    })?;
+    check_scheme(&url, allow_http)?;
+    if url.host_str().unwrap_or("").is_empty() {
+        return Err(format!("the webhook URL {} has no host", redact_url(webhook_url)));
+    }
+    Ok(())
+}
+
 /// `https://host/rest/1/secret/` -> `https://host/rest/...`, for logs and messages.
 pub fn redact_url(url: &str) -> String {
     match url.find("/rest/") {
@@ -127,7 +215,7 @@ impl RestClient {
             match self.call_once(method, &body) {
                 Err(e) if e.retryable() && attempt + 1 < self.retry.attempts => {
                     let wait = self.retry.delay(attempt);
-                    tracing::warn!(method, error = %e, ?wait, "Bitrix24 call failed; retrying");
+                    tracing::warn!(method, error = %crate::logsafe::user_text(&e.to_string()), ?wait, "Bitrix24 call failed; retrying");
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
@@ -268,6 +356,27 @@ mod tests {
             "{e:?}"
         );
         assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn the_portal_is_https_unless_http_is_allowed() {
+        let p = Portal::parse("NovaPay.Bitrix24.ru", false).unwrap();
+        assert_eq!(p.rest_endpoint(), "https://novapay.bitrix24.ru/rest/");
+        assert!(p.is("novapay.bitrix24.ru") && !p.is("evil.example"));
+        assert!(Portal::parse("http://novapay.bitrix24.ru", false).is_err());
+        assert!(Portal::parse("ftp://novapay.bitrix24.ru", true).is_err());
+        assert!(Portal::parse("https://u:p@novapay.bitrix24.ru", false).is_err());
+        assert!(Portal::parse("https://novapay.bitrix24.ru/other/path", false).is_err());
+        let local = Portal::parse("http://127.0.0.1:8099/", true).unwrap();
+        assert_eq!(local.rest_endpoint(), "http://127.0.0.1:8099/rest/");
+        assert_eq!(local.domain(), "127.0.0.1:8099");
+        assert!(check_webhook_url("http://b24.example.ru/rest/1/s3cret/", false)
+            .unwrap_err()
+            .contains("http"));
+        assert!(!check_webhook_url("gopher://b24/rest/1/s3cret/", false)
+            .unwrap_err()
+            .contains("s3cret"));
+        assert!(check_webhook_url("https://b24.example.ru/rest/1/s3cret/", false).is_ok());
     }
 
     #[test]

@@ -23,8 +23,16 @@ pub fn read(path: &Path) -> Result<Option<String>, Bitrix24Error> {
 pub fn replace(path: &Path, contents: &str) -> Result<(), Bitrix24Error> {
     let fail =
         |e: std::io::Error| Bitrix24Error::Storage(format!("cannot write {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Only when novapay creates it: an existing directory keeps the operator's mode.
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(fail)?;
     }
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();

@@ -1,5 +1,10 @@
 //! Handler mode: checks and classifies a posted classic event, and prepares the background job that
 //! answers it. The HTTP layer acknowledges the event as soon as [`WebhookHandler::accept`] returns.
+//!
+//! The route is open to the internet, so the order matters: a cheap scan reads the application token
+//! and the event name, the token is checked, and only then is the body parsed. Replies go to the
+//! configured portal (or incoming webhook) only, never to an address an event names; an installation
+//! (ONAPPINSTALL) is accepted once, and only from the configured portal when no token is configured.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -9,11 +14,12 @@ use subtle::ConstantTimeEq;
 
 use super::bot::{self, BotTexts, Outbox, Outcome};
 use super::events::{BotAuth, ClassicEnvelope, Event, IncomingMessage, JoinChat};
-use super::form::parse_php_form;
+use super::form::{parse_php_form, scan_head, EventHead};
 use super::register::{register_bot, Registration, RegistrationMode};
-use super::rest::{RestClient, RetryPolicy};
+use super::rest::{Portal, RestClient, RetryPolicy};
 use super::state_file;
 use super::Bitrix24Error;
+use crate::logsafe;
 use crate::rag::Assistant;
 
 #[derive(Debug, Clone)]
@@ -27,6 +33,11 @@ pub struct WebhookConfig {
     pub webhook_url: Option<String>,
     /// The CLIENT_ID the bot was registered with through the incoming webhook.
     pub client_id: Option<String>,
+    /// The portal (NOVAPAY_BITRIX24_PORTAL): replies with an event's OAuth token go to its REST
+    /// endpoint, and without a configured token an installation is accepted only from it.
+    pub portal: Option<Portal>,
+    /// The portal's `member_id` (NOVAPAY_BITRIX24_MEMBER_ID): when set, an installation must carry it.
+    pub member_id: Option<String>,
     /// novapay's public event-handler URL: when set, installing the local application registers the
     /// bot (`imbot.register`) with the installation's OAuth token.
     pub register_on_install: Option<String>,
@@ -124,26 +135,28 @@ impl WebhookHandler {
     }
 
     /// Verifies a posted event and says what to do with it. Nothing is done for an event whose
-    /// `auth[application_token]` does not match.
+    /// `auth[application_token]` does not match, and such a body is not even parsed.
     pub fn accept(&self, body: &[u8]) -> Result<Accepted, Bitrix24Error> {
-        let form = parse_php_form(body).map_err(|e| Bitrix24Error::BadEvent(e.to_string()))?;
-        let envelope =
-            ClassicEnvelope::from_form(form).map_err(|e| Bitrix24Error::BadEvent(e.to_string()))?;
-        let presented = envelope.application_token.clone().ok_or_else(|| {
+        let bad = |e: &dyn std::fmt::Display| Bitrix24Error::BadEvent(e.to_string());
+        let head = scan_head(body).map_err(|e| bad(&e))?;
+        let presented = head.application_token.clone().ok_or_else(|| {
             Bitrix24Error::Unauthorized("the event has no auth[application_token]".into())
         })?;
-        let event = envelope
-            .parse()
-            .map_err(|e| Bitrix24Error::BadEvent(e.to_string()));
-        let is_install = matches!(event, Ok(Event::AppInstall(_)));
-        self.verify(&presented, is_install)?;
-        Ok(match event? {
+        let is_install = head
+            .event
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("ONAPPINSTALL"));
+        self.verify(&presented, is_install, &head)?;
+        let form = parse_php_form(body).map_err(|e| bad(&e))?;
+        let envelope = ClassicEnvelope::from_form(form).map_err(|e| bad(&e))?;
+        Ok(match envelope.parse().map_err(|e| bad(&e))? {
             Event::AppInstall(auth) => {
-                Accepted::Installed(match (&self.config.register_on_install, auth) {
-                    (Some(handler_url), Some(auth)) => Some(Box::new(Job {
+                Accepted::Installed(match (&self.config.register_on_install, auth, &self.config.portal) {
+                    (Some(handler_url), Some(auth), Some(portal)) => Some(Box::new(Job {
                         outbox: Outbox::Classic {
+                            // The configured portal, not the event's client_endpoint.
                             client: RestClient::new(
-                                &auth.client_endpoint,
+                                &portal.rest_endpoint(),
                                 Some(auth.access_token),
                                 self.config.retry.clone(),
                             ),
@@ -154,16 +167,24 @@ impl WebhookHandler {
                         },
                         texts: self.config.texts.clone(),
                     })),
-                    (Some(_), None) => {
-                        // Bitrix24 does not always send OAuth tokens with events.
+                    (Some(_), Some(_), None) => {
                         tracing::warn!(
-                            "Bitrix24 application installed, but the event carried no OAuth token \
-                             (auth[access_token], auth[client_endpoint]) to register the bot with: \
-                             register it with `novapay bitrix24 register --webhook-url ... --handler-url ...`"
+                            "Bitrix24 application installed, but NOVAPAY_BITRIX24_PORTAL is not set, so \
+                             the bot is not registered: set it, or register the bot with \
+                             `novapay bitrix24 register --webhook-url ... --handler-url ...`"
                         );
                         None
                     }
-                    (None, _) => None,
+                    (Some(_), None, _) => {
+                        // Bitrix24 does not always send OAuth tokens with events.
+                        tracing::warn!(
+                            "Bitrix24 application installed, but the event carried no OAuth token \
+                             (auth[access_token]) to register the bot with: register it with \
+                             `novapay bitrix24 register --webhook-url ... --handler-url ...`"
+                        );
+                        None
+                    }
+                    (None, _, _) => None,
                 })
             }
             Event::JoinChat(join) => Accepted::Job(Box::new(Job {
@@ -180,22 +201,34 @@ impl WebhookHandler {
                 texts: self.config.texts.clone(),
             })),
             Event::BotDeleted { bot_id } => {
-                tracing::warn!(bot_id, "Bitrix24: the bot was deleted on the portal");
+                tracing::warn!(
+                    bot_id = %logsafe::user_text(&bot_id),
+                    "Bitrix24: the bot was deleted on the portal"
+                );
                 Accepted::Ignored("bot deleted".into())
             }
-            Event::Other(name) => Accepted::Ignored(format!("event {name} is not handled")),
+            Event::Other(_) => Accepted::Ignored("event not handled".into()),
         })
     }
 
-    fn verify(&self, presented: &str, is_install: bool) -> Result<(), Bitrix24Error> {
+    fn verify(&self, presented: &str, is_install: bool, head: &EventHead) -> Result<(), Bitrix24Error> {
+        // Only a hash of a refused token is logged: a valid token must never reach a log.
+        let refuse = |why: String| {
+            tracing::warn!(
+                token = %logsafe::secret_hint(presented),
+                event = %head.event.as_deref().map(logsafe::user_text).unwrap_or_default(),
+                "Bitrix24 event rejected: {why}"
+            );
+            Err(Bitrix24Error::Unauthorized(why))
+        };
         if let Some(expected) = &self.config.application_token {
             return if same_secret(presented, expected) {
                 Ok(())
             } else {
-                Err(Bitrix24Error::Unauthorized(
+                refuse(
                     "the application token does not match NOVAPAY_BITRIX24_APPLICATION_TOKEN"
                         .into(),
-                ))
+                )
             };
         }
         let mut installed = self
@@ -204,42 +237,75 @@ impl WebhookHandler {
             .map_err(|_| Bitrix24Error::Storage("token lock poisoned".into()))?;
         match installed.as_deref() {
             Some(expected) if same_secret(presented, expected) => Ok(()),
-            Some(_) => Err(Bitrix24Error::Unauthorized(format!(
+            Some(_) => refuse(format!(
                 "the application token does not match the one stored at installation ({}); \
                  after reinstalling the app, delete that file",
                 self.config.token_file.display()
-            ))),
+            )),
             None if is_install => {
+                if let Err(why) = self.install_origin_ok(head) {
+                    return refuse(why);
+                }
                 state_file::replace(&self.config.token_file, presented)?;
                 *installed = Some(presented.to_string());
-                tracing::info!(file = %self.config.token_file.display(), "Bitrix24 application installed");
+                tracing::info!(
+                    file = %self.config.token_file.display(),
+                    portal = %head.domain.as_deref().map(logsafe::user_text).unwrap_or_default(),
+                    "Bitrix24 application installed"
+                );
                 Ok(())
             }
-            None => {
-                // Nothing is trusted yet, so this unverified value is no secret; the operator needs it
-                // to configure a bot registered through an incoming webhook (no ONAPPINSTALL there).
-                tracing::warn!(
-                    presented_application_token = presented,
-                    "Bitrix24 event rejected: no application token is configured"
-                );
-                Err(Bitrix24Error::Unauthorized(
-                    "no application token is known yet: install the application on the portal \
+            None => refuse(
+                "no application token is known yet: install the application on the portal \
                  (ONAPPINSTALL) or set NOVAPAY_BITRIX24_APPLICATION_TOKEN"
-                        .into(),
-                ))
-            }
+                    .into(),
+            ),
         }
     }
 
+    /// Without a configured token, the first installation would own the bot: accept it only from the
+    /// configured portal (and member id, when configured).
+    fn install_origin_ok(&self, head: &EventHead) -> Result<(), String> {
+        let Some(portal) = &self.config.portal else {
+            return Err(
+                "an installation is accepted only when NOVAPAY_BITRIX24_PORTAL (or \
+                 NOVAPAY_BITRIX24_APPLICATION_TOKEN) is set"
+                    .into(),
+            );
+        };
+        if !head.domain.as_deref().is_some_and(|d| portal.is(d)) {
+            return Err(format!(
+                "an installation from another portal than {} was refused",
+                portal.domain()
+            ));
+        }
+        if let Some(member_id) = &self.config.member_id {
+            if !head
+                .member_id
+                .as_deref()
+                .is_some_and(|m| same_secret(m, member_id))
+            {
+                return Err("an installation with another member_id was refused".into());
+            }
+        }
+        Ok(())
+    }
+
     fn outbox(&self, bot: &BotAuth) -> Result<Outbox, Bitrix24Error> {
-        let client = match (
-            &self.config.webhook_url,
-            &bot.client_endpoint,
-            &bot.access_token,
-        ) {
+        // The event's client_endpoint is never used: replies go to the configured portal only.
+        let client = match (&self.config.webhook_url, &self.config.portal, &bot.access_token) {
             (Some(url), _, _) => RestClient::new(url, None, self.config.retry.clone()),
-            (None, Some(endpoint), Some(token)) => {
-                RestClient::new(endpoint, Some(token.clone()), self.config.retry.clone())
+            (None, Some(portal), Some(token)) => RestClient::new(
+                &portal.rest_endpoint(),
+                Some(token.clone()),
+                self.config.retry.clone(),
+            ),
+            (None, None, Some(_)) => {
+                return Err(Bitrix24Error::Config(
+                    "set NOVAPAY_BITRIX24_PORTAL: replies go only to the configured portal, never \
+                     to an address an event names"
+                        .into(),
+                ))
             }
             _ => {
                 return Err(Bitrix24Error::BadEvent(
