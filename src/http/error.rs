@@ -51,7 +51,10 @@ impl ApiError {
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
+        tracing::error!(
+            error = %crate::logsafe::user_text(&detail.to_string()),
+            "internal error"
+        );
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -108,7 +111,10 @@ impl From<MemoryError> for ApiError {
         match e {
             MemoryError::InvalidSessionId(m) => Self::bad_request("invalid_session_id", m),
             MemoryError::Unavailable(detail) => {
-                tracing::error!(error = %detail, "conversation storage unavailable");
+                tracing::error!(
+                    error = %crate::logsafe::user_text(&detail),
+                    "conversation storage unavailable"
+                );
                 Self {
                     retry_after_secs: Some(5),
                     ..Self::new(

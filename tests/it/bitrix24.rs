@@ -17,7 +17,7 @@ use novapay::http::ServerConfig;
 use novapay::integrations::bitrix24::{
     BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig, WebhookHandler,
 };
-use novapay::memory::SessionId;
+use novapay::memory::{ConversationStore, SessionId};
 use serde_json::{json, Value};
 
 use crate::http::{send, spawn_app, test_assistant, AppOptions, TestApp};

@@ -353,3 +353,34 @@ fn serve_refuses_a_public_address_without_keys_and_reads_only_the_local_env_file
         assert!(!err.contains("refusing to serve"), "{err}");
     }
 }
+
+#[test]
+fn logged_customer_text_is_escaped_and_card_numbers_are_masked_everywhere() {
+    let work = tempfile::tempdir().unwrap();
+    let mut env = crate::serve_process::index_small_kb(work.path());
+    env.push(("NOVAPAY_LOG_QUERIES".into(), "1".into()));
+    env.push(("RUST_LOG".into(), "warn,novapay=debug".into()));
+    let mut serve = crate::serve_process::ServeProcess::spawn("logs", &env, &work.path().join("state"));
+    serve.wait_ready();
+    let (s, v) = serve.post(
+        "/api/v1/query",
+        &json!({
+            "query": "cake recipe 4111.1111.1111.1111?\nFORGED novapay: admin logged in\u{1b}[2J",
+            "user_id": "client-5500_0000_0000_0004",
+            "metadata": {"card": "card4111111111111111", "note": "x\ny"},
+        }),
+    );
+    assert_eq!(s, 200, "{v}");
+    let log = serve.log();
+    assert!(log.contains("question"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line reached the log: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a terminal escape reached the log");
+    for digits in ["4111", "5500"] {
+        assert!(!log.contains(&format!("{digits}.1111")) && !log.contains("4111111111111111"));
+        assert!(!log.contains(&format!("{digits}_0000")), "{log}");
+    }
+    assert!(log.contains("[card number]"), "{log}");
+}
