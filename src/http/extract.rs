@@ -134,6 +134,22 @@ async fn read_body(
     Ok((content_type, bytes))
 }
 
+/// Reads and discards a request body that is refused unread (401, 431, unknown route), up to
+/// [`DRAIN_CAP`] and the body timeout, so that the client gets the answer instead of a broken pipe.
+pub async fn drain(body: axum::body::Body, timeout: std::time::Duration) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Past this, an oversized upload is cut off rather than drained.
 const DRAIN_CAP: usize = 16 * 1024 * 1024;
 

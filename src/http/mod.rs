@@ -136,6 +136,7 @@ pub fn router(state: Shared) -> Router {
             get(api::get_session).delete(api::delete_session),
         )
         .route(routes::BITRIX24_EVENTS, post(bitrix24::events))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state.clone());
@@ -201,6 +202,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
         &state.config.admin_keys,
     );
     let response = if header_bytes > MAX_HEADER_BYTES || request.headers().len() > MAX_HEADERS {
+        extract::drain(request.into_body(), state.config.body_read_timeout).await;
         ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
@@ -215,6 +217,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
         request.extensions_mut().insert::<Caller>(caller);
         next.run(request).await
     } else {
+        extract::drain(request.into_body(), state.config.body_read_timeout).await;
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -372,7 +375,17 @@ async fn chat_page() -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+async fn method_not_allowed(State(state): State<Shared>, request: Request) -> ApiError {
+    extract::drain(request.into_body(), state.config.body_read_timeout).await;
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed here; see /openapi.json",
+    )
+}
+
+async fn not_found(State(state): State<Shared>, request: Request) -> ApiError {
+    extract::drain(request.into_body(), state.config.body_read_timeout).await;
     ApiError::not_found("no such route; see /openapi.json")
 }
 
