@@ -93,7 +93,7 @@ mod tests {
                 }
             })
             .sum();
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 
     #[test]
@@ -168,7 +168,10 @@ mod tests {
         let forged = "fees?\n2026-12-01T00:00:00Z  INFO novapay: admin logged in\x1b[2J\u{202e}";
         let safe = user_text(forged);
         assert!(!safe.contains('\n') && !safe.contains('\x1b') && !safe.contains('\u{202e}'));
-        assert!(safe.contains("\\n2026") && safe.contains("\\u{1b}[2J"), "{safe}");
+        assert!(
+            safe.contains("\\n2026") && safe.contains("\\u{1b}[2J"),
+            "{safe}"
+        );
         assert_eq!(user_text("Привет, мир"), "Привет, мир");
         assert_eq!(user_text(&"x".repeat(5000)).chars().count(), 1001);
     }

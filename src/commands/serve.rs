@@ -79,7 +79,9 @@ async fn serve(
             addr = %bound,
             "serving without API keys on a non-loopback address (NOVAPAY_ALLOW_ANONYMOUS=1)"
         );
-        eprintln!("novapay: WARNING: no API keys and listening on {bound} (NOVAPAY_ALLOW_ANONYMOUS=1)");
+        eprintln!(
+            "novapay: WARNING: no API keys and listening on {bound} (NOVAPAY_ALLOW_ANONYMOUS=1)"
+        );
     }
     let mut server = http::start(listener, config)?;
     tracing::info!(addr = %server.addr, "listening; loading models and index");

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
-use axum::Extension;
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,9 @@ fn checked_user_id(user_id: Option<&str>) -> Result<Option<String>, ApiError> {
     if u.is_empty() || u.chars().count() > MAX_USER_ID_CHARS || u.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_user_id",
-            format!("`user_id` must be 1-{MAX_USER_ID_CHARS} characters without control characters"),
+            format!(
+                "`user_id` must be 1-{MAX_USER_ID_CHARS} characters without control characters"
+            ),
         ));
     }
     Ok(Some(u.to_string()))

@@ -39,7 +39,11 @@ pub fn fingerprint(key: &str) -> String {
 
 /// The caller behind `header`, or `None` when keys are configured and none matches. Without any
 /// keys every caller is [`Caller::anonymous`].
-pub fn authenticate(header: Option<&str>, api_keys: &[String], admin_keys: &[String]) -> Option<Caller> {
+pub fn authenticate(
+    header: Option<&str>,
+    api_keys: &[String],
+    admin_keys: &[String],
+) -> Option<Caller> {
     if api_keys.is_empty() && admin_keys.is_empty() {
         return Some(Caller::anonymous());
     }
@@ -116,7 +120,10 @@ mod tests {
         let boss = authenticate(Some("Bearer k-admin"), &api, &admin).unwrap();
         assert_ne!(a.owner, b.owner);
         assert!(!a.admin && !b.admin && boss.admin);
-        assert!(!a.owner.contains("k-a"), "the key itself is never the owner");
+        assert!(
+            !a.owner.contains("k-a"),
+            "the key itself is never the owner"
+        );
         assert_eq!(a, authenticate(Some("Bearer k-a"), &api, &admin).unwrap());
         // Admin keys alone still require a key.
         assert!(authenticate(None, &[], &admin).is_none());

@@ -33,7 +33,9 @@ pub async fn events(
         .map_err(ApiError::internal)?
         .map_err(|e| match e {
             // Logged (with a hash of the token only) where it was refused.
-            Bitrix24Error::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
+            Bitrix24Error::Unauthorized(m) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+            }
             Bitrix24Error::BadEvent(m) => ApiError::bad_request("bad_event", m),
             other => ApiError::internal(other),
         })?;
@@ -66,8 +68,12 @@ async fn run_when_ready(state: Shared, job: Box<Job>) {
             "Bitrix24 message answered"
         ),
         Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 reply failed"),
-        Err(e) => tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 job panicked"),
+        Ok(Err(e)) => {
+            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 reply failed")
+        }
+        Err(e) => {
+            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 job panicked")
+        }
     }
 }
 

@@ -54,7 +54,8 @@ impl FromRequest<Shared> for FormBody {
 
     async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
         let (content_type, bytes) = read_body(req, state, FORM_LIMIT).await?;
-        if !(content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded"))
+        if !(content_type.is_empty()
+            || content_type.starts_with("application/x-www-form-urlencoded"))
         {
             return Err(unsupported(
                 "Bitrix24 events are application/x-www-form-urlencoded",

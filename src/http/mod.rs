@@ -315,7 +315,9 @@ async fn json_error_body(response: Response) -> Response {
         ),
         StatusCode::NOT_FOUND => ("not_found", "no such route; see /openapi.json"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "unsupported content type")
+        }
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
             ("headers_too_large", "request headers are too large")
         }
@@ -345,7 +347,7 @@ pub fn chat_page_csp() -> &'static str {
             use sha2::Digest;
             let start = CHAT_HTML.find(open).map_or(0, |i| i + open.len());
             let end = CHAT_HTML[start..].find(close).map_or(start, |i| start + i);
-            let digest = sha2::Sha256::digest(CHAT_HTML[start..end].as_bytes());
+            let digest = sha2::Sha256::digest(&CHAT_HTML.as_bytes()[start..end]);
             format!(
                 "'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)

@@ -36,8 +36,7 @@ const MAX_SESSION_ID: usize = 64;
 fn id_chars_ok(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 

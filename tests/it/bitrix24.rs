@@ -539,13 +539,35 @@ fn a_wrong_or_missing_application_token_is_401_and_nothing_is_done() {
     let (status, body) = post_event(&app, &no_token);
     assert_eq!(status, 401, "{body}");
 
-    // Not an event at all.
-    let (status, body) = send(
-        ureq::post(&app.url("/integrations/bitrix24/events"))
-            .set("Content-Type", "application/x-www-form-urlencoded"),
-        b"data[PARAMS=1",
-    );
+    // Not an event at all: without a token it is not even parsed (401); with the token, 400.
+    let post_raw = |body: &[u8]| {
+        send(
+            ureq::post(&app.url("/integrations/bitrix24/events"))
+                .set("Content-Type", "application/x-www-form-urlencoded"),
+            body,
+        )
+    };
+    let (status, body) = post_raw(b"data[PARAMS=1");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) =
+        post_raw(format!("auth[application_token]={APP_TOKEN}&data[PARAMS=1").as_bytes());
     assert_eq!(status, 400, "{body}");
+
+    // 16,000 `[]` keys took 11 s of CPU in the old parser, before any token check.
+    for token in ["", APP_TOKEN] {
+        let flood = format!(
+            "auth[application_token]={token}&{}",
+            "a%5B%5D=1&".repeat(16_000)
+        );
+        let started = Instant::now();
+        let (status, body) = post_raw(flood.as_bytes());
+        assert!(status == 400 || status == 401, "{status} {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
 
     // A correct event afterwards is answered, and is the only thing the portal ever saw.
     let (status, _) = post_message(&app, &portal, "27", OFF_TOPIC_QUESTION, false);
@@ -580,10 +602,7 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
     );
 
     // An installation from another portal is refused, and nothing is stored.
-    let (status, body) = post_event(
-        &app,
-        &install_event("attacker-token", "evil.bitrix24.ru"),
-    );
+    let (status, body) = post_event(&app, &install_event("attacker-token", "evil.bitrix24.ru"));
     assert_eq!(status, 401, "{body}");
     assert!(!token_file.exists());
 
@@ -616,6 +635,79 @@ fn the_application_token_sent_at_install_is_kept_and_required() {
         false,
     ));
     assert!(again.accept(body.as_bytes()).is_err());
+}
+
+#[test]
+fn replies_go_to_the_configured_portal_whatever_address_the_event_names() {
+    let (portal, app, _dir) = portal_and_handler();
+    let elsewhere = FakePortal::start();
+    // A valid event naming another REST endpoint (an internal address, for an attacker).
+    let (status, _) = post_event(
+        &app,
+        &message_event(
+            &elsewhere.client_endpoint(),
+            APP_TOKEN,
+            "27",
+            OFF_TOPIC_QUESTION,
+            false,
+        ),
+    );
+    assert_eq!(status, 200);
+    portal.wait_for("imbot.message.add", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        elsewhere.all_methods().is_empty(),
+        "{:?}",
+        elsewhere.all_methods()
+    );
+}
+
+#[test]
+fn without_a_token_or_a_portal_no_installation_is_accepted() {
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let handler = WebhookHandler::open(WebhookConfig {
+        portal: None,
+        ..webhook_config(None, &token_file, &portal)
+    })
+    .unwrap();
+    let install = php_form(&install_event(APP_TOKEN, &portal.domain()));
+    let e = handler.accept(install.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("NOVAPAY_BITRIX24_PORTAL"), "{e}");
+    assert!(!token_file.exists());
+
+    // With a member id configured, the install must carry it.
+    let handler = WebhookHandler::open(WebhookConfig {
+        member_id: Some("the-real-member-id".into()),
+        ..webhook_config(None, &token_file, &portal)
+    })
+    .unwrap();
+    assert!(handler.accept(install.as_bytes()).is_err());
+    assert!(!token_file.exists());
+    let mut genuine = install_event(APP_TOKEN, &portal.domain());
+    genuine["auth"]["member_id"] = json!("the-real-member-id");
+    assert!(handler.accept(php_form(&genuine).as_bytes()).is_ok());
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), APP_TOKEN);
+}
+
+#[test]
+fn serve_refuses_a_plain_http_portal_unless_allowed() {
+    let out = novapay()
+        .args(["serve", "--port", "0", "--bitrix24", "handler"])
+        .env("NOVAPAY_BITRIX24_PORTAL", "http://novapay.bitrix24.ru")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOVAPAY_BITRIX24_ALLOW_HTTP"), "{err}");
+    let out = novapay()
+        .args(["serve", "--port", "0", "--bitrix24", "handler"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NOVAPAY_BITRIX24_PORTAL"), "{err}");
 }
 
 #[test]
@@ -834,10 +926,7 @@ fn polling_mode_pulls_events_answers_them_and_confirms_them() {
     // The dialog is the session here too.
     let history = assistant
         .memory()
-        .history(
-            &SessionId::internal("bitrix24", "27").unwrap(),
-            10,
-        )
+        .history(&SessionId::internal("bitrix24", "27").unwrap(), 10)
         .unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].content, IN_KB_QUESTION);
@@ -1023,10 +1112,9 @@ fn serve_in_polling_mode_answers_the_portals_events() {
     });
     assert_eq!(portal.calls("imbot.v2.Chat.Message.send").len(), 1);
     // The dialog's history is kept, and the HTTP API cannot open it.
-    let stored = novapay::memory::SqliteStore::open(
-        &work.path().join("state/conversations.sqlite"),
-    )
-    .unwrap();
+    let stored =
+        novapay::memory::SqliteStore::open(&work.path().join("state/conversations.sqlite"))
+            .unwrap();
     let dialog = SessionId::internal("bitrix24", "31").unwrap();
     assert_eq!(stored.history(&dialog, 10).unwrap().len(), 2);
     let (status, body) = serve.get("/api/v1/session/bitrix24:31");

@@ -65,7 +65,11 @@ fn a_bitrix24_dialog_cannot_be_read_or_written_through_the_api() {
         "/api/v1/session/bitrix24%3Achat936962",
     ] {
         let (s, v) = app.get(path);
-        assert_eq!((s, error_code(&v)), (400, "invalid_session_id"), "{path}: {v}");
+        assert_eq!(
+            (s, error_code(&v)),
+            (400, "invalid_session_id"),
+            "{path}: {v}"
+        );
         let (s, _) = response(ureq::delete(&app.url(path)).call());
         assert_eq!(s, 400, "{path}");
     }
@@ -135,10 +139,22 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
 fn fields_are_bounded() {
     let app = spawn_app(AppOptions::default());
     for (body, code) in [
-        (json!({"query": OFF_TOPIC, "user_id": "u".repeat(129)}), "invalid_user_id"),
-        (json!({"query": OFF_TOPIC, "user_id": ""}), "invalid_user_id"),
-        (json!({"query": OFF_TOPIC, "user_id": "a\nb"}), "invalid_user_id"),
-        (json!({"query": OFF_TOPIC, "metadata": {"x": "y".repeat(5000)}}), "invalid_metadata"),
+        (
+            json!({"query": OFF_TOPIC, "user_id": "u".repeat(129)}),
+            "invalid_user_id",
+        ),
+        (
+            json!({"query": OFF_TOPIC, "user_id": ""}),
+            "invalid_user_id",
+        ),
+        (
+            json!({"query": OFF_TOPIC, "user_id": "a\nb"}),
+            "invalid_user_id",
+        ),
+        (
+            json!({"query": OFF_TOPIC, "metadata": {"x": "y".repeat(5000)}}),
+            "invalid_metadata",
+        ),
     ] {
         let (s, v) = app.post_json("/api/v1/query", &body);
         assert_eq!((s, error_code(&v)), (400, code), "{v}");
@@ -162,7 +178,11 @@ fn every_error_is_the_documented_json() {
         panic!("{r:?}")
     };
     assert!(resp.header("Allow").unwrap_or("").contains("POST"));
-    check(response(Err(ureq::Error::Status(405, resp))), 405, "method_not_allowed");
+    check(
+        response(Err(ureq::Error::Status(405, resp))),
+        405,
+        "method_not_allowed",
+    );
     // A path that is not UTF-8.
     check(app.get("/api/v1/session/%FF%FE"), 400, "bad_request");
     // Headers over the limit.
@@ -205,7 +225,8 @@ fn a_large_non_json_upload_gets_415_after_it_was_read() {
     .unwrap();
     conn.write_all(&body).expect("the whole body was accepted");
     let mut answer = String::new();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     while !answer.contains("}}") {
         let n = conn.read(&mut buf).unwrap();
@@ -286,7 +307,10 @@ fn the_chat_page_sends_security_headers() {
     });
     let page = ureq::get(&app.url("/")).call().unwrap();
     let csp = page.header("Content-Security-Policy").unwrap().to_string();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'sha256-"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(page.header("X-Frame-Options"), Some("DENY"));
     assert_eq!(page.header("X-Content-Type-Options"), Some("nosniff"));
@@ -304,7 +328,11 @@ fn serve_refuses_a_public_address_without_keys_and_reads_only_the_local_env_file
     let child = work.path().join("child");
     std::fs::create_dir_all(&child).unwrap();
     // A .env in a parent directory: never read.
-    std::fs::write(work.path().join(".env"), "NOVAPAY_MEMORY=mysql://from-parent\n").unwrap();
+    std::fs::write(
+        work.path().join(".env"),
+        "NOVAPAY_MEMORY=mysql://from-parent\n",
+    )
+    .unwrap();
     let run = |dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]| {
         let mut cmd = novapay();
         cmd.current_dir(dir)
@@ -315,13 +343,22 @@ fn serve_refuses_a_public_address_without_keys_and_reads_only_the_local_env_file
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (ok, err) = run(&child, &[], &[]);
     assert!(!ok);
-    assert!(err.contains("refusing to serve") && err.contains("NOVAPAY_API_KEYS"), "{err}");
+    assert!(
+        err.contains("refusing to serve") && err.contains("NOVAPAY_API_KEYS"),
+        "{err}"
+    );
     assert!(err.contains("NOVAPAY_ALLOW_ANONYMOUS"), "{err}");
-    assert!(!err.contains("from-parent"), "the parent's .env was read: {err}");
+    assert!(
+        !err.contains("from-parent"),
+        "the parent's .env was read: {err}"
+    );
 
     // --env-file names it explicitly: then it is read.
     let parent_env = work.path().join(".env");
@@ -360,7 +397,8 @@ fn logged_customer_text_is_escaped_and_card_numbers_are_masked_everywhere() {
     let mut env = crate::serve_process::index_small_kb(work.path());
     env.push(("NOVAPAY_LOG_QUERIES".into(), "1".into()));
     env.push(("RUST_LOG".into(), "warn,novapay=debug".into()));
-    let mut serve = crate::serve_process::ServeProcess::spawn("logs", &env, &work.path().join("state"));
+    let mut serve =
+        crate::serve_process::ServeProcess::spawn("logs", &env, &work.path().join("state"));
     serve.wait_ready();
     let (s, v) = serve.post(
         "/api/v1/query",

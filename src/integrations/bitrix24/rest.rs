@@ -149,7 +149,10 @@ impl Portal {
 
     /// Whether an event's `auth[domain]` names this portal.
     pub fn is(&self, domain: &str) -> bool {
-        domain.trim().trim_end_matches('/').eq_ignore_ascii_case(&self.domain)
+        domain
+            .trim()
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(&self.domain)
     }
 }
 
@@ -158,9 +161,12 @@ fn check_scheme(url: &url::Url, allow_http: bool) -> Result<(), String> {
         "https" => Ok(()),
         "http" if allow_http => Ok(()),
         "http" => Err(
-            "plain http is refused (set NOVAPAY_BITRIX24_ALLOW_HTTP=1 only for a test portal)".into(),
+            "plain http is refused (set NOVAPAY_BITRIX24_ALLOW_HTTP=1 only for a test portal)"
+                .into(),
         ),
-        other => Err(format!("the scheme {other}:// is not allowed; use https://")),
+        other => Err(format!(
+            "the scheme {other}:// is not allowed; use https://"
+        )),
     }
 }
 
@@ -174,7 +180,10 @@ pub fn check_webhook_url(webhook_url: &str, allow_http: bool) -> Result<(), Stri
     })?;
     check_scheme(&url, allow_http)?;
     if url.host_str().unwrap_or("").is_empty() {
-        return Err(format!("the webhook URL {} has no host", redact_url(webhook_url)));
+        return Err(format!(
+            "the webhook URL {} has no host",
+            redact_url(webhook_url)
+        ));
     }
     Ok(())
 }
@@ -370,9 +379,11 @@ mod tests {
         let local = Portal::parse("http://127.0.0.1:8099/", true).unwrap();
         assert_eq!(local.rest_endpoint(), "http://127.0.0.1:8099/rest/");
         assert_eq!(local.domain(), "127.0.0.1:8099");
-        assert!(check_webhook_url("http://b24.example.ru/rest/1/s3cret/", false)
-            .unwrap_err()
-            .contains("http"));
+        assert!(
+            check_webhook_url("http://b24.example.ru/rest/1/s3cret/", false)
+                .unwrap_err()
+                .contains("http")
+        );
         assert!(!check_webhook_url("gopher://b24/rest/1/s3cret/", false)
             .unwrap_err()
             .contains("s3cret"));

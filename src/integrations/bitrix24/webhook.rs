@@ -151,41 +151,43 @@ impl WebhookHandler {
         let envelope = ClassicEnvelope::from_form(form).map_err(|e| bad(&e))?;
         Ok(match envelope.parse().map_err(|e| bad(&e))? {
             Event::AppInstall(auth) => {
-                Accepted::Installed(match (&self.config.register_on_install, auth, &self.config.portal) {
-                    (Some(handler_url), Some(auth), Some(portal)) => Some(Box::new(Job {
-                        outbox: Outbox::Classic {
-                            // The configured portal, not the event's client_endpoint.
-                            client: RestClient::new(
-                                &portal.rest_endpoint(),
-                                Some(auth.access_token),
-                                self.config.retry.clone(),
-                            ),
-                            client_id: None,
-                        },
-                        work: Work::Register {
-                            handler_url: handler_url.clone(),
-                        },
-                        texts: self.config.texts.clone(),
-                    })),
-                    (Some(_), Some(_), None) => {
-                        tracing::warn!(
+                Accepted::Installed(
+                    match (&self.config.register_on_install, auth, &self.config.portal) {
+                        (Some(handler_url), Some(auth), Some(portal)) => Some(Box::new(Job {
+                            outbox: Outbox::Classic {
+                                // The configured portal, not the event's client_endpoint.
+                                client: RestClient::new(
+                                    &portal.rest_endpoint(),
+                                    Some(auth.access_token),
+                                    self.config.retry.clone(),
+                                ),
+                                client_id: None,
+                            },
+                            work: Work::Register {
+                                handler_url: handler_url.clone(),
+                            },
+                            texts: self.config.texts.clone(),
+                        })),
+                        (Some(_), Some(_), None) => {
+                            tracing::warn!(
                             "Bitrix24 application installed, but NOVAPAY_BITRIX24_PORTAL is not set, so \
                              the bot is not registered: set it, or register the bot with \
                              `novapay bitrix24 register --webhook-url ... --handler-url ...`"
                         );
-                        None
-                    }
-                    (Some(_), None, _) => {
-                        // Bitrix24 does not always send OAuth tokens with events.
-                        tracing::warn!(
+                            None
+                        }
+                        (Some(_), None, _) => {
+                            // Bitrix24 does not always send OAuth tokens with events.
+                            tracing::warn!(
                             "Bitrix24 application installed, but the event carried no OAuth token \
                              (auth[access_token]) to register the bot with: register it with \
                              `novapay bitrix24 register --webhook-url ... --handler-url ...`"
                         );
-                        None
-                    }
-                    (None, _, _) => None,
-                })
+                            None
+                        }
+                        (None, _, _) => None,
+                    },
+                )
             }
             Event::JoinChat(join) => Accepted::Job(Box::new(Job {
                 outbox: self.outbox(&join.bot)?,
@@ -211,7 +213,12 @@ impl WebhookHandler {
         })
     }
 
-    fn verify(&self, presented: &str, is_install: bool, head: &EventHead) -> Result<(), Bitrix24Error> {
+    fn verify(
+        &self,
+        presented: &str,
+        is_install: bool,
+        head: &EventHead,
+    ) -> Result<(), Bitrix24Error> {
         // Only a hash of a refused token is logged: a valid token must never reach a log.
         let refuse = |why: String| {
             tracing::warn!(
@@ -293,28 +300,31 @@ impl WebhookHandler {
 
     fn outbox(&self, bot: &BotAuth) -> Result<Outbox, Bitrix24Error> {
         // The event's client_endpoint is never used: replies go to the configured portal only.
-        let client = match (&self.config.webhook_url, &self.config.portal, &bot.access_token) {
-            (Some(url), _, _) => RestClient::new(url, None, self.config.retry.clone()),
-            (None, Some(portal), Some(token)) => RestClient::new(
-                &portal.rest_endpoint(),
-                Some(token.clone()),
-                self.config.retry.clone(),
-            ),
-            (None, None, Some(_)) => {
-                return Err(Bitrix24Error::Config(
+        let client =
+            match (
+                &self.config.webhook_url,
+                &self.config.portal,
+                &bot.access_token,
+            ) {
+                (Some(url), _, _) => RestClient::new(url, None, self.config.retry.clone()),
+                (None, Some(portal), Some(token)) => RestClient::new(
+                    &portal.rest_endpoint(),
+                    Some(token.clone()),
+                    self.config.retry.clone(),
+                ),
+                (None, None, Some(_)) => return Err(Bitrix24Error::Config(
                     "set NOVAPAY_BITRIX24_PORTAL: replies go only to the configured portal, never \
                      to an address an event names"
                         .into(),
-                ))
-            }
-            _ => {
-                return Err(Bitrix24Error::BadEvent(
-                    "the event carries no client_endpoint/access_token for the bot; \
+                )),
+                _ => {
+                    return Err(Bitrix24Error::BadEvent(
+                        "the event carries no client_endpoint/access_token for the bot; \
                      set NOVAPAY_BITRIX24_WEBHOOK_URL to reply through an incoming webhook"
-                        .into(),
-                ))
-            }
-        };
+                            .into(),
+                    ))
+                }
+            };
         Ok(Outbox::Classic {
             client,
             client_id: self.config.client_id.clone(),
