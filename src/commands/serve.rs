@@ -25,11 +25,38 @@ pub fn run(a: &AssistantArgs, server: &ServerArgs, bitrix24: &Bitrix24Args) -> a
     runtime.block_on(serve(a.clone(), server.clone(), bitrix24.clone()))
 }
 
+/// The state directory holds conversations and tokens: created 700, and an existing one narrowed to
+/// its owner (best effort: a directory novapay does not own keeps its mode, with a warning).
+fn private_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %dir.display(), error = %e, "the state directory is readable by others");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    Ok(())
+}
+
 async fn serve(
     a: AssistantArgs,
     server_args: ServerArgs,
     bitrix24: Bitrix24Args,
 ) -> anyhow::Result<()> {
+    private_state_dir(&a.kb.state_dir)?;
     // Configuration mistakes fail here, before minutes of model loading.
     let bitrix24_handler = match bitrix24.mode {
         Bitrix24Mode::Handler => Some(Arc::new(WebhookHandler::open(webhook_config(

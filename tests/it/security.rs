@@ -389,6 +389,16 @@ fn serve_refuses_a_public_address_without_keys_and_reads_only_the_local_env_file
         assert!(!ok);
         assert!(!err.contains("refusing to serve"), "{err}");
     }
+    // The state directory (conversations, tokens) is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(child.join("state"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 }
 
 #[test]
