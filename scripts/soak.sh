@@ -141,13 +141,18 @@ if reindex == "1": threads.append(threading.Thread(target=reindex_mid_run))
 for t in threads: t.start()
 while any(t.is_alive() for t in threads):
     rss_max = max(rss_max, rss_kb()); time.sleep(1)
-time.sleep(5)
-replies = 0
-try: replies = sum(1 for l in open(os.path.join(work, "portal_calls")) if l.strip() == "imbot.message.add")
-except FileNotFoundError: pass
+rss_end_of_load = rss_kb()
+def replies():
+    try: return sum(1 for l in open(os.path.join(work, "portal_calls")) if l.strip() == "imbot.message.add")
+    except FileNotFoundError: return 0
+# Chat messages wait for the model (up to 3 minutes each) instead of being refused: let them finish.
+deadline = time.time() + 240
+while replies() < burst and time.time() < deadline: time.sleep(2)
+replies = replies()
 print(json.dumps({"seconds": total, "queue_depth": depth, "clients": clients, **stats,
                   "bitrix24_burst": burst, "bitrix24_replies": replies,
-                  "rss_mb": {"start": round(rss_start / 1024, 1), "end": round(rss_kb() / 1024, 1),
+                  "rss_mb": {"start": round(rss_start / 1024, 1), "end_of_load": round(rss_end_of_load / 1024, 1),
+                             "end": round(rss_kb() / 1024, 1),
                              "max": round(rss_max / 1024, 1)},
                   "health": {**health, "stayed_200": health["not_200"] == 0}}, ensure_ascii=False))
 PY
