@@ -12,7 +12,8 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /var/lib/novapay --create-home novapay \
-    && chmod 700 /var/lib/novapay
+    && chmod 700 /var/lib/novapay \
+    && mkdir -p /models /data /index && chown novapay:novapay /models /data /index
 COPY --from=build /novapay /usr/local/bin/novapay
 USER novapay
 WORKDIR /var/lib/novapay

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use novapay::device::DeviceChoice;
 use novapay::embed::EmbedderOptions;
 use novapay::engine::llama::{LoadOptions, Requantize};
 use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
@@ -76,6 +77,10 @@ pub enum Command {
         /// Fetch only the embedder.
         #[arg(long)]
         embedder_only: bool,
+        /// Download nothing: say whether each model is on disk, can be downloaded, or not (exit
+        /// status 0: all on disk or downloadable; 2: the Hub cannot be reached; 1: other errors).
+        #[arg(long)]
+        check: bool,
     },
     /// Index the knowledge base folder (incremental; only changed files are embedded again).
     Index {
@@ -363,13 +368,25 @@ pub struct ServerArgs {
     /// Log question text at info level (card-number-like digit runs are masked).
     #[arg(long, env = "NOVAPAY_LOG_QUERIES", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub log_queries: bool,
+    /// Seconds between checks for a newly published index generation (`novapay index` run elsewhere);
+    /// the server switches to it without a restart. 0 = never.
+    #[arg(long, env = "NOVAPAY_INDEX_POLL_SECS", default_value_t = 5)]
+    pub index_poll_secs: u64,
+    /// The LLM is a small demo model (scripts/run.sh sets it when the Hub cannot be reached): the
+    /// start-up log, /health and the chat page say that answers are not reliable.
+    #[arg(long, env = "NOVAPAY_DEMO_MODEL", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo_model: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// CPU threads for inference (default: all cores).
+    /// CPU threads for inference (default: all cores). Ignored on a GPU.
     #[arg(long, env = "NOVAPAY_THREADS")]
     pub threads: Option<usize>,
+    /// Where the models run: cpu, cuda (GPU 0), cuda:N, or auto (GPU 0 when this binary has CUDA
+    /// support and the machine a GPU, else the CPU).
+    #[arg(long, env = "NOVAPAY_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
     #[command(flatten)]
     pub hub: HubArgs,
 }

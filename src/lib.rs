@@ -2,6 +2,7 @@
 //! candle), model resolution and download; the `novapay` binary is a thin CLI over it.
 
 pub mod bench;
+pub mod device;
 pub mod embed;
 pub mod engine;
 pub mod eval;

@@ -195,6 +195,98 @@ pub fn resolve_embedder(spec: &str, hub: &HubSettings) -> Result<PathBuf, ModelE
     }
 }
 
+/// The Hub's public address, used when `HF_ENDPOINT` is not set.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Whether a model can be had: what `novapay download --check` reports and `scripts/run.sh` decides
+/// on (the product's models, or the demo model when the Hub cannot be reached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// On disk already (a local path, or every required file in the Hub cache): no network needed.
+    OnDisk(PathBuf),
+    /// Not on disk; the Hub answered for it, so `novapay download` can fetch it.
+    Downloadable { url: String },
+    /// Not on disk and the Hub cannot be reached (no route, refused, timed out, offline mode).
+    Unreachable { reason: String },
+    /// The Hub answered but refuses it (no such file, gated, bad token): a setting to fix.
+    Refused { url: String, status: u16 },
+}
+
+/// Checks the LLM setting without downloading: on disk, or a HEAD request to the Hub with short
+/// timeouts (a firewall that drops packets must not stall start-up).
+pub fn llm_availability(spec: &str, hub: &HubSettings) -> Result<Availability, ModelError> {
+    match ModelSource::parse(spec)? {
+        ModelSource::Local(path) => existing(path).map(Availability::OnDisk),
+        ModelSource::Hub {
+            repo,
+            file,
+            revision,
+        } => {
+            let file = file.ok_or_else(|| ModelError::InvalidSpec {
+                spec: spec.to_string(),
+                reason: "name the GGUF file in the repository: owner/repo:file.gguf".into(),
+            })?;
+            Ok(hub_availability(&repo, &revision, &[file.as_str()], hub))
+        }
+    }
+}
+
+/// Checks the embedder setting without downloading (see [`llm_availability`]).
+pub fn embedder_availability(spec: &str, hub: &HubSettings) -> Result<Availability, ModelError> {
+    match ModelSource::parse(spec)? {
+        ModelSource::Local(path) => existing(path).map(Availability::OnDisk),
+        ModelSource::Hub { repo, revision, .. } => {
+            Ok(hub_availability(&repo, &revision, EMBEDDER_REQUIRED, hub))
+        }
+    }
+}
+
+fn hub_availability(
+    repo_id: &str,
+    revision: &str,
+    files: &[&str],
+    hub: &HubSettings,
+) -> Availability {
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
+    let cache = Cache::new(hub.cache_dir.clone()).repo(repo);
+    let cached: Vec<PathBuf> = files.iter().filter_map(|f| cache.get(f)).collect();
+    if cached.len() == files.len() {
+        return Availability::OnDisk(cached[0].clone());
+    }
+    if hub.offline {
+        return Availability::Unreachable {
+            reason: "offline mode (HF_HUB_OFFLINE=1)".into(),
+        };
+    }
+    let endpoint = hub.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+    let url = format!(
+        "{}/{repo_id}/resolve/{revision}/{}",
+        endpoint.trim_end_matches('/'),
+        files[0]
+    );
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .redirects(0)
+        .build();
+    let mut request = agent.head(&url);
+    if let Some(token) = &hub.token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(_) => Availability::Downloadable { url },
+        Err(ureq::Error::Status(status, _)) if status < 500 => {
+            Availability::Refused { url, status }
+        }
+        Err(ureq::Error::Status(status, _)) => Availability::Unreachable {
+            reason: format!("{endpoint} answered HTTP {status}"),
+        },
+        Err(ureq::Error::Transport(t)) => Availability::Unreachable {
+            reason: t.to_string(),
+        },
+    }
+}
+
 fn existing(path: PathBuf) -> Result<PathBuf, ModelError> {
     if path.exists() {
         Ok(path)

@@ -15,9 +15,10 @@ pub fn llm(
     generate_tokens: usize,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    let (path, threads) = super::resolve_llm(runtime, args)?;
+    let (_, threads) = super::prepare_device(runtime)?;
+    let opts = super::load_llm_options(runtime, args)?;
     let t = Instant::now();
-    let mut llm = Llm::load(&args.options(path)).context("loading the LLM")?;
+    let mut llm = Llm::load(&opts).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
     let text = bench::read_text_or_default(prompt_file);
     let report = bench::bench_llm(
@@ -42,7 +43,7 @@ pub fn embed(
     batch_size: usize,
     rounds: usize,
 ) -> anyhow::Result<()> {
-    let threads = novapay::threads::configure_cpu_threads(runtime.threads);
+    let (_, threads) = super::prepare_device(runtime)?;
     let t = Instant::now();
     let embedder = super::load_embedder(runtime, args, batch_size)?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;

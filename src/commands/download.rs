@@ -1,6 +1,60 @@
-use novapay::models;
+use novapay::models::{self, Availability};
 
 use crate::cli::HubArgs;
+
+/// Exit status of `download --check` when the Hub cannot be reached (scripts/run.sh then uses the
+/// demo model).
+const EXIT_UNREACHABLE: i32 = 2;
+
+/// Reports where each model would come from, downloading nothing; exits 2 when one needs the Hub and
+/// the Hub cannot be reached.
+pub fn check(
+    hub: &HubArgs,
+    llm: &str,
+    embedder: &str,
+    want_llm: bool,
+    want_embedder: bool,
+) -> anyhow::Result<()> {
+    let settings = hub.settings(false);
+    let mut found = Vec::new();
+    if want_llm {
+        found.push(("LLM", llm, models::llm_availability(llm, &settings)?));
+    }
+    if want_embedder {
+        found.push((
+            "embedder",
+            embedder,
+            models::embedder_availability(embedder, &settings)?,
+        ));
+    }
+    let mut unreachable = false;
+    let mut refused = Vec::new();
+    for (what, spec, availability) in &found {
+        let status = match availability {
+            Availability::OnDisk(path) => format!("on disk: {}", path.display()),
+            Availability::Downloadable { url } => format!("can be downloaded: {url}"),
+            Availability::Unreachable { reason } => {
+                unreachable = true;
+                format!("NOT on disk and the Hub cannot be reached: {reason}")
+            }
+            Availability::Refused { url, status } => {
+                refused.push(format!("{spec}: HTTP {status} for {url}"));
+                format!("refused by the Hub: HTTP {status} for {url}")
+            }
+        };
+        println!("{what:<9} {spec}\n          {status}");
+    }
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "the Hub refuses {} (wrong name, or a gated model that needs HF_TOKEN)",
+            refused.join("; ")
+        );
+    }
+    if unreachable {
+        std::process::exit(EXIT_UNREACHABLE);
+    }
+    Ok(())
+}
 
 pub fn run(
     hub: &HubArgs,

@@ -52,5 +52,14 @@ pub fn run(
         report.chunks_embedded,
         report.elapsed_ms as f64 / 1000.0
     );
+    if !report.cleanup.in_use.is_empty() {
+        println!(
+            "kept {} older generation(s) that a running server still answers from ({}); the next run \
+             deletes them once no server holds them (running servers switch to {} by themselves)",
+            report.cleanup.in_use.len(),
+            report.cleanup.in_use.join(", "),
+            report.generation
+        );
+    }
     Ok(())
 }

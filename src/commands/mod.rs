@@ -12,6 +12,7 @@ mod tokenize;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use novapay::device::DeviceChoice;
 use novapay::embed::Embedder;
 use novapay::engine::Llm;
 use novapay::index::IndexSettings;
@@ -29,6 +30,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             embedder,
             llm_only,
             embedder_only,
+            check,
+        } if check => download::check(&hub, &llm, &embedder, !embedder_only, !llm_only),
+        Command::Download {
+            hub,
+            llm,
+            embedder,
+            llm_only,
+            embedder_only,
+            ..
         } => download::run(&hub, &llm, &embedder, !embedder_only, !llm_only),
         Command::Index {
             runtime,
@@ -119,9 +129,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Settles `--device` (a GPU that cannot be used fails here, before any loading) and, on the CPU
+/// only, sizes candle's thread pools before anything starts them. Returns the CPU threads (0 on a GPU).
+fn prepare_device(runtime: &RuntimeArgs) -> anyhow::Result<(DeviceChoice, usize)> {
+    let device = runtime.device.resolve()?;
+    let threads = if device.is_cpu() {
+        novapay::threads::configure_cpu_threads(runtime.threads)
+    } else {
+        0
+    };
+    Ok((device, threads))
+}
+
 /// Sizes the thread pools (before anything loads) and resolves the LLM file, offline-aware.
 fn resolve_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<(PathBuf, usize)> {
-    let threads = novapay::threads::configure_cpu_threads(runtime.threads);
+    let (_, threads) = prepare_device(runtime)?;
     let path = models::resolve_llm(&args.llm, &runtime.hub.settings(true))?;
     Ok((path, threads))
 }
@@ -130,8 +152,12 @@ fn load_llm_options(
     runtime: &RuntimeArgs,
     args: &LlmArgs,
 ) -> anyhow::Result<novapay::engine::LlmOptions> {
+    let (device, _) = prepare_device(runtime)?;
     let (path, _) = resolve_llm(runtime, args)?;
-    Ok(args.options(path))
+    Ok(novapay::engine::LlmOptions {
+        device,
+        ..args.options(path)
+    })
 }
 
 #[allow(dead_code)]
@@ -145,10 +171,13 @@ fn load_embedder(
     args: &EmbedArgs,
     batch_size: usize,
 ) -> anyhow::Result<Embedder> {
-    novapay::threads::configure_cpu_threads(runtime.threads);
+    let (device, _) = prepare_device(runtime)?;
     let dir = models::resolve_embedder(&args.embedder, &runtime.hub.settings(true))?;
-    Embedder::load(args.options(dir.clone(), batch_size))
-        .with_context(|| format!("loading the embedder from {}", dir.display()))
+    let opts = novapay::embed::EmbedderOptions {
+        device,
+        ..args.options(dir.clone(), batch_size)
+    };
+    Embedder::load(opts).with_context(|| format!("loading the embedder from {}", dir.display()))
 }
 
 /// What the index must have been built with, for this embedder and these chunk settings.

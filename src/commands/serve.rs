@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use novapay::engine::LlmHandle;
 use novapay::http::{self, ServerConfig, Services};
-use novapay::index::KnowledgeBase;
+use novapay::index::{GenerationWatcher, IndexSettings, KnowledgeBase};
 use novapay::integrations::bitrix24::{
     check_webhook_url, BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig,
     WebhookHandler,
@@ -15,8 +15,9 @@ use novapay::rag::Assistant;
 use crate::cli::{AssistantArgs, Bitrix24Args, Bitrix24Mode, ServerArgs};
 
 pub fn run(a: &AssistantArgs, server: &ServerArgs, bitrix24: &Bitrix24Args) -> anyhow::Result<()> {
-    // Thread pools are sized before tokio or candle start any.
-    novapay::threads::configure_cpu_threads(a.runtime.threads);
+    // Thread pools are sized before tokio or candle start any; a GPU that cannot be used fails here.
+    let (device, threads) = super::prepare_device(&a.runtime)?;
+    tracing::info!(%device, threads, "compute device");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,6 +87,7 @@ async fn serve(
         max_body_bytes: server_args.max_body_bytes.max(1024),
         log_queries: server_args.log_queries,
         bitrix24: bitrix24_handler,
+        demo_model: server_args.demo_model,
     };
     let addr = format!("{}:{}", server_args.host, server_args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -117,9 +119,17 @@ async fn serve(
         server.addr
     );
 
+    if server_args.demo_model {
+        tracing::warn!("demo model: answers are not reliable");
+        eprintln!(
+            "novapay: DEMO MODEL — answers are not reliable (a small test model stands in for the \
+             product's; see scripts/run.sh)"
+        );
+    }
     let queue_depth = server_args.queue_depth;
+    let index_dir = a.kb.index_dir();
     let loaded = tokio::task::spawn_blocking(move || load(&a, queue_depth)).await?;
-    let services = match loaded {
+    let (services, index_settings) = match loaded {
         Ok(s) => s,
         Err(e) => {
             server.shutdown().await;
@@ -140,6 +150,20 @@ async fn serve(
             .name("bitrix24-poll".into())
             .spawn(move || poller.run(assistant, stop))
     });
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let watching = (server_args.index_poll_secs > 0).then(|| {
+        let watcher = GenerationWatcher::new(
+            &index_dir,
+            index_settings,
+            &services.assistant.knowledge_base().manifest.generation,
+        );
+        watch_index(
+            watcher,
+            services.assistant.clone(),
+            Duration::from_secs(server_args.index_poll_secs),
+            stop_watching.clone(),
+        )
+    });
     server.set_ready(services);
 
     tokio::select! {
@@ -150,6 +174,10 @@ async fn serve(
         }
     }
     stop_polling.store(true, Ordering::Relaxed);
+    stop_watching.store(true, Ordering::Relaxed);
+    if let Some(Ok(thread)) = watching {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     if let Some(Ok(thread)) = polling {
         // The poller finishes the answer it is writing; its thread is not awaited beyond that.
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -231,19 +259,57 @@ fn poll_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<PollConfig
     })
 }
 
-fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<Services> {
+/// Switches the assistant to each newly published index generation: a `novapay index` run on the same
+/// index folder (this or another machine) publishes, every replica follows within `every`.
+fn watch_index(
+    mut watcher: GenerationWatcher,
+    assistant: Arc<Assistant>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("index-watch".into())
+        .spawn(move || {
+            let tick = Duration::from_millis(200).min(every);
+            let mut waited = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited < every {
+                    continue;
+                }
+                waited = Duration::ZERO;
+                match watcher.poll() {
+                    Ok(None) => {}
+                    Ok(Some(kb)) => {
+                        let (generation, chunks) = (kb.manifest.generation.clone(), kb.len());
+                        let old = assistant.replace_knowledge_base(Arc::new(kb));
+                        tracing::info!(%generation, chunks, previous = %old.manifest.generation, "switched to a new index generation");
+                        eprintln!("novapay: switched to index generation {generation} ({chunks} chunks)");
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "a new index generation was published but cannot be used; still answering from the previous one"
+                    ),
+                }
+            }
+        })
+}
+
+fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<(Services, IndexSettings)> {
     // First: an unreachable Redis should fail start-up before minutes of model loading.
     let memory = a.memory.open(&a.kb)?;
     tracing::info!(memory = %a.memory.memory, "conversation memory open");
     let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = super::index_settings(&embedder, &a.embed, &a.kb);
     let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
+    tracing::info!(generation = %kb.manifest.generation, chunks = kb.len(), "knowledge base open");
     let opts = super::load_llm_options(&a.runtime, &a.llm)?;
     let llm = LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
     let llm_name = llm.info().name.clone();
     let embedder_name = embedder.name.clone();
     let config = a.rag.config(&a.embed.embedder, a.sampling.params());
-    Ok(Services {
+    let services = Services {
         assistant: Arc::new(Assistant::new(
             Arc::new(kb),
             Arc::new(embedder),
@@ -253,7 +319,8 @@ fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<Services> {
         )),
         llm_name,
         embedder_name,
-    })
+    };
+    Ok((services, settings))
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,8 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::device::DeviceChoice;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
     #[error("embedding model file not found: {0}")]
@@ -18,6 +20,8 @@ pub enum EmbedError {
     BadModel { path: PathBuf, reason: String },
     #[error("embedding failed: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl From<candle_core::Error> for EmbedError {
@@ -41,6 +45,7 @@ pub struct EmbedderOptions {
     pub query_prefix: String,
     pub passage_prefix: String,
     pub batch_size: usize,
+    pub device: DeviceChoice,
 }
 
 impl EmbedderOptions {
@@ -50,6 +55,7 @@ impl EmbedderOptions {
             query_prefix: String::new(),
             passage_prefix: String::new(),
             batch_size: 32,
+            device: DeviceChoice::default(),
         }
     }
 }
@@ -135,7 +141,7 @@ impl Embedder {
             }))
             .map_err(|e| bad(&tokenizer_path, e.to_string()))?;
 
-        let device = Device::cuda_if_available(0)?;
+        let device = opts.device.open()?;
         // SAFETY: the weights file is memory-mapped read-only; novapay never writes to model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| bad(&weights, format!("cannot read safetensors: {e}")))?;

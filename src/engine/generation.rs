@@ -6,7 +6,6 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use serde::Serialize;
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
@@ -16,6 +15,7 @@ use super::sampling::{Sampler, SamplingParams};
 use super::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
 use super::tokenizer::LlmTokenizer;
 use super::EngineError;
+use crate::device::DeviceChoice;
 
 #[derive(Debug, Clone)]
 pub struct LlmOptions {
@@ -26,6 +26,8 @@ pub struct LlmOptions {
     pub load: LoadOptions,
     /// Prompt tokens per forward pass during prefill (bounds the attention matrix's memory).
     pub prefill_chunk: usize,
+    /// CPU or a CUDA GPU; the CPU-only weight tricks in `llama` are skipped on a GPU.
+    pub device: DeviceChoice,
 }
 
 impl LlmOptions {
@@ -36,6 +38,7 @@ impl LlmOptions {
             template: TemplateChoice::Auto,
             load: LoadOptions::default(),
             prefill_chunk: 512,
+            device: DeviceChoice::default(),
         }
     }
 }
@@ -107,7 +110,7 @@ pub struct Llm {
 
 impl Llm {
     pub fn load(opts: &LlmOptions) -> Result<Self, EngineError> {
-        let device = Device::cuda_if_available(0)?;
+        let device = opts.device.open()?;
         let mut gguf = GgufFile::open(&opts.gguf)?;
         let tokenizer = match &opts.tokenizer_json {
             Some(path) => LlmTokenizer::from_file(path, Some(&gguf))?,

@@ -38,6 +38,8 @@ pub enum EngineError {
     Unavailable(String),
     #[error("internal engine error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl From<candle_core::Error> for EngineError {

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A client must finish sending a request's body within this.
     pub body_read_timeout: Duration,
+    /// A small demo model stands in for the product's (no Hub access at set-up): `/health` and the
+    /// chat page say that answers are not reliable.
+    pub demo_model: bool,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            demo_model: false,
         }
     }
 }
@@ -247,7 +251,10 @@ async fn health(State(state): State<Shared>) -> Response {
     match state.services.get() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "loading" })),
+            axum::Json(serde_json::json!({
+                "status": "loading",
+                "demo_model": state.config.demo_model,
+            })),
         )
             .into_response(),
         Some(s) => {
@@ -255,6 +262,7 @@ async fn health(State(state): State<Shared>) -> Response {
             let llm = s.assistant.llm();
             axum::Json(serde_json::json!({
                 "status": "ok",
+                "demo_model": state.config.demo_model,
                 "llm": s.llm_name,
                 "embedder": s.embedder_name,
                 "index": {

@@ -6,12 +6,16 @@
 //! - Atomic: a new generation is written beside the old one and published by renaming `CURRENT`, so a
 //!   crash or kill mid-run leaves the previous generation intact and serving.
 //! - Exclusive: a lock file refuses a second concurrent run.
+//! - Live: a running server holds a lease on the generation it answers from and switches to a newly
+//!   published one by itself; a run deletes only older generations that no server holds
+//!   (see [`generations`]).
 //! - Checked: the manifest records the embedder and chunking; loading with other settings is an error
 //!   that asks for a rebuild.
 
 pub mod bm25;
 pub mod chunk;
 pub mod extract;
+pub mod generations;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +31,8 @@ use usearch::{Index as VectorIndex, IndexOptions as VectorOptions, MetricKind, S
 use crate::embed::Embedder;
 use bm25::{Bm25Config, Bm25Index};
 use chunk::{Chunk, ChunkSettings, Chunker};
+use generations::LeaseRefused;
+pub use generations::{current_generation, Cleanup, GenerationWatcher, Lease};
 use store::StoredChunk;
 
 const FORMAT_VERSION: u32 = 1;
@@ -139,6 +145,8 @@ pub struct IndexReport {
     pub chunks: usize,
     pub chunks_embedded: usize,
     pub elapsed_ms: u64,
+    /// Older generations deleted, and kept because a running server still answers from them.
+    pub cleanup: Cleanup,
 }
 
 /// Progress of a run, for a progress bar: (chunks embedded so far, chunks to embed).
@@ -295,7 +303,7 @@ pub fn build_index(
         files,
         chunks: kept.len(),
     };
-    publish(&job.index_dir, &manifest, &kept)?;
+    report.cleanup = publish(&job.index_dir, &manifest, &kept)?;
     report.generation = generation;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     drop(lock);
@@ -306,7 +314,7 @@ fn publish(
     index_dir: &Path,
     manifest: &Manifest,
     chunks: &[StoredChunk],
-) -> Result<(), IndexError> {
+) -> Result<Cleanup, IndexError> {
     let dir = index_dir.join(&manifest.generation);
     std::fs::create_dir_all(&dir).map_err(storage)?;
     store::write(&dir.join(CHUNKS), chunks).map_err(storage)?;
@@ -323,6 +331,9 @@ fn publish(
             .map_err(storage)?
             .as_bytes(),
     )?;
+    // The lease file exists before anyone can find the generation, so servers on a read-only volume
+    // can lock it.
+    write_synced(&dir.join(generations::LEASE), b"")?;
     sync_path(&dir.join(CHUNKS))?;
     sync_path(&dir.join(VECTORS))?;
     sync_path(&dir)?;
@@ -331,16 +342,9 @@ fn publish(
     write_synced(&tmp, manifest.generation.as_bytes())?;
     std::fs::rename(&tmp, index_dir.join(CURRENT)).map_err(storage)?;
     sync_path(index_dir)?;
-    // Older generations (and leftovers of crashed runs) are garbage now; we hold the lock.
-    if let Ok(entries) = std::fs::read_dir(index_dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("gen-") && name != manifest.generation {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok(())
+    // Older generations (and leftovers of crashed runs) go, unless a server still answers from them;
+    // we hold the index lock.
+    Ok(generations::delete_unused(index_dir, &manifest.generation))
 }
 
 fn new_vector_index(dimensions: usize, capacity: usize) -> Result<VectorIndex, IndexError> {
@@ -432,16 +436,57 @@ pub struct KnowledgeBase {
     vectors: Mutex<VectorIndex>,
     bm25: Bm25Index,
     pub manifest: Manifest,
+    /// Keeps `novapay index` from deleting the generation while this is loaded.
+    lease: Option<Lease>,
 }
 
 /// Reciprocal rank fusion's constant (Cormack et al.).
 const RRF_K: f32 = 60.0;
 
 impl KnowledgeBase {
-    /// Opens the current generation, refusing one built with other settings.
+    /// Opens the current generation and leases it, refusing one built with other settings.
     pub fn open(index_dir: &Path, expected: &IndexSettings) -> Result<Self, IndexError> {
-        let (manifest, dir) =
-            read_current(index_dir)?.ok_or_else(|| IndexError::NoIndex(index_dir.to_path_buf()))?;
+        // CURRENT may move on (and its old target be deleted) between reading it and leasing the
+        // generation: then read it again.
+        for _ in 0..20 {
+            let name = current_generation(index_dir)
+                .ok_or_else(|| IndexError::NoIndex(index_dir.to_path_buf()))?;
+            let dir = index_dir.join(&name);
+            match generations::lease(&dir) {
+                Ok(lease) => {
+                    let mut kb = Self::open_generation(index_dir, &dir, expected)?;
+                    kb.lease = lease;
+                    return Ok(kb);
+                }
+                Err(LeaseRefused::Gone)
+                    if current_generation(index_dir).as_ref() != Some(&name) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(LeaseRefused::Gone) => {
+                    return Err(IndexError::Storage(format!(
+                        "{} (named by {}/CURRENT) is missing or incomplete; rebuild with `novapay \
+                         index --rebuild`",
+                        dir.display(),
+                        index_dir.display()
+                    )))
+                }
+                Err(LeaseRefused::Error(e)) => return Err(e),
+            }
+        }
+        Err(IndexError::Storage(format!(
+            "{}/CURRENT kept changing while opening the index",
+            index_dir.display()
+        )))
+    }
+
+    fn open_generation(
+        index_dir: &Path,
+        dir: &Path,
+        expected: &IndexSettings,
+    ) -> Result<Self, IndexError> {
+        let text = std::fs::read_to_string(dir.join(MANIFEST)).map_err(storage)?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(storage)?;
         if &manifest.settings != expected {
             return Err(IndexError::Mismatch {
                 dir: index_dir.to_path_buf(),
@@ -497,6 +542,7 @@ impl KnowledgeBase {
             vectors: Mutex::new(vectors),
             bm25,
             manifest,
+            lease: None,
         })
     }
 
@@ -506,6 +552,11 @@ impl KnowledgeBase {
 
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// Whether this generation is leased (protected from deletion by `novapay index`).
+    pub fn is_leased(&self) -> bool {
+        self.lease.is_some()
     }
 
     /// Dense top-`k` for each query vector and BM25 top-`k` for each query text, fused by reciprocal

@@ -6,6 +6,7 @@ pub mod prompt;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -140,7 +141,8 @@ pub struct Prepared {
 }
 
 pub struct Assistant {
-    kb: Arc<KnowledgeBase>,
+    /// Replaced whole when a new index generation is published; each question reads it once.
+    kb: ArcSwap<KnowledgeBase>,
     embedder: Arc<Embedder>,
     llm: LlmHandle,
     memory: Arc<dyn ConversationStore>,
@@ -158,7 +160,7 @@ impl Assistant {
         config: RagConfig,
     ) -> Self {
         Self {
-            kb,
+            kb: ArcSwap::new(kb),
             embedder,
             llm,
             memory,
@@ -174,13 +176,22 @@ impl Assistant {
         &self.memory
     }
 
-    pub fn knowledge_base(&self) -> &KnowledgeBase {
-        &self.kb
+    /// The knowledge base new questions are answered from.
+    pub fn knowledge_base(&self) -> Arc<KnowledgeBase> {
+        self.kb.load_full()
+    }
+
+    /// Answers new questions from `kb` (a newly published generation). Questions already past
+    /// retrieval finish with the excerpts they have; the old generation is released (and may be
+    /// deleted by the next `novapay index`) when the last of them lets go. Returns the old one.
+    pub fn replace_knowledge_base(&self, kb: Arc<KnowledgeBase>) -> Arc<KnowledgeBase> {
+        self.kb.swap(kb)
     }
 
     /// See [`retrieve_with`]. Blocking.
     pub fn retrieve(&self, question: &str, history: &[Turn]) -> Result<Retrieval, RagError> {
-        retrieve_with(&self.kb, &self.embedder, &self.config, question, history)
+        let kb = self.knowledge_base();
+        retrieve_with(&kb, &self.embedder, &self.config, question, history)
     }
 
     /// History, retrieval and the prompt (or the fallback) for a question. Blocking.

@@ -1,25 +1,26 @@
 //! The web chat page in headless Chromium (Debian's chromium, driven by playwright-core; both are
-//! installed by scripts/test.sh): type a question, see the streamed answer and its sources.
+//! installed by scripts/test.sh): type a question, see the streamed answer and its sources; and the
+//! banner that warns when a demo model answers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use novapay::http::ServerConfig;
 
 use crate::http::{spawn_app, AppOptions};
 
-#[test]
-fn chat_page_streams_an_answer_with_sources_in_chromium() {
+/// Runs tests/browser/chat.mjs against `base`; returns its stdout.
+fn chat_page_script(base: &str, shot: &Path, mode: Option<&str>) -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("tests/browser/chat.mjs");
     assert!(
         root.join("tests/browser/node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run scripts/test.sh (it installs chromium and playwright-core)"
     );
-    let app = spawn_app(AppOptions::default());
-    let shot = root.join("target/chat-page.png");
     let out = Command::new("node")
-        .arg(&script)
-        .arg(&app.base)
-        .arg(&shot)
+        .arg(root.join("tests/browser/chat.mjs"))
+        .arg(base)
+        .arg(shot)
+        .args(mode)
         .output()
         .expect("node is needed for the browser test");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -28,6 +29,28 @@ fn chat_page_streams_an_answer_with_sources_in_chromium() {
         out.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.starts_with("OK "), "{stdout}");
     assert!(shot.is_file());
+    stdout.into_owned()
+}
+
+#[test]
+fn chat_page_streams_an_answer_with_sources_in_chromium() {
+    let app = spawn_app(AppOptions::default());
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chat-page.png");
+    let stdout = chat_page_script(&app.base, &shot, None);
+    assert!(stdout.starts_with("OK "), "{stdout}");
+}
+
+#[test]
+fn chat_page_warns_when_a_demo_model_answers_in_chromium() {
+    let app = spawn_app(AppOptions {
+        config: ServerConfig {
+            demo_model: true,
+            ..ServerConfig::default()
+        },
+        ..AppOptions::default()
+    });
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chat-page-demo.png");
+    let stdout = chat_page_script(&app.base, &shot, Some("demo"));
+    assert!(stdout.starts_with("OK demo banner"), "{stdout}");
 }

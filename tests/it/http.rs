@@ -412,7 +412,10 @@ fn health_reports_loading_until_models_are_ready() {
         ..AppOptions::default()
     });
     let (s, v) = app.get("/health");
-    assert_eq!((s, v.clone()), (503, json!({"status": "loading"})));
+    assert_eq!(
+        (s, v.clone()),
+        (503, json!({"status": "loading", "demo_model": false}))
+    );
     let (s, v) = app.post_json("/api/v1/query", &json!({"query": "fees"}));
     assert_eq!((s, error_code(&v)), (503, "loading"));
     app.make_ready();
@@ -555,4 +558,45 @@ fn shutdown_lets_an_in_flight_stream_finish_and_refuses_new_connections() {
     assert!(ureq::get(&url.replace("/api/v1/query", "/health"))
         .call()
         .is_err());
+}
+
+#[test]
+fn a_demo_model_is_announced_by_health_and_the_chat_page() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    for demo_model in [true, false] {
+        // Still loading (no models needed): the flag is there from the first /health answer.
+        let server = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            http::start(
+                listener,
+                ServerConfig {
+                    demo_model,
+                    ..ServerConfig::default()
+                },
+            )
+            .unwrap()
+        });
+        let base = format!("http://{}", server.addr);
+        let health: Value = match ureq::get(&format!("{base}/health")).call() {
+            Err(ureq::Error::Status(503, r)) => r.into_json().unwrap(),
+            other => panic!("expected 503 while loading, got {other:?}"),
+        };
+        assert_eq!(health["status"], "loading");
+        assert_eq!(health["demo_model"], demo_model, "{health}");
+        let page = ureq::get(&format!("{base}/"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        // The page shows its banner when /health says so, in the chosen language.
+        assert!(page.contains(r#"<div id="demo" role="status" hidden>"#));
+        assert!(page.contains(r#"$("demo").hidden = !h.demo_model"#));
+        assert!(page.contains("Demo model: answers are not reliable"));
+        assert!(page.contains("Демо-модель: ответы ненадёжны"));
+        rt.block_on(server.shutdown());
+    }
 }

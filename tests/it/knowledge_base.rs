@@ -6,7 +6,7 @@ use novapay::embed::{Embedder, EmbedderOptions};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::index::chunk::ChunkSettings;
 use novapay::index::{
-    build_index, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase,
+    build_index, GenerationWatcher, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase,
 };
 use novapay::memory::{ConversationStore, SessionId, SqliteStore};
 use novapay::rag::{Assistant, Plan, RagConfig};
@@ -333,6 +333,58 @@ fn a_second_concurrent_index_run_is_refused() {
     assert!(matches!(err, IndexError::Locked(_)), "{err}");
     held.unlock().unwrap();
     index(&data, &idx, None).unwrap();
+}
+
+#[test]
+fn a_watcher_follows_new_generations_and_refuses_one_built_with_other_settings_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, idx) = (tmp.path().join("data"), tmp.path().join("index"));
+    copy_dir(&repo_data(), &data, &["faq.txt"]);
+    let first = index(&data, &idx, None).unwrap();
+    let kb = KnowledgeBase::open(&idx, &settings()).unwrap();
+    assert!(kb.is_leased());
+    let mut watcher = GenerationWatcher::new(&idx, settings(), &kb.manifest.generation);
+    assert!(watcher.poll().unwrap().is_none());
+
+    std::fs::write(data.join("new.md"), "# New\nThe new fee is 9.9%.\n").unwrap();
+    let second = index(&data, &idx, None).unwrap();
+    assert_eq!(
+        second.cleanup.in_use,
+        std::slice::from_ref(&first.generation)
+    );
+    let next = watcher.poll().unwrap().expect("the new generation");
+    assert_eq!(next.manifest.generation, second.generation);
+    assert!(next.manifest.files.contains_key("new.md") && next.is_leased());
+    assert!(watcher.poll().unwrap().is_none());
+    drop(kb);
+
+    // Published with other chunk settings: the watcher refuses it once and keeps what it has.
+    let mut other = settings();
+    other.chunk.max_tokens = 100;
+    let third = build_index(
+        &IndexJob {
+            data_dir: data.clone(),
+            index_dir: idx.clone(),
+            settings: other,
+            rebuild: true,
+            fail_after_files: None,
+        },
+        &embedder(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(
+        third.cleanup.deleted,
+        std::slice::from_ref(&first.generation)
+    );
+    assert_eq!(
+        third.cleanup.in_use,
+        std::slice::from_ref(&second.generation)
+    );
+    let err = watcher.poll().err().expect("other settings are refused");
+    assert!(matches!(err, IndexError::Mismatch { .. }), "{err}");
+    assert!(watcher.poll().unwrap().is_none());
+    drop(next);
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 }
 
 /// A `redis-server` child without persistence, killed on drop.
-struct RedisServer {
+pub struct RedisServer {
     port: u16,
     password: Option<String>,
     dir: tempfile::TempDir,
@@ -31,7 +31,7 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start() -> Self {
+    pub fn start() -> Self {
         Self::start_with_password(None)
     }
 
@@ -46,7 +46,7 @@ impl RedisServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         match &self.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

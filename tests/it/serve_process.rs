@@ -29,6 +29,12 @@ pub fn index_small_kb(work: &Path) -> Vec<(String, OsString)> {
         ("NOVAPAY_DATA_DIR".into(), data.into()),
         ("NOVAPAY_INDEX_DIR".into(), work.join("index").into()),
     ];
+    run_index(work, &env);
+    env
+}
+
+/// Runs `novapay index` with `env` (as [`index_small_kb`] returned it); returns its stdout.
+pub fn run_index(work: &Path, env: &[(String, OsString)]) -> String {
     let out = novapay()
         .current_dir(work)
         .arg("index")
@@ -40,7 +46,7 @@ pub fn index_small_kb(work: &Path) -> Vec<(String, OsString)> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    env
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The binary with a clean environment: no developer .env, Hub cache or thread settings leak in.
@@ -134,6 +140,12 @@ impl ServeProcess {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// SIGKILL: no clean-up code runs, as when the OOM killer or `kill -9` strikes.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// What the server has written to stderr so far.

