@@ -14,6 +14,7 @@ pub fn llm(
     prompt_tokens: usize,
     generate_tokens: usize,
     rounds: usize,
+    shared_prefix: usize,
 ) -> anyhow::Result<()> {
     let (path, threads) = super::resolve_llm(runtime, args)?;
     let t = Instant::now();
@@ -29,6 +30,7 @@ pub fn llm(
             rounds,
             threads,
             load_ms,
+            shared_prefix,
         },
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);

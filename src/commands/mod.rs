@@ -6,6 +6,7 @@ mod bitrix24;
 mod download;
 mod eval;
 mod index;
+mod logits;
 mod serve;
 mod tokenize;
 
@@ -63,6 +64,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plain,
             text,
         } => tokenize::run(&runtime, &llm, json, plain, &text),
+        Command::Logits {
+            runtime,
+            llm,
+            ids,
+            bos,
+            top_k,
+            select,
+            greedy,
+            json,
+            text,
+        } => logits::run(logits::LogitsArgs {
+            runtime: &runtime,
+            llm: &llm,
+            ids: ids.as_deref(),
+            bos,
+            top_k,
+            select: select.as_deref(),
+            greedy,
+            json,
+            text: text.as_deref(),
+        }),
+        Command::SynthGguf {
+            shape,
+            quant,
+            seed,
+            out,
+        } => {
+            let report = novapay::engine::synth::write_synthetic_gguf(
+                &novapay::engine::synth::SynthSpec { shape, quant, seed },
+                &out,
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Bench { what } => match what {
             BenchCommand::Llm {
                 runtime,
@@ -71,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 prompt_tokens,
                 generate_tokens,
                 rounds,
+                shared_prefix,
             } => bench::llm(
                 &runtime,
                 &llm,
@@ -78,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 prompt_tokens,
                 generate_tokens,
                 rounds,
+                shared_prefix,
             ),
             BenchCommand::Http {
                 url,

@@ -26,6 +26,8 @@ pub struct LlmOptions {
     pub load: LoadOptions,
     /// Prompt tokens per forward pass during prefill (bounds the attention matrix's memory).
     pub prefill_chunk: usize,
+    /// Keep the KV cache of the longest prefix a new prompt shares with the previous generation.
+    pub reuse_prefix: bool,
 }
 
 impl LlmOptions {
@@ -36,6 +38,7 @@ impl LlmOptions {
             template: TemplateChoice::Auto,
             load: LoadOptions::default(),
             prefill_chunk: 512,
+            reuse_prefix: true,
         }
     }
 }
@@ -57,6 +60,8 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values were reused from the previous generation.
+    pub cached_prompt_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -103,6 +108,9 @@ pub struct Llm {
     pub template: ChatTemplate,
     pub name: String,
     prefill_chunk: usize,
+    /// Tokens whose keys and values the model's cache holds, in order.
+    cached: Vec<u32>,
+    reuse_prefix: bool,
 }
 
 impl Llm {
@@ -113,6 +121,7 @@ impl Llm {
             Some(path) => LlmTokenizer::from_file(path, Some(&gguf))?,
             None => LlmTokenizer::from_gguf(&gguf)?,
         };
+        check_tokenizer_fits(&gguf, &tokenizer, opts.tokenizer_json.as_deref())?;
         let template_src = gguf.get_str("tokenizer.chat_template").map(str::to_string);
         let template = ChatTemplate::select(&opts.template, template_src.as_deref(), &tokenizer)?;
         let model = LlamaModel::load(&mut gguf, &device, &opts.load)?;
@@ -127,6 +136,8 @@ impl Llm {
             template,
             name,
             prefill_chunk: opts.prefill_chunk,
+            cached: Vec::new(),
+            reuse_prefix: opts.reuse_prefix,
         })
     }
 
@@ -134,8 +145,38 @@ impl Llm {
         &self.model.config
     }
 
+    /// Tokens whose keys and values the cache holds (the last prompt and the answer fed back so far).
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.model.weight_bytes_per_token()
+    }
+
     pub fn context_length(&self) -> usize {
         self.model.config.context_length
+    }
+
+    /// Logits of every position of `tokens` run from an empty cache, one row per token.
+    pub fn logits_all_positions(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.forget();
+        let rows = self.model.forward_all(tokens)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(rows.to_vec2::<f32>()?)
+    }
+
+    /// Logits after one more token on top of what the cache holds.
+    pub fn logits_next(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
+        let row = self.model.forward(&[token])?.to_vec1::<f32>()?;
+        self.cached.push(token);
+        Ok(row)
+    }
+
+    /// Empties the KV cache (the next prompt is computed in full) and frees its memory.
+    pub fn forget(&mut self) {
+        self.model.reset();
+        self.cached.clear();
     }
 
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
@@ -172,6 +213,7 @@ impl Llm {
         let mut usage = Usage {
             prompt_tokens: prompt.len(),
             completion_tokens: 0,
+            cached_prompt_tokens: 0,
         };
         let mut timings = Timings::default();
         let finished = |reason, usage, timings| GenerationSummary {
@@ -180,15 +222,24 @@ impl Llm {
             finish_reason: reason,
         };
 
-        self.model.reset();
         let start = Instant::now();
+        // Positions shared with what the cache already holds (the system prompt, earlier turns) are
+        // kept; at least one token is run to get logits.
+        let reused = if self.reuse_prefix {
+            common_prefix(&self.cached, prompt).min(prompt.len() - 1)
+        } else {
+            0
+        };
+        self.model.truncate(reused);
+        self.cached.truncate(reused);
+        usage.cached_prompt_tokens = reused;
         let mut logits = None;
-        for chunk in prompt.chunks(self.prefill_chunk_len()) {
+        for chunk in prompt[reused..].chunks(self.prefill_chunk_len()) {
             if cancelled() {
-                self.model.reset();
                 return Ok(finished(FinishReason::Cancelled, usage, timings));
             }
             logits = Some(self.model.forward(chunk)?);
+            self.cached.extend_from_slice(chunk);
         }
         let mut logits = logits.ok_or_else(|| EngineError::Internal("no prefill output".into()))?;
         timings.prompt_ms = ms_since(start);
@@ -231,6 +282,7 @@ impl Llm {
                 break FinishReason::ContextFull;
             }
             logits = self.model.forward(&[next])?;
+            self.cached.push(next);
         };
         let tail = if hit_stop_string {
             String::new()
@@ -249,6 +301,52 @@ impl Llm {
     fn prefill_chunk_len(&self) -> usize {
         self.prefill_chunk.max(1)
     }
+}
+
+/// A tokenizer whose ids the embedding has no rows for would fail mid-answer (or, with a different
+/// vocabulary of the same size, answer nonsense): refuse it before the weights are read.
+fn check_tokenizer_fits(
+    gguf: &GgufFile,
+    tokenizer: &LlmTokenizer,
+    tokenizer_json: Option<&std::path::Path>,
+) -> Result<(), EngineError> {
+    let Some((dims, _)) = gguf.tensor_info("token_embd.weight") else {
+        return Ok(()); // reported with the other missing tensors
+    };
+    let rows = dims.first().copied().unwrap_or(0);
+    let n = tokenizer.vocab_size();
+    let source = match tokenizer_json {
+        Some(p) => format!("the tokenizer {}", p.display()),
+        None => "the GGUF's tokenizer.ggml.tokens".to_string(),
+    };
+    // A tokenizer.json may have fewer entries than a padded embedding; the GGUF's own list may not.
+    let fits = if tokenizer_json.is_some() {
+        n <= rows
+    } else {
+        n == rows
+    };
+    let special_out_of_range = [tokenizer.bos, tokenizer.eos]
+        .into_iter()
+        .flatten()
+        .find(|id| *id as usize >= rows);
+    if !fits || special_out_of_range.is_some() {
+        let detail = match special_out_of_range {
+            Some(id) if fits => format!("its BOS/EOS id {id} is outside the embedding"),
+            _ => format!("it has {n} tokens"),
+        };
+        return Err(EngineError::BadModel {
+            path: gguf.path.clone(),
+            reason: format!(
+                "{source} does not match the model: {detail}, tensor `token_embd.weight` has {rows} \
+                 rows; use the tokenizer that came with this model"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn ms_since(t: Instant) -> f64 {

@@ -14,6 +14,7 @@ mod model_files;
 mod redis_memory;
 mod security;
 mod serve_process;
+mod synth_llama;
 mod templates;
 mod tokenizer;
 mod worker;
