@@ -210,6 +210,12 @@ pub enum BenchCommand {
         /// question sharing its first N tokens (the system prompt), and of a follow-up.
         #[arg(long, default_value_t = 0)]
         shared_prefix: usize,
+        /// A/B switch: fused Q/K/V and gate/up quantized kernel calls.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        fused_matmul: bool,
+        /// A/B switch: run forward passes inside candle's CPU thread pool.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        pool_context: bool,
     },
     /// Load on a running server: N concurrent sessions x M questions; p50/p95 latency, throughput,
     /// errors, and how fast overflow is refused.

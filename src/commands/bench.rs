@@ -7,18 +7,36 @@ use novapay::engine::Llm;
 
 use crate::cli::{EmbedArgs, LlmArgs, RuntimeArgs};
 
-pub fn llm(
-    runtime: &RuntimeArgs,
-    args: &LlmArgs,
-    prompt_file: &Path,
-    prompt_tokens: usize,
-    generate_tokens: usize,
-    rounds: usize,
-    shared_prefix: usize,
-) -> anyhow::Result<()> {
+pub struct LlmBenchArgs<'a> {
+    pub runtime: &'a RuntimeArgs,
+    pub args: &'a LlmArgs,
+    pub prompt_file: &'a Path,
+    pub prompt_tokens: usize,
+    pub generate_tokens: usize,
+    pub rounds: usize,
+    pub shared_prefix: usize,
+    pub fused_matmul: bool,
+    pub pool_context: bool,
+}
+
+pub fn llm(a: LlmBenchArgs) -> anyhow::Result<()> {
+    let LlmBenchArgs {
+        runtime,
+        args,
+        prompt_file,
+        prompt_tokens,
+        generate_tokens,
+        rounds,
+        shared_prefix,
+        fused_matmul,
+        pool_context,
+    } = a;
     let (path, threads) = super::resolve_llm(runtime, args)?;
+    let mut opts = args.options(path);
+    opts.load.fused_matmul = fused_matmul;
+    opts.pool_context = pool_context;
     let t = Instant::now();
-    let mut llm = Llm::load(&args.options(path)).context("loading the LLM")?;
+    let mut llm = Llm::load(&opts).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
     let text = bench::read_text_or_default(prompt_file);
     let report = bench::bench_llm(

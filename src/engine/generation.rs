@@ -28,6 +28,8 @@ pub struct LlmOptions {
     pub prefill_chunk: usize,
     /// Keep the KV cache of the longest prefix a new prompt shares with the previous generation.
     pub reuse_prefix: bool,
+    /// Run forward passes inside candle's CPU thread pool (see `Llm::forward`).
+    pub pool_context: bool,
 }
 
 impl LlmOptions {
@@ -39,6 +41,7 @@ impl LlmOptions {
             load: LoadOptions::default(),
             prefill_chunk: 512,
             reuse_prefix: true,
+            pool_context: true,
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct Llm {
     /// Tokens whose keys and values the model's cache holds, in order.
     cached: Vec<u32>,
     reuse_prefix: bool,
+    pool_context: bool,
+    device: Device,
 }
 
 impl Llm {
@@ -138,6 +143,8 @@ impl Llm {
             prefill_chunk: opts.prefill_chunk,
             cached: Vec::new(),
             reuse_prefix: opts.reuse_prefix,
+            pool_context: opts.pool_context,
+            device,
         })
     }
 
@@ -168,7 +175,7 @@ impl Llm {
 
     /// Logits after one more token on top of what the cache holds.
     pub fn logits_next(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
-        let row = self.model.forward(&[token])?.to_vec1::<f32>()?;
+        let row = self.forward(&[token])?.to_vec1::<f32>()?;
         self.cached.push(token);
         Ok(row)
     }
@@ -238,7 +245,7 @@ impl Llm {
             if cancelled() {
                 return Ok(finished(FinishReason::Cancelled, usage, timings));
             }
-            logits = Some(self.model.forward(chunk)?);
+            logits = Some(self.forward(chunk)?);
             self.cached.extend_from_slice(chunk);
         }
         let mut logits = logits.ok_or_else(|| EngineError::Internal("no prefill output".into()))?;
@@ -281,7 +288,7 @@ impl Llm {
             if self.model.position() + 1 > limit {
                 break FinishReason::ContextFull;
             }
-            logits = self.model.forward(&[next])?;
+            logits = self.forward(&[next])?;
             self.cached.push(next);
         };
         let tail = if hit_stop_string {
@@ -296,6 +303,18 @@ impl Llm {
         }
         timings.generation_ms = ms_since(gen_start);
         Ok(finished(reason, usage, timings))
+    }
+
+    /// One forward pass. On CPU it runs inside candle's own thread pool (`Device::with_context`), which
+    /// keeps its workers warm across the many short parallel sections of a forward pass instead of
+    /// handing each to rayon's global pool.
+    fn forward(&mut self, tokens: &[u32]) -> Result<candle_core::Tensor, EngineError> {
+        if self.pool_context && self.device.is_cpu() {
+            let model = &mut self.model;
+            self.device.with_context(|| model.forward(tokens))
+        } else {
+            self.model.forward(tokens)
+        }
     }
 
     fn prefill_chunk_len(&self) -> usize {

@@ -69,7 +69,7 @@ impl GgufFile {
             let block = t.ggml_dtype.block_size();
             let dims = t.shape.dims();
             let row = dims.last().copied().unwrap_or(1);
-            if row % block != 0 {
+            if !row.is_multiple_of(block) {
                 return Err(bad(format!(
                     "tensor `{name}` has rows of {row} values, not a multiple of its {:?} block \
                      size {block} (corrupt file?)",

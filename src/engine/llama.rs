@@ -133,6 +133,8 @@ pub const DENSE_PREFILL_MAX_WEIGHT_BYTES: u64 = 600 << 20;
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub prefill: PrefillKernel,
+    /// Q/K/V and gate/up through one fused quantized kernel call where candle supports it.
+    pub fused_matmul: bool,
     pub requantize: Requantize,
     /// Upper bound on the context window; the GGUF's own `context_length` applies when smaller.
     pub max_context: usize,
@@ -144,6 +146,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             prefill: PrefillKernel::Auto,
+            fused_matmul: true,
             requantize: Requantize::Auto,
             max_context: 4096,
             dense_prefill_min_rows: 16,
@@ -200,6 +203,44 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// True when this input goes through the quantized kernel (not the dense prefill).
+    fn quantized_for(&self, x: &Tensor) -> candle_core::Result<bool> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let is_quantized = !matches!(
+            self.weight.dtype(),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        );
+        Ok(is_quantized && !(rows >= self.dense_min_rows && x.device().is_cpu()))
+    }
+
+    /// Several matrices applied to the same input (Q/K/V, gate/up). On CPU with AVX-512 VNNI, candle
+    /// can run same-type quantized matrices as one kernel call: the activation is quantized once and
+    /// one parallel region covers all of them. Falls back to one call per matrix otherwise.
+    fn forward_shared(
+        linears: &[&Linear],
+        x: &Tensor,
+        fused: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        if fused && x.device().is_cpu() && x.is_contiguous() {
+            let mut all_quantized = true;
+            for l in linears {
+                all_quantized &= l.quantized_for(x)?;
+            }
+            let same_type = linears
+                .iter()
+                .all(|l| l.weight.dtype() == linears[0].weight.dtype());
+            if all_quantized && same_type {
+                let weights: Vec<&QTensor> = linears.iter().map(|l| l.weight.as_ref()).collect();
+                if let Some(out) = QTensor::gemv_fused_shared_lhs(&weights, x)? {
+                    return Ok(out);
+                }
+            }
+        }
+        linears.iter().map(|l| l.forward(x)).collect()
+    }
+}
+
 struct Layer {
     wq: Linear,
     wk: Linear,
@@ -223,6 +264,8 @@ pub struct LlamaModel {
     neg_inf: Tensor,
     device: Device,
     pos: usize,
+    /// Use candle's fused multi-matrix quantized kernel where it applies.
+    fused: bool,
     pub config: LlamaConfig,
 }
 
@@ -251,7 +294,11 @@ impl LlamaModel {
             .unwrap_or(n_head);
         let n_layer = gguf.require_u32("llama.block_count")? as usize;
         let hidden = gguf.require_u32("llama.embedding_length")? as usize;
-        if n_head == 0 || n_kv_head == 0 || hidden % n_head != 0 || n_head % n_kv_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !hidden.is_multiple_of(n_head)
+            || !n_head.is_multiple_of(n_kv_head)
+        {
             return Err(bad(format!(
                 "inconsistent attention metadata: {hidden} hidden, {n_head} heads, {n_kv_head} KV \
                  heads (heads must divide the hidden size and KV heads the heads)"
@@ -380,6 +427,7 @@ impl LlamaModel {
             neg_inf,
             device: device.clone(),
             pos: 0,
+            fused: opts.fused_matmul,
             config: LlamaConfig {
                 n_layer,
                 n_head,
@@ -497,21 +545,20 @@ impl LlamaModel {
             let residual = &x;
             let h = layer.attn_norm.forward(&x)?;
             let (b, s, hidden) = h.dims3()?;
-            let q = layer
-                .wq
-                .forward(&h)?
+            let mut qkv =
+                Linear::forward_shared(&[&layer.wq, &layer.wk, &layer.wv], &h, self.fused)?;
+            let v = qkv.pop().expect("three outputs");
+            let k = qkv.pop().expect("three outputs");
+            let q = qkv.pop().expect("three outputs");
+            let q = q
                 .reshape((b, s, n_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = layer
-                .wk
-                .forward(&h)?
+            let k = k
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let v = layer
-                .wv
-                .forward(&h)?
+            let v = v
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -546,8 +593,10 @@ impl LlamaModel {
             let x1 = (y + residual)?;
 
             let h = layer.ffn_norm.forward(&x1)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
+            let mut gate_up =
+                Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
+            let up = gate_up.pop().expect("two outputs");
+            let gate = candle_nn::ops::silu(&gate_up.pop().expect("two outputs"))?;
             let y = layer.w_down.forward(&(gate * up)?)?;
             x = (y + x1)?;
         }

@@ -538,7 +538,12 @@ pub struct SynthReport {
 pub fn write_synthetic_gguf(spec: &SynthSpec, out: &Path) -> Result<SynthReport, EngineError> {
     let err = |e: String| EngineError::Internal(format!("writing {}: {e}", out.display()));
     let s = &spec.shape;
-    if s.hidden % s.n_head != 0 || s.n_head % s.n_kv_head != 0 || s.hidden % 256 != 0 {
+    if s.n_head == 0
+        || s.n_kv_head == 0
+        || !s.hidden.is_multiple_of(s.n_head)
+        || !s.n_head.is_multiple_of(s.n_kv_head)
+        || !s.hidden.is_multiple_of(256)
+    {
         return Err(EngineError::InvalidInput(format!(
             "shape {s:?}: hidden must be a multiple of 256 and of the head count, heads of KV heads"
         )));

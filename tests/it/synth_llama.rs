@@ -109,8 +109,11 @@ const EXACT_TOLERANCE: f32 = 2e-3;
 /// models) add noise of the same kind (0.15). Twice the worst of those bounds the honest difference.
 const NOISY_TOLERANCE: f32 = 0.35;
 
+/// Per position: argmax, top-1/top-2 margin, top-8 (id, logit), logits of the fixed ids.
+type ExpectedPosition = (u32, f32, Vec<(u32, f32)>, Vec<f32>);
+
 struct Expected {
-    positions: Vec<(u32, f32, Vec<(u32, f32)>, Vec<f32>)>,
+    positions: Vec<ExpectedPosition>,
     greedy: Vec<u32>,
     greedy_margins: Vec<f32>,
 }
