@@ -115,6 +115,7 @@ pub struct Llm {
     cached: Vec<u32>,
     reuse_prefix: bool,
     pool_context: bool,
+    recompute_tail: usize,
     device: Device,
 }
 
@@ -144,6 +145,7 @@ impl Llm {
             cached: Vec::new(),
             reuse_prefix: opts.reuse_prefix,
             pool_context: opts.pool_context,
+            recompute_tail: opts.load.dense_prefill_min_rows,
             device,
         })
     }
@@ -232,8 +234,12 @@ impl Llm {
         let start = Instant::now();
         // Positions shared with what the cache already holds (the system prompt, earlier turns) are
         // kept; at least one token is run to get logits.
+        // The last `recompute_tail` prompt tokens always run as one batch, so the logits of the first
+        // answer token come from the same kernel whether or not a prefix was reused: asking the same
+        // question twice gives the same greedy answer.
         let reused = if self.reuse_prefix {
-            common_prefix(&self.cached, prompt).min(prompt.len() - 1)
+            let tail = self.recompute_tail.clamp(1, prompt.len());
+            common_prefix(&self.cached, prompt).min(prompt.len() - tail)
         } else {
             0
         };

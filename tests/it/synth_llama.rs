@@ -344,15 +344,19 @@ fn follow_up_reuses_the_cached_prefix_and_gives_the_same_answer() {
     // Same system part, different end: only the new tail is computed, the answer is the one a fresh
     // cache gives.
     let mut other = prompt[..40].to_vec();
-    other.extend(&prompt[50..]);
+    other.extend(prompt[40..].iter().rev());
     let (with_cache, reused) = run(&mut llm, &other);
-    assert_eq!(reused, 40);
+    assert_eq!(reused, 40, "the shared 40 tokens are reused");
     llm.forget();
     let (without_cache, _) = run(&mut llm, &other);
     assert_eq!(with_cache, without_cache);
     let (again, reused) = run(&mut llm, &prompt);
     assert_eq!(reused, 40);
     assert_eq!(again, fresh);
+    // The same prompt again: all but the last 16 tokens (one dense batch) come from the cache.
+    let (same, reused) = run(&mut llm, &prompt);
+    assert_eq!(reused, prompt.len() - 16);
+    assert_eq!(same, fresh);
 }
 
 // ---------------------------------------------------------------- damaged files
