@@ -359,8 +359,8 @@ def main():
         if not args.reference_only:
             nova_llm.append(run([args.novapay, "bench", "llm", "--llm", args.gguf, "--threads", str(args.threads),
                                  "--prompt-file", args.prompt_file, "--prompt-tokens", str(args.prompt_tokens),
-                                 "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds),
-                                 "--shared-prefix", str(args.shared_prefix)],
+                                 "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds)]
+                                + (["--shared-prefix", str(args.shared_prefix)] if args.shared_prefix else []),
                                 "novapay bench llm", args.threads, args.retry_busy))
         ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads, args.retry_busy))
         if not args.reference_only and not args.llm_only:
