@@ -18,7 +18,13 @@ Needs a Python with llama-cpp-python and sentence-transformers (e.g. the venv of
 HF_HUB_OFFLINE=1 is set for the children, models load from local paths only.
 
   python scripts/compare-runtimes.py [--novapay target/release/novapay] [--gguf PATH] [--embedder-dir DIR]
-                                     [--threads 2] [--rounds 3] [--reference-only] [--json-out FILE]
+                                     [--threads 2] [--rounds 3] [--reference-only] [--llm-only]
+                                     [--contend] [--json-out FILE]
+
+--contend keeps one busy process (a spinning Python loop, niced to 0, pinned to the last core when
+possible) running during every engine's run, as a production server always has something else running;
+compare the ratios with and without it. --llm-only skips the embedder comparison (no
+sentence-transformers needed).
 """
 import argparse
 import json
@@ -195,6 +201,27 @@ def cpu_busy_s():
     return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+CONTEND_CODE = "import os\ntry:\n    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})\nexcept Exception:\n    pass\nwhile True:\n    pass\n"
+
+
+class Contender:
+    """One process spinning on one core for as long as the context is open."""
+
+    def __init__(self, enabled):
+        self.enabled, self.proc = enabled, None
+
+    def __enter__(self):
+        if self.enabled:
+            self.proc = subprocess.Popen([sys.executable, "-c", CONTEND_CODE])
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run_once(cmd, what, threads):
     busy0, ru0 = cpu_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -213,10 +240,18 @@ def run_once(cmd, what, threads):
     return out
 
 
+CONTEND = False
+
+
 def run(cmd, what, threads, retries=0, max_foreign=25.0):
     """Runs a benchmark process; if other processes used more than max_foreign % of a core meanwhile (a busy
     machine skews these numbers badly, OpenMP spinning in llama.cpp most of all), waits and retries up to
     `retries` times, then keeps the last run and flags it."""
+    if CONTEND:
+        with Contender(True):
+            out = run_once(cmd, what, threads)
+        out["_contended"] = True
+        return out
     for attempt in range(retries + 1):
         out = run_once(cmd, what, threads)
         foreign = out.get("_foreign_cpu_pct", 0.0)
@@ -284,16 +319,23 @@ def main():
     ap.add_argument("--retry-busy", type=int, default=0, metavar="N",
                     help="re-run a measurement up to N times when other processes were using the CPU meanwhile")
     ap.add_argument("--json-out", help="also write every round's raw results here")
+    ap.add_argument("--llm-only", action="store_true", help="skip the embedder comparison")
+    ap.add_argument("--contend", action="store_true",
+                    help="keep one busy process on one core during every run (contention test)")
+    ap.add_argument("--shared-prefix", type=int, default=0,
+                    help="novapay only: also report TTFT with the prefix cache (bench llm --shared-prefix N)")
     ap.add_argument("--_worker", choices=["llm", "embed"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    global CONTEND
+    CONTEND = args.contend
     if args._worker:
         res = worker_llm(args) if args._worker == "llm" else worker_embed(args)
         print(json.dumps(res, ensure_ascii=False))
         return
 
-    for p, what in [(args.gguf, "--gguf"), (args.embedder_dir, "--embedder-dir"),
-                    (args.prompt_file, "--prompt-file"), (args.chunks_file, "--chunks-file")]:
+    for p, what in [(args.gguf, "--gguf"), (args.prompt_file, "--prompt-file")] + \
+            ([] if args.llm_only else [(args.embedder_dir, "--embedder-dir"), (args.chunks_file, "--chunks-file")]):
         if not os.path.exists(p):
             raise SystemExit(f"error: {what} {p} does not exist (models: scripts/fetch-test-models.sh)")
     if not args.reference_only:
@@ -302,7 +344,7 @@ def main():
                              f"  build it with `cargo build --release`, pass --novapay PATH, "
                              f"or use --reference-only to run just llama.cpp and sentence-transformers")
     missing = []
-    for mod in ("llama_cpp", "sentence_transformers"):
+    for mod in ("llama_cpp",) + (() if args.llm_only else ("sentence_transformers",)):
         try:
             __import__(mod)
         except ImportError:
@@ -317,15 +359,18 @@ def main():
         if not args.reference_only:
             nova_llm.append(run([args.novapay, "bench", "llm", "--llm", args.gguf, "--threads", str(args.threads),
                                  "--prompt-file", args.prompt_file, "--prompt-tokens", str(args.prompt_tokens),
-                                 "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds)],
+                                 "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds)]
+                                + (["--shared-prefix", str(args.shared_prefix)] if args.shared_prefix else []),
                                 "novapay bench llm", args.threads, args.retry_busy))
         ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads, args.retry_busy))
-        if not args.reference_only:
+        if not args.reference_only and not args.llm_only:
             nova_emb.append(run([args.novapay, "bench", "embed", "--embedder", args.embedder_dir,
                                  "--threads", str(args.threads), "--chunks-file", args.chunks_file,
                                  "--batch-size", str(args.batch_size), "--rounds", str(args.inner_rounds)],
                                 "novapay bench embed", args.threads, args.retry_busy))
-        ref_emb.append(run(ref_cmd("embed", args), "sentence-transformers reference", args.threads, args.retry_busy))
+        if not args.llm_only:
+            ref_emb.append(run(ref_cmd("embed", args), "sentence-transformers reference", args.threads,
+                               args.retry_busy))
         for name, rs in [("novapay llm", nova_llm), ("llama.cpp", ref_llm), ("novapay embed", nova_emb),
                          ("sentence-transformers", ref_emb)]:
             if rs and len(rs) == rnd:
@@ -333,20 +378,23 @@ def main():
                 print(f"  {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
 
     import llama_cpp
-    import sentence_transformers
-    import torch
-    print(f"\nthreads={args.threads} rounds={args.rounds} (medians); "
-          f"llama-cpp-python {llama_cpp.__version__}, sentence-transformers {sentence_transformers.__version__}, "
-          f"torch {torch.__version__}")
+    versions = f"llama-cpp-python {llama_cpp.__version__}"
+    if not args.llm_only:
+        import sentence_transformers
+        import torch
+        versions += f", sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}"
+    print(f"\nthreads={args.threads} rounds={args.rounds} (medians){' with one busy process on one core' if args.contend else ''}; "
+          f"{versions}")
     pt = median(ref_llm, "prompt_tokens")
     print(f"prompt: {args.prompt_file} = {pt:.0f} tokens (llama.cpp)"
           + (f", {median(nova_llm, 'prompt_tokens'):.0f} tokens (novapay)" if nova_llm else "")
           + f"; generation: {GEN_TOKENS} greedy tokens, EOS ignored")
     if nova_llm and median(nova_llm, "prompt_tokens") not in (None, pt):
         print("WARNING: novapay and llama.cpp evaluated different prompt lengths; prompt tok/s not comparable 1:1")
-    print(f"embed: {args.chunks_file} = {median(ref_emb, 'chunks'):.0f} chunks, batch {args.batch_size}, "
-          f"mean {median(ref_emb, 'mean_tokens_per_chunk'):.0f} word pieces/chunk after truncation to 256, "
-          f"{median(ref_emb, 'truncated_chunks'):.0f} chunks truncated")
+    if ref_emb:
+        print(f"embed: {args.chunks_file} = {median(ref_emb, 'chunks'):.0f} chunks, batch {args.batch_size}, "
+              f"mean {median(ref_emb, 'mean_tokens_per_chunk'):.0f} word pieces/chunk after truncation to 256, "
+              f"{median(ref_emb, 'truncated_chunks'):.0f} chunks truncated")
     if nova_llm:
         print(f"novapay weight types: {nova_llm[-1].get('weight_types')} (llama.cpp runs the GGUF's own types)")
     n_busy = sum(1 for rs in (nova_llm, ref_llm, nova_emb, ref_emb) for r in rs if r.get("_busy"))
@@ -354,7 +402,29 @@ def main():
         print(f"WARNING: {n_busy} run(s) shared the CPU with other processes; their numbers are unreliable "
               f"(use --retry-busy N on a shared machine)")
     print_table("LLM (novapay vs llama.cpp)", LLM_METRICS, nova_llm, ref_llm, "llama.cpp")
-    print_table("Embedder (novapay vs sentence-transformers)", EMB_METRICS, nova_emb, ref_emb, "sent-transformers")
+    if nova_llm or ref_llm:
+        quiet = lambda rs: min(rs, key=lambda r: r.get("_foreign_cpu_pct", 0.0)) if rs else None
+        qn, qr = quiet(nova_llm), quiet(ref_llm)
+        print("  quietest round (least foreign CPU):")
+        for key, _ in LLM_METRICS:
+            n, r = (qn or {}).get(key), (qr or {}).get(key)
+            ratio = f"{n / r:.3f}" if (n is not None and r) else "-"
+            print(f"    {key:<24} {fmt(n):>10} {fmt(r):>20} {ratio:>15}")
+    if nova_llm and nova_llm[-1].get("fraction_of_bandwidth_limit") is not None:
+        fr = median(nova_llm, "fraction_of_bandwidth_limit")
+        bw = statistics.median(r["memory"]["read_gb_per_s"] for r in nova_llm)
+        wb = nova_llm[-1]["weight_bytes_per_token"]
+        print(f"  novapay: {wb / 1e9:.2f} GB of weights per token, read bandwidth {bw:.1f} GB/s -> limit "
+              f"{bw * 1e9 / wb:.1f} tok/s; generation reaches {fr:.2f} of it")
+    if nova_llm and nova_llm[-1].get("prefix_cache"):
+        pc = [r["prefix_cache"] for r in nova_llm]
+        med = lambda k: statistics.median(p[k] for p in pc)
+        print(f"  novapay TTFT with a {pc[-1]['shared_prefix_tokens']}-token shared prefix: first question "
+              f"{med('first_question_ttft_ms'):.0f} ms, another question after the same prefix "
+              f"{med('same_prefix_ttft_ms'):.0f} ms, follow-up {med('follow_up_ttft_ms'):.0f} ms")
+    if ref_emb:
+        print_table("Embedder (novapay vs sentence-transformers)", EMB_METRICS, nova_emb, ref_emb,
+                    "sent-transformers")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump({"threads": args.threads, "rounds": args.rounds, "novapay_llm": nova_llm, "llama_cpp": ref_llm,

@@ -25,6 +25,40 @@ pub struct LlmBenchReport {
     pub time_to_first_token_ms: f64,
     pub load_ms: f64,
     pub peak_rss_mb: f64,
+    /// Weight bytes one generated token reads (every matrix once).
+    pub weight_bytes_per_token: u64,
+    /// This machine's memory bandwidth, measured here with the same thread count.
+    pub memory: MemoryBandwidth,
+    /// generation tok/s x bytes per token / read bandwidth: the fraction of the physical limit reached.
+    pub fraction_of_bandwidth_limit: f64,
+    /// generation tok/s the read bandwidth would allow at most.
+    pub bandwidth_limit_tokens_per_s: f64,
+    /// With `--shared-prefix N`: time to first token for a first question, another question after
+    /// the same N-token prefix, and a follow-up that repeats the whole previous turn.
+    pub prefix_cache: Option<PrefixCacheReport>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MemoryBandwidth {
+    pub threads: usize,
+    pub buffer_mb: usize,
+    /// Parallel sequential read (what streaming weights needs), best of several passes.
+    pub read_gb_per_s: f64,
+    /// memcpy, counting bytes read plus bytes written, best of several passes.
+    pub copy_gb_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrefixCacheReport {
+    pub shared_prefix_tokens: usize,
+    pub question_tokens: usize,
+    pub first_question_ttft_ms: f64,
+    pub first_question_reused_tokens: usize,
+    pub same_prefix_ttft_ms: f64,
+    pub same_prefix_reused_tokens: usize,
+    pub follow_up_ttft_ms: f64,
+    pub follow_up_prompt_tokens: usize,
+    pub follow_up_reused_tokens: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +81,8 @@ pub struct LlmBenchSpec<'a> {
     pub rounds: usize,
     pub threads: usize,
     pub load_ms: f64,
+    /// Tokens shared by the two questions of the prefix-cache measurement (0: skip it).
+    pub shared_prefix: usize,
 }
 
 /// Prefill of a ~`prompt_tokens` prompt, then exactly `generate_tokens` greedy tokens, `rounds` times.
@@ -81,13 +117,31 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
     let (mut prompt, mut gen, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
     let mut generated = 0;
     for _ in 0..spec.rounds.max(1) {
+        // Each round is a first question: nothing reused from the previous round.
+        llm.forget();
         let s = llm.generate(&ids, &params, &never, &mut sink)?;
         prompt.push(s.timings.prompt_tokens_per_s(&s.usage));
         gen.push(s.timings.generation_tokens_per_s(&s.usage));
         ttft.push(s.timings.time_to_first_token_ms);
         generated = s.usage.completion_tokens;
     }
+    let prefix_cache = if spec.shared_prefix > 0 {
+        Some(bench_prefix_cache(llm, &ids, spec.shared_prefix, &params)?)
+    } else {
+        None
+    };
+    let weight_bytes = llm.weight_bytes_per_token();
+    // Before the bandwidth test, whose buffers would count as the model's memory.
+    let peak_rss = peak_rss_mb();
+    let memory = memory_bandwidth(spec.threads);
+    let gen_rate = median(&mut gen);
+    let limit = memory.read_gb_per_s * 1e9 / weight_bytes.max(1) as f64;
     Ok(LlmBenchReport {
+        weight_bytes_per_token: weight_bytes,
+        memory,
+        fraction_of_bandwidth_limit: gen_rate / limit,
+        bandwidth_limit_tokens_per_s: limit,
+        prefix_cache,
         model: llm.name.clone(),
         weight_types: llm.config().weight_types.clone(),
         threads: spec.threads,
@@ -95,11 +149,95 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
         prompt_tokens: ids.len(),
         generated_tokens: generated,
         prompt_tokens_per_s: median(&mut prompt),
-        generation_tokens_per_s: median(&mut gen),
+        generation_tokens_per_s: gen_rate,
         time_to_first_token_ms: median(&mut ttft),
         load_ms: spec.load_ms,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: peak_rss,
     })
+}
+
+/// TTFT of a first question (prefix + question A, empty cache), of question B after the same prefix
+/// (the cache still holds A's turn), and of a follow-up (A's whole turn + answer + a short question).
+fn bench_prefix_cache(
+    llm: &mut Llm,
+    ids: &[u32],
+    shared: usize,
+    params: &SamplingParams,
+) -> Result<PrefixCacheReport, EngineError> {
+    let shared = shared.min(ids.len().saturating_sub(1));
+    let question = ids.len() - shared;
+    let never = || false;
+    let mut sink = |_: &str| ControlFlow::Continue(());
+    let params = SamplingParams {
+        max_new_tokens: params.max_new_tokens.min(16),
+        ..params.clone()
+    };
+    // Question B: the same number of tokens, from a different place in the text.
+    let mut other: Vec<u32> = ids[shared..].iter().rev().copied().collect();
+    other.truncate(question);
+    let first: Vec<u32> = ids.to_vec();
+    let second: Vec<u32> = ids[..shared].iter().chain(&other).copied().collect();
+
+    llm.forget();
+    let a = llm.generate(&first, &params, &never, &mut sink)?;
+    let b = llm.generate(&second, &params, &never, &mut sink)?;
+    let mut follow_up = llm.cached_tokens().to_vec();
+    follow_up.extend(ids[shared..].iter().take(32));
+    let c = llm.generate(&follow_up, &params, &never, &mut sink)?;
+    Ok(PrefixCacheReport {
+        shared_prefix_tokens: shared,
+        question_tokens: question,
+        first_question_ttft_ms: a.timings.time_to_first_token_ms,
+        first_question_reused_tokens: a.usage.cached_prompt_tokens,
+        same_prefix_ttft_ms: b.timings.time_to_first_token_ms,
+        same_prefix_reused_tokens: b.usage.cached_prompt_tokens,
+        follow_up_ttft_ms: c.timings.time_to_first_token_ms,
+        follow_up_prompt_tokens: follow_up.len(),
+        follow_up_reused_tokens: c.usage.cached_prompt_tokens,
+    })
+}
+
+/// Read and copy bandwidth over a buffer far larger than the caches, split across `threads`.
+pub fn memory_bandwidth(threads: usize) -> MemoryBandwidth {
+    const MB: usize = 1 << 20;
+    let buffer_mb = 256;
+    let threads = threads.max(1);
+    let words = buffer_mb * MB / 8;
+    let src: Vec<u64> = (0..words as u64).collect();
+    let mut dst = vec![0u64; words];
+    let chunk = words.div_ceil(threads);
+    let best = |f: &mut dyn FnMut() -> f64| (0..5).map(|_| f()).fold(0.0, f64::max);
+    let read = best(&mut || {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = src
+                .chunks(chunk)
+                .map(|c| scope.spawn(move || c.iter().fold(0u64, |a, b| a.wrapping_add(*b))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        (words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+    });
+    let copy = best(&mut || {
+        let t = Instant::now();
+        std::thread::scope(|scope| {
+            for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                scope.spawn(move || d.copy_from_slice(s));
+            }
+        });
+        std::hint::black_box(&dst);
+        (2 * words * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+    });
+    MemoryBandwidth {
+        threads,
+        buffer_mb,
+        read_gb_per_s: read,
+        copy_gb_per_s: copy,
+    }
 }
 
 pub fn bench_embed(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use novapay::device::DeviceChoice;
 use novapay::embed::EmbedderOptions;
-use novapay::engine::llama::{LoadOptions, Requantize};
+use novapay::engine::llama::{LoadOptions, PrefillKernel, Requantize};
 use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
 use novapay::index::chunk::ChunkSettings;
 use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
@@ -141,6 +141,46 @@ pub enum Command {
         plain: bool,
         text: String,
     },
+    /// Logits of every prompt position (top-k, argmax) and a greedy continuation, for checking the
+    /// engine against llama.cpp on the same GGUF.
+    Logits {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        llm: LlmArgs,
+        /// Token ids, comma-separated, instead of a text (e.g. llama.cpp's tokenization).
+        #[arg(long, conflicts_with = "text")]
+        ids: Option<String>,
+        /// Put the model's BOS token first (text prompts only; follows the GGUF's add_bos_token by default).
+        #[arg(long)]
+        bos: Option<bool>,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Also print these token ids' logits at every position (comma-separated).
+        #[arg(long)]
+        select: Option<String>,
+        /// Greedy tokens to generate after the prompt.
+        #[arg(long, default_value_t = 0)]
+        greedy: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        text: Option<String>,
+    },
+    /// Write a Llama-3.2-shaped GGUF with random weights and real metadata (deterministic from the seed),
+    /// for tests and benchmarks at the product's model size without downloading it.
+    SynthGguf {
+        /// tiny (tests, ~20-35 MB) or 3b (Llama 3.2 3B's shapes, ~2 GB as q4_k_m).
+        #[arg(long, default_value = "tiny")]
+        shape: novapay::engine::synth::Shape,
+        /// q4_k_m (llama.cpp's Q4_K + Q6_K mix), q4_k, q6_k or q8_0.
+        #[arg(long, default_value = "q4_k_m")]
+        quant: novapay::engine::synth::Quant,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]
@@ -164,12 +204,23 @@ pub enum BenchCommand {
         /// Prompt text (the comparison script uses the same file).
         #[arg(long, default_value = "scripts/bench-data/prompt.txt")]
         prompt_file: PathBuf,
+        /// Prompt length: the file's tokens repeated/truncated to this many.
         #[arg(long, default_value_t = 500)]
         prompt_tokens: usize,
         #[arg(long, default_value_t = 128)]
         generate_tokens: usize,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Also measure the prefix cache: time to first token of a first question, of another
+        /// question sharing its first N tokens (the system prompt), and of a follow-up.
+        #[arg(long, default_value_t = 0)]
+        shared_prefix: usize,
+        /// A/B switch: fused Q/K/V and gate/up quantized kernel calls.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        fused_matmul: bool,
+        /// A/B switch: run forward passes inside candle's CPU thread pool.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        pool_context: bool,
     },
     /// Load on a running server: N concurrent sessions x M questions; p50/p95 latency, throughput,
     /// errors, and how fast overflow is refused.
@@ -527,6 +578,9 @@ pub struct LlmArgs {
     /// auto: requantize weight types candle multiplies slowly (Q4_1, Q5_x) to Q8_0 at load; off.
     #[arg(long, env = "NOVAPAY_REQUANTIZE", default_value = "auto")]
     pub requantize: Requantize,
+    /// Prompt matmuls on CPU: auto (dense f32 for small models, quantized for large), dense, quantized.
+    #[arg(long, env = "NOVAPAY_PREFILL_KERNEL", default_value = "auto")]
+    pub prefill_kernel: PrefillKernel,
 }
 
 impl LlmArgs {
@@ -537,6 +591,7 @@ impl LlmArgs {
             load: LoadOptions {
                 requantize: self.requantize,
                 max_context: self.ctx_size,
+                prefill: self.prefill_kernel,
                 ..LoadOptions::default()
             },
             ..LlmOptions::new(gguf)

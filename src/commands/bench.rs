@@ -7,16 +7,34 @@ use novapay::engine::Llm;
 
 use crate::cli::{EmbedArgs, LlmArgs, RuntimeArgs};
 
-pub fn llm(
-    runtime: &RuntimeArgs,
-    args: &LlmArgs,
-    prompt_file: &Path,
-    prompt_tokens: usize,
-    generate_tokens: usize,
-    rounds: usize,
-) -> anyhow::Result<()> {
+pub struct LlmBenchArgs<'a> {
+    pub runtime: &'a RuntimeArgs,
+    pub args: &'a LlmArgs,
+    pub prompt_file: &'a Path,
+    pub prompt_tokens: usize,
+    pub generate_tokens: usize,
+    pub rounds: usize,
+    pub shared_prefix: usize,
+    pub fused_matmul: bool,
+    pub pool_context: bool,
+}
+
+pub fn llm(a: LlmBenchArgs) -> anyhow::Result<()> {
+    let LlmBenchArgs {
+        runtime,
+        args,
+        prompt_file,
+        prompt_tokens,
+        generate_tokens,
+        rounds,
+        shared_prefix,
+        fused_matmul,
+        pool_context,
+    } = a;
     let (_, threads) = super::prepare_device(runtime)?;
-    let opts = super::load_llm_options(runtime, args)?;
+    let mut opts = super::load_llm_options(runtime, args)?;
+    opts.load.fused_matmul = fused_matmul;
+    opts.pool_context = pool_context;
     let t = Instant::now();
     let mut llm = Llm::load(&opts).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -30,6 +48,7 @@ pub fn llm(
             rounds,
             threads,
             load_ms,
+            shared_prefix,
         },
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,6 +6,7 @@ mod bitrix24;
 mod download;
 mod eval;
 mod index;
+mod logits;
 mod serve;
 mod tokenize;
 
@@ -73,6 +74,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             plain,
             text,
         } => tokenize::run(&runtime, &llm, json, plain, &text),
+        Command::Logits {
+            runtime,
+            llm,
+            ids,
+            bos,
+            top_k,
+            select,
+            greedy,
+            json,
+            text,
+        } => logits::run(logits::LogitsArgs {
+            runtime: &runtime,
+            llm: &llm,
+            ids: ids.as_deref(),
+            bos,
+            top_k,
+            select: select.as_deref(),
+            greedy,
+            json,
+            text: text.as_deref(),
+        }),
+        Command::SynthGguf {
+            shape,
+            quant,
+            seed,
+            out,
+        } => {
+            let report = novapay::engine::synth::write_synthetic_gguf(
+                &novapay::engine::synth::SynthSpec { shape, quant, seed },
+                &out,
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Bench { what } => match what {
             BenchCommand::Llm {
                 runtime,
@@ -81,14 +116,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 prompt_tokens,
                 generate_tokens,
                 rounds,
-            } => bench::llm(
-                &runtime,
-                &llm,
-                &prompt_file,
+                shared_prefix,
+                fused_matmul,
+                pool_context,
+            } => bench::llm(bench::LlmBenchArgs {
+                runtime: &runtime,
+                args: &llm,
+                prompt_file: &prompt_file,
                 prompt_tokens,
                 generate_tokens,
                 rounds,
-            ),
+                shared_prefix,
+                fused_matmul,
+                pool_context,
+            }),
             BenchCommand::Http {
                 url,
                 sessions,

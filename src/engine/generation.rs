@@ -6,6 +6,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::Device;
+
 use serde::Serialize;
 
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
@@ -28,6 +30,10 @@ pub struct LlmOptions {
     pub prefill_chunk: usize,
     /// CPU or a CUDA GPU; the CPU-only weight tricks in `llama` are skipped on a GPU.
     pub device: DeviceChoice,
+    /// Keep the KV cache of the longest prefix a new prompt shares with the previous generation.
+    pub reuse_prefix: bool,
+    /// Run forward passes inside candle's CPU thread pool (see `Llm::forward`).
+    pub pool_context: bool,
 }
 
 impl LlmOptions {
@@ -39,6 +45,8 @@ impl LlmOptions {
             load: LoadOptions::default(),
             prefill_chunk: 512,
             device: DeviceChoice::default(),
+            reuse_prefix: true,
+            pool_context: true,
         }
     }
 }
@@ -60,6 +68,8 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose keys and values were reused from the previous generation.
+    pub cached_prompt_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -106,6 +116,12 @@ pub struct Llm {
     pub template: ChatTemplate,
     pub name: String,
     prefill_chunk: usize,
+    /// Tokens whose keys and values the model's cache holds, in order.
+    cached: Vec<u32>,
+    reuse_prefix: bool,
+    pool_context: bool,
+    recompute_tail: usize,
+    device: Device,
 }
 
 impl Llm {
@@ -116,6 +132,7 @@ impl Llm {
             Some(path) => LlmTokenizer::from_file(path, Some(&gguf))?,
             None => LlmTokenizer::from_gguf(&gguf)?,
         };
+        check_tokenizer_fits(&gguf, &tokenizer, opts.tokenizer_json.as_deref())?;
         let template_src = gguf.get_str("tokenizer.chat_template").map(str::to_string);
         let template = ChatTemplate::select(&opts.template, template_src.as_deref(), &tokenizer)?;
         let model = LlamaModel::load(&mut gguf, &device, &opts.load)?;
@@ -130,6 +147,11 @@ impl Llm {
             template,
             name,
             prefill_chunk: opts.prefill_chunk,
+            cached: Vec::new(),
+            reuse_prefix: opts.reuse_prefix,
+            pool_context: opts.pool_context,
+            recompute_tail: opts.load.dense_prefill_min_rows,
+            device,
         })
     }
 
@@ -137,8 +159,38 @@ impl Llm {
         &self.model.config
     }
 
+    /// Tokens whose keys and values the cache holds (the last prompt and the answer fed back so far).
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.model.weight_bytes_per_token()
+    }
+
     pub fn context_length(&self) -> usize {
         self.model.config.context_length
+    }
+
+    /// Logits of every position of `tokens` run from an empty cache, one row per token.
+    pub fn logits_all_positions(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.forget();
+        let rows = self.model.forward_all(tokens)?;
+        self.cached.extend_from_slice(tokens);
+        Ok(rows.to_vec2::<f32>()?)
+    }
+
+    /// Logits after one more token on top of what the cache holds.
+    pub fn logits_next(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
+        let row = self.forward(&[token])?.to_vec1::<f32>()?;
+        self.cached.push(token);
+        Ok(row)
+    }
+
+    /// Empties the KV cache (the next prompt is computed in full) and frees its memory.
+    pub fn forget(&mut self) {
+        self.model.reset();
+        self.cached.clear();
     }
 
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
@@ -175,6 +227,7 @@ impl Llm {
         let mut usage = Usage {
             prompt_tokens: prompt.len(),
             completion_tokens: 0,
+            cached_prompt_tokens: 0,
         };
         let mut timings = Timings::default();
         let finished = |reason, usage, timings| GenerationSummary {
@@ -183,15 +236,28 @@ impl Llm {
             finish_reason: reason,
         };
 
-        self.model.reset();
         let start = Instant::now();
+        // Positions shared with what the cache already holds (the system prompt, earlier turns) are
+        // kept; at least one token is run to get logits.
+        // The last `recompute_tail` prompt tokens always run as one batch, so the logits of the first
+        // answer token come from the same kernel whether or not a prefix was reused: asking the same
+        // question twice gives the same greedy answer.
+        let reused = if self.reuse_prefix {
+            let tail = self.recompute_tail.clamp(1, prompt.len());
+            common_prefix(&self.cached, prompt).min(prompt.len() - tail)
+        } else {
+            0
+        };
+        self.model.truncate(reused);
+        self.cached.truncate(reused);
+        usage.cached_prompt_tokens = reused;
         let mut logits = None;
-        for chunk in prompt.chunks(self.prefill_chunk_len()) {
+        for chunk in prompt[reused..].chunks(self.prefill_chunk_len()) {
             if cancelled() {
-                self.model.reset();
                 return Ok(finished(FinishReason::Cancelled, usage, timings));
             }
-            logits = Some(self.model.forward(chunk)?);
+            logits = Some(self.forward(chunk)?);
+            self.cached.extend_from_slice(chunk);
         }
         let mut logits = logits.ok_or_else(|| EngineError::Internal("no prefill output".into()))?;
         timings.prompt_ms = ms_since(start);
@@ -233,7 +299,8 @@ impl Llm {
             if self.model.position() + 1 > limit {
                 break FinishReason::ContextFull;
             }
-            logits = self.model.forward(&[next])?;
+            logits = self.forward(&[next])?;
+            self.cached.push(next);
         };
         let tail = if hit_stop_string {
             String::new()
@@ -249,9 +316,67 @@ impl Llm {
         Ok(finished(reason, usage, timings))
     }
 
+    /// One forward pass. On CPU it runs inside candle's own thread pool (`Device::with_context`), which
+    /// keeps its workers warm across the many short parallel sections of a forward pass instead of
+    /// handing each to rayon's global pool.
+    fn forward(&mut self, tokens: &[u32]) -> Result<candle_core::Tensor, EngineError> {
+        if self.pool_context && self.device.is_cpu() {
+            let model = &mut self.model;
+            self.device.with_context(|| model.forward(tokens))
+        } else {
+            self.model.forward(tokens)
+        }
+    }
+
     fn prefill_chunk_len(&self) -> usize {
         self.prefill_chunk.max(1)
     }
+}
+
+/// A tokenizer whose ids the embedding has no rows for would fail mid-answer (or, with a different
+/// vocabulary of the same size, answer nonsense): refuse it before the weights are read.
+fn check_tokenizer_fits(
+    gguf: &GgufFile,
+    tokenizer: &LlmTokenizer,
+    tokenizer_json: Option<&std::path::Path>,
+) -> Result<(), EngineError> {
+    let Some((dims, _)) = gguf.tensor_info("token_embd.weight") else {
+        return Ok(()); // reported with the other missing tensors
+    };
+    let rows = dims.first().copied().unwrap_or(0);
+    let n = tokenizer.vocab_size();
+    let source = match tokenizer_json {
+        Some(p) => format!("the tokenizer {}", p.display()),
+        None => "the GGUF's tokenizer.ggml.tokens".to_string(),
+    };
+    // A tokenizer.json may have fewer entries than a padded embedding; the GGUF's own list may not.
+    let fits = if tokenizer_json.is_some() {
+        n <= rows
+    } else {
+        n == rows
+    };
+    let special_out_of_range = [tokenizer.bos, tokenizer.eos]
+        .into_iter()
+        .flatten()
+        .find(|id| *id as usize >= rows);
+    if !fits || special_out_of_range.is_some() {
+        let detail = match special_out_of_range {
+            Some(id) if fits => format!("its BOS/EOS id {id} is outside the embedding"),
+            _ => format!("it has {n} tokens"),
+        };
+        return Err(EngineError::BadModel {
+            path: gguf.path.clone(),
+            reason: format!(
+                "{source} does not match the model: {detail}, tensor `token_embd.weight` has {rows} \
+                 rows; use the tokenizer that came with this model"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn ms_since(t: Instant) -> f64 {

@@ -42,24 +42,59 @@ impl GgufFile {
             .map_err(|e| bad(e.to_string()))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| {
+            let e = e.to_string();
+            if e.contains("unknown dtype") {
+                // candle names the type number only; find the tensor so the operator knows what to fix.
+                let tensor = reader
+                    .seek(SeekFrom::Start(0))
+                    .ok()
+                    .and_then(|_| header::first_unknown_type(&mut reader, size));
+                if let Some((name, ty)) = tensor {
+                    return bad(format!(
+                        "tensor `{name}` has GGML type {ty}, which novapay cannot read (supported: F32, \
+                         F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K); re-quantize the model, \
+                         e.g. to Q4_K_M"
+                    ));
+                }
+            }
             bad(format!(
                 "unreadable GGUF header (truncated or corrupt download?): {e}"
             ))
         })?;
         // The header lists every tensor with its offset: a short file is a truncated download, caught
-        // here rather than as a read error halfway through loading.
-        let needed = content
-            .tensor_infos
-            .values()
-            .map(|t| {
-                let elems = t.shape.elem_count();
-                let block = t.ggml_dtype.block_size();
-                content.tensor_data_offset
-                    + t.offset
-                    + (elems / block * t.ggml_dtype.type_size()) as u64
-            })
-            .max()
-            .unwrap_or(content.tensor_data_offset);
+        // here rather than as a read error halfway through loading. Sizes are checked arithmetic: a
+        // corrupt header must give an error, not an overflow.
+        let mut needed = content.tensor_data_offset;
+        for (name, t) in &content.tensor_infos {
+            let block = t.ggml_dtype.block_size();
+            let dims = t.shape.dims();
+            let row = dims.last().copied().unwrap_or(1);
+            if !row.is_multiple_of(block) {
+                return Err(bad(format!(
+                    "tensor `{name}` has rows of {row} values, not a multiple of its {:?} block \
+                     size {block} (corrupt file?)",
+                    t.ggml_dtype
+                )));
+            }
+            let end = dims
+                .iter()
+                .try_fold(1usize, |a, d| a.checked_mul(*d))
+                .and_then(|elems| (elems / block).checked_mul(t.ggml_dtype.type_size()))
+                .and_then(|bytes| {
+                    content
+                        .tensor_data_offset
+                        .checked_add(t.offset)?
+                        .checked_add(bytes as u64)
+                });
+            match end {
+                Some(end) => needed = needed.max(end),
+                None => {
+                    return Err(bad(format!(
+                        "tensor `{name}` has an impossible size {dims:?} (corrupt file?)"
+                    )))
+                }
+            }
+        }
         if needed > size {
             return Err(bad(format!(
                 "truncated: the header needs {needed} bytes, the file has {size}; download it again"
@@ -70,6 +105,14 @@ impl GgufFile {
             content,
             reader,
         })
+    }
+
+    /// Shape (candle order: rows last) and type of a tensor, from the header alone.
+    pub fn tensor_info(&self, name: &str) -> Option<(&[usize], candle_core::quantized::GgmlDType)> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|t| (t.shape.dims(), t.ggml_dtype))
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -150,5 +193,91 @@ fn value_as_i64(v: &Value) -> Option<i64> {
         Value::I32(x) => Some(*x as i64),
         Value::I64(x) => Some(*x),
         _ => None,
+    }
+}
+
+/// A minimal walk over the GGUF header (v2/v3), used only to name a tensor candle refused.
+mod header {
+    use std::io::Read;
+
+    fn u32le(r: &mut impl Read) -> Option<u32> {
+        let mut b = [0u8; 4];
+        r.read_exact(&mut b).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+
+    fn u64le(r: &mut impl Read) -> Option<u64> {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b).ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn skip(r: &mut impl Read, n: u64, limit: u64) -> Option<()> {
+        if n > limit {
+            return None;
+        }
+        let copied = std::io::copy(&mut r.take(n), &mut std::io::sink()).ok()?;
+        (copied == n).then_some(())
+    }
+
+    fn string(r: &mut impl Read, limit: u64) -> Option<String> {
+        let n = u64le(r)?;
+        if n > limit {
+            return None;
+        }
+        let mut b = vec![0u8; n as usize];
+        r.read_exact(&mut b).ok()?;
+        Some(String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn skip_value(r: &mut impl Read, ty: u32, limit: u64, depth: usize) -> Option<()> {
+        match ty {
+            0 | 1 | 7 => skip(r, 1, limit),
+            2 | 3 => skip(r, 2, limit),
+            4..=6 => skip(r, 4, limit),
+            10..=12 => skip(r, 8, limit),
+            8 => {
+                let n = u64le(r)?;
+                skip(r, n, limit)
+            }
+            9 if depth < 4 => {
+                let inner = u32le(r)?;
+                let n = u64le(r)?;
+                if n > limit {
+                    return None;
+                }
+                (0..n).try_for_each(|_| skip_value(r, inner, limit, depth + 1))
+            }
+            _ => None,
+        }
+    }
+
+    /// The first tensor whose GGML type candle does not know: (name, type number).
+    pub fn first_unknown_type(r: &mut impl Read, limit: u64) -> Option<(String, u32)> {
+        const KNOWN: &[u32] = &[0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30];
+        let mut r = std::io::BufReader::new(r);
+        let _magic = u32le(&mut r)?;
+        let version = u32le(&mut r)?;
+        if version < 2 {
+            return None;
+        }
+        let n_tensors = u64le(&mut r)?;
+        let n_kv = u64le(&mut r)?;
+        for _ in 0..n_kv {
+            string(&mut r, limit)?;
+            let ty = u32le(&mut r)?;
+            skip_value(&mut r, ty, limit, 0)?;
+        }
+        for _ in 0..n_tensors {
+            let name = string(&mut r, limit)?;
+            let n_dims = u32le(&mut r)?;
+            skip(&mut r, 8 * n_dims as u64, limit)?;
+            let ty = u32le(&mut r)?;
+            skip(&mut r, 8, limit)?;
+            if !KNOWN.contains(&ty) {
+                return Some((name, ty));
+            }
+        }
+        None
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
-use candle_nn::kv_cache::KvCache;
 use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gguf::GgufFile;
@@ -23,6 +22,64 @@ use super::EngineError;
 
 /// How many KV positions the cache grows by at a time.
 const KV_CACHE_BLOCK: usize = 256;
+
+/// Keys and values of one layer, (batch, kv_heads, positions, head_dim), in buffers that grow by
+/// blocks. Unlike candle-nn's cache it can be cut back to a prefix, which is what lets a new prompt
+/// reuse the positions it shares with the previous one (system prompt, earlier turns).
+struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+}
+
+impl KvCache {
+    fn new() -> Self {
+        Self {
+            k: None,
+            v: None,
+            len: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::new();
+    }
+
+    /// Forgets positions from `len` on; the buffers are kept and overwritten by later appends.
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn grow(buf: &mut Option<Tensor>, src: &Tensor, needed: usize) -> candle_core::Result<()> {
+        let capacity = buf.as_ref().map(|b| b.dim(2)).transpose()?.unwrap_or(0);
+        if needed <= capacity {
+            return Ok(());
+        }
+        let new_cap = needed.div_ceil(KV_CACHE_BLOCK) * KV_CACHE_BLOCK;
+        let mut shape = src.dims().to_vec();
+        shape[2] = new_cap;
+        let bigger = Tensor::zeros(shape, src.dtype(), src.device())?;
+        if let Some(old) = buf.as_ref() {
+            bigger.slice_set(old, 2, 0)?;
+        }
+        *buf = Some(bigger);
+        Ok(())
+    }
+
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let n = k.dim(2)?;
+        Self::grow(&mut self.k, k, self.len + n)?;
+        Self::grow(&mut self.v, v, self.len + n)?;
+        let (kb, vb) = match (&self.k, &self.v) {
+            (Some(kb), Some(vb)) => (kb, vb),
+            _ => candle_core::bail!("kv cache buffers missing after grow"),
+        };
+        kb.slice_set(k, 2, self.len)?;
+        vb.slice_set(v, 2, self.len)?;
+        self.len += n;
+        Ok((kb.narrow(2, 0, self.len)?, vb.narrow(2, 0, self.len)?))
+    }
+}
 
 /// What to do with weight types candle multiplies slowly on CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +101,40 @@ impl std::str::FromStr for Requantize {
     }
 }
 
+/// Which kernel multiplies prompt batches (CPU only; decode always uses the quantized dot product).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// Dense below `DENSE_PREFILL_MAX_WEIGHT_BYTES` of weights, quantized above.
+    Auto,
+    /// Dequantize each matrix to f32 and run a dense GEMM: fastest while the weights are small.
+    Dense,
+    /// candle's quantized matmul (activations quantized to Q8): what llama.cpp computes.
+    Quantized,
+}
+
+impl std::str::FromStr for PrefillKernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "dense" => Ok(Self::Dense),
+            "quantized" => Ok(Self::Quantized),
+            other => Err(format!(
+                "unknown prefill kernel `{other}` (auto, dense or quantized)"
+            )),
+        }
+    }
+}
+
+/// Above this many bytes of weights `PrefillKernel::Auto` keeps prefill quantized: dequantizing every
+/// matrix per prompt costs more than the f32 GEMM gains (see `novapay bench llm`).
+pub const DENSE_PREFILL_MAX_WEIGHT_BYTES: u64 = 600 << 20;
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    pub prefill: PrefillKernel,
+    /// Q/K/V and gate/up through one fused quantized kernel call where candle supports it.
+    pub fused_matmul: bool,
     pub requantize: Requantize,
     /// Upper bound on the context window; the GGUF's own `context_length` applies when smaller.
     pub max_context: usize,
@@ -56,6 +145,8 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
+            prefill: PrefillKernel::Auto,
+            fused_matmul: true,
             requantize: Requantize::Auto,
             max_context: 4096,
             dense_prefill_min_rows: 16,
@@ -112,6 +203,44 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// True when this input goes through the quantized kernel (not the dense prefill).
+    fn quantized_for(&self, x: &Tensor) -> candle_core::Result<bool> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let is_quantized = !matches!(
+            self.weight.dtype(),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        );
+        Ok(is_quantized && !(rows >= self.dense_min_rows && x.device().is_cpu()))
+    }
+
+    /// Several matrices applied to the same input (Q/K/V, gate/up). On CPU with AVX-512 VNNI, candle
+    /// can run same-type quantized matrices as one kernel call: the activation is quantized once and
+    /// one parallel region covers all of them. Falls back to one call per matrix otherwise.
+    fn forward_shared(
+        linears: &[&Linear],
+        x: &Tensor,
+        fused: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        if fused && x.device().is_cpu() && x.is_contiguous() {
+            let mut all_quantized = true;
+            for l in linears {
+                all_quantized &= l.quantized_for(x)?;
+            }
+            let same_type = linears
+                .iter()
+                .all(|l| l.weight.dtype() == linears[0].weight.dtype());
+            if all_quantized && same_type {
+                let weights: Vec<&QTensor> = linears.iter().map(|l| l.weight.as_ref()).collect();
+                if let Some(out) = QTensor::gemv_fused_shared_lhs(&weights, x)? {
+                    return Ok(out);
+                }
+            }
+        }
+        linears.iter().map(|l| l.forward(x)).collect()
+    }
+}
+
 struct Layer {
     wq: Linear,
     wk: Linear,
@@ -135,6 +264,8 @@ pub struct LlamaModel {
     neg_inf: Tensor,
     device: Device,
     pos: usize,
+    /// Use candle's fused multi-matrix quantized kernel where it applies.
+    fused: bool,
     pub config: LlamaConfig,
 }
 
@@ -163,6 +294,16 @@ impl LlamaModel {
             .unwrap_or(n_head);
         let n_layer = gguf.require_u32("llama.block_count")? as usize;
         let hidden = gguf.require_u32("llama.embedding_length")? as usize;
+        if n_head == 0
+            || n_kv_head == 0
+            || !hidden.is_multiple_of(n_head)
+            || !n_head.is_multiple_of(n_kv_head)
+        {
+            return Err(bad(format!(
+                "inconsistent attention metadata: {hidden} hidden, {n_head} heads, {n_kv_head} KV \
+                 heads (heads must divide the hidden size and KV heads the heads)"
+            )));
+        }
         let head_dim = hidden / n_head;
         let rope_dim = gguf
             .get_u32("llama.rope.dimension_count")
@@ -179,10 +320,39 @@ impl LlamaModel {
         let context_length = trained_context.min(opts.max_context).max(1);
 
         let names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
-        if !names.iter().any(|n| n == "token_embd.weight") {
-            return Err(bad("GGUF has no token_embd.weight tensor".into()));
-        }
+        // Every shape is checked against the metadata before any weight is read: a bad file fails at
+        // once, naming the tensor, instead of half-loading or failing inside a matmul later.
+        check_tensor_shapes(
+            gguf,
+            &ExpectedShapes {
+                n_layer,
+                hidden,
+                q_dim: n_head * head_dim,
+                kv_dim: n_kv_head * head_dim,
+                rope_dim,
+            },
+        )?;
+        let weight_bytes: u64 = gguf
+            .content
+            .tensor_infos
+            .values()
+            .map(|t| {
+                (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
+            })
+            .sum();
+        let dense_prefill = device.is_cpu()
+            && match opts.prefill {
+                PrefillKernel::Dense => true,
+                PrefillKernel::Quantized => false,
+                PrefillKernel::Auto => weight_bytes <= DENSE_PREFILL_MAX_WEIGHT_BYTES,
+            };
+        let dense_min_rows = if dense_prefill {
+            opts.dense_prefill_min_rows
+        } else {
+            usize::MAX
+        };
         let mut r = TensorReader {
+            dense_min_rows,
             content: &gguf.content,
             reader: &mut gguf.reader,
             device,
@@ -220,7 +390,7 @@ impl LlamaModel {
             Linear {
                 weight: embedding.clone(),
                 quantized: QMatMul::from_arc(embedding.clone()).map_err(|e| bad(e.to_string()))?,
-                dense_min_rows: opts.dense_prefill_min_rows,
+                dense_min_rows,
             }
         };
 
@@ -237,7 +407,7 @@ impl LlamaModel {
                 w_down: r.linear(&format!("{p}.ffn_down.weight"))?,
                 attn_norm: r.norm(&format!("{p}.attn_norm.weight"), eps)?,
                 ffn_norm: r.norm(&format!("{p}.ffn_norm.weight"), eps)?,
-                kv: KvCache::new(2, KV_CACHE_BLOCK),
+                kv: KvCache::new(),
             });
         }
         let types = r.types;
@@ -257,6 +427,7 @@ impl LlamaModel {
             neg_inf,
             device: device.clone(),
             pos: 0,
+            fused: opts.fused_matmul,
             config: LlamaConfig {
                 n_layer,
                 n_head,
@@ -270,9 +441,36 @@ impl LlamaModel {
         })
     }
 
+    /// Bytes of weights one decode step reads: every matrix once, plus one embedding row. This over
+    /// the measured memory bandwidth is the fastest generation can possibly be.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let linear = |l: &Linear| l.weight.storage_size_in_bytes() as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .into_iter()
+                    .map(linear)
+                    .sum::<u64>()
+            })
+            .sum();
+        let embedding_row =
+            self.embedding.storage_size_in_bytes() as u64 / self.config.vocab.max(1) as u64;
+        layers + linear(&self.output) + embedding_row
+    }
+
     /// Positions already in the KV cache.
     pub fn position(&self) -> usize {
         self.pos
+    }
+
+    /// Keeps only the first `len` positions of the cache; the next `forward` continues from there.
+    pub fn truncate(&mut self, len: usize) {
+        self.pos = self.pos.min(len);
+        for layer in &mut self.layers {
+            layer.kv.truncate(self.pos);
+        }
     }
 
     /// Forgets the conversation: the next `forward` starts at position 0.
@@ -286,6 +484,26 @@ impl LlamaModel {
     /// Runs `tokens` after what the cache holds; returns the logits of the last token, as f32.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, EngineError> {
         let seq_len = tokens.len();
+        self.check_room(seq_len)?;
+        let logits = self
+            .forward_inner(tokens, false)
+            .map_err(EngineError::from)?;
+        self.pos += seq_len;
+        Ok(logits)
+    }
+
+    /// Like `forward`, but returns the logits of every position, shape (tokens, vocab) (debugging and
+    /// parity checks; generation only needs the last row).
+    pub fn forward_all(&mut self, tokens: &[u32]) -> Result<Tensor, EngineError> {
+        self.check_room(tokens.len())?;
+        let logits = self
+            .forward_inner(tokens, true)
+            .map_err(EngineError::from)?;
+        self.pos += tokens.len();
+        Ok(logits)
+    }
+
+    fn check_room(&self, seq_len: usize) -> Result<(), EngineError> {
         if seq_len == 0 {
             return Err(EngineError::InvalidInput("no tokens to run".into()));
         }
@@ -295,12 +513,14 @@ impl LlamaModel {
                 limit: self.config.context_length,
             });
         }
-        let logits = self.forward_inner(tokens).map_err(EngineError::from)?;
-        self.pos += seq_len;
-        Ok(logits)
+        Ok(())
     }
 
-    fn forward_inner(&mut self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+    fn forward_inner(
+        &mut self,
+        tokens: &[u32],
+        all_positions: bool,
+    ) -> candle_core::Result<Tensor> {
         let seq_len = tokens.len();
         let index_pos = self.pos;
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
@@ -325,21 +545,20 @@ impl LlamaModel {
             let residual = &x;
             let h = layer.attn_norm.forward(&x)?;
             let (b, s, hidden) = h.dims3()?;
-            let q = layer
-                .wq
-                .forward(&h)?
+            let mut qkv =
+                Linear::forward_shared(&[&layer.wq, &layer.wk, &layer.wv], &h, self.fused)?;
+            let v = qkv.pop().expect("three outputs");
+            let k = qkv.pop().expect("three outputs");
+            let q = qkv.pop().expect("three outputs");
+            let q = q
                 .reshape((b, s, n_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = layer
-                .wk
-                .forward(&h)?
+            let k = k
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let v = layer
-                .wv
-                .forward(&h)?
+            let v = v
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -374,16 +593,84 @@ impl LlamaModel {
             let x1 = (y + residual)?;
 
             let h = layer.ffn_norm.forward(&x1)?;
-            let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-            let up = layer.w_up.forward(&h)?;
+            let mut gate_up =
+                Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
+            let up = gate_up.pop().expect("two outputs");
+            let gate = candle_nn::ops::silu(&gate_up.pop().expect("two outputs"))?;
             let y = layer.w_down.forward(&(gate * up)?)?;
             x = (y + x1)?;
         }
         let x = self.norm.forward(&x)?;
+        if all_positions {
+            return self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32);
+        }
         let last = x.i((.., seq_len - 1, ..))?;
         let logits = self.output.forward(&last)?;
         logits.squeeze(0)?.to_dtype(DType::F32)
     }
+}
+
+struct ExpectedShapes {
+    n_layer: usize,
+    hidden: usize,
+    q_dim: usize,
+    kv_dim: usize,
+    rope_dim: usize,
+}
+
+/// Checks that every tensor the model needs exists with the shape the metadata implies (candle's order:
+/// (rows, columns) = (outputs, inputs)). The vocabulary and FFN sizes come from the embedding and the
+/// first gate matrix; every other tensor must agree with them.
+fn check_tensor_shapes(gguf: &GgufFile, e: &ExpectedShapes) -> Result<(), EngineError> {
+    let bad = |reason: String| EngineError::BadModel {
+        path: gguf.path.clone(),
+        reason,
+    };
+    let dims = |name: &str| -> Result<Vec<usize>, EngineError> {
+        gguf.tensor_info(name)
+            .map(|(d, _)| d.to_vec())
+            .ok_or_else(|| bad(format!("the GGUF has no tensor `{name}`")))
+    };
+    let expect = |name: &str, want: &[usize]| -> Result<(), EngineError> {
+        let got = dims(name)?;
+        if got != want {
+            return Err(bad(format!(
+                "tensor `{name}` has shape {got:?}, expected {want:?} from the metadata \
+                 (hidden {}, attention {}/{} , rope {})",
+                e.hidden, e.q_dim, e.kv_dim, e.rope_dim
+            )));
+        }
+        Ok(())
+    };
+    let emb = dims("token_embd.weight")?;
+    if emb.len() != 2 || emb[1] != e.hidden || emb[0] == 0 {
+        return Err(bad(format!(
+            "tensor `token_embd.weight` has shape {emb:?}, expected [vocab, {}]",
+            e.hidden
+        )));
+    }
+    let vocab = emb[0];
+    let ffn = dims("blk.0.ffn_gate.weight")?.first().copied().unwrap_or(0);
+    if gguf.tensor_info("output.weight").is_some() {
+        expect("output.weight", &[vocab, e.hidden])?;
+    }
+    if gguf.tensor_info("rope_freqs.weight").is_some() {
+        expect("rope_freqs.weight", &[e.rope_dim / 2])?;
+    }
+    expect("output_norm.weight", &[e.hidden])?;
+    for i in 0..e.n_layer {
+        let t = |s: &str| format!("blk.{i}.{s}.weight");
+        expect(&t("attn_norm"), &[e.hidden])?;
+        expect(&t("ffn_norm"), &[e.hidden])?;
+        expect(&t("attn_q"), &[e.q_dim, e.hidden])?;
+        expect(&t("attn_k"), &[e.kv_dim, e.hidden])?;
+        expect(&t("attn_v"), &[e.kv_dim, e.hidden])?;
+        expect(&t("attn_output"), &[e.hidden, e.q_dim])?;
+        expect(&t("ffn_gate"), &[ffn, e.hidden])?;
+        expect(&t("ffn_up"), &[ffn, e.hidden])?;
+        expect(&t("ffn_down"), &[e.hidden, ffn])?;
+    }
+    Ok(())
 }
 
 /// Reads tensors by name, requantizing matmul weights and counting the resulting types.
@@ -393,6 +680,7 @@ struct TensorReader<'a> {
     device: &'a Device,
     path: &'a std::path::Path,
     opts: &'a LoadOptions,
+    dense_min_rows: usize,
     types: std::collections::BTreeMap<String, usize>,
 }
 
@@ -420,7 +708,7 @@ impl TensorReader<'_> {
     fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
         let t = self.read(name)?;
         let t = self.requantized(t, name)?;
-        Linear::new(t, self.opts.dense_prefill_min_rows).map_err(|e| self.bad(e.to_string()))
+        Linear::new(t, self.dense_min_rows).map_err(|e| self.bad(e.to_string()))
     }
 
     fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm, EngineError> {

@@ -4,9 +4,11 @@
 pub mod chat_template;
 pub mod generation;
 pub mod gguf;
+pub mod inspect;
 pub mod llama;
 pub mod sampling;
 pub mod stream_decoder;
+pub mod synth;
 pub mod tokenizer;
 pub mod worker;
 

@@ -16,6 +16,7 @@ mod redis_memory;
 mod run_script;
 mod security;
 mod serve_process;
+mod synth_llama;
 mod templates;
 mod tokenizer;
 mod worker;

@@ -1,0 +1,83 @@
+use anyhow::Context;
+use novapay::engine::inspect::{self, LogitsRequest};
+use novapay::engine::Llm;
+
+use crate::cli::{LlmArgs, RuntimeArgs};
+
+pub struct LogitsArgs<'a> {
+    pub runtime: &'a RuntimeArgs,
+    pub llm: &'a LlmArgs,
+    pub ids: Option<&'a str>,
+    pub bos: Option<bool>,
+    pub top_k: usize,
+    pub select: Option<&'a str>,
+    pub greedy: usize,
+    pub json: bool,
+    pub text: Option<&'a str>,
+}
+
+fn parse_ids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("{what}: `{s}` is not a token id"))
+        })
+        .collect()
+}
+
+pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
+    let opts = super::load_llm_options(a.runtime, a.llm)?;
+    let mut llm = Llm::load(&opts)
+        .with_context(|| format!("loading the LLM from {}", opts.gguf.display()))?;
+    let tokens = match (a.ids, a.text) {
+        (Some(ids), _) => parse_ids(ids, "--ids")?,
+        (None, Some(text)) => {
+            let mut ids = Vec::new();
+            if a.bos.unwrap_or(llm.tokenizer.add_bos) {
+                ids.extend(llm.tokenizer.bos);
+            }
+            ids.extend(llm.tokenizer.encode(text, true)?);
+            ids
+        }
+        (None, None) => anyhow::bail!("give a prompt text or --ids 1,2,3"),
+    };
+    let select = a
+        .select
+        .map(|s| parse_ids(s, "--select"))
+        .transpose()?
+        .unwrap_or_default();
+    let report = inspect::prompt_logits(
+        &mut llm,
+        &LogitsRequest {
+            tokens: &tokens,
+            top_k: a.top_k,
+            ids_of_interest: &select,
+            greedy_tokens: a.greedy,
+        },
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    for (p, tok) in report.positions.iter().zip(&report.tokens) {
+        let top: Vec<String> = p
+            .top
+            .iter()
+            .map(|(id, l)| format!("{id}:{:?}={l:.4}", llm.tokenizer.piece(*id)))
+            .collect();
+        println!(
+            "{:>4} {:>7} {:<16} -> {}",
+            p.position,
+            tok,
+            format!("{:?}", llm.tokenizer.piece(*tok)),
+            top.join("  ")
+        );
+    }
+    if !report.greedy.is_empty() {
+        println!("greedy: {:?}", report.greedy);
+        println!("text: {:?}", llm.tokenizer.decode(&report.greedy));
+    }
+    Ok(())
+}
