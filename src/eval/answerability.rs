@@ -63,6 +63,8 @@ pub struct SplitReport {
 pub struct AnswerabilityReport {
     pub gate: GateConfig,
     pub splits: Vec<SplitReport>,
+    /// Every question's signals (for inspection; the JSON output only).
+    pub samples: Vec<Sample>,
 }
 
 const FOLLOW_UP_MAX_WORDS: usize = 12;
@@ -145,6 +147,7 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
     AnswerabilityReport {
         gate: *gate,
         splits,
+        samples: samples.to_vec(),
     }
 }
 

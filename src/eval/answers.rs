@@ -213,7 +213,7 @@ pub fn evaluate(
         });
         progress("questions", n + 1, questions.len());
     }
-    let totals = totals(results.iter());
+    let all = totals(results.iter());
     let mut labels: Vec<String> = results.iter().filter_map(|r| r.split.clone()).collect();
     labels.sort();
     labels.dedup();
@@ -227,7 +227,7 @@ pub fn evaluate(
     Ok(AnswersReport {
         answer_mode: assistant.answer_mode().to_string(),
         results,
-        totals,
+        totals: all,
         splits,
     })
 }

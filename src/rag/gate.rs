@@ -151,7 +151,7 @@ const QUESTION_WORDS: &[&str] = &[
     "there", "when", "where", "why", "how", "all", "any", "both", "each", "few", "more", "most",
     "other", "some", "such", "no", "nor", "not", "only", "own", "same", "so", "than", "too", "very",
     "can", "could", "will", "would", "shall", "should", "may", "might", "must", "just", "now",
-    "much", "many", "long", "please", "tell", "know", "need", "want", "get", "also", "anything",
+    "much", "many", "long", "one", "ones", "please", "tell", "know", "need", "want", "get", "also", "anything",
     "something", "still", "hi", "hello", "thanks", "thank", "ok", "okay", "s", "t", "don", "let",
     "сколько", "какой", "какая", "какое", "какие", "какую", "каким", "какого", "каков", "как",
     "где", "когда", "почему", "зачем", "что", "чем", "кто", "ли", "можно", "нужно", "надо", "мне",

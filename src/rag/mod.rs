@@ -632,7 +632,7 @@ impl Assistant {
             sources: prepared.sources.clone(),
             ..Answer::default()
         };
-        let mut cacheable = prepared.cacheable;
+        let cacheable = prepared.cacheable;
         match &prepared.plan {
             Plan::Fallback(text) => {
                 on_text(text);
@@ -657,7 +657,7 @@ impl Assistant {
                         on_text(&text);
                         answer.text = text;
                         answer.extractive = true;
-                        cacheable = false;
+                        // Not cached: the next asker should get the full answer.
                         self.record(session, &prepared.question, &answer.text, &prepared.sources)?;
                         return Ok(answer);
                     }
