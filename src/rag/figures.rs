@@ -614,7 +614,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            extract("Use 2FA, see MT103 and 1C:Enterprise [2]. 1. Open the app"),
+            extract("Use 2FA, see MT103 and 1C:Enterprise [2].\n1. Open the app"),
             vec![]
         );
         assert_eq!(

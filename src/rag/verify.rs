@@ -180,13 +180,13 @@ pub fn split_sentences(text: &str) -> Vec<&str> {
     out
 }
 
-/// Whether an answer still says something: at least one sentence of four words or more.
+/// Whether an answer still says something: at least one sentence of three words or more.
 pub fn has_substance(text: &str) -> bool {
     split_sentences(text).iter().any(|s| {
         s.split_whitespace()
             .filter(|w| w.chars().any(char::is_alphabetic))
             .count()
-            >= 4
+            >= 3
     })
 }
 
