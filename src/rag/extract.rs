@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use lru::LruCache;
 use serde::Serialize;
 
+use super::figures::{self, Figure, Unit};
 use super::verify::split_sentences;
 use super::{detect_language, Language};
 use crate::embed::Embedder;
@@ -37,6 +38,50 @@ const MAX_QUOTES: usize = 3;
 const MARGIN: f32 = 0.12;
 /// Weight of the lexical part of a sentence's score.
 const LEXICAL_WEIGHT: f32 = 0.5;
+/// Bonus for a sentence holding the kind of figure the question asks for ("how long" → a duration).
+const FIT_BONUS: f32 = 0.2;
+
+/// The kind of figure a question asks for, when it asks for one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    Amount,
+    Duration,
+    Count,
+    Contact,
+}
+
+impl Want {
+    fn of(question: &str) -> Option<Want> {
+        let q = question.to_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| q.contains(w));
+        if any(&["how long", "how soon", "сколько длится", "как долго", "сколько идёт", "сколько идет", "сколько времени", "срок"]) {
+            Some(Want::Duration)
+        } else if any(&["how many", "сколько раз", "сколько попыт", "сколько неверн"]) {
+            Some(Want::Count)
+        } else if any(&["how much", "cost", "fee", "price", "charge", "limit", "сколько стоит", "стоимост", "комисси", "цен", "лимит", "сколько можно"]) {
+            Some(Want::Amount)
+        } else if any(&["contact", "e-mail", "email", "phone", "reach", "связаться", "почт", "телефон", "написать"]) {
+            Some(Want::Contact)
+        } else {
+            None
+        }
+    }
+
+    fn satisfied_by(self, found: &[Figure]) -> bool {
+        found.iter().any(|f| match (self, f) {
+            (Want::Amount, Figure::Money { .. } | Figure::Percent { .. }) => true,
+            (Want::Duration, Figure::Quantity { unit, .. }) => !matches!(
+                unit,
+                Unit::Attempt | Unit::Times | Unit::Character | Unit::Digit
+            ),
+            (Want::Count, Figure::Quantity { .. } | Figure::Number { .. }) => true,
+            (Want::Contact, Figure::Email { .. } | Figure::Url { .. } | Figure::Phone { .. }) => {
+                true
+            }
+            _ => false,
+        })
+    }
+}
 
 /// Keeps sentence embeddings between questions: the same top excerpts come back for similar
 /// questions, and re-embedding them is most of an extractive answer's time.
@@ -97,6 +142,7 @@ impl Extractor {
         let languages = Bm25Config::KNOWLEDGE_BASE.languages;
         let question_terms = content_terms(question, languages);
         let total: f32 = question_terms.iter().map(|t| stats.idf(t)).sum();
+        let want = Want::of(question);
         let mut scored: Vec<Quote> = candidates
             .iter()
             .zip(&vectors)
@@ -113,10 +159,11 @@ impl Extractor {
                 } else {
                     0.0
                 };
+                let fits = want.is_some_and(|w| w.satisfied_by(&figures::extract(sentence)));
                 Quote {
                     text: sentence.clone(),
                     source_index: *source_index,
-                    score: cosine + LEXICAL_WEIGHT * lexical,
+                    score: cosine + LEXICAL_WEIGHT * lexical + if fits { FIT_BONUS } else { 0.0 },
                 }
             })
             .collect();
@@ -193,6 +240,14 @@ pub fn sentences_of(text: &str) -> Vec<String> {
             header_row = true;
             continue;
         }
+        // FAQ question lines ask, they do not answer; "A:" only labels the answer.
+        if line.starts_with("Q:") || line.starts_with("В:") {
+            continue;
+        }
+        let line = line
+            .strip_prefix("A:")
+            .or_else(|| line.strip_prefix("О:"))
+            .map_or(line, str::trim_start);
         let plain = if line.starts_with('|') {
             if line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ')) {
                 continue;
@@ -216,7 +271,7 @@ pub fn sentences_of(text: &str) -> Vec<String> {
         let plain = plain.replace("**", "").replace('`', "");
         for s in split_sentences(&plain) {
             let s = s.trim();
-            if s.split_whitespace().count() >= 3 {
+            if s.split_whitespace().count() >= 3 && !s.ends_with('?') {
                 out.push(s.to_string());
             }
         }

@@ -176,6 +176,9 @@ pub struct Retrieval {
     /// The question's embedding (for the answer cache's near-duplicate lookup).
     #[serde(skip)]
     pub question_vector: Vec<f32>,
+    /// A short question joined to the previous user turns (a follow-up such as "and for
+    /// international ones?"): what extractive answers are scored against.
+    pub follow_up_query: Option<String>,
 }
 
 /// The answer plan for one question.
@@ -432,6 +435,7 @@ impl Assistant {
                 relevant: !answer.fallback,
                 language: detect_language(question),
                 question_vector: Vec::new(),
+                follow_up_query: None,
             },
             sources: answer.sources.clone(),
             excerpts: Vec::new(),
@@ -448,9 +452,10 @@ impl Assistant {
         retrieval: &Retrieval,
     ) -> Result<String, RagError> {
         let top = &retrieval.hits[..retrieval.hits.len().min(excerpts)];
+        let query = retrieval.follow_up_query.as_deref().unwrap_or(question);
         let extracted = self
             .extractor
-            .answer(&self.embedder, self.kb.term_stats(), question, top)
+            .answer(&self.embedder, self.kb.term_stats(), query, top)
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
         self.stats.extractive_answers.fetch_add(1, Ordering::Relaxed);
         if extracted.quotes.is_empty() {
@@ -500,7 +505,11 @@ impl Assistant {
         verification: Verification,
     ) -> Result<Finished, RagError> {
         let verified = self.config.answer_mode == AnswerMode::Verified;
-        if verification.removed > 0 && !verify::has_substance(&shown) {
+        // Something was cut, and what is left says nothing, or no longer states any figure (the
+        // model tried to give one and it was wrong): the quotes from the excerpts answer instead.
+        let emptied = !verify::has_substance(&shown)
+            || (verified && figures::extract(&shown).is_empty());
+        if verification.removed > 0 && emptied {
             return Ok(Finished {
                 text: self.extractive_answer(prepared)?,
                 verification: verified.then_some(verification),
@@ -760,6 +769,10 @@ pub fn retrieve_with(
         || (words <= config.follow_up_max_words
             && queries.len() > 1
             && gate_with_history.answerable(&config.gate));
+    // A short question after earlier turns is read with them when quoting the excerpts ("and for
+    // international ones?" asks for a fee because the turn before did).
+    let follow_up_query = (words <= config.follow_up_max_words && queries.len() > 1)
+        .then(|| queries[1].clone());
     Ok(Retrieval {
         hits,
         best_similarity,
@@ -769,6 +782,7 @@ pub fn retrieve_with(
         relevant,
         language,
         question_vector: vectors.into_iter().next().unwrap_or_default(),
+        follow_up_query,
     })
 }
 

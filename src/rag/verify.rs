@@ -142,6 +142,9 @@ pub fn split_sentences(text: &str) -> Vec<&str> {
         let (at, c) = chars[i];
         let end_here = if c == '\n' {
             true
+        } else if c == '.' && is_list_number(&text[start..at]) {
+            // "1. Open the app": the dot of a list number does not end a sentence.
+            false
         } else if matches!(c, '.' | '!' | '?' | '…') {
             // Closing brackets and quotes stay with the sentence: "cost 1.5% [1]." or "(…)."
             let next = chars.get(i + 1).map(|(_, c)| *c);
@@ -178,6 +181,11 @@ pub fn split_sentences(text: &str) -> Vec<&str> {
         out.push(&text[start..]);
     }
     out
+}
+
+fn is_list_number(before: &str) -> bool {
+    let t = before.trim();
+    (1..=2).contains(&t.len()) && t.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether an answer still says something: at least one sentence of three words or more.
@@ -297,6 +305,10 @@ mod tests {
         assert_eq!(
             split_sentences("It costs 1.5% [1]. Also, e.g. the fee. Done!\nNext line"),
             vec!["It costs 1.5% [1]. ", "Also, e.g. the fee. ", "Done!\n", "Next line"]
+        );
+        assert_eq!(
+            split_sentences("Steps:\n1. Open Cards. 2. Tap Block."),
+            vec!["Steps:\n", "1. Open Cards. ", "2. Tap Block."]
         );
         assert_eq!(citations("cost [1] and [2, 3]; [x] [12]"), vec![1, 2, 3, 12]);
     }
