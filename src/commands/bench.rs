@@ -65,7 +65,11 @@ pub fn answers(
         .map(|q| q.turns[0].clone())
         .take(distinct)
         .collect();
-    anyhow::ensure!(!questions.is_empty(), "no single-turn questions in {}", questions_file.display());
+    anyhow::ensure!(
+        !questions.is_empty(),
+        "no single-turn questions in {}",
+        questions_file.display()
+    );
     let mut reports = Vec::new();
     for cache in [false, true] {
         let mut args = a.clone();

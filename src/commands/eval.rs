@@ -110,7 +110,11 @@ pub fn answers(
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("answer mode {}; {} questions", report.answer_mode, report.results.len());
+    println!(
+        "answer mode {}; {} questions",
+        report.answer_mode,
+        report.results.len()
+    );
     for r in &report.results {
         let mark = |ok: Option<bool>| match ok {
             Some(true) => "ok",
@@ -124,7 +128,11 @@ pub fn answers(
             mark(r.source_in_top3),
             mark(r.expected_present),
             if r.unanswerable {
-                if r.refused { "refused " } else { "NOT REFUSED " }
+                if r.refused {
+                    "refused "
+                } else {
+                    "NOT REFUSED "
+                }
             } else if r.refused {
                 "FALSE REFUSAL "
             } else {
@@ -148,7 +156,14 @@ pub fn answers(
             r.elapsed_ms,
             r.question,
         );
-        println!("       → {}", r.answer.replace('\n', " ").chars().take(200).collect::<String>());
+        println!(
+            "       → {}",
+            r.answer
+                .replace('\n', " ")
+                .chars()
+                .take(200)
+                .collect::<String>()
+        );
     }
     let show = |label: &str, t: &answers::Totals| {
         println!(

@@ -122,7 +122,10 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
                     .collect()
             };
             let agreement = |answerable: bool| {
-                let g: Vec<_> = group.iter().filter(|s| s.answerable == answerable).collect();
+                let g: Vec<_> = group
+                    .iter()
+                    .filter(|s| s.answerable == answerable)
+                    .collect();
                 if g.is_empty() {
                     0.0
                 } else {

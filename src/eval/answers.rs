@@ -60,7 +60,10 @@ pub fn read_questions(path: &Path) -> Result<Vec<KbQuestion>, EvalError> {
         if q.turns.is_empty() || q.turns.iter().any(|t| t.trim().is_empty()) {
             return Err(EvalError::Data {
                 path: path.display().to_string(),
-                reason: format!("question {}: `turns` must hold at least one non-empty message", q.id),
+                reason: format!(
+                    "question {}: `turns` must hold at least one non-empty message",
+                    q.id
+                ),
             });
         }
     }
@@ -185,8 +188,11 @@ pub fn evaluate(
             .expect_source
             .as_ref()
             .map(|e| top_sources.iter().any(|s| e.contains(s)));
-        let expected_present = (!q.expect_any.is_empty())
-            .then(|| q.expect_any.iter().any(|s| answer.text.contains(s.as_str())));
+        let expected_present = (!q.expect_any.is_empty()).then(|| {
+            q.expect_any
+                .iter()
+                .any(|s| answer.text.contains(s.as_str()))
+        });
         let refused = answer.fallback;
         let passed = source_in_top3 != Some(false)
             && expected_present != Some(false)

@@ -323,12 +323,9 @@ pub async fn query(
                     })??;
             ctx.observe(&summary);
             let (assistant, prepared) = (ctx.assistant.clone(), ctx.prepared.clone());
-            let finished = blocking(move || {
-                assistant
-                    .finish(&prepared, &text)
-                    .map_err(ApiError::from)
-            })
-            .await?;
+            let finished =
+                blocking(move || assistant.finish(&prepared, &text).map_err(ApiError::from))
+                    .await?;
             let served = Served::from(finished);
             ctx.record(served.text.clone()).await?;
             ctx.remember(&served);
@@ -554,10 +551,14 @@ fn sse_stream(
                         st.queue.push_back(token(&rest));
                     }
                     st.ctx.observe(&summary);
-                    st.ctx.assistant.count_removed(st.check.verification.removed);
+                    st.ctx
+                        .assistant
+                        .count_removed(st.check.verification.removed);
                     let (assistant, prepared) = (st.ctx.assistant.clone(), st.ctx.prepared.clone());
-                    let (shown, verification) =
-                        (st.check.released().to_string(), st.check.verification.clone());
+                    let (shown, verification) = (
+                        st.check.released().to_string(),
+                        st.check.verification.clone(),
+                    );
                     let finished = blocking(move || {
                         assistant
                             .conclude(&prepared, shown, verification)
@@ -575,7 +576,9 @@ fn sse_stream(
                                     st.ctx.remember(&served);
                                     st.ctx.final_event(&served, Some(&summary))
                                 }
-                                Err(e) => Event::default().event("error").data(e.body().to_string()),
+                                Err(e) => {
+                                    Event::default().event("error").data(e.body().to_string())
+                                }
                             }
                         }
                         Err(e) => Event::default().event("error").data(e.body().to_string()),

@@ -59,8 +59,8 @@ pub fn normalise_question(question: &str) -> String {
 
 impl AnswerCache {
     pub fn new(config: CacheConfig) -> Self {
-        let entries = std::num::NonZeroUsize::new(config.capacity)
-            .map(|cap| Mutex::new(LruCache::new(cap)));
+        let entries =
+            std::num::NonZeroUsize::new(config.capacity).map(|cap| Mutex::new(LruCache::new(cap)));
         Self { config, entries }
     }
 
@@ -167,18 +167,58 @@ mod tests {
             capacity: 2,
             near_duplicate: None,
         });
-        cache.put("g1", AnswerMode::Verified, "How much is a transfer?", Language::En, None, &answer("0.5%"));
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            "How much is a transfer?",
+            Language::En,
+            None,
+            &answer("0.5%"),
+        );
         assert_eq!(
-            cache.get("g1", AnswerMode::Verified, "  how much is a TRANSFER ").map(|a| a.text),
+            cache
+                .get("g1", AnswerMode::Verified, "  how much is a TRANSFER ")
+                .map(|a| a.text),
             Some("0.5%".into())
         );
-        assert!(cache.get("g2", AnswerMode::Verified, "How much is a transfer?").is_none(), "new generation");
-        assert!(cache.get("g1", AnswerMode::Extract, "How much is a transfer?").is_none(), "other mode");
-        assert!(cache.get("g1", AnswerMode::Verified, "How much is a card?").is_none());
-        cache.put("g1", AnswerMode::Verified, "b", Language::En, None, &answer("b"));
-        cache.put("g1", AnswerMode::Verified, "c", Language::En, None, &answer("c"));
+        assert!(
+            cache
+                .get("g2", AnswerMode::Verified, "How much is a transfer?")
+                .is_none(),
+            "new generation"
+        );
+        assert!(
+            cache
+                .get("g1", AnswerMode::Extract, "How much is a transfer?")
+                .is_none(),
+            "other mode"
+        );
+        assert!(cache
+            .get("g1", AnswerMode::Verified, "How much is a card?")
+            .is_none());
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            "b",
+            Language::En,
+            None,
+            &answer("b"),
+        );
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            "c",
+            Language::En,
+            None,
+            &answer("c"),
+        );
         assert_eq!(cache.len(), 2);
-        assert!(cache.get("g1", AnswerMode::Verified, "How much is a transfer?").is_none(), "evicted");
+        assert!(
+            cache
+                .get("g1", AnswerMode::Verified, "How much is a transfer?")
+                .is_none(),
+            "evicted"
+        );
     }
 
     #[test]
@@ -187,13 +227,36 @@ mod tests {
             capacity: 8,
             near_duplicate: Some(0.95),
         });
-        cache.put("g", AnswerMode::Verified, "q", Language::En, Some(vec![1.0, 0.0]), &answer("a"));
+        cache.put(
+            "g",
+            AnswerMode::Verified,
+            "q",
+            Language::En,
+            Some(vec![1.0, 0.0]),
+            &answer("a"),
+        );
         let close = [0.99f32, (1.0f32 - 0.99 * 0.99).sqrt()];
-        assert!(cache.get_near("g", AnswerMode::Verified, Language::En, &close).is_some());
-        assert!(cache.get_near("g", AnswerMode::Verified, Language::Ru, &close).is_none());
-        assert!(cache.get_near("g", AnswerMode::Verified, Language::En, &[0.9, 0.436]).is_none());
-        let off = AnswerCache::new(CacheConfig { capacity: 0, near_duplicate: None });
-        off.put("g", AnswerMode::Verified, "q", Language::En, None, &answer("a"));
+        assert!(cache
+            .get_near("g", AnswerMode::Verified, Language::En, &close)
+            .is_some());
+        assert!(cache
+            .get_near("g", AnswerMode::Verified, Language::Ru, &close)
+            .is_none());
+        assert!(cache
+            .get_near("g", AnswerMode::Verified, Language::En, &[0.9, 0.436])
+            .is_none());
+        let off = AnswerCache::new(CacheConfig {
+            capacity: 0,
+            near_duplicate: None,
+        });
+        off.put(
+            "g",
+            AnswerMode::Verified,
+            "q",
+            Language::En,
+            None,
+            &answer("a"),
+        );
         assert!(off.get("g", AnswerMode::Verified, "q").is_none());
     }
 }

@@ -54,13 +54,46 @@ impl Want {
     fn of(question: &str) -> Option<Want> {
         let q = question.to_lowercase();
         let any = |words: &[&str]| words.iter().any(|w| q.contains(w));
-        if any(&["how long", "how soon", "сколько длится", "как долго", "сколько идёт", "сколько идет", "сколько времени", "срок"]) {
+        if any(&[
+            "how long",
+            "how soon",
+            "сколько длится",
+            "как долго",
+            "сколько идёт",
+            "сколько идет",
+            "сколько времени",
+            "срок",
+        ]) {
             Some(Want::Duration)
-        } else if any(&["how many", "сколько раз", "сколько попыт", "сколько неверн"]) {
+        } else if any(&["how many", "сколько раз", "сколько попыт", "сколько неверн"])
+        {
             Some(Want::Count)
-        } else if any(&["how much", "cost", "fee", "price", "charge", "limit", "сколько стоит", "стоимост", "комисси", "цен", "лимит", "сколько можно"]) {
+        } else if any(&[
+            "how much",
+            "cost",
+            "fee",
+            "price",
+            "charge",
+            "limit",
+            "сколько стоит",
+            "стоимост",
+            "комисси",
+            "цен",
+            "лимит",
+            "сколько можно",
+        ]) {
             Some(Want::Amount)
-        } else if any(&["contact", "e-mail", "email", "phone", "reach", "связаться", "почт", "телефон", "написать"]) {
+        } else if any(&[
+            "contact",
+            "e-mail",
+            "email",
+            "phone",
+            "reach",
+            "связаться",
+            "почт",
+            "телефон",
+            "написать",
+        ]) {
             Some(Want::Contact)
         } else {
             None

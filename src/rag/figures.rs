@@ -18,19 +18,39 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Figure {
-    Percent { value: String },
-    Money { value: String, currency: Currency },
-    Quantity { value: String, unit: Unit },
-    Number { value: String },
+    Percent {
+        value: String,
+    },
+    Money {
+        value: String,
+        currency: Currency,
+    },
+    Quantity {
+        value: String,
+        unit: Unit,
+    },
+    Number {
+        value: String,
+    },
     /// Time of day, "9:00".
-    Time { value: String },
+    Time {
+        value: String,
+    },
     /// Time zone offset, "gmt+3".
-    Zone { value: String },
+    Zone {
+        value: String,
+    },
     /// Digits only, with a leading + when written.
-    Phone { value: String },
-    Email { value: String },
+    Phone {
+        value: String,
+    },
+    Email {
+        value: String,
+    },
     /// Host and path, lower case, without scheme, "www." or trailing slash.
-    Url { value: String },
+    Url {
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -160,7 +180,9 @@ fn currency_word(word: &str) -> Option<Currency> {
         }
         "€" | "eur" | "euro" | "euros" | "евро" => Currency::Eur,
         "£" | "gbp" | "pound" | "pounds" => Currency::Gbp,
-        "₽" | "rub" | "руб" | "рубль" | "рубля" | "рублей" | "р" => Currency::Rub,
+        "₽" | "rub" | "руб" | "рубль" | "рубля" | "рублей" | "р" => {
+            Currency::Rub
+        }
         _ => return None,
     })
 }
@@ -172,8 +194,12 @@ fn unit_word(word: &str) -> Option<Unit> {
     Some(match w {
         "s" | "sec" | "secs" | "second" | "seconds" | "с" | "сек" => Unit::Second,
         "min" | "mins" | "minute" | "minutes" | "мин" => Unit::Minute,
-        "h" | "hr" | "hrs" | "hour" | "hours" | "ч" | "час" | "часа" | "часов" => Unit::Hour,
-        "day" | "days" | "день" | "дня" | "дней" | "сутки" | "суток" => Unit::Day,
+        "h" | "hr" | "hrs" | "hour" | "hours" | "ч" | "час" | "часа" | "часов" => {
+            Unit::Hour
+        }
+        "day" | "days" | "день" | "дня" | "дней" | "сутки" | "суток" => {
+            Unit::Day
+        }
         "week" | "weeks" => Unit::Week,
         "month" | "months" | "мес" => Unit::Month,
         "year" | "years" | "yr" | "yrs" | "год" | "года" | "лет" => Unit::Year,
@@ -205,8 +231,10 @@ fn business_word(word: &str) -> bool {
 /// Words that may sit between a number and its unit without changing it.
 fn filler_word(word: &str) -> bool {
     let w = word.to_lowercase();
-    matches!(w.as_str(), "calendar" | "full" | "consecutive" | "failed" | "more")
-        || w.starts_with("календарн")
+    matches!(
+        w.as_str(),
+        "calendar" | "full" | "consecutive" | "failed" | "more"
+    ) || w.starts_with("календарн")
         || w.starts_with("полн")
         || w.starts_with("неверн")
         || w.starts_with("неудачн")
@@ -221,7 +249,9 @@ fn number_word(word: &str) -> Option<u32> {
     let w = word.to_lowercase();
     Some(match w.as_str() {
         "zero" | "ноль" | "нуля" => 0,
-        "one" | "один" | "одна" | "одно" | "одну" | "одного" | "одной" | "одних" => 1,
+        "one" | "один" | "одна" | "одно" | "одну" | "одного" | "одной" | "одних" => {
+            1
+        }
         "two" | "два" | "две" | "двух" => 2,
         "three" | "три" | "трёх" | "трех" => 3,
         "four" | "четыре" | "четырёх" | "четырех" => 4,
@@ -308,7 +338,9 @@ fn suffix_of(rest: &str) -> Suffix {
 
 fn figure_of(value: String, prefix: Option<Currency>, suffix: Suffix) -> Figure {
     match (prefix, suffix) {
-        (Some(currency), _) | (None, Suffix::Currency(currency)) => Figure::Money { value, currency },
+        (Some(currency), _) | (None, Suffix::Currency(currency)) => {
+            Figure::Money { value, currency }
+        }
         (None, Suffix::Percent) => Figure::Percent { value },
         (None, Suffix::Unit(unit)) => Figure::Quantity { value, unit },
         (None, Suffix::None) => Figure::Number { value },
@@ -320,7 +352,9 @@ fn strip_markers(text: &str) -> String {
     static CITE: OnceLock<Regex> = OnceLock::new();
     static LIST: OnceLock<Regex> = OnceLock::new();
     let text = re(&CITE, r"\[\d+(?:\s*[,;]\s*\d+)*\]").replace_all(text, " ");
-    re(&LIST, r"(?m)^(\s*)\d{1,2}[.)]\s").replace_all(&text, "$1   ").into_owned()
+    re(&LIST, r"(?m)^(\s*)\d{1,2}[.)]\s")
+        .replace_all(&text, "$1   ")
+        .into_owned()
 }
 
 /// Every figure in `text`, in order of appearance.
@@ -336,7 +370,10 @@ pub fn extract(text: &str) -> Vec<Figure> {
     let mut text = strip_markers(&normalise_text(text));
     let mut found: Vec<(usize, Figure)> = Vec::new();
 
-    let email = re(&EMAIL, r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}");
+    let email = re(
+        &EMAIL,
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    );
     for m in email.find_iter(&text.clone()) {
         found.push((
             m.start(),
@@ -377,7 +414,10 @@ pub fn extract(text: &str) -> Vec<Figure> {
             blank(&mut text, m.start(), m.end());
         }
     }
-    let zone = re(&ZONE, r"(?i)\b(GMT|UTC|МСК|MSK)\s*([+-])\s*(\d{1,2})(?::00)?\b");
+    let zone = re(
+        &ZONE,
+        r"(?i)\b(GMT|UTC|МСК|MSK)\s*([+-])\s*(\d{1,2})(?::00)?\b",
+    );
     for c in zone.captures_iter(&text.clone()) {
         let m = c.get(0).expect("match");
         let name = c[1].to_lowercase();
@@ -386,7 +426,11 @@ pub fn extract(text: &str) -> Vec<Figure> {
         found.push((
             m.start(),
             Figure::Zone {
-                value: format!("{name}{}{}", &c[2], if hours.is_empty() { "0" } else { hours }),
+                value: format!(
+                    "{name}{}{}",
+                    &c[2],
+                    if hours.is_empty() { "0" } else { hours }
+                ),
             },
         ));
         blank(&mut text, m.start(), m.end());
@@ -461,10 +505,7 @@ pub fn extract(text: &str) -> Vec<Figure> {
         }
     }
     for r in &raws {
-        found.push((
-            r.start,
-            figure_of(r.value.clone(), r.prefix, r.suffix),
-        ));
+        found.push((r.start, figure_of(r.value.clone(), r.prefix, r.suffix)));
     }
     for r in raws.iter().rev() {
         blank(&mut text, r.start, r.end);
@@ -641,13 +682,33 @@ mod tests {
     /// (answer text, source text, whether the source supports every figure of the answer).
     const PAIRS: &[(&str, &str, bool)] = &[
         // Percentages, EN and RU formats.
-        ("The fee is 1.5%.", "International transfers cost 1.5% of the amount.", true),
-        ("The fee is 1,5%.", "International transfers cost 1.5% of the amount.", true),
-        ("Комиссия 1,5 %.", "Комиссия за международные переводы — 1,5% от суммы.", true),
+        (
+            "The fee is 1.5%.",
+            "International transfers cost 1.5% of the amount.",
+            true,
+        ),
+        (
+            "The fee is 1,5%.",
+            "International transfers cost 1.5% of the amount.",
+            true,
+        ),
+        (
+            "Комиссия 1,5 %.",
+            "Комиссия за международные переводы — 1,5% от суммы.",
+            true,
+        ),
         ("Комиссия 1.5 процента.", "Комиссия — 1,5% от суммы.", true),
-        ("The fee is 0.5%.", "Domestic transfers cost 0,5 % of the amount.", true),
+        (
+            "The fee is 0.5%.",
+            "Domestic transfers cost 0,5 % of the amount.",
+            true,
+        ),
         ("The fee is 1.50%.", "The fee is 1.5%.", true),
-        ("The fee is 15%.", "International transfers cost 1.5%.", false),
+        (
+            "The fee is 15%.",
+            "International transfers cost 1.5%.",
+            false,
+        ),
         ("The fee is 1.5%.", "The fee is 15%.", false),
         ("The fee is 0.5%.", "The fee is 5%.", false),
         ("The fee is 2%.", "The fee is 2.2%.", false),
@@ -655,12 +716,36 @@ mod tests {
         ("It costs 1.5%.", "It costs $1.50.", false),
         ("Conversion is 1 percent.", "plus a 1% conversion fee", true),
         // Amounts.
-        ("The limit is $1,000.", "Unverified accounts: $1,000 per day.", true),
-        ("The limit is $1 000.", "Unverified accounts: $1,000 per day.", true),
-        ("The limit is $1000.", "Unverified accounts: $1,000 per day.", true),
-        ("Лимит $1\u{00A0}000 в сутки.", "Unverified accounts: $1,000 per day.", true),
-        ("The limit is $10,000.", "Unverified accounts: $1,000 per day.", false),
-        ("The limit is $1,000.", "Verified accounts: $10,000 per day.", false),
+        (
+            "The limit is $1,000.",
+            "Unverified accounts: $1,000 per day.",
+            true,
+        ),
+        (
+            "The limit is $1 000.",
+            "Unverified accounts: $1,000 per day.",
+            true,
+        ),
+        (
+            "The limit is $1000.",
+            "Unverified accounts: $1,000 per day.",
+            true,
+        ),
+        (
+            "Лимит $1\u{00A0}000 в сутки.",
+            "Unverified accounts: $1,000 per day.",
+            true,
+        ),
+        (
+            "The limit is $10,000.",
+            "Unverified accounts: $1,000 per day.",
+            false,
+        ),
+        (
+            "The limit is $1,000.",
+            "Verified accounts: $10,000 per day.",
+            false,
+        ),
         ("The limit is 1 000 ₽.", "Лимит 1000 RUB в сутки.", true),
         ("Лимит 1000 рублей.", "Лимит 1 000 ₽ в сутки.", true),
         ("Лимит 777 руб.", "Лимит снятия 777 рублей в сутки.", true),
@@ -671,57 +756,237 @@ mod tests {
         ("It costs 5 USD.", "A replacement card costs $5.", true),
         ("It costs 5 dollars.", "A replacement card costs $5.", true),
         ("It costs $15.", "sending $1,000 abroad costs $15.00", true),
-        ("It costs $15,00.", "sending $1,000 abroad costs $15.00", true),
-        ("It costs $150.", "sending $1,000 abroad costs $15.00", false),
+        (
+            "It costs $15,00.",
+            "sending $1,000 abroad costs $15.00",
+            true,
+        ),
+        (
+            "It costs $150.",
+            "sending $1,000 abroad costs $15.00",
+            false,
+        ),
         ("It costs $1.", "sending $200 costs $1.00", true),
-        ("Free up to $200.", "Free up to $200 per calendar month", true),
-        ("Free up to $300.", "Free up to $200 per calendar month", false),
-        ("Card payments up to $3,000 a day.", "Оплата картой | $3 000 в сутки", true),
-        ("Card payments up to $5,000 a day.", "Оплата картой | $3 000 в сутки", false),
+        (
+            "Free up to $200.",
+            "Free up to $200 per calendar month",
+            true,
+        ),
+        (
+            "Free up to $300.",
+            "Free up to $200 per calendar month",
+            false,
+        ),
+        (
+            "Card payments up to $3,000 a day.",
+            "Оплата картой | $3 000 в сутки",
+            true,
+        ),
+        (
+            "Card payments up to $5,000 a day.",
+            "Оплата картой | $3 000 в сутки",
+            false,
+        ),
         // Durations and counts.
-        ("It takes 3 business days.", "International: up to 3 business days.", true),
-        ("It takes three business days.", "International: up to 3 business days.", true),
-        ("It takes 3 days.", "International: up to 3 business days.", true),
-        ("It takes 3 business days.", "International: up to 3 days.", false),
-        ("It takes 2 business days.", "International: up to 3 business days.", false),
-        ("It takes 3 hours.", "International: up to 3 business days.", false),
-        ("Verification takes 24 hours.", "completed within 24 hours", true),
-        ("Verification takes 24 h.", "completed within 24 hours", true),
-        ("Verification takes 48 hours.", "completed within 24 hours", false),
-        ("Проверка занимает до 24 часов.", "completed within 24 hours", true),
-        ("The link is valid for 15 minutes.", "The link is valid for 30 minutes.", false),
-        ("The link is valid for 30 minutes.", "Ссылка действует 30 минут.", true),
-        ("The link is valid for 30 min.", "The link is valid for 30 minutes.", true),
-        ("You have three attempts.", "After 3 wrong attempts the PIN is blocked.", true),
-        ("You have 3 attempts.", "После 3 неверных попыток PIN блокируется.", true),
-        ("У вас три попытки.", "После 3 неверных попыток PIN блокируется.", true),
-        ("You have five attempts.", "После 3 неверных попыток PIN блокируется.", false),
-        ("It is locked after 5 attempts.", "After 5 failed sign-in attempts in a row", true),
-        ("Доставка 5–10 рабочих дней.", "Delivery takes 5-10 business days.", true),
-        ("Доставка 5–7 рабочих дней.", "Delivery takes 5-10 business days.", false),
-        ("Returned within 5 business days.", "возвращаются в течение 5 рабочих дней", true),
-        ("Проверка до 2 рабочих дней.", "manual review can take up to 2 business days", true),
-        ("Проверка до 2 недель.", "manual review can take up to 2 business days", false),
+        (
+            "It takes 3 business days.",
+            "International: up to 3 business days.",
+            true,
+        ),
+        (
+            "It takes three business days.",
+            "International: up to 3 business days.",
+            true,
+        ),
+        (
+            "It takes 3 days.",
+            "International: up to 3 business days.",
+            true,
+        ),
+        (
+            "It takes 3 business days.",
+            "International: up to 3 days.",
+            false,
+        ),
+        (
+            "It takes 2 business days.",
+            "International: up to 3 business days.",
+            false,
+        ),
+        (
+            "It takes 3 hours.",
+            "International: up to 3 business days.",
+            false,
+        ),
+        (
+            "Verification takes 24 hours.",
+            "completed within 24 hours",
+            true,
+        ),
+        (
+            "Verification takes 24 h.",
+            "completed within 24 hours",
+            true,
+        ),
+        (
+            "Verification takes 48 hours.",
+            "completed within 24 hours",
+            false,
+        ),
+        (
+            "Проверка занимает до 24 часов.",
+            "completed within 24 hours",
+            true,
+        ),
+        (
+            "The link is valid for 15 minutes.",
+            "The link is valid for 30 minutes.",
+            false,
+        ),
+        (
+            "The link is valid for 30 minutes.",
+            "Ссылка действует 30 минут.",
+            true,
+        ),
+        (
+            "The link is valid for 30 min.",
+            "The link is valid for 30 minutes.",
+            true,
+        ),
+        (
+            "You have three attempts.",
+            "After 3 wrong attempts the PIN is blocked.",
+            true,
+        ),
+        (
+            "You have 3 attempts.",
+            "После 3 неверных попыток PIN блокируется.",
+            true,
+        ),
+        (
+            "У вас три попытки.",
+            "После 3 неверных попыток PIN блокируется.",
+            true,
+        ),
+        (
+            "You have five attempts.",
+            "После 3 неверных попыток PIN блокируется.",
+            false,
+        ),
+        (
+            "It is locked after 5 attempts.",
+            "After 5 failed sign-in attempts in a row",
+            true,
+        ),
+        (
+            "Доставка 5–10 рабочих дней.",
+            "Delivery takes 5-10 business days.",
+            true,
+        ),
+        (
+            "Доставка 5–7 рабочих дней.",
+            "Delivery takes 5-10 business days.",
+            false,
+        ),
+        (
+            "Returned within 5 business days.",
+            "возвращаются в течение 5 рабочих дней",
+            true,
+        ),
+        (
+            "Проверка до 2 рабочих дней.",
+            "manual review can take up to 2 business days",
+            true,
+        ),
+        (
+            "Проверка до 2 недель.",
+            "manual review can take up to 2 business days",
+            false,
+        ),
         // Times and zones.
-        ("Support works 9:00–18:00.", "Monday–Friday, 9:00-18:00 (GMT+3)", true),
-        ("Support works 09:00-18:00.", "с 9:00 до 18:00 (GMT+3)", true),
-        ("Support works 9:00–17:00.", "Monday–Friday, 9:00-18:00 (GMT+3)", false),
-        ("Support works 10:00–18:00.", "Monday–Friday, 9:00-18:00 (GMT+3)", false),
-        ("Limits reset at 00:00 GMT+3.", "Limits reset every day at 00:00 (GMT+3).", true),
-        ("Limits reset at 00:00 GMT+5.", "Limits reset every day at 00:00 (GMT+3).", false),
+        (
+            "Support works 9:00–18:00.",
+            "Monday–Friday, 9:00-18:00 (GMT+3)",
+            true,
+        ),
+        (
+            "Support works 09:00-18:00.",
+            "с 9:00 до 18:00 (GMT+3)",
+            true,
+        ),
+        (
+            "Support works 9:00–17:00.",
+            "Monday–Friday, 9:00-18:00 (GMT+3)",
+            false,
+        ),
+        (
+            "Support works 10:00–18:00.",
+            "Monday–Friday, 9:00-18:00 (GMT+3)",
+            false,
+        ),
+        (
+            "Limits reset at 00:00 GMT+3.",
+            "Limits reset every day at 00:00 (GMT+3).",
+            true,
+        ),
+        (
+            "Limits reset at 00:00 GMT+5.",
+            "Limits reset every day at 00:00 (GMT+3).",
+            false,
+        ),
         // Contacts.
-        ("Write to support@novapay.com.", "Email support@novapay.com.", true),
-        ("Write to SUPPORT@NovaPay.com.", "Email support@novapay.com.", true),
-        ("Write to help@novapay.com.", "Email support@novapay.com.", false),
-        ("See status.novapay.com.", "check status.novapay.com for outages", true),
-        ("See https://status.novapay.com/", "check status.novapay.com for outages", true),
-        ("See novapay.com/status.", "check status.novapay.com for outages", false),
-        ("See dev.novapay.com.", "on the developer portal at dev.novapay.com", true),
-        ("Call +1 800 555 0199.", "NovaPay does not offer phone support.", false),
-        ("Звоните +7 495 123-45-67.", "Телефон: +7 (495) 123 45 67", true),
+        (
+            "Write to support@novapay.com.",
+            "Email support@novapay.com.",
+            true,
+        ),
+        (
+            "Write to SUPPORT@NovaPay.com.",
+            "Email support@novapay.com.",
+            true,
+        ),
+        (
+            "Write to help@novapay.com.",
+            "Email support@novapay.com.",
+            false,
+        ),
+        (
+            "See status.novapay.com.",
+            "check status.novapay.com for outages",
+            true,
+        ),
+        (
+            "See https://status.novapay.com/",
+            "check status.novapay.com for outages",
+            true,
+        ),
+        (
+            "See novapay.com/status.",
+            "check status.novapay.com for outages",
+            false,
+        ),
+        (
+            "See dev.novapay.com.",
+            "on the developer portal at dev.novapay.com",
+            true,
+        ),
+        (
+            "Call +1 800 555 0199.",
+            "NovaPay does not offer phone support.",
+            false,
+        ),
+        (
+            "Звоните +7 495 123-45-67.",
+            "Телефон: +7 (495) 123 45 67",
+            true,
+        ),
         ("Call 8-800-555-35-35.", "Телефон: 8 800 555 35 35", true),
         // Figures the customer stated themselves are not invented.
-        ("Sending $250 costs 0.5%.", "Domestic transfers cost 0.5%. [question: Can I send $250?]", true),
+        (
+            "Sending $250 costs 0.5%.",
+            "Domestic transfers cost 0.5%. [question: Can I send $250?]",
+            true,
+        ),
         // Sentences with no figure need no support.
         ("Block the card in the app.", "Cards can be blocked.", true),
     ];
@@ -746,6 +1011,8 @@ mod tests {
     #[test]
     fn list_numbers_and_citations_are_not_figures() {
         let pool = FigurePool::new(&["Open Cards and tap Block."]);
-        assert!(pool.unsupported("1. Open Cards [1].\n2. Tap Block [2].").is_empty());
+        assert!(pool
+            .unsupported("1. Open Cards [1].\n2. Tap Block [2].")
+            .is_empty());
     }
 }

@@ -457,7 +457,9 @@ impl Assistant {
             .extractor
             .answer(&self.embedder, self.kb.term_stats(), query, top)
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
-        self.stats.extractive_answers.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .extractive_answers
+            .fetch_add(1, Ordering::Relaxed);
         if extracted.quotes.is_empty() {
             return Ok(self.fallback_text(retrieval.language));
         }
@@ -467,7 +469,11 @@ impl Assistant {
     /// The extractive answer for a prepared question (the generation queue was full, or nothing of
     /// the generated answer survived the figure check). Blocking.
     pub fn extractive_answer(&self, prepared: &Prepared) -> Result<String, RagError> {
-        self.extractive_text(&prepared.question, prepared.sources.len(), &prepared.retrieval)
+        self.extractive_text(
+            &prepared.question,
+            prepared.sources.len(),
+            &prepared.retrieval,
+        )
     }
 
     /// What a generated sentence is checked against: the excerpts, the question and the support
@@ -507,8 +513,8 @@ impl Assistant {
         let verified = self.config.answer_mode == AnswerMode::Verified;
         // Something was cut, and what is left says nothing, or no longer states any figure (the
         // model tried to give one and it was wrong): the quotes from the excerpts answer instead.
-        let emptied = !verify::has_substance(&shown)
-            || (verified && figures::extract(&shown).is_empty());
+        let emptied =
+            !verify::has_substance(&shown) || (verified && figures::extract(&shown).is_empty());
         if verification.removed > 0 && emptied {
             return Ok(Finished {
                 text: self.extractive_answer(prepared)?,
@@ -771,8 +777,8 @@ pub fn retrieve_with(
             && gate_with_history.answerable(&config.gate));
     // A short question after earlier turns is read with them when quoting the excerpts ("and for
     // international ones?" asks for a fee because the turn before did).
-    let follow_up_query = (words <= config.follow_up_max_words && queries.len() > 1)
-        .then(|| queries[1].clone());
+    let follow_up_query =
+        (words <= config.follow_up_max_words && queries.len() > 1).then(|| queries[1].clone());
     Ok(Retrieval {
         hits,
         best_similarity,

@@ -281,9 +281,7 @@ impl StreamingCheck {
 fn ends_complete(sentence: &str) -> bool {
     sentence.ends_with('\n')
         || (sentence.ends_with(char::is_whitespace)
-            && sentence
-                .trim_end()
-                .ends_with(['.', '!', '?', '…']))
+            && sentence.trim_end().ends_with(['.', '!', '?', '…']))
 }
 
 #[cfg(test)]
@@ -296,7 +294,10 @@ mod tests {
                 "International transfers cost 1.5% of the transfer amount.".into(),
                 "Domestic transfers cost 0.5%. Verification takes up to 24 hours.".into(),
             ],
-            &["How much is an international transfer?", "support@novapay.com"],
+            &[
+                "How much is an international transfer?",
+                "support@novapay.com",
+            ],
         )
     }
 
@@ -304,13 +305,21 @@ mod tests {
     fn sentences_split_at_terminators_but_not_in_numbers() {
         assert_eq!(
             split_sentences("It costs 1.5% [1]. Also, e.g. the fee. Done!\nNext line"),
-            vec!["It costs 1.5% [1]. ", "Also, e.g. the fee. ", "Done!\n", "Next line"]
+            vec![
+                "It costs 1.5% [1]. ",
+                "Also, e.g. the fee. ",
+                "Done!\n",
+                "Next line"
+            ]
         );
         assert_eq!(
             split_sentences("Steps:\n1. Open Cards. 2. Tap Block."),
             vec!["Steps:\n", "1. Open Cards. ", "2. Tap Block."]
         );
-        assert_eq!(citations("cost [1] and [2, 3]; [x] [12]"), vec![1, 2, 3, 12]);
+        assert_eq!(
+            citations("cost [1] and [2, 3]; [x] [12]"),
+            vec![1, 2, 3, 12]
+        );
     }
 
     #[test]
@@ -318,15 +327,28 @@ mod tests {
         let (text, v) = check().filter(
             "International transfers cost 1.5% [1]. They also cost $0.5% extra. Ask support@novapay.com.",
         );
-        assert_eq!(text, "International transfers cost 1.5% [1]. Ask support@novapay.com.");
-        assert_eq!(v, Verification { checked: 3, removed: 1 });
+        assert_eq!(
+            text,
+            "International transfers cost 1.5% [1]. Ask support@novapay.com."
+        );
+        assert_eq!(
+            v,
+            Verification {
+                checked: 3,
+                removed: 1
+            }
+        );
     }
 
     #[test]
     fn a_figure_from_a_neighbouring_excerpt_fails_when_the_sentence_cites_another() {
         let c = check();
-        assert!(!c.unsupported("Domestic transfers cost 0.5% [1].").is_empty());
-        assert!(c.unsupported("Domestic transfers cost 0.5% [2].").is_empty());
+        assert!(!c
+            .unsupported("Domestic transfers cost 0.5% [1].")
+            .is_empty());
+        assert!(c
+            .unsupported("Domestic transfers cost 0.5% [2].")
+            .is_empty());
         assert!(c.unsupported("Domestic transfers cost 0.5%.").is_empty());
     }
 
@@ -334,14 +356,31 @@ mod tests {
     fn streaming_releases_only_checked_sentences() {
         let mut s = StreamingCheck::new(check());
         let mut shown = String::new();
-        for piece in ["Intern", "ational transfers cost 1", ".", "5% [1]", ". It takes 48", " hours. ", "Thanks"] {
+        for piece in [
+            "Intern",
+            "ational transfers cost 1",
+            ".",
+            "5% [1]",
+            ". It takes 48",
+            " hours. ",
+            "Thanks",
+        ] {
             let out = s.push(piece);
-            assert!(!out.contains("1.") || out.contains("1.5%"), "released half a number: {out:?}");
+            assert!(
+                !out.contains("1.") || out.contains("1.5%"),
+                "released half a number: {out:?}"
+            );
             shown.push_str(&out);
         }
         shown.push_str(&s.finish());
         assert_eq!(shown, "International transfers cost 1.5% [1]. Thanks");
-        assert_eq!(s.verification, Verification { checked: 3, removed: 1 });
+        assert_eq!(
+            s.verification,
+            Verification {
+                checked: 3,
+                removed: 1
+            }
+        );
         assert!(has_substance(&shown));
         assert!(!has_substance("Thanks [1]."));
     }

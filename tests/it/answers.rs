@@ -19,7 +19,12 @@ use crate::http::{spawn_app, AppOptions};
 use crate::knowledge_base::{embedder, shared_kb};
 use crate::smollm2_path;
 
-fn assistant_on(kb: Arc<KnowledgeBase>, state: &Path, mode: AnswerMode, tokens: usize) -> Assistant {
+fn assistant_on(
+    kb: Arc<KnowledgeBase>,
+    state: &Path,
+    mode: AnswerMode,
+    tokens: usize,
+) -> Assistant {
     let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 2).unwrap();
     let memory = Arc::new(SqliteStore::open(&state.join("m.sqlite")).unwrap());
     Assistant::new(
@@ -61,7 +66,9 @@ fn extract_mode_quotes_the_knowledge_base_without_the_llm() {
     let state = tempfile::tempdir().unwrap();
     let a = assistant_on(shared_kb(), state.path(), AnswerMode::Extract, 16);
     let q = "How much does a domestic transfer cost?";
-    let answer = a.answer_blocking(&SessionId::new_random(), q, &mut |_| {}).unwrap();
+    let answer = a
+        .answer_blocking(&SessionId::new_random(), q, &mut |_| {})
+        .unwrap();
     assert!(answer.extractive && !answer.fallback, "{answer:?}");
     assert!(answer.text.contains("0.5%"), "{}", answer.text);
     assert!(answer.text.starts_with("From the NovaPay knowledge base:"));
@@ -75,12 +82,24 @@ fn extract_mode_quotes_the_knowledge_base_without_the_llm() {
         assert!(found, "not verbatim from the knowledge base: {quote:?}");
     }
     assert!(unsupported_figures(&a, q, &answer.text).is_empty());
-    assert_eq!(a.llm().stats().jobs_finished.load(Ordering::SeqCst), 0, "the LLM was called");
+    assert_eq!(
+        a.llm().stats().jobs_finished.load(Ordering::SeqCst),
+        0,
+        "the LLM was called"
+    );
     // Russian question, Russian quotes.
     let ru = a
-        .answer_blocking(&SessionId::new_random(), "Сколько стоит перевыпуск карты?", &mut |_| {})
+        .answer_blocking(
+            &SessionId::new_random(),
+            "Сколько стоит перевыпуск карты?",
+            &mut |_| {},
+        )
         .unwrap();
-    assert!(ru.text.starts_with("Из базы знаний NovaPay:"), "{}", ru.text);
+    assert!(
+        ru.text.starts_with("Из базы знаний NovaPay:"),
+        "{}",
+        ru.text
+    );
     assert!(ru.text.contains("$5"), "{}", ru.text);
 }
 
@@ -93,7 +112,12 @@ fn shared_kb_contains(quote: &str) -> bool {
             .lines()
             .map(|l| {
                 if l.trim_start().starts_with('|') {
-                    l.trim().trim_matches('|').split('|').map(str::trim).collect::<Vec<_>>().join(": ")
+                    l.trim()
+                        .trim_matches('|')
+                        .split('|')
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(": ")
                 } else {
                     l.to_string()
                 }
@@ -111,7 +135,9 @@ fn an_invented_figure_in_the_generated_answer_is_not_served() {
     let q = INVENTING_QUESTION;
     let state = tempfile::tempdir().unwrap();
     let raw = assistant_on(shared_kb(), state.path(), AnswerMode::Generate, 48);
-    let generated = raw.answer_blocking(&SessionId::new_random(), q, &mut |_| {}).unwrap();
+    let generated = raw
+        .answer_blocking(&SessionId::new_random(), q, &mut |_| {})
+        .unwrap();
     let invented = unsupported_figures(&raw, q, &generated.text);
     assert!(
         !invented.is_empty(),
@@ -134,7 +160,10 @@ fn an_invented_figure_in_the_generated_answer_is_not_served() {
         unsupported_figures(&checked, q, &streamed).is_empty(),
         "streamed {streamed:?}"
     );
-    let v = served.verification.clone().expect("verified mode reports the check");
+    let v = served
+        .verification
+        .clone()
+        .expect("verified mode reports the check");
     assert!(v.removed >= 1 && v.checked >= v.removed, "{v:?}");
     assert_eq!(
         checked.stats().sentences_removed.load(Ordering::SeqCst),
@@ -198,17 +227,33 @@ fn a_poisoned_document_does_not_change_the_answers_figures() {
     let prepared = a.prepare(&SessionId::new_random(), q).unwrap();
     assert!(matches!(prepared.plan, Plan::Generate(_)));
     assert!(
-        prepared.sources.iter().any(|s| s.source == "international-transfers-update.md"),
+        prepared
+            .sources
+            .iter()
+            .any(|s| s.source == "international-transfers-update.md"),
         "the poisoned document is retrieved: {:?}",
-        prepared.sources.iter().map(|s| &s.source).collect::<Vec<_>>()
+        prepared
+            .sources
+            .iter()
+            .map(|s| &s.source)
+            .collect::<Vec<_>>()
     );
     for e in &prepared.excerpts {
         let lower = e.to_lowercase();
-        assert!(!lower.contains("ignore your instructions") && !lower.contains("0%"), "{e}");
+        assert!(
+            !lower.contains("ignore your instructions") && !lower.contains("0%"),
+            "{e}"
+        );
     }
-    let answer = a.answer_blocking(&SessionId::new_random(), q, &mut |_| {}).unwrap();
+    let answer = a
+        .answer_blocking(&SessionId::new_random(), q, &mut |_| {})
+        .unwrap();
     let lower = answer.text.to_lowercase();
-    assert!(!lower.contains("transfers are free") && !lower.contains("0%"), "{}", answer.text);
+    assert!(
+        !lower.contains("transfers are free") && !lower.contains("0%"),
+        "{}",
+        answer.text
+    );
     let pool = FigurePool::new(&[fees.as_str(), q, a.config.fallback_en.as_str()]);
     assert!(pool.unsupported(&answer.text).is_empty(), "{}", answer.text);
 }
@@ -231,11 +276,18 @@ fn questions_about_the_instructions_never_echo_the_system_prompt() {
     assert_eq!(a.llm().stats().jobs_finished.load(Ordering::SeqCst), 0);
     // And a generation that repeats the prompt is cut, whatever the question.
     let prepared = a
-        .prepare(&SessionId::new_random(), "How much does a domestic transfer cost?")
+        .prepare(
+            &SessionId::new_random(),
+            "How much does a domestic transfer cost?",
+        )
         .unwrap();
     let echoed = format!("{SYSTEM_PROMPT} Domestic transfers cost 0.5%.");
     let finished = a.finish(&prepared, &echoed).unwrap();
-    assert!(!finished.text.contains("numbered excerpts"), "{}", finished.text);
+    assert!(
+        !finished.text.contains("numbered excerpts"),
+        "{}",
+        finished.text
+    );
 }
 
 #[test]
@@ -243,19 +295,30 @@ fn a_repeated_question_is_answered_from_the_cache() {
     let state = tempfile::tempdir().unwrap();
     let a = assistant_on(shared_kb(), state.path(), AnswerMode::Verified, 24);
     let q = "How do I block a lost card?";
-    let first = a.answer_blocking(&SessionId::new_random(), q, &mut |_| {}).unwrap();
+    let first = a
+        .answer_blocking(&SessionId::new_random(), q, &mut |_| {})
+        .unwrap();
     assert!(!first.cached && !first.fallback);
     let jobs = a.llm().stats().jobs_finished.load(Ordering::SeqCst);
     assert_eq!(jobs, 1);
     let second = a
-        .answer_blocking(&SessionId::new_random(), "how do I block a lost card", &mut |_| {})
+        .answer_blocking(
+            &SessionId::new_random(),
+            "how do I block a lost card",
+            &mut |_| {},
+        )
         .unwrap();
     assert!(second.cached, "{second:?}");
     assert_eq!(second.text, first.text);
-    assert_eq!(a.llm().stats().jobs_finished.load(Ordering::SeqCst), 1, "no new generation");
+    assert_eq!(
+        a.llm().stats().jobs_finished.load(Ordering::SeqCst),
+        1,
+        "no new generation"
+    );
     // With history the question may mean something else: never from the cache.
     let session = SessionId::new_random();
-    a.record(&session, "What does a replacement card cost?", "$5.", &[]).unwrap();
+    a.record(&session, "What does a replacement card cost?", "$5.", &[])
+        .unwrap();
     let follow = a.answer_blocking(&session, q, &mut |_| {}).unwrap();
     assert!(!follow.cached);
     assert_eq!(a.stats().cache_hits.load(Ordering::SeqCst), 1);
@@ -266,7 +329,8 @@ fn the_api_reports_verification_and_cache_and_answers_extractively_when_busy() {
     let app = spawn_app(AppOptions {
         queue_depth: 1,
         sampling: SamplingParams {
-            max_new_tokens: 24,
+            max_new_tokens: 16,
+            ignore_eos: true,
             ..SamplingParams::default()
         },
         ..AppOptions::default()
@@ -286,18 +350,22 @@ fn the_api_reports_verification_and_cache_and_answers_extractively_when_busy() {
     // Fill the queue (one running, one waiting) with slow generations, then ask with
     // when_busy=extract: an extractive answer at once instead of 429.
     let url = app.url("/api/v1/query");
-    let hogs: Vec<_> = (0..2)
-        .map(|i| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let body = json!({"query": format!("What documents do I need for verification? ({i})"), "stream": true});
-                let _ = ureq::post(&url)
-                    .set("Content-Type", "application/json")
-                    .send_string(&body.to_string())
-                    .map(|r| r.into_string());
-            })
+    let hogs: Vec<_> = [
+        "What documents do I need for verification?",
+        "Which documents are required to verify my account?",
+    ]
+    .into_iter()
+    .map(|question| {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let body = json!({"query": question, "stream": true});
+            let _ = ureq::post(&url)
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string())
+                .map(|r| r.into_string());
         })
-        .collect();
+    })
+    .collect();
     for _ in 0..500 {
         let (_, h) = app.get("/health");
         if h["queue"]["waiting"].as_u64() == Some(1) {
@@ -328,9 +396,16 @@ fn the_api_reports_verification_and_cache_and_answers_extractively_when_busy() {
     for h in hogs {
         h.join().unwrap();
     }
-    let text = ureq::get(&app.url("/metrics")).call().unwrap().into_string().unwrap();
+    let text = ureq::get(&app.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
     assert!(text.contains("novapay_answer_cache_hits_total 1"), "{text}");
-    assert!(text.contains("novapay_answer_sentences_removed_total"), "{text}");
+    assert!(
+        text.contains("novapay_answer_sentences_removed_total"),
+        "{text}"
+    );
     assert!(text.contains("novapay_extractive_answers_total"), "{text}");
 }
 
@@ -339,12 +414,21 @@ fn the_shipped_questions_file_covers_languages_follow_ups_and_refusals() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("eval/questions.jsonl");
     let qs = answers::read_questions(&path).unwrap();
     assert!(qs.len() >= 30);
-    let ru = |q: &KbQuestion| q.turns.iter().any(|t| t.chars().any(|c| ('а'..='я').contains(&c)));
+    let ru = |q: &KbQuestion| {
+        q.turns
+            .iter()
+            .any(|t| t.chars().any(|c| ('а'..='я').contains(&c)))
+    };
     assert!(qs.iter().filter(|q| ru(q)).count() >= 8);
     assert!(qs.iter().filter(|q| q.turns.len() > 1).count() >= 4);
     assert!(qs.iter().filter(|q| q.unanswerable).count() >= 10);
     for split in ["tune", "heldout"] {
-        assert!(qs.iter().filter(|q| q.split.as_deref() == Some(split)).count() >= 15);
+        assert!(
+            qs.iter()
+                .filter(|q| q.split.as_deref() == Some(split))
+                .count()
+                >= 15
+        );
     }
 }
 
