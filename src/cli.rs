@@ -150,6 +150,8 @@ pub enum Command {
     },
 }
 
+// Parsed once at start-up, like `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Prompt and generation tokens/s, time to first token, peak RSS.
@@ -210,6 +212,7 @@ pub enum BenchCommand {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// nDCG@10, recall@10 and recall@100 on a BEIR dataset (corpus.jsonl, queries, qrels), as BEIR does.
