@@ -347,6 +347,27 @@ fn the_api_reports_verification_and_cache_and_answers_extractively_when_busy() {
     assert_eq!(again["cached"], true, "{again}");
     assert_eq!(again["response"], v["response"]);
 
+    // A stream with preview: the quote first, while the model reads the prompt.
+    let resp = ureq::post(&app.url("/api/v1/query"))
+        .set("Content-Type", "application/json")
+        .send_string(
+            &json!({"query": "How long does an international transfer take?", "stream": true, "preview": true})
+                .to_string(),
+        )
+        .unwrap();
+    let mut first = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(resp.into_reader())) {
+        let line = line.unwrap();
+        if first.is_empty() && line.starts_with("event:") {
+            first = line.clone();
+        }
+        if first.starts_with("event: extract") && line.starts_with("data:") {
+            assert!(line.contains("3 business days"), "{line}");
+            break;
+        }
+    }
+    assert_eq!(first, "event: extract");
+
     // Fill the queue (one running, one waiting) with slow generations, then ask with
     // when_busy=extract: an extractive answer at once instead of 429.
     let url = app.url("/api/v1/query");
