@@ -749,7 +749,8 @@ pub fn retrieve_with(
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let found = kb.search(&vectors, &texts, config.candidates);
-    let hits = found.hits;
+    let mut hits = found.hits;
+    promote_list_winners(&mut hits, config.top_k);
     let best_similarity = found.best_similarity.first().copied().unwrap_or(0.0);
     let best_similarity_with_history = found
         .best_similarity
@@ -790,6 +791,43 @@ pub fn retrieve_with(
         question_vector: vectors.into_iter().next().unwrap_or_default(),
         follow_up_query,
     })
+}
+
+/// Makes sure the best dense hit and the best lexical hit are among the first `k`: rank fusion can
+/// push a chunk that only one list found, however clearly, below chunks both lists rank moderately
+/// (with an English-only embedder, a Russian question's exact lexical match is such a chunk).
+fn promote_list_winners(hits: &mut Vec<Hit>, k: usize) {
+    if k == 0 || hits.len() <= k {
+        return;
+    }
+    let best = |key: fn(&Hit) -> Option<f32>| {
+        hits.iter()
+            .enumerate()
+            .filter_map(|(i, h)| key(h).map(|s| (i, s)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    };
+    let must: Vec<usize> = [best(|h| h.lexical), best(|h| h.dense)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut top: Vec<usize> = (0..k).collect();
+    for &w in &must {
+        if !top.contains(&w) {
+            if let Some(pos) = top.iter().rposition(|i| !must.contains(i)) {
+                top.remove(pos);
+                top.push(w);
+            }
+        }
+    }
+    top.sort_unstable();
+    let mut taken: Vec<Option<Hit>> = std::mem::take(hits).into_iter().map(Some).collect();
+    for &i in &top {
+        if let Some(h) = taken[i].take() {
+            hits.push(h);
+        }
+    }
+    hits.extend(taken.into_iter().flatten());
 }
 
 /// Where a small model starts echoing its prompt (a new excerpt header, the prompt's own labels)
