@@ -193,7 +193,13 @@ pub async fn query(
         .transpose()?;
     let services = state.services()?;
     // Admission before any work: a refused question creates no session and costs no retrieval.
-    let permit = state.admit()?;
+    // A caller that accepts a quote when the model is busy (the chat page) is let in without a
+    // place: it will get the extractive answer, no generation.
+    let (permit, busy) = match state.admit() {
+        Ok(p) => (Some(p), false),
+        Err(_) if req.when_busy == Some(WhenBusyField::Extract) => (None, true),
+        Err(e) => return Err(e),
+    };
     let assistant = services.assistant.clone();
     let stream = wants_stream(&req, &headers);
 
@@ -288,7 +294,12 @@ pub async fn query(
             verification: answer.verification.clone(),
         },
         Plan::Generate(request) => {
-            let rx = match ctx.assistant.submit(request) {
+            let submitted = if busy {
+                Err(RagError::Engine(EngineError::Overloaded { queue_depth: 0 }))
+            } else {
+                ctx.assistant.submit(request)
+            };
+            let rx = match submitted {
                 Err(RagError::Engine(EngineError::Overloaded { .. }))
                     if req.when_busy == Some(WhenBusyField::Extract) =>
                 {
@@ -377,7 +388,7 @@ struct Answering {
     /// Created with the first recorded answer.
     new_session: Option<SessionOwner>,
     /// The place among the answers in progress, released when the answer is done or dropped.
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
     question: String,
     sources: Vec<Source>,
     documents: Vec<SourceDocument>,
