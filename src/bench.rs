@@ -432,3 +432,71 @@ pub fn peak_rss_mb() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
+
+/// A replay of support questions through the assistant (`novapay bench answers`).
+#[derive(Debug, Serialize)]
+pub struct AnswerReplayReport {
+    pub answer_mode: String,
+    pub cache: bool,
+    pub answers: usize,
+    pub distinct_questions: usize,
+    pub seconds: f64,
+    pub answers_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// Time until the first text a customer sees (first released sentence, or the whole answer).
+    pub first_text_p50_ms: f64,
+    pub cached_answers: usize,
+    pub extractive_answers: usize,
+}
+
+/// Asks each question `rounds` times, each time in a new session (no history), in order. Blocking.
+pub fn bench_answers(
+    assistant: &crate::rag::Assistant,
+    questions: &[String],
+    rounds: usize,
+) -> Result<AnswerReplayReport, crate::rag::RagError> {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut first = Vec::new();
+    let (mut cached, mut extractive) = (0, 0);
+    for _ in 0..rounds {
+        for q in questions {
+            let session = crate::memory::SessionId::new_random();
+            let t = Instant::now();
+            let mut first_ms: Option<f64> = None;
+            let answer = assistant.answer_blocking(&session, q, &mut |text| {
+                if first_ms.is_none() && !text.trim().is_empty() {
+                    first_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            })?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            latencies.push(ms);
+            first.push(first_ms.unwrap_or(ms));
+            cached += answer.cached as usize;
+            extractive += answer.extractive as usize;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            0.0
+        } else {
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    Ok(AnswerReplayReport {
+        answer_mode: assistant.answer_mode().to_string(),
+        cache: assistant.config.cache.capacity > 0,
+        answers: latencies.len(),
+        distinct_questions: questions.len(),
+        seconds,
+        answers_per_s: latencies.len() as f64 / seconds.max(1e-9),
+        p50_ms: pct(&mut latencies, 0.5),
+        p95_ms: pct(&mut latencies, 0.95),
+        first_text_p50_ms: pct(&mut first, 0.5),
+        cached_answers: cached,
+        extractive_answers: extractive,
+    })
+}

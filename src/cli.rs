@@ -13,7 +13,9 @@ use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
 use novapay::index::chunk::ChunkSettings;
 use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
 use novapay::models::{self, HubSettings};
-use novapay::rag::RagConfig;
+use novapay::rag::cache::CacheConfig;
+use novapay::rag::gate::GateConfig;
+use novapay::rag::{AnswerMode, RagConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -193,6 +195,8 @@ pub enum Command {
     },
 }
 
+// Parsed once at start-up, like `Command`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Prompt and generation tokens/s, time to first token, peak RSS.
@@ -234,6 +238,20 @@ pub enum BenchCommand {
         #[arg(long, env = "NOVAPAY_BENCH_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
     },
+    /// Answers/s and latency of the whole answer path on a replay of repeated questions, with and
+    /// without the answer cache (the first turn of each line of a questions file).
+    Answers {
+        #[command(flatten)]
+        assistant: AssistantArgs,
+        #[arg(long, default_value = "eval/questions.jsonl")]
+        questions: PathBuf,
+        /// Distinct questions taken from the file.
+        #[arg(long, default_value_t = 8)]
+        distinct: usize,
+        /// Times each question is asked.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+    },
     /// Embedding chunks/s at a batch size.
     Embed {
         #[command(flatten)]
@@ -250,6 +268,7 @@ pub enum BenchCommand {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// nDCG@10, recall@10 and recall@100 on a BEIR dataset (corpus.jsonl, queries, qrels), as BEIR does.
@@ -265,6 +284,45 @@ pub enum EvalCommand {
         #[arg(long)]
         mode: Option<String>,
         /// Evaluate only the first N test queries (quick checks).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Knowledge-base regression questions through the whole answer path (the check a support team
+    /// runs after every knowledge-base edit): right source, expected figures, forbidden strings,
+    /// refusals, figures the sources do not state.
+    Answers {
+        #[command(flatten)]
+        assistant: AssistantArgs,
+        /// JSONL: {id, turns: [...], expect_source?, expect_any?: [...], expect_none?: [...],
+        /// unanswerable?: bool, split?}
+        #[arg(long)]
+        questions: PathBuf,
+        /// Only the questions with this `split` label.
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refusal of unanswerable and false refusal of answerable questions over the gate's threshold,
+    /// on SQuAD 2.0 (each question against its article) and on a questions file (per split).
+    Answerability {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[command(flatten)]
+        embed: EmbedArgs,
+        #[command(flatten)]
+        kb: KbArgs,
+        #[command(flatten)]
+        rag: RagArgs,
+        /// squad2-sample folder (squad2-dev-sample300.jsonl, paragraphs.jsonl).
+        #[arg(long)]
+        squad: Option<PathBuf>,
+        /// Questions file in `eval answers` format, against the indexed knowledge base.
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// Only the first N SQuAD questions.
         #[arg(long)]
         limit: Option<usize>,
         #[arg(long)]
@@ -485,13 +543,28 @@ impl KbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RagArgs {
-    /// Cosine similarity the best match must reach, else the fallback answers without the LLM
-    /// (default: 0.80 for e5 embedders, 0.35 otherwise; calibrate with `ask --retrieve-only`).
+    /// Cosine similarity the best match must reach at least, else the fallback answers without the
+    /// LLM (default: 0.80 for e5 embedders, 0.20 otherwise; calibrate with `ask --retrieve-only`).
     #[arg(long, env = "NOVAPAY_MIN_SCORE")]
     pub min_score: Option<f32>,
+    /// Share of the question's words, weighted by their rarity in the knowledge base, that the top
+    /// excerpts must contain (see `novapay eval answerability` for the curve).
+    #[arg(long, env = "NOVAPAY_MIN_COVERAGE")]
+    pub min_coverage: Option<f32>,
     /// Excerpts given to the model at most.
     #[arg(long, env = "NOVAPAY_TOP_K", default_value_t = 4)]
     pub top_k: usize,
+    /// generate (the model's answer as is), extract (sentences quoted from the knowledge base, no
+    /// LLM) or verified (generated, then every figure checked against the sources).
+    #[arg(long, env = "NOVAPAY_ANSWER_MODE", default_value = "verified")]
+    pub answer_mode: AnswerMode,
+    /// Answers kept for repeated questions (no history, same knowledge base); 0 = no cache.
+    #[arg(long, env = "NOVAPAY_ANSWER_CACHE_SIZE", default_value_t = 1024)]
+    pub answer_cache_size: usize,
+    /// Reuse a cached answer for a question whose embedding is at least this similar (same
+    /// language), e.g. 0.97; unset = identical (normalised) text only.
+    #[arg(long, env = "NOVAPAY_ANSWER_CACHE_SIMILARITY")]
+    pub answer_cache_similarity: Option<f32>,
     /// Fallback reply in English when the knowledge base has no answer.
     #[arg(long, env = "NOVAPAY_FALLBACK_EN")]
     pub fallback_en: Option<String>,
@@ -506,11 +579,22 @@ impl RagArgs {
         let e5 = embedder.to_ascii_lowercase().contains("e5-");
         RagConfig {
             top_k: self.top_k.max(1),
-            min_similarity: self.min_score.unwrap_or(if e5 {
-                0.80
-            } else {
-                defaults.min_similarity
-            }),
+            gate: GateConfig {
+                min_similarity: self.min_score.unwrap_or(if e5 {
+                    0.80
+                } else {
+                    defaults.gate.min_similarity
+                }),
+                min_weighted_coverage: self
+                    .min_coverage
+                    .unwrap_or(defaults.gate.min_weighted_coverage),
+                ..defaults.gate
+            },
+            answer_mode: self.answer_mode,
+            cache: CacheConfig {
+                capacity: self.answer_cache_size,
+                near_duplicate: self.answer_cache_similarity,
+            },
             fallback_en: self
                 .fallback_en
                 .clone()

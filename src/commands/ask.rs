@@ -37,15 +37,25 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&retrieval)?);
         } else {
+            let g = &retrieval.gate;
             println!(
-                "best similarity {:.3} (with history {:.3}), threshold {:.2}; word coverage {:.2} \
-                 (with history {:.2}), threshold {:.2}: {}",
+                "best similarity {:.3} (with history {:.3}), floor {:.2}; rarity-weighted coverage \
+                 {:.2} (with history {:.2}), threshold {:.2}; rarest words covered: {}{}; best \
+                 excerpt BM25/max {:.2}; dense and lexical agree: {}: {}",
                 retrieval.best_similarity,
                 retrieval.best_similarity_with_history,
-                config.min_similarity,
-                retrieval.term_coverage,
-                retrieval.term_coverage_with_history,
-                config.min_term_coverage,
+                config.gate.min_similarity,
+                g.weighted_coverage,
+                retrieval.gate_with_history.weighted_coverage,
+                config.gate.min_weighted_coverage,
+                g.rare_covered,
+                if g.missing_rare.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (missing: {})", g.missing_rare.join(", "))
+                },
+                g.best_excerpt_bm25,
+                g.agreement,
                 if retrieval.relevant {
                     "answer from the excerpts"
                 } else {
@@ -95,6 +105,9 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
                     "source": s.source, "heading": s.heading, "snippet": s.snippet, "score": s.score,
                 })).collect::<Vec<_>>(),
                 "fallback": answer.fallback,
+                "extractive": answer.extractive,
+                "cached": answer.cached,
+                "verification": answer.verification,
             })
         );
     } else {

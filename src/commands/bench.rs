@@ -5,7 +5,7 @@ use anyhow::Context;
 use novapay::bench::{self, LlmBenchSpec};
 use novapay::engine::Llm;
 
-use crate::cli::{EmbedArgs, LlmArgs, RuntimeArgs};
+use crate::cli::{AssistantArgs, EmbedArgs, LlmArgs, RuntimeArgs};
 
 pub struct LlmBenchArgs<'a> {
     pub runtime: &'a RuntimeArgs,
@@ -69,5 +69,44 @@ pub fn embed(
     let chunks = bench::read_chunks_or_default(chunks_file, 64);
     let report = bench::bench_embed(&embedder, &chunks, rounds, threads, batch_size, load_ms)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The replay twice, without and with the answer cache, on the same loaded models.
+pub fn answers(
+    a: &AssistantArgs,
+    questions_file: &Path,
+    distinct: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let questions: Vec<String> = novapay::eval::answers::read_questions(questions_file)?
+        .into_iter()
+        .filter(|q| q.turns.len() == 1)
+        .map(|q| q.turns[0].clone())
+        .take(distinct)
+        .collect();
+    anyhow::ensure!(
+        !questions.is_empty(),
+        "no single-turn questions in {}",
+        questions_file.display()
+    );
+    let mut reports = Vec::new();
+    for cache in [false, true] {
+        let mut args = a.clone();
+        if !cache {
+            args.rag.answer_cache_size = 0;
+        }
+        let assistant = super::load_assistant(&args)?;
+        reports.push(bench::bench_answers(&assistant, &questions, rounds)?);
+    }
+    let speed_up = reports[1].answers_per_s / reports[0].answers_per_s.max(1e-9);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "without_cache": reports[0],
+            "with_cache": reports[1],
+            "answers_per_s_speed_up": speed_up,
+        }))?
+    );
     Ok(())
 }

@@ -1,8 +1,10 @@
 use std::path::Path;
 
-use novapay::eval::{beir, doc2dial};
+use anyhow::Context;
+use novapay::eval::{answerability, answers, beir, doc2dial};
+use novapay::index::KnowledgeBase;
 
-use crate::cli::{EmbedArgs, RuntimeArgs};
+use crate::cli::{AssistantArgs, EmbedArgs, KbArgs, RagArgs, RuntimeArgs};
 
 fn progress(what: &str, done: usize, total: usize) {
     eprint!("\r{what}: {done}/{total}   ");
@@ -85,6 +87,187 @@ pub fn dialogue(
             println!(
                 "  {name:<14} ({:>4}): latest question alone {:.4}, with history {:.4}",
                 r.questions, r.without_history, r.with_history
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn answers(
+    a: &AssistantArgs,
+    questions: &Path,
+    split: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut qs = answers::read_questions(questions)?;
+    if let Some(split) = split {
+        qs.retain(|q| q.split.as_deref() == Some(split));
+    }
+    anyhow::ensure!(!qs.is_empty(), "no questions in {}", questions.display());
+    let assistant = super::load_assistant(a)?;
+    let report = answers::evaluate(&assistant, &qs, &progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "answer mode {}; {} questions",
+        report.answer_mode,
+        report.results.len()
+    );
+    for r in &report.results {
+        let mark = |ok: Option<bool>| match ok {
+            Some(true) => "ok",
+            Some(false) => "MISS",
+            None => "-",
+        };
+        println!(
+            "{} {:<4} source {:<4} figure {:<4} {}{}{}{}  [{}] {}",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.id,
+            mark(r.source_in_top3),
+            mark(r.expected_present),
+            if r.unanswerable {
+                if r.refused {
+                    "refused "
+                } else {
+                    "NOT REFUSED "
+                }
+            } else if r.refused {
+                "FALSE REFUSAL "
+            } else {
+                ""
+            },
+            if r.forbidden_found.is_empty() {
+                String::new()
+            } else {
+                format!("forbidden {:?} ", r.forbidden_found)
+            },
+            if r.unsupported_figures.is_empty() {
+                String::new()
+            } else {
+                format!("UNSUPPORTED {:?} ", r.unsupported_figures)
+            },
+            if r.sentences_removed > 0 {
+                format!("({} sentence(s) removed) ", r.sentences_removed)
+            } else {
+                String::new()
+            },
+            r.elapsed_ms,
+            r.question,
+        );
+        println!(
+            "       → {}",
+            r.answer
+                .replace('\n', " ")
+                .chars()
+                .take(200)
+                .collect::<String>()
+        );
+    }
+    let show = |label: &str, t: &answers::Totals| {
+        println!(
+            "{label}: {} questions ({} answerable, {} unanswerable): passed {}; right source in top 3 \
+             {}/{}; expected figure {}/{}; forbidden string in {}; unanswerable refused {}/{}; \
+             answerable refused {}/{}; answers with a figure not in their sources {}; sentences \
+             removed {}; extractive {}; cached {}; mean {:.0} ms",
+            t.questions,
+            t.answerable,
+            t.unanswerable,
+            t.passed,
+            t.source_in_top3,
+            t.with_expected_source,
+            t.expected_present,
+            t.with_expected_figure,
+            t.forbidden_found,
+            t.unanswerable_refused,
+            t.unanswerable,
+            t.answerable_refused,
+            t.answerable,
+            t.answers_with_unsupported_figures,
+            t.sentences_removed,
+            t.extractive,
+            t.cached,
+            t.mean_ms
+        );
+    };
+    for (label, t) in &report.splits {
+        show(label, t);
+    }
+    show("total", &report.totals);
+    Ok(())
+}
+
+pub struct AnswerabilityArgs<'a> {
+    pub runtime: &'a RuntimeArgs,
+    pub embed: &'a EmbedArgs,
+    pub kb: &'a KbArgs,
+    pub rag: &'a RagArgs,
+    pub squad: Option<&'a Path>,
+    pub questions: Option<&'a Path>,
+    pub limit: Option<usize>,
+    pub json: bool,
+}
+
+pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.squad.is_some() || a.questions.is_some(),
+        "give --squad DIR and/or --questions FILE"
+    );
+    let embedder = super::load_embedder(a.runtime, a.embed, 32)?;
+    let config = a.rag.config(&a.embed.embedder, Default::default());
+    let mut samples = Vec::new();
+    if let Some(dir) = a.squad {
+        samples.extend(answerability::squad_samples(
+            dir, &embedder, &config, a.limit, &progress,
+        )?);
+    }
+    if let Some(file) = a.questions {
+        let qs = answers::read_questions(file)?;
+        let settings = super::index_settings(&embedder, a.embed, a.kb);
+        let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)
+            .context("the questions are asked of the indexed knowledge base")?;
+        samples.extend(answerability::kb_samples(&kb, &embedder, &config, &qs)?);
+    }
+    let report = answerability::report(&samples, &config.gate);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "gate: rarity-weighted coverage >= {:.2}, the {} rarest words covered, similarity >= {:.2}",
+        report.gate.min_weighted_coverage, report.gate.rare_words, report.gate.min_similarity
+    );
+    for s in &report.splits {
+        println!(
+            "\n{}: {} answerable, {} unanswerable; at the operating point: refusal {:.1}%, false \
+             refusal {:.1}%; dense/lexical top hits agree on {:.0}% of answerable, {:.0}% of \
+             unanswerable",
+            s.split,
+            s.answerable,
+            s.unanswerable,
+            s.at_operating_point.refusal * 100.0,
+            s.at_operating_point.false_refusal * 100.0,
+            s.agreement_answerable * 100.0,
+            s.agreement_unanswerable * 100.0
+        );
+        println!("  threshold | weighted coverage + rare words | best-excerpt BM25 + rare words | weighted coverage alone");
+        println!("            |  refusal  false refusal        |  refusal  false refusal        |  refusal  false refusal");
+        for ((p, b), w) in s
+            .curve
+            .iter()
+            .zip(&s.curve_best_excerpt_bm25)
+            .zip(&s.curve_without_rare_rule)
+        {
+            println!(
+                "     {:.2}  |  {:>5.1}%  {:>5.1}%               |  {:>5.1}%  {:>5.1}%               |  {:>5.1}%  {:>5.1}%",
+                p.threshold,
+                p.refusal * 100.0,
+                p.false_refusal * 100.0,
+                b.refusal * 100.0,
+                b.false_refusal * 100.0,
+                w.refusal * 100.0,
+                w.false_refusal * 100.0
             );
         }
     }

@@ -141,6 +141,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(())
             }
+            BenchCommand::Answers {
+                assistant,
+                questions,
+                distinct,
+                rounds,
+            } => bench::answers(&assistant, &questions, distinct, rounds),
             BenchCommand::Embed {
                 runtime,
                 embed,
@@ -158,6 +164,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 limit,
                 json,
             } => eval::retrieval(&runtime, &embed, &beir, mode.as_deref(), limit, json),
+            EvalCommand::Answers {
+                assistant,
+                questions,
+                split,
+                json,
+            } => eval::answers(&assistant, &questions, split.as_deref(), json),
+            EvalCommand::Answerability {
+                runtime,
+                embed,
+                kb,
+                rag,
+                squad,
+                questions,
+                limit,
+                json,
+            } => eval::answerability(eval::AnswerabilityArgs {
+                runtime: &runtime,
+                embed: &embed,
+                kb: &kb,
+                rag: &rag,
+                squad: squad.as_deref(),
+                questions: questions.as_deref(),
+                limit,
+                json,
+            }),
             EvalCommand::Dialogue {
                 runtime,
                 embed,
@@ -219,6 +250,24 @@ fn load_embedder(
         ..args.options(dir.clone(), batch_size)
     };
     Embedder::load(opts).with_context(|| format!("loading the embedder from {}", dir.display()))
+}
+
+/// The assistant over the indexed knowledge base (models, memory, answer settings).
+fn load_assistant(a: &crate::cli::AssistantArgs) -> anyhow::Result<novapay::rag::Assistant> {
+    let embedder = load_embedder(&a.runtime, &a.embed, 32)?;
+    let settings = index_settings(&embedder, &a.embed, &a.kb);
+    let kb = novapay::index::KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
+    let memory = a.memory.open(&a.kb)?;
+    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
+    let opts = load_llm_options(&a.runtime, &a.llm)?;
+    let llm = novapay::engine::LlmHandle::spawn(opts, 1).context("loading the LLM")?;
+    Ok(novapay::rag::Assistant::new(
+        std::sync::Arc::new(kb),
+        std::sync::Arc::new(embedder),
+        llm,
+        memory,
+        config,
+    ))
 }
 
 /// What the index must have been built with, for this embedder and these chunk settings.

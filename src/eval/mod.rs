@@ -1,6 +1,9 @@
 //! Retrieval quality on public data sets: BEIR (nDCG@10, recall@10/100, computed as BEIR/pytrec_eval
-//! do) and doc2dial (recall@5 of the gold passage with and without the dialogue history).
+//! do) and doc2dial (recall@5 of the gold passage with and without the dialogue history); the
+//! answerability gate's refusal curves; and a knowledge base's own regression questions.
 
+pub mod answerability;
+pub mod answers;
 pub mod beir;
 pub mod doc2dial;
 pub mod metrics;

@@ -20,10 +20,13 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, OptionalJsonBody};
 use super::Shared;
-use crate::engine::{GenerationEvent, GenerationSummary};
+use crate::engine::{EngineError, GenerationEvent, GenerationSummary};
 use crate::logsafe;
 use crate::memory::{SessionId, SessionInfo, SessionOwner, Speaker};
-use crate::rag::{Assistant, Plan, Source, MAX_QUESTION_CHARS};
+use crate::rag::verify::{StreamingCheck, Verification};
+use crate::rag::{
+    Answer, Assistant, Finished, Plan, Prepared, RagError, Source, MAX_QUESTION_CHARS,
+};
 
 /// Longest `user_id`, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
@@ -75,6 +78,21 @@ pub struct QueryRequest {
     pub metadata: Option<serde_json::Value>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// What to do when the generation queue is full: "error" (429, the default) or "extract" (an
+    /// extractive answer at once, marked `extractive`).
+    #[serde(default)]
+    pub when_busy: Option<WhenBusyField>,
+    /// Streams only: send the extractive answer at once as an `extract` event, while the model
+    /// still reads the prompt; the checked answer follows as usual.
+    #[serde(default)]
+    pub preview: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenBusyField {
+    Error,
+    Extract,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +129,15 @@ pub struct QueryResponse {
     pub processing_time_ms: u64,
     /// True when the knowledge base had no answer and the fallback (with the support contacts) replied.
     pub fallback: bool,
+    /// True when the answer quotes the knowledge base verbatim instead of a generated text (extract
+    /// mode, a full queue with `when_busy: "extract"`, or a generation the figure check emptied).
+    pub extractive: bool,
+    /// True when the answer was reused from an earlier identical question.
+    pub cached: bool,
+    /// Sentences checked and removed by the figure check (`verified` mode, generated answers).
+    pub verification: Option<Verification>,
+    /// generate, extract or verified.
+    pub answer_mode: String,
 }
 
 fn now_rfc3339() -> String {
@@ -166,7 +193,13 @@ pub async fn query(
         .transpose()?;
     let services = state.services()?;
     // Admission before any work: a refused question creates no session and costs no retrieval.
-    let permit = state.admit()?;
+    // A caller that accepts a quote when the model is busy (the chat page) is let in without a
+    // place: it will get the extractive answer, no generation.
+    let (permit, busy) = match state.admit() {
+        Ok(p) => (Some(p), false),
+        Err(_) if req.when_busy == Some(WhenBusyField::Extract) => (None, true),
+        Err(e) => return Err(e),
+    };
     let assistant = services.assistant.clone();
     let stream = wants_stream(&req, &headers);
 
@@ -208,7 +241,7 @@ pub async fn query(
     );
     drop(_guard);
 
-    let prepared = {
+    let mut prepared = {
         let assistant = assistant.clone();
         let session = session.clone();
         let question = question.clone();
@@ -223,6 +256,7 @@ pub async fn query(
         .metrics
         .observe("retrieval", started.elapsed().as_secs_f64());
     let sources: Vec<SourceDocument> = prepared.sources.iter().map(SourceDocument::from).collect();
+    let plan = std::mem::replace(&mut prepared.plan, Plan::Fallback(String::new()));
     let ctx = Answering {
         state: state.clone(),
         assistant,
@@ -234,28 +268,67 @@ pub async fn query(
         sources: prepared.sources.clone(),
         documents: sources,
         started,
+        prepared: Arc::new(prepared),
     };
 
-    match prepared.plan {
+    let served = match plan {
         Plan::Fallback(text) => {
             tracing::info!(query_id = %ctx.query_id, session_id = %ctx.session, "answered by the fallback");
             state.metrics.fallbacks.inc();
-            ctx.record(text.clone()).await?;
-            if stream {
-                let events: Vec<Result<Event, Infallible>> = vec![
-                    Ok(Event::default()
-                        .event("token")
-                        .data(json!({ "text": text }).to_string())),
-                    Ok(ctx.final_event(&text, true, None)),
-                ];
-                return Ok(Sse::new(stream::iter(events)).into_response());
+            Served {
+                text,
+                fallback: true,
+                ..Served::default()
             }
-            Ok(Json(ctx.response(text, true)).into_response())
         }
+        Plan::Extract(text) => Served {
+            text,
+            extractive: true,
+            ..Served::default()
+        },
+        Plan::Cached(answer) => Served {
+            text: answer.text.clone(),
+            fallback: answer.fallback,
+            extractive: answer.extractive,
+            cached: true,
+            verification: answer.verification.clone(),
+        },
         Plan::Generate(request) => {
-            let rx = ctx.assistant.submit(request)?;
+            let submitted = if busy {
+                Err(RagError::Engine(EngineError::Overloaded { queue_depth: 0 }))
+            } else {
+                ctx.assistant.submit(request)
+            };
+            let rx = match submitted {
+                Err(RagError::Engine(EngineError::Overloaded { .. }))
+                    if req.when_busy == Some(WhenBusyField::Extract) =>
+                {
+                    tracing::info!(query_id = %ctx.query_id, "queue full: extractive answer");
+                    let (assistant, prepared) = (ctx.assistant.clone(), ctx.prepared.clone());
+                    let text = blocking(move || {
+                        assistant
+                            .extractive_answer(&prepared)
+                            .map_err(ApiError::from)
+                    })
+                    .await?;
+                    let served = Served {
+                        text,
+                        extractive: true,
+                        ..Served::default()
+                    };
+                    ctx.record(served.text.clone()).await?;
+                    return Ok(ctx.reply(served, stream));
+                }
+                other => other?,
+            };
             if stream {
-                return Ok(Sse::new(sse_stream(ctx, rx))
+                // The quote is computed while the model processes the prompt (on the 3B model on
+                // CPU that takes ~20 s; the quote well under a second).
+                let preview = (req.preview == Some(true)).then(|| {
+                    let (assistant, prepared) = (ctx.assistant.clone(), ctx.prepared.clone());
+                    tokio::task::spawn_blocking(move || assistant.extractive_answer(&prepared))
+                });
+                return Ok(Sse::new(sse_stream(ctx, rx, preview))
                     .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
                     .into_response());
             }
@@ -270,8 +343,38 @@ pub async fn query(
                         ))
                     })??;
             ctx.observe(&summary);
-            ctx.record(text.clone()).await?;
-            Ok(Json(ctx.response(text, false)).into_response())
+            let (assistant, prepared) = (ctx.assistant.clone(), ctx.prepared.clone());
+            let finished =
+                blocking(move || assistant.finish(&prepared, &text).map_err(ApiError::from))
+                    .await?;
+            let served = Served::from(finished);
+            ctx.record(served.text.clone()).await?;
+            ctx.remember(&served);
+            return Ok(Json(ctx.response(&served)).into_response());
+        }
+    };
+    ctx.record(served.text.clone()).await?;
+    ctx.remember(&served);
+    Ok(ctx.reply(served, stream))
+}
+
+/// What the customer is shown, and how it came about.
+#[derive(Debug, Default)]
+struct Served {
+    text: String,
+    fallback: bool,
+    extractive: bool,
+    cached: bool,
+    verification: Option<Verification>,
+}
+
+impl From<Finished> for Served {
+    fn from(f: Finished) -> Self {
+        Self {
+            text: f.text,
+            extractive: f.extractive,
+            verification: f.verification,
+            ..Self::default()
         }
     }
 }
@@ -285,11 +388,12 @@ struct Answering {
     /// Created with the first recorded answer.
     new_session: Option<SessionOwner>,
     /// The place among the answers in progress, released when the answer is done or dropped.
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
     question: String,
     sources: Vec<Source>,
     documents: Vec<SourceDocument>,
     started: Instant,
+    prepared: Arc<Prepared>,
 }
 
 impl Answering {
@@ -310,6 +414,37 @@ impl Answering {
                 .map_err(ApiError::from)
         })
         .await
+    }
+
+    /// Offers a finished answer to the answer cache (the assistant decides whether it qualifies).
+    fn remember(&self, served: &Served) {
+        if served.cached {
+            return;
+        }
+        let answer = Answer {
+            text: served.text.clone(),
+            sources: self.sources.clone(),
+            fallback: served.fallback,
+            extractive: served.extractive,
+            cached: false,
+            verification: served.verification.clone(),
+            usage: None,
+        };
+        self.assistant.remember(&self.prepared, &answer);
+    }
+
+    /// A complete answer as JSON, or as a stream of one token event and the final event.
+    fn reply(&self, served: Served, stream: bool) -> Response {
+        if stream {
+            let events: Vec<Result<Event, Infallible>> = vec![
+                Ok(Event::default()
+                    .event("token")
+                    .data(json!({ "text": served.text }).to_string())),
+                Ok(self.final_event(&served, None)),
+            ];
+            return Sse::new(stream::iter(events)).into_response();
+        }
+        Json(self.response(&served)).into_response()
     }
 
     fn observe(&self, summary: &GenerationSummary) {
@@ -334,27 +469,25 @@ impl Answering {
         m.observe("total", self.started.elapsed().as_secs_f64());
     }
 
-    fn response(&self, text: String, fallback: bool) -> QueryResponse {
+    fn response(&self, served: &Served) -> QueryResponse {
         QueryResponse {
             query_id: self.query_id.clone(),
             session_id: self.session.to_string(),
             query: self.question.clone(),
-            response: text,
+            response: served.text.clone(),
             source_documents: self.documents.clone(),
             timestamp: now_rfc3339(),
             processing_time_ms: self.started.elapsed().as_millis() as u64,
-            fallback,
+            fallback: served.fallback,
+            extractive: served.extractive,
+            cached: served.cached,
+            verification: served.verification.clone(),
+            answer_mode: self.assistant.answer_mode().to_string(),
         }
     }
 
-    fn final_event(
-        &self,
-        text: &str,
-        fallback: bool,
-        summary: Option<&GenerationSummary>,
-    ) -> Event {
-        let mut body =
-            serde_json::to_value(self.response(text.to_string(), fallback)).unwrap_or_default();
+    fn final_event(&self, served: &Served, summary: Option<&GenerationSummary>) -> Event {
+        let mut body = serde_json::to_value(self.response(served)).unwrap_or_default();
         if let Some(s) = summary {
             body["usage"] = json!(s.usage);
             body["timings"] = json!(s.timings);
@@ -377,62 +510,122 @@ async fn collect(
     Err(ApiError::internal("the model worker stopped mid-answer"))
 }
 
-/// Token events as they come, then one `done` event with the sources, the session and the timings.
+/// Token events as sentences complete and pass the check (figures in `verified` mode), then one `done`
+/// event with the served answer, the sources, the session and the timings.
 /// Dropping the stream (the client went away) drops the receiver, which stops the generation.
 fn sse_stream(
     ctx: Answering,
     rx: UnboundedReceiver<GenerationEvent>,
+    preview: Option<tokio::task::JoinHandle<Result<String, RagError>>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let deadline = tokio::time::Instant::now() + ctx.state.config.generation_timeout;
     struct St {
+        check: StreamingCheck,
         ctx: Answering,
         rx: UnboundedReceiver<GenerationEvent>,
-        text: String,
+        queue: std::collections::VecDeque<Event>,
         finished: bool,
+        preview: Option<tokio::task::JoinHandle<Result<String, RagError>>>,
     }
+    let token = |text: &str| {
+        Event::default()
+            .event("token")
+            .data(json!({ "text": text }).to_string())
+    };
     let init = St {
+        check: StreamingCheck::new(ctx.assistant.sentence_check(&ctx.prepared)),
         ctx,
         rx,
-        text: String::new(),
+        queue: std::collections::VecDeque::new(),
         finished: false,
+        preview,
     };
     stream::unfold(init, move |mut st| async move {
-        if st.finished {
-            return None;
+        if let Some(handle) = st.preview.take() {
+            if let Ok(Ok(text)) = handle.await {
+                st.queue.push_back(
+                    Event::default()
+                        .event("extract")
+                        .data(json!({ "text": text }).to_string()),
+                );
+            }
         }
-        let event = match tokio::time::timeout_at(deadline, st.rx.recv()).await {
-            Err(_) => {
-                st.finished = true;
-                let e = ApiError::timeout("generation took too long");
-                Event::default().event("error").data(e.body().to_string())
+        loop {
+            if let Some(event) = st.queue.pop_front() {
+                return Some((Ok(event), st));
             }
-            Ok(None) => {
-                st.finished = true;
-                let e = ApiError::internal("the model worker stopped mid-answer");
-                Event::default().event("error").data(e.body().to_string())
+            if st.finished {
+                return None;
             }
-            Ok(Some(GenerationEvent::Token(t))) => {
-                st.text.push_str(&t);
-                Event::default()
-                    .event("token")
-                    .data(json!({ "text": t }).to_string())
-            }
-            Ok(Some(GenerationEvent::Done(summary))) => {
-                st.finished = true;
-                let text = st.text.trim().to_string();
-                st.ctx.observe(&summary);
-                match st.ctx.record(text.clone()).await {
-                    Ok(()) => st.ctx.final_event(&text, false, Some(&summary)),
-                    Err(e) => Event::default().event("error").data(e.body().to_string()),
+            match tokio::time::timeout_at(deadline, st.rx.recv()).await {
+                Err(_) => {
+                    st.finished = true;
+                    let e = ApiError::timeout("generation took too long");
+                    st.queue
+                        .push_back(Event::default().event("error").data(e.body().to_string()));
+                }
+                Ok(None) => {
+                    st.finished = true;
+                    let e = ApiError::internal("the model worker stopped mid-answer");
+                    st.queue
+                        .push_back(Event::default().event("error").data(e.body().to_string()));
+                }
+                // A sentence is released once it is complete and checked.
+                Ok(Some(GenerationEvent::Token(t))) => {
+                    let shown = st.check.push(&t);
+                    if !shown.is_empty() {
+                        st.queue.push_back(token(&shown));
+                    }
+                }
+                Ok(Some(GenerationEvent::Done(summary))) => {
+                    st.finished = true;
+                    let rest = st.check.finish();
+                    if !rest.is_empty() {
+                        st.queue.push_back(token(&rest));
+                    }
+                    st.ctx.observe(&summary);
+                    st.ctx
+                        .assistant
+                        .count_removed(st.check.verification.removed);
+                    let (assistant, prepared) = (st.ctx.assistant.clone(), st.ctx.prepared.clone());
+                    let (shown, verification) = (
+                        st.check.released().to_string(),
+                        st.check.verification.clone(),
+                    );
+                    let finished = blocking(move || {
+                        assistant
+                            .conclude(&prepared, shown, verification)
+                            .map_err(ApiError::from)
+                    })
+                    .await;
+                    let event = match finished {
+                        Ok(finished) => {
+                            let served = Served::from(finished);
+                            if served.extractive {
+                                st.queue.push_back(token(&format!("\n\n{}", served.text)));
+                            }
+                            match st.ctx.record(served.text.clone()).await {
+                                Ok(()) => {
+                                    st.ctx.remember(&served);
+                                    st.ctx.final_event(&served, Some(&summary))
+                                }
+                                Err(e) => {
+                                    Event::default().event("error").data(e.body().to_string())
+                                }
+                            }
+                        }
+                        Err(e) => Event::default().event("error").data(e.body().to_string()),
+                    };
+                    st.queue.push_back(event);
+                }
+                Ok(Some(GenerationEvent::Error(e))) => {
+                    st.finished = true;
+                    let e = ApiError::from(e);
+                    st.queue
+                        .push_back(Event::default().event("error").data(e.body().to_string()));
                 }
             }
-            Ok(Some(GenerationEvent::Error(e))) => {
-                st.finished = true;
-                let e = ApiError::from(e);
-                Event::default().event("error").data(e.body().to_string())
-            }
-        };
-        Some((Ok(event), st))
+        }
     })
 }
 

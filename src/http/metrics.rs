@@ -13,6 +13,9 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub errors: IntCounterVec,
     pub fallbacks: IntCounter,
+    pub sentences_removed: IntCounter,
+    pub cache_hits: IntCounter,
+    pub extractive_answers: IntCounter,
 }
 
 const BUCKETS: &[f64] = &[
@@ -55,7 +58,22 @@ impl Metrics {
         registry.register(Box::new(tokens_generated.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        let sentences_removed = IntCounter::new(
+            "novapay_answer_sentences_removed_total",
+            "Generated sentences not shown because a figure in them is not in their sources",
+        )?;
+        let cache_hits = IntCounter::new(
+            "novapay_answer_cache_hits_total",
+            "Answers served from the answer cache",
+        )?;
+        let extractive_answers = IntCounter::new(
+            "novapay_extractive_answers_total",
+            "Answers quoted from the knowledge base (extract mode, full queue, emptied generation)",
+        )?;
         registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(sentences_removed.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(extractive_answers.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -64,11 +82,28 @@ impl Metrics {
             queue_depth,
             errors,
             fallbacks,
+            sentences_removed,
+            cache_hits,
+            extractive_answers,
         })
     }
 
     pub fn observe(&self, phase: &str, seconds: f64) {
         self.latency.with_label_values(&[phase]).observe(seconds);
+    }
+
+    /// Brings the answer counters up to the assistant's own (which also count CLI and Bitrix24
+    /// answers served by this process).
+    pub fn sync_answers(&self, stats: &crate::rag::AnswerStats) {
+        use std::sync::atomic::Ordering;
+        for (counter, value) in [
+            (&self.sentences_removed, &stats.sentences_removed),
+            (&self.cache_hits, &stats.cache_hits),
+            (&self.extractive_answers, &stats.extractive_answers),
+        ] {
+            let now = value.load(Ordering::Relaxed);
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
     }
 
     pub fn render(&self) -> String {

@@ -283,6 +283,7 @@ async fn metrics_text(State(state): State<Shared>) -> Response {
             .metrics
             .queue_depth
             .set(s.assistant.llm().queued() as i64);
+        state.metrics.sync_answers(s.assistant.stats());
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -435,10 +435,54 @@ pub struct KnowledgeBase {
     chunks: Vec<Arc<Chunk>>,
     vectors: Mutex<VectorIndex>,
     bm25: Bm25Index,
+    terms: TermStats,
     pub manifest: Manifest,
     /// Keeps `novapay index` from deleting the generation while this is loaded.
     lease: Option<Lease>,
 }
+
+/// How many chunks contain each content term (stemmed, stop words dropped): how much a word of a
+/// question says about whether the knowledge base answers it. A word in every chunk, like the company
+/// name, says nothing; a word in no chunk says the question is about something else.
+#[derive(Debug, Clone, Default)]
+pub struct TermStats {
+    pub documents: usize,
+    pub document_frequency: HashMap<String, usize>,
+    /// Mean number of distinct content terms per chunk.
+    pub mean_terms: f32,
+}
+
+impl TermStats {
+    pub fn build<S: AsRef<str>>(texts: &[S]) -> Self {
+        let mut document_frequency: HashMap<String, usize> = HashMap::new();
+        let mut total = 0usize;
+        for t in texts {
+            let terms = bm25::content_terms(t.as_ref(), Bm25Config::KNOWLEDGE_BASE.languages);
+            total += terms.len();
+            for term in terms {
+                *document_frequency.entry(term).or_default() += 1;
+            }
+        }
+        Self {
+            documents: texts.len(),
+            mean_terms: if texts.is_empty() {
+                0.0
+            } else {
+                total as f32 / texts.len() as f32
+            },
+            document_frequency,
+        }
+    }
+
+    /// BM25's inverse document frequency; highest for a term no chunk contains.
+    pub fn idf(&self, term: &str) -> f32 {
+        let n = self.documents as f32;
+        let df = self.document_frequency.get(term).copied().unwrap_or(0) as f32;
+        (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+    }
+}
+
+static IN_MEMORY_BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Reciprocal rank fusion's constant (Cormack et al.).
 const RRF_K: f32 = 60.0;
@@ -521,7 +565,11 @@ impl KnowledgeBase {
         }
         let manifest = Manifest {
             settings,
-            generation: "in-memory".into(),
+            // Unique per build, so that answers cached for one in-memory KB never serve another.
+            generation: format!(
+                "in-memory-{}",
+                IN_MEMORY_BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             created_unix: 0,
             files: BTreeMap::new(),
             chunks: chunks.len(),
@@ -537,10 +585,12 @@ impl KnowledgeBase {
         let chunks: Vec<Arc<Chunk>> = chunks.into_iter().map(Arc::new).collect();
         let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
         let bm25 = Bm25Index::build(&texts, Bm25Config::KNOWLEDGE_BASE).map_err(storage)?;
+        let terms = TermStats::build(&texts);
         Ok(Self {
             chunks,
             vectors: Mutex::new(vectors),
             bm25,
+            terms,
             manifest,
             lease: None,
         })
@@ -557,6 +607,15 @@ impl KnowledgeBase {
     /// Whether this generation is leased (protected from deletion by `novapay index`).
     pub fn is_leased(&self) -> bool {
         self.lease.is_some()
+    }
+
+    pub fn term_stats(&self) -> &TermStats {
+        &self.terms
+    }
+
+    /// Identifies what was indexed: a new generation (or another in-memory build) changes it.
+    pub fn generation(&self) -> &str {
+        &self.manifest.generation
     }
 
     /// Dense top-`k` for each query vector and BM25 top-`k` for each query text, fused by reciprocal

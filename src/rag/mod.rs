@@ -1,14 +1,27 @@
-//! Grounded answering: retrieval (with the conversation's recent turns), the fallback when nothing
-//! relevant is found, the prompt under a token budget, generation and the sources. No HTTP here; calls
-//! that block (embedding, search, SQLite) are plain functions that async callers run on blocking threads.
+//! Grounded answering: retrieval (with the conversation's recent turns), the answerability gate and
+//! its fallback, the prompt under a token budget, generation, the figure check, extractive answers,
+//! the answer cache and the sources. No HTTP here; calls that block (embedding, search, SQLite) are
+//! plain functions that async callers run on blocking threads.
 
+pub mod cache;
+pub mod extract;
+pub mod figures;
+pub mod gate;
+pub mod injection;
 pub mod prompt;
+pub mod verify;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
+
+use cache::{AnswerCache, CacheConfig};
+use extract::Extractor;
+use gate::{GateConfig, GateSignals};
+use verify::{FigureCheck, Verification};
 
 use crate::embed::Embedder;
 use crate::engine::{
@@ -31,7 +44,7 @@ pub enum RagError {
     InvalidQuestion(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     En,
@@ -52,22 +65,59 @@ pub fn detect_language(text: &str) -> Language {
     }
 }
 
+/// How an answer is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// The LLM's answer as generated.
+    Generate,
+    /// Sentences quoted from the top excerpts; no LLM call.
+    Extract,
+    /// The LLM's answer without the sentences whose figures the sources do not state; the extractive
+    /// answer when nothing of substance is left.
+    #[default]
+    Verified,
+}
+
+impl std::str::FromStr for AnswerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "generate" => Ok(Self::Generate),
+            "extract" => Ok(Self::Extract),
+            "verified" => Ok(Self::Verified),
+            other => Err(format!(
+                "unknown answer mode {other:?}: use generate, extract or verified"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AnswerMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Generate => "generate",
+            Self::Extract => "extract",
+            Self::Verified => "verified",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RagConfig {
     /// Excerpts shown to the model at most.
     pub top_k: usize,
     /// Depth of each ranked list before fusion.
     pub candidates: usize,
-    /// Cosine similarity the best match must reach; below it the fallback answers.
-    pub min_similarity: f32,
+    /// The answerability gate; below it the fallback answers.
+    pub gate: GateConfig,
+    pub answer_mode: AnswerMode,
+    pub cache: CacheConfig,
     /// Token budgets (LLM tokens) for the excerpts and for earlier turns.
     pub context_tokens: usize,
     pub history_tokens: usize,
     /// Turns read from memory at most (before the token budget).
     pub history_turns: usize,
-    /// Share of the question's content words that the top excerpts must contain: embeddings alone
-    /// rate unrelated text as similar, above all in a language the embedder was not trained on.
-    pub min_term_coverage: f32,
     /// A follow-up with at most this many words may borrow relevance from the previous turns.
     pub follow_up_max_words: usize,
     pub fallback_en: String,
@@ -87,8 +137,9 @@ impl Default for RagConfig {
         Self {
             top_k: 4,
             candidates: 20,
-            min_similarity: 0.35,
-            min_term_coverage: 0.25,
+            gate: GateConfig::default(),
+            answer_mode: AnswerMode::default(),
+            cache: CacheConfig::default(),
             context_tokens: 1200,
             history_tokens: 600,
             history_turns: 8,
@@ -118,18 +169,29 @@ pub struct Retrieval {
     /// Best cosine similarity of the question alone, and of the question with recent turns.
     pub best_similarity: f32,
     pub best_similarity_with_history: f32,
-    /// Share of the question's content words found in the top excerpts (alone / with recent turns).
-    pub term_coverage: f32,
-    pub term_coverage_with_history: f32,
+    /// The answerability signals of the question alone, and of the question with recent turns.
+    pub gate: GateSignals,
+    pub gate_with_history: GateSignals,
     pub relevant: bool,
     pub language: Language,
+    /// The question's embedding (for the answer cache's near-duplicate lookup).
+    #[serde(skip)]
+    pub question_vector: Vec<f32>,
+    /// A short question joined to the previous user turns (a follow-up such as "and for
+    /// international ones?"): what extractive answers are scored against.
+    pub follow_up_query: Option<String>,
 }
 
 /// The answer plan for one question.
 pub enum Plan {
-    /// Nothing relevant: this text, without calling the LLM.
+    /// Nothing relevant (or a question about the assistant's instructions): this text, without
+    /// calling the LLM.
     Fallback(String),
     Generate(GenerateRequest),
+    /// Extract mode: sentences quoted from the excerpts, without calling the LLM.
+    Extract(String),
+    /// The same question was answered before, for the same knowledge base.
+    Cached(Box<Answer>),
 }
 
 pub struct Prepared {
@@ -137,7 +199,22 @@ pub struct Prepared {
     pub question: String,
     pub retrieval: Retrieval,
     pub sources: Vec<Source>,
+    /// The excerpts shown to the model, in prompt order (instruction-like sentences left out).
+    pub excerpts: Vec<String>,
     pub plan: Plan,
+    /// Whether the finished answer may be cached (no history, not a degraded answer).
+    pub cacheable: bool,
+    /// The index generation read before retrieval: the cache key of this answer. An answer that
+    /// raced a swap is filed under the older generation, where no new question looks it up.
+    pub generation: String,
+}
+
+/// Counters for the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct AnswerStats {
+    pub sentences_removed: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub extractive_answers: AtomicU64,
 }
 
 pub struct Assistant {
@@ -146,10 +223,21 @@ pub struct Assistant {
     embedder: Arc<Embedder>,
     llm: LlmHandle,
     memory: Arc<dyn ConversationStore>,
+    extractor: Extractor,
+    cache: AnswerCache,
+    stats: AnswerStats,
     pub config: RagConfig,
 }
 
 pub const MAX_QUESTION_CHARS: usize = 1000;
+
+/// How a finished generation becomes the served answer.
+pub struct Finished {
+    pub text: String,
+    pub verification: Option<Verification>,
+    /// True when the extractive answer replaced a generation with nothing of substance left.
+    pub extractive: bool,
+}
 
 impl Assistant {
     pub fn new(
@@ -164,6 +252,9 @@ impl Assistant {
             embedder,
             llm,
             memory,
+            extractor: Extractor::default(),
+            cache: AnswerCache::new(config.cache),
+            stats: AnswerStats::default(),
             config,
         }
     }
@@ -188,13 +279,29 @@ impl Assistant {
         self.kb.swap(kb)
     }
 
+    pub fn stats(&self) -> &AnswerStats {
+        &self.stats
+    }
+
+    pub fn answer_mode(&self) -> AnswerMode {
+        self.config.answer_mode
+    }
+
     /// See [`retrieve_with`]. Blocking.
     pub fn retrieve(&self, question: &str, history: &[Turn]) -> Result<Retrieval, RagError> {
         let kb = self.knowledge_base();
         retrieve_with(&kb, &self.embedder, &self.config, question, history)
     }
 
-    /// History, retrieval and the prompt (or the fallback) for a question. Blocking.
+    fn fallback_text(&self, language: Language) -> String {
+        match language {
+            Language::Ru => self.config.fallback_ru.clone(),
+            Language::En => self.config.fallback_en.clone(),
+        }
+    }
+
+    /// History, retrieval and the prompt (or the fallback, the extractive or the cached answer) for a
+    /// question. Blocking.
     pub fn prepare(&self, session: &SessionId, question: &str) -> Result<Prepared, RagError> {
         let question = question.trim();
         if question.is_empty() {
@@ -206,18 +313,42 @@ impl Assistant {
             )));
         }
         let history = self.memory.history(session, self.config.history_turns)?;
+        let mode = self.config.answer_mode;
+        let generation = self.kb.load().generation().to_string();
+        let cacheable = history.is_empty() && self.cache.enabled();
+        if cacheable {
+            if let Some(answer) = self.cache.get(&generation, mode, question) {
+                return Ok(self.cached_plan(session, question, answer));
+            }
+        }
         let retrieval = self.retrieve(question, &history)?;
-        if !retrieval.relevant {
-            let text = match retrieval.language {
-                Language::Ru => self.config.fallback_ru.clone(),
-                Language::En => self.config.fallback_en.clone(),
-            };
+        if cacheable && self.cache.wants_vectors() {
+            if let Some(answer) = self.cache.get_near(
+                &generation,
+                mode,
+                retrieval.language,
+                &retrieval.question_vector,
+            ) {
+                let mut p = self.cached_plan(session, question, answer);
+                p.retrieval = retrieval;
+                return Ok(p);
+            }
+        }
+        let probe = injection::probes_instructions(question);
+        if probe {
+            tracing::info!("question asks for the assistant's instructions: fallback");
+        }
+        if !retrieval.relevant || probe {
+            let text = self.fallback_text(retrieval.language);
             return Ok(Prepared {
                 session: session.clone(),
                 question: question.to_string(),
                 retrieval,
                 sources: Vec::new(),
+                excerpts: Vec::new(),
                 plan: Plan::Fallback(text),
+                cacheable,
+                generation,
             });
         }
         let tokenizer = self.llm.tokenizer();
@@ -231,10 +362,14 @@ impl Assistant {
         let mut sources = Vec::new();
         let mut used = 0;
         for hit in retrieval.hits.iter().take(self.config.top_k) {
+            let (body, dropped) = injection::without_instructions(&hit.chunk.text);
+            if dropped > 0 {
+                tracing::warn!(source = %hit.chunk.source, sentences = dropped, "instruction-like sentences left out of an excerpt");
+            }
             let text = if hit.chunk.heading.is_empty() {
-                hit.chunk.text.clone()
+                body
             } else {
-                format!("{}\n{}", hit.chunk.heading, hit.chunk.text)
+                format!("{}\n{}", hit.chunk.heading, body)
             };
             let cost = count(&text);
             if used + cost > self.config.context_tokens && !excerpts.is_empty() {
@@ -251,6 +386,20 @@ impl Assistant {
                 heading: hit.chunk.heading.clone(),
                 snippet: snippet(&hit.chunk.text, 240),
                 score: hit.dense.unwrap_or(0.0),
+            });
+        }
+        let excerpt_texts: Vec<String> = excerpts.iter().map(|e| e.text.clone()).collect();
+        if mode == AnswerMode::Extract {
+            let text = self.extractive_text(question, sources.len(), &retrieval)?;
+            return Ok(Prepared {
+                session: session.clone(),
+                question: question.to_string(),
+                retrieval,
+                sources,
+                excerpts: excerpt_texts,
+                plan: Plan::Extract(text),
+                cacheable,
+                generation,
             });
         }
         // Most recent turns first, within the budget, then back in order.
@@ -275,6 +424,7 @@ impl Assistant {
             question: question.to_string(),
             retrieval,
             sources,
+            excerpts: excerpt_texts,
             plan: Plan::Generate(GenerateRequest {
                 prompt: Prompt::Chat(messages),
                 params: SamplingParams {
@@ -282,7 +432,145 @@ impl Assistant {
                     ..self.config.sampling.clone()
                 },
             }),
+            cacheable,
+            generation,
         })
+    }
+
+    fn cached_plan(&self, session: &SessionId, question: &str, mut answer: Answer) -> Prepared {
+        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        answer.cached = true;
+        Prepared {
+            session: session.clone(),
+            question: question.to_string(),
+            retrieval: Retrieval {
+                hits: Vec::new(),
+                best_similarity: 0.0,
+                best_similarity_with_history: 0.0,
+                gate: GateSignals::default(),
+                gate_with_history: GateSignals::default(),
+                relevant: !answer.fallback,
+                language: detect_language(question),
+                question_vector: Vec::new(),
+                follow_up_query: None,
+            },
+            sources: answer.sources.clone(),
+            excerpts: Vec::new(),
+            plan: Plan::Cached(Box::new(answer)),
+            cacheable: false,
+            generation: String::new(),
+        }
+    }
+
+    /// The extractive answer over the top excerpts, or the fallback when no sentence qualifies.
+    fn extractive_text(
+        &self,
+        question: &str,
+        excerpts: usize,
+        retrieval: &Retrieval,
+    ) -> Result<String, RagError> {
+        let top = &retrieval.hits[..retrieval.hits.len().min(excerpts)];
+        let query = retrieval.follow_up_query.as_deref().unwrap_or(question);
+        let extracted = self
+            .extractor
+            .answer(&self.embedder, self.kb.load().term_stats(), query, top)
+            .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        self.stats
+            .extractive_answers
+            .fetch_add(1, Ordering::Relaxed);
+        if extracted.quotes.is_empty() {
+            return Ok(self.fallback_text(retrieval.language));
+        }
+        Ok(extracted.text)
+    }
+
+    /// The extractive answer for a prepared question (the generation queue was full, or nothing of
+    /// the generated answer survived the figure check). Blocking.
+    pub fn extractive_answer(&self, prepared: &Prepared) -> Result<String, RagError> {
+        self.extractive_text(
+            &prepared.question,
+            prepared.sources.len(),
+            &prepared.retrieval,
+        )
+    }
+
+    /// What a generated sentence is checked against: the excerpts, the question and the support
+    /// contacts of the fallback texts. Figures are checked in `verified` mode only; an echo of the
+    /// system prompt is dropped in every mode.
+    pub fn sentence_check(&self, prepared: &Prepared) -> FigureCheck {
+        FigureCheck::new(
+            &prepared.excerpts,
+            &[
+                prepared.question.as_str(),
+                self.config.fallback_en.as_str(),
+                self.config.fallback_ru.as_str(),
+            ],
+        )
+        .figures(self.config.answer_mode == AnswerMode::Verified)
+    }
+
+    /// Turns a finished generation into the served answer: sentences with unsupported figures (in
+    /// `verified` mode) and echoes of the system prompt go; when nothing of substance is left, the
+    /// extractive answer replaces it. Blocking.
+    pub fn finish(&self, prepared: &Prepared, generated: &str) -> Result<Finished, RagError> {
+        let check = self.sentence_check(prepared);
+        let (text, verification) = check.filter(generated);
+        self.stats
+            .sentences_removed
+            .fetch_add(verification.removed as u64, Ordering::Relaxed);
+        self.conclude(prepared, text, verification)
+    }
+
+    /// The end of a streamed, already checked answer: `shown` is what was released.
+    pub fn conclude(
+        &self,
+        prepared: &Prepared,
+        shown: String,
+        verification: Verification,
+    ) -> Result<Finished, RagError> {
+        let verified = self.config.answer_mode == AnswerMode::Verified;
+        // Something was cut, and what is left says nothing, or no longer states any figure (the
+        // model tried to give one and it was wrong): the quotes from the excerpts answer instead.
+        let emptied =
+            !verify::has_substance(&shown) || (verified && figures::extract(&shown).is_empty());
+        if verification.removed > 0 && emptied {
+            return Ok(Finished {
+                text: self.extractive_answer(prepared)?,
+                verification: verified.then_some(verification),
+                extractive: true,
+            });
+        }
+        Ok(Finished {
+            text: shown.trim().to_string(),
+            verification: verified.then_some(verification),
+            extractive: false,
+        })
+    }
+
+    /// Counts sentences a streaming check removed (the non-streaming path counts in `finish`).
+    pub fn count_removed(&self, removed: usize) {
+        self.stats
+            .sentences_removed
+            .fetch_add(removed as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps a finished answer for later identical questions (when `prepared` allows it).
+    pub fn remember(&self, prepared: &Prepared, answer: &Answer) {
+        if !prepared.cacheable || answer.cached {
+            return;
+        }
+        let vector = self
+            .cache
+            .wants_vectors()
+            .then(|| prepared.retrieval.question_vector.clone());
+        self.cache.put(
+            &prepared.generation,
+            self.config.answer_mode,
+            &prepared.question,
+            prepared.retrieval.language,
+            vector,
+            answer,
+        );
     }
 
     /// Queues the generation of a prepared answer (`Overloaded` when the queue is full).
@@ -327,64 +615,132 @@ impl Assistant {
 }
 
 /// A finished answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Answer {
     pub text: String,
     pub sources: Vec<Source>,
     /// True when the knowledge base had nothing relevant and the fallback replied (no LLM call).
     pub fallback: bool,
+    /// True when the text is quoted from the excerpts (extract mode, a full queue, or a generated
+    /// answer the figure check emptied).
+    pub extractive: bool,
+    /// True when the answer was reused from an earlier identical question.
+    pub cached: bool,
+    /// What the figure check did (`verified` mode with a generated answer).
+    pub verification: Option<Verification>,
     pub usage: Option<crate::engine::Usage>,
 }
 
+/// What a blocking caller wants when the generation queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenBusy {
+    /// The `Overloaded` error (the caller retries or reports it).
+    #[default]
+    Error,
+    /// The extractive answer at once.
+    Extract,
+}
+
 impl Assistant {
-    /// The whole flow for callers without an async runtime (CLI, tests): prepare, generate or fall
-    /// back, record in the session. `on_text` receives the answer as it streams.
+    /// The whole flow for callers without an async runtime (CLI, tests, Bitrix24): prepare, generate
+    /// or fall back, check, record in the session. `on_text` receives the answer as it is released.
     pub fn answer_blocking(
         &self,
         session: &SessionId,
         question: &str,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer, RagError> {
+        self.answer_blocking_with(session, question, WhenBusy::Error, on_text)
+    }
+
+    pub fn answer_blocking_with(
+        &self,
+        session: &SessionId,
+        question: &str,
+        when_busy: WhenBusy,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer, RagError> {
         let prepared = self.prepare(session, question)?;
-        let (text, usage, fallback) = match prepared.plan {
+        let mut answer = Answer {
+            sources: prepared.sources.clone(),
+            ..Answer::default()
+        };
+        let cacheable = prepared.cacheable;
+        match &prepared.plan {
             Plan::Fallback(text) => {
-                on_text(&text);
-                (text, None, true)
+                on_text(text);
+                answer.text = text.clone();
+                answer.fallback = true;
+            }
+            Plan::Extract(text) => {
+                on_text(text);
+                answer.text = text.clone();
+                answer.extractive = true;
+            }
+            Plan::Cached(cached) => {
+                on_text(&cached.text);
+                answer = (**cached).clone();
             }
             Plan::Generate(request) => {
-                let mut rx = self.submit(request)?;
-                let mut text = String::new();
-                let mut usage = None;
+                let mut rx = match self.submit(request.clone()) {
+                    Err(RagError::Engine(EngineError::Overloaded { .. }))
+                        if when_busy == WhenBusy::Extract =>
+                    {
+                        let text = self.extractive_answer(&prepared)?;
+                        on_text(&text);
+                        answer.text = text;
+                        answer.extractive = true;
+                        // Not cached: the next asker should get the full answer.
+                        self.record(session, &prepared.question, &answer.text, &prepared.sources)?;
+                        return Ok(answer);
+                    }
+                    other => other?,
+                };
+                let mut stream = verify::StreamingCheck::new(self.sentence_check(&prepared));
                 while let Some(event) = rx.blocking_recv() {
                     match event {
                         GenerationEvent::Token(t) => {
-                            on_text(&t);
-                            text.push_str(&t);
+                            let shown = stream.push(&t);
+                            if !shown.is_empty() {
+                                on_text(&shown);
+                            }
                         }
                         GenerationEvent::Done(summary) => {
-                            usage = Some(summary.usage);
+                            answer.usage = Some(summary.usage);
                             break;
                         }
                         GenerationEvent::Error(e) => return Err(e.into()),
                     }
                 }
-                (text.trim().to_string(), usage, false)
+                let rest = stream.finish();
+                if !rest.is_empty() {
+                    on_text(&rest);
+                }
+                self.count_removed(stream.verification.removed);
+                let finished = self.conclude(
+                    &prepared,
+                    stream.released().to_string(),
+                    stream.verification.clone(),
+                )?;
+                if finished.extractive {
+                    on_text(&finished.text);
+                }
+                answer.text = finished.text;
+                answer.extractive = finished.extractive;
+                answer.verification = finished.verification;
             }
-        };
-        self.record(session, &prepared.question, &text, &prepared.sources)?;
-        Ok(Answer {
-            text,
-            sources: prepared.sources,
-            fallback,
-            usage,
-        })
+        }
+        self.record(session, &prepared.question, &answer.text, &prepared.sources)?;
+        if cacheable {
+            self.remember(&prepared, &answer);
+        }
+        Ok(answer)
     }
 }
 
 /// Searches for `question`, and also for it joined to the previous user turns so that a follow-up
 /// ("and for international ones?") finds the topic it refers to. The fallback decision uses the
-/// question's own best similarity and word coverage, or, for a short follow-up, those with history.
-/// Blocking.
+/// question's own answerability signals, or, for a short follow-up, those with history. Blocking.
 pub fn retrieve_with(
     kb: &KnowledgeBase,
     embedder: &Embedder,
@@ -411,7 +767,8 @@ pub fn retrieve_with(
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let found = kb.search(&vectors, &texts, config.candidates);
-    let hits = found.hits;
+    let mut hits = found.hits;
+    promote_list_winners(&mut hits, config.top_k);
     let best_similarity = found.best_similarity.first().copied().unwrap_or(0.0);
     let best_similarity_with_history = found
         .best_similarity
@@ -419,28 +776,76 @@ pub fn retrieve_with(
         .copied()
         .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
-    let term_coverage = kb.term_coverage(question, top);
-    let term_coverage_with_history = queries
-        .get(1)
-        .map(|q| kb.term_coverage(q, top))
-        .unwrap_or(term_coverage);
+    let stats = kb.term_stats();
+    let gate = gate::signals(stats, question, best_similarity, top, &hits, &config.gate);
+    let gate_with_history = match queries.get(1) {
+        Some(q) => gate::signals(
+            stats,
+            q,
+            best_similarity_with_history,
+            top,
+            &hits,
+            &config.gate,
+        ),
+        None => gate.clone(),
+    };
     let words = question.split_whitespace().count();
-    let relevant = passes(config, best_similarity, term_coverage)
+    let relevant = gate.answerable(&config.gate)
         || (words <= config.follow_up_max_words
-            && passes(
-                config,
-                best_similarity_with_history,
-                term_coverage_with_history,
-            ));
+            && queries.len() > 1
+            && gate_with_history.answerable(&config.gate));
+    // A short question after earlier turns is read with them when quoting the excerpts ("and for
+    // international ones?" asks for a fee because the turn before did).
+    let follow_up_query =
+        (words <= config.follow_up_max_words && queries.len() > 1).then(|| queries[1].clone());
     Ok(Retrieval {
         hits,
         best_similarity,
         best_similarity_with_history,
-        term_coverage,
-        term_coverage_with_history,
+        gate,
+        gate_with_history,
         relevant,
         language,
+        question_vector: vectors.into_iter().next().unwrap_or_default(),
+        follow_up_query,
     })
+}
+
+/// Makes sure the best dense hit and the best lexical hit are among the first `k`: rank fusion can
+/// push a chunk that only one list found, however clearly, below chunks both lists rank moderately
+/// (with an English-only embedder, a Russian question's exact lexical match is such a chunk).
+fn promote_list_winners(hits: &mut Vec<Hit>, k: usize) {
+    if k == 0 || hits.len() <= k {
+        return;
+    }
+    let best = |key: fn(&Hit) -> Option<f32>| {
+        hits.iter()
+            .enumerate()
+            .filter_map(|(i, h)| key(h).map(|s| (i, s)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    };
+    let must: Vec<usize> = [best(|h| h.lexical), best(|h| h.dense)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut top: Vec<usize> = (0..k).collect();
+    for &w in &must {
+        if !top.contains(&w) {
+            if let Some(pos) = top.iter().rposition(|i| !must.contains(i)) {
+                top.remove(pos);
+                top.push(w);
+            }
+        }
+    }
+    top.sort_unstable();
+    let mut taken: Vec<Option<Hit>> = std::mem::take(hits).into_iter().map(Some).collect();
+    for &i in &top {
+        if let Some(h) = taken[i].take() {
+            hits.push(h);
+        }
+    }
+    hits.extend(taken.into_iter().flatten());
 }
 
 /// Where a small model starts echoing its prompt (a new excerpt header, the prompt's own labels)
@@ -449,18 +854,6 @@ fn answer_stops() -> Vec<String> {
     let mut stops: Vec<String> = (1..=9).map(|i| format!("\n[{i}] (")).collect();
     stops.extend(["\nExcerpts:", "\nQuestion:", "\n\n\n"].map(String::from));
     stops
-}
-
-/// Both signals must agree: enough of the question's words in the excerpts, and a similar enough
-/// meaning. When nearly every word matches, a lower similarity is accepted (short questions such as
-/// "Is there a status page?" embed poorly).
-fn passes(config: &RagConfig, similarity: f32, coverage: f32) -> bool {
-    let needed = if coverage >= 0.75 {
-        config.min_similarity * 0.6
-    } else {
-        config.min_similarity
-    };
-    coverage >= config.min_term_coverage && similarity >= needed
 }
 
 /// The first `max` characters of `text` on a word boundary, with an ellipsis when cut.

@@ -474,9 +474,10 @@ fn a_message_is_acknowledged_then_answered_with_sources_in_the_same_dialog() {
 }
 
 #[test]
-fn a_burst_of_messages_waits_for_the_model_instead_of_being_refused() {
+fn a_burst_of_messages_is_answered_instead_of_being_refused() {
     // One generation at a time and one waiting: the HTTP API would answer 429 to the rest, but a
-    // chat has nobody to retry, so each message waits its turn and gets a real answer.
+    // chat has nobody to retry, so each message gets an answer with its sources (generated, or
+    // quoted from the knowledge base when the queue is full).
     let portal = FakePortal::start();
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(AppOptions {

@@ -271,8 +271,9 @@ fn streaming_sends_tokens_then_a_final_event() {
             json!({"query": "How long do international transfers take?", "stream": true}),
         ),
         (
+            // Another question: the same one again would come from the answer cache, untimed.
             vec![("Accept", "text/event-stream")],
-            json!({"query": "How long do international transfers take?"}),
+            json!({"query": "How long do domestic transfers take?"}),
         ),
     ] {
         let mut req = ureq::post(&app.url("/api/v1/query")).set("Content-Type", "application/json");
@@ -289,8 +290,15 @@ fn streaming_sends_tokens_then_a_final_event() {
             .filter(|(e, _)| e == "token")
             .map(|(_, d)| d["text"].as_str().unwrap().to_string())
             .collect();
-        assert!(events.iter().filter(|(e, _)| e == "token").count() >= 2);
-        assert_eq!(tokens.trim(), done["response"].as_str().unwrap());
+        // Tokens come a checked sentence at a time; the response is what was streamed, or, when the
+        // figure check left nothing of substance, the extractive answer streamed after it.
+        assert!(events.iter().filter(|(e, _)| e == "token").count() >= 1);
+        let response = done["response"].as_str().unwrap();
+        if done["extractive"] == true {
+            assert!(tokens.trim().ends_with(response), "{events:?}");
+        } else {
+            assert_eq!(tokens.trim(), response);
+        }
         assert!(done["session_id"].is_string());
         assert!(!done["source_documents"].as_array().unwrap().is_empty());
         assert!(done["timings"]["time_to_first_token_ms"].as_f64().unwrap() > 0.0);

@@ -1,5 +1,6 @@
 //! Integration tests on the real small models fetched by `scripts/fetch-test-models.sh`.
 
+mod answers;
 mod bitrix24;
 mod browser;
 mod cli;

@@ -12,14 +12,14 @@ use super::rest::{RestClient, RestError};
 use super::Bitrix24Error;
 use crate::engine::EngineError;
 use crate::memory::{MemoryError, SessionId};
-use crate::rag::{detect_language, Answer, Assistant, Language, RagError};
+use crate::rag::{detect_language, Answer, Assistant, Language, RagError, WhenBusy};
 
 /// Bitrix24 refuses longer messages (the v2 API truncates at 20,000 characters).
 const MAX_MESSAGE_CHARS: usize = 20_000;
 
-/// How long a chat message waits for a place in the generation queue, or for conversation storage to
-/// come back, before the customer is told to ask again. Unlike an HTTP client, nobody holds a
-/// connection open for a chat reply, so waiting is better than refusing a burst of messages.
+/// How long a chat message waits for conversation storage to come back before the customer is told
+/// to ask again. (A full generation queue does not make it wait: the customer gets the extractive
+/// answer at once, quoted from the knowledge base and marked as such.)
 const BUSY_WAIT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, Clone)]
@@ -226,8 +226,8 @@ pub fn handle_message(
     })
 }
 
-/// Answers, retrying while the model queue is full or conversation storage is unreachable. Safe to
-/// repeat: a turn is recorded only once the answer is complete.
+/// Answers (extractively when the model queue is full), retrying while conversation storage is
+/// unreachable. Safe to repeat: a turn is recorded only once the answer is complete.
 fn answer_when_possible(
     assistant: &Assistant,
     session: &SessionId,
@@ -237,7 +237,9 @@ fn answer_when_possible(
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_millis(250);
     loop {
-        match assistant.answer_blocking(session, question, &mut |_| {}) {
+        // A full generation queue gets the extractive answer at once (marked as a quote from the
+        // knowledge base); only unreachable conversation storage makes the message wait.
+        match assistant.answer_blocking_with(session, question, WhenBusy::Extract, &mut |_| {}) {
             Err(e) if is_temporary(&e) && Instant::now() + pause < deadline => {
                 tracing::debug!(error = %crate::logsafe::user_text(&e.to_string()), ?pause, "Bitrix24: busy, the message waits");
                 std::thread::sleep(pause);

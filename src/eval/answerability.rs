@@ -1,0 +1,272 @@
+//! Answerability: how often the gate refuses questions the knowledge base cannot answer, and how
+//! often it refuses ones it can, over the gate's threshold. Two kinds of sets: SQuAD 2.0 (each
+//! question against all paragraphs of its article as the knowledge base; its unanswerable questions
+//! reuse the paragraph's words, so no retrieval-only gate refuses them all) and a knowledge base's own
+//! regression questions (`eval answers` format), reported per split so that a threshold tuned on one
+//! part is judged on the other.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::answers::KbQuestion;
+use super::{embed_passages_with_progress, read_jsonl, EvalError};
+use crate::embed::Embedder;
+use crate::index::chunk::{Chunk, ChunkSettings};
+use crate::index::{IndexSettings, KnowledgeBase};
+use crate::memory::{Speaker, Turn};
+use crate::rag::gate::{GateConfig, GateSignals};
+use crate::rag::{injection, retrieve_with, RagConfig};
+
+/// One question's signals and whether it is answerable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub id: String,
+    pub split: String,
+    pub answerable: bool,
+    pub signals: GateSignals,
+    /// Short follow-ups may pass on the signals with history, as the assistant allows.
+    pub follow_up_signals: Option<GateSignals>,
+    /// The question probes the assistant's instructions (refused before the gate).
+    pub probe: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub threshold: f32,
+    /// Share of unanswerable questions refused.
+    pub refusal: f64,
+    /// Share of answerable questions refused.
+    pub false_refusal: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    pub split: String,
+    pub answerable: usize,
+    pub unanswerable: usize,
+    /// At the configured operating point.
+    pub at_operating_point: Point,
+    /// Over `min_weighted_coverage`, with the rarest-word rule and the similarity floor.
+    pub curve: Vec<Point>,
+    /// The same with the best excerpt's normalised BM25 as the score instead (measured, not used).
+    pub curve_best_excerpt_bm25: Vec<Point>,
+    /// Without the rarest-word rule (the score alone), for comparison.
+    pub curve_without_rare_rule: Vec<Point>,
+    /// How often dense and lexical top hits agree, on answerable and on unanswerable questions.
+    pub agreement_answerable: f64,
+    pub agreement_unanswerable: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerabilityReport {
+    pub gate: GateConfig,
+    pub splits: Vec<SplitReport>,
+    /// Every question's signals (for inspection; the JSON output only).
+    pub samples: Vec<Sample>,
+}
+
+const FOLLOW_UP_MAX_WORDS: usize = 12;
+
+fn refused(s: &Sample, accept: &dyn Fn(&GateSignals) -> bool) -> bool {
+    if s.probe {
+        return true;
+    }
+    let alone = accept(&s.signals);
+    let with = s.follow_up_signals.as_ref().is_some_and(accept);
+    !(alone || with)
+}
+
+fn point(samples: &[&Sample], threshold: f32, accept: &dyn Fn(&GateSignals) -> bool) -> Point {
+    let (mut ans, mut unans, mut refused_ans, mut refused_unans) = (0, 0, 0, 0);
+    for s in samples {
+        let r = refused(s, accept);
+        if s.answerable {
+            ans += 1;
+            refused_ans += r as usize;
+        } else {
+            unans += 1;
+            refused_unans += r as usize;
+        }
+    }
+    let rate = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Point {
+        threshold,
+        refusal: rate(refused_unans, unans),
+        false_refusal: rate(refused_ans, ans),
+    }
+}
+
+/// Curves and the operating point for each split of `samples`.
+pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
+    let mut by_split: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        by_split.entry(s.split.clone()).or_default().push(s);
+    }
+    let thresholds: Vec<f32> = (0..=20).map(|i| i as f32 * 0.05).collect();
+    let splits = by_split
+        .into_iter()
+        .map(|(split, group)| {
+            let curve_of = |score: fn(&GateSignals) -> f32, rare: bool| -> Vec<Point> {
+                thresholds
+                    .iter()
+                    .map(|&t| {
+                        let accept = move |g: &GateSignals| {
+                            (!rare || g.rare_covered)
+                                && score(g) >= t
+                                && g.similarity >= gate.min_similarity
+                        };
+                        point(&group, t, &accept)
+                    })
+                    .collect()
+            };
+            let agreement = |answerable: bool| {
+                let g: Vec<_> = group
+                    .iter()
+                    .filter(|s| s.answerable == answerable)
+                    .collect();
+                if g.is_empty() {
+                    0.0
+                } else {
+                    g.iter().filter(|s| s.signals.agreement).count() as f64 / g.len() as f64
+                }
+            };
+            SplitReport {
+                answerable: group.iter().filter(|s| s.answerable).count(),
+                unanswerable: group.iter().filter(|s| !s.answerable).count(),
+                at_operating_point: point(&group, gate.min_weighted_coverage, &|g| {
+                    g.answerable(gate)
+                }),
+                curve: curve_of(|g| g.weighted_coverage, true),
+                curve_best_excerpt_bm25: curve_of(|g| g.best_excerpt_bm25, true),
+                curve_without_rare_rule: curve_of(|g| g.weighted_coverage, false),
+                agreement_answerable: agreement(true),
+                agreement_unanswerable: agreement(false),
+                split,
+            }
+        })
+        .collect();
+    AnswerabilityReport {
+        gate: *gate,
+        splits,
+        samples: samples.to_vec(),
+    }
+}
+
+/// Signals for a knowledge base's own questions (the last turn, with the earlier ones as history).
+/// Blocking.
+pub fn kb_samples(
+    kb: &KnowledgeBase,
+    embedder: &Embedder,
+    config: &RagConfig,
+    questions: &[KbQuestion],
+) -> Result<Vec<Sample>, EvalError> {
+    let mut samples = Vec::new();
+    for q in questions {
+        let last = q.turns.last().map(String::as_str).unwrap_or("");
+        let history: Vec<Turn> = q.turns[..q.turns.len().saturating_sub(1)]
+            .iter()
+            .map(|t| Turn {
+                role: Speaker::User,
+                content: t.clone(),
+                sources: Vec::new(),
+                created_at_ms: 0,
+            })
+            .collect();
+        let r = retrieve_with(kb, embedder, config, last, &history)
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
+        let short = last.split_whitespace().count() <= FOLLOW_UP_MAX_WORDS;
+        samples.push(Sample {
+            id: q.id.clone(),
+            split: format!("own:{}", q.split.as_deref().unwrap_or("all")),
+            answerable: !q.unanswerable,
+            follow_up_signals: (short && !history.is_empty()).then_some(r.gate_with_history),
+            signals: r.gate,
+            probe: injection::probes_instructions(last),
+        });
+    }
+    Ok(samples)
+}
+
+#[derive(Deserialize)]
+struct SquadQuestion {
+    id: String,
+    title: String,
+    question: String,
+    is_impossible: bool,
+}
+
+#[derive(Deserialize)]
+struct SquadParagraph {
+    title: String,
+    paragraph_index: usize,
+    context: String,
+}
+
+/// Signals for SQuAD 2.0 questions, each against all paragraphs of its article. Blocking.
+pub fn squad_samples(
+    dir: &Path,
+    embedder: &Embedder,
+    config: &RagConfig,
+    limit: Option<usize>,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Vec<Sample>, EvalError> {
+    let mut questions: Vec<SquadQuestion> = read_jsonl(&dir.join("squad2-dev-sample300.jsonl"))?;
+    if let Some(n) = limit {
+        questions.truncate(n);
+    }
+    let paragraphs: Vec<SquadParagraph> = read_jsonl(&dir.join("paragraphs.jsonl"))?;
+    let texts: Vec<String> = paragraphs.iter().map(|p| p.context.clone()).collect();
+    let vectors = embed_passages_with_progress(embedder, &texts, "paragraphs", progress)?;
+    let settings = IndexSettings::new(
+        embedder,
+        "",
+        ChunkSettings {
+            max_tokens: embedder.max_length(),
+            overlap_tokens: 0,
+        },
+    );
+    let mut kbs: BTreeMap<String, KnowledgeBase> = BTreeMap::new();
+    for title in questions.iter().map(|q| q.title.clone()) {
+        if kbs.contains_key(&title) {
+            continue;
+        }
+        let (chunks, vecs): (Vec<Chunk>, Vec<Vec<f32>>) = paragraphs
+            .iter()
+            .zip(&vectors)
+            .filter(|(p, _)| p.title == title)
+            .map(|(p, v)| {
+                (
+                    Chunk {
+                        source: format!("{}#{}", p.title, p.paragraph_index),
+                        title: p.title.clone(),
+                        heading: String::new(),
+                        position: p.paragraph_index,
+                        text: p.context.clone(),
+                    },
+                    v.clone(),
+                )
+            })
+            .unzip();
+        let kb = KnowledgeBase::from_chunks(chunks, &vecs, settings.clone())
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
+        kbs.insert(title, kb);
+    }
+    let mut samples = Vec::new();
+    for (i, q) in questions.iter().enumerate() {
+        let kb = &kbs[&q.title];
+        let r = retrieve_with(kb, embedder, config, &q.question, &[])
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
+        samples.push(Sample {
+            id: q.id.clone(),
+            split: "squad2-sample".into(),
+            answerable: !q.is_impossible,
+            signals: r.gate,
+            follow_up_signals: None,
+            probe: injection::probes_instructions(&q.question),
+        });
+        progress("questions", i + 1, questions.len());
+    }
+    Ok(samples)
+}

@@ -1,0 +1,275 @@
+//! Knowledge-base regression questions: every question of a JSONL file goes through the assistant
+//! exactly as an API request would (a session of its own, earlier turns as history, retrieval, the
+//! gate, the configured answer mode), and each answer is checked: the expected source among the
+//! first three, an expected figure present, no forbidden string, an unanswerable question refused,
+//! and no figure that the answer's sources do not state.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{read_jsonl, EvalError};
+use crate::memory::{SessionId, Speaker, Turn};
+use crate::rag::figures::FigurePool;
+use crate::rag::Assistant;
+
+/// One line of the questions file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KbQuestion {
+    pub id: String,
+    /// The customer's messages in order; the last one is checked, the earlier ones are its history.
+    pub turns: Vec<String>,
+    /// A source file (or several acceptable ones) expected among the first three sources.
+    #[serde(default)]
+    pub expect_source: Option<OneOrMany>,
+    /// At least one of these strings must be in the answer.
+    #[serde(default)]
+    pub expect_any: Vec<String>,
+    /// None of these strings may be in the answer (case-insensitive).
+    #[serde(default)]
+    pub expect_none: Vec<String>,
+    /// The knowledge base does not answer it: the fallback must reply.
+    #[serde(default)]
+    pub unanswerable: bool,
+    /// Free label, e.g. "tune" or "heldout"; totals are also given per split.
+    #[serde(default)]
+    pub split: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn contains(&self, source: &str) -> bool {
+        match self {
+            OneOrMany::One(s) => s == source,
+            OneOrMany::Many(v) => v.iter().any(|s| s == source),
+        }
+    }
+}
+
+pub fn read_questions(path: &Path) -> Result<Vec<KbQuestion>, EvalError> {
+    let questions: Vec<KbQuestion> = read_jsonl(path)?;
+    for q in &questions {
+        if q.turns.is_empty() || q.turns.iter().any(|t| t.trim().is_empty()) {
+            return Err(EvalError::Data {
+                path: path.display().to_string(),
+                reason: format!(
+                    "question {}: `turns` must hold at least one non-empty message",
+                    q.id
+                ),
+            });
+        }
+    }
+    Ok(questions)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuestionResult {
+    pub id: String,
+    pub split: Option<String>,
+    pub question: String,
+    pub answer: String,
+    pub unanswerable: bool,
+    /// The fallback replied.
+    pub refused: bool,
+    pub extractive: bool,
+    pub cached: bool,
+    /// The first three sources retrieval found.
+    pub top_sources: Vec<String>,
+    /// None when the question names no expected source.
+    pub source_in_top3: Option<bool>,
+    pub expected_present: Option<bool>,
+    pub forbidden_found: Vec<String>,
+    pub sentences_removed: usize,
+    /// Figures of the served answer that its excerpts, the question and the support contacts do not
+    /// state.
+    pub unsupported_figures: Vec<String>,
+    pub elapsed_ms: u64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Totals {
+    pub questions: usize,
+    pub answerable: usize,
+    pub unanswerable: usize,
+    pub with_expected_source: usize,
+    pub source_in_top3: usize,
+    pub with_expected_figure: usize,
+    pub expected_present: usize,
+    pub forbidden_found: usize,
+    pub unanswerable_refused: usize,
+    pub answerable_refused: usize,
+    pub answers_with_unsupported_figures: usize,
+    pub sentences_removed: usize,
+    pub extractive: usize,
+    pub cached: usize,
+    pub passed: usize,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswersReport {
+    pub answer_mode: String,
+    pub results: Vec<QuestionResult>,
+    pub totals: Totals,
+    /// Totals per `split` label.
+    pub splits: Vec<(String, Totals)>,
+}
+
+/// Runs the questions. Blocking (it generates answers).
+pub fn evaluate(
+    assistant: &Assistant,
+    questions: &[KbQuestion],
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<AnswersReport, EvalError> {
+    let failed = |e: crate::rag::RagError| EvalError::Failed(e.to_string());
+    let mut results = Vec::new();
+    for (n, q) in questions.iter().enumerate() {
+        let session = SessionId::new_random();
+        let started = Instant::now();
+        let mut answer = None;
+        for turn in &q.turns {
+            answer = Some(
+                assistant
+                    .answer_blocking(&session, turn, &mut |_| {})
+                    .map_err(failed)?,
+            );
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let answer = answer.expect("at least one turn");
+        let last = q.turns.last().expect("at least one turn");
+        // What retrieval found for the last turn with the same history the answer had.
+        let history: Vec<Turn> = q.turns[..q.turns.len() - 1]
+            .iter()
+            .map(|t| Turn {
+                role: Speaker::User,
+                content: t.clone(),
+                sources: Vec::new(),
+                created_at_ms: 0,
+            })
+            .collect();
+        let retrieval = assistant.retrieve(last, &history).map_err(failed)?;
+        let top_sources: Vec<String> = retrieval
+            .hits
+            .iter()
+            .take(3)
+            .map(|h| h.chunk.source.clone())
+            .collect();
+        let mut pool_texts: Vec<String> = retrieval
+            .hits
+            .iter()
+            .take(assistant.config.top_k)
+            .map(|h| format!("{}\n{}", h.chunk.heading, h.chunk.text))
+            .collect();
+        pool_texts.extend(q.turns.iter().cloned());
+        pool_texts.push(assistant.config.fallback_en.clone());
+        pool_texts.push(assistant.config.fallback_ru.clone());
+        let unsupported: Vec<String> = FigurePool::new(&pool_texts)
+            .unsupported(&answer.text)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let lower = answer.text.to_lowercase();
+        let forbidden_found: Vec<String> = q
+            .expect_none
+            .iter()
+            .filter(|s| lower.contains(&s.to_lowercase()))
+            .cloned()
+            .collect();
+        let source_in_top3 = q
+            .expect_source
+            .as_ref()
+            .map(|e| top_sources.iter().any(|s| e.contains(s)));
+        let expected_present = (!q.expect_any.is_empty()).then(|| {
+            q.expect_any
+                .iter()
+                .any(|s| answer.text.contains(s.as_str()))
+        });
+        let refused = answer.fallback;
+        let passed = source_in_top3 != Some(false)
+            && expected_present != Some(false)
+            && forbidden_found.is_empty()
+            && unsupported.is_empty()
+            && refused == q.unanswerable;
+        results.push(QuestionResult {
+            id: q.id.clone(),
+            split: q.split.clone(),
+            question: q.turns.join(" → "),
+            answer: answer.text.clone(),
+            unanswerable: q.unanswerable,
+            refused,
+            extractive: answer.extractive,
+            cached: answer.cached,
+            top_sources,
+            source_in_top3,
+            expected_present,
+            forbidden_found,
+            sentences_removed: answer.verification.as_ref().map_or(0, |v| v.removed),
+            unsupported_figures: unsupported,
+            elapsed_ms,
+            passed,
+        });
+        progress("questions", n + 1, questions.len());
+    }
+    let all = totals(results.iter());
+    let mut labels: Vec<String> = results.iter().filter_map(|r| r.split.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let splits = labels
+        .into_iter()
+        .map(|l| {
+            let t = totals(results.iter().filter(|r| r.split.as_deref() == Some(&l)));
+            (l, t)
+        })
+        .collect();
+    Ok(AnswersReport {
+        answer_mode: assistant.answer_mode().to_string(),
+        results,
+        totals: all,
+        splits,
+    })
+}
+
+fn totals<'a>(results: impl Iterator<Item = &'a QuestionResult>) -> Totals {
+    let mut t = Totals::default();
+    let mut ms = 0u64;
+    for r in results {
+        t.questions += 1;
+        ms += r.elapsed_ms;
+        if r.unanswerable {
+            t.unanswerable += 1;
+            t.unanswerable_refused += r.refused as usize;
+        } else {
+            t.answerable += 1;
+            t.answerable_refused += r.refused as usize;
+        }
+        if let Some(ok) = r.source_in_top3 {
+            t.with_expected_source += 1;
+            t.source_in_top3 += ok as usize;
+        }
+        if let Some(ok) = r.expected_present {
+            t.with_expected_figure += 1;
+            t.expected_present += ok as usize;
+        }
+        t.forbidden_found += !r.forbidden_found.is_empty() as usize;
+        t.answers_with_unsupported_figures += !r.unsupported_figures.is_empty() as usize;
+        t.sentences_removed += r.sentences_removed;
+        t.extractive += r.extractive as usize;
+        t.cached += r.cached as usize;
+        t.passed += r.passed as usize;
+    }
+    t.mean_ms = if t.questions > 0 {
+        ms as f64 / t.questions as f64
+    } else {
+        0.0
+    };
+    t
+}

@@ -1,0 +1,344 @@
+//! Extractive answers: the one to three sentences of the top excerpts that best answer the question,
+//! quoted verbatim with their source, without the LLM. Sentences are scored by the embedder (question
+//! against sentence) plus the idf-weighted share of the question's words they contain, because the
+//! embedder alone ranks poorly in a language it was not trained on. Used as an answer mode of its
+//! own, when the figure check leaves nothing of a generated answer, and when the generation queue is
+//! full.
+
+use std::sync::Mutex;
+
+use lru::LruCache;
+use serde::Serialize;
+
+use super::figures::{self, Figure, Unit};
+use super::verify::split_sentences;
+use super::{detect_language, Language};
+use crate::embed::Embedder;
+use crate::index::bm25::{content_terms, Bm25Config};
+use crate::index::{Hit, TermStats};
+
+/// A sentence quoted from an excerpt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quote {
+    pub text: String,
+    /// 1-based position of its excerpt among the answer's sources.
+    pub source_index: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Extracted {
+    pub text: String,
+    pub quotes: Vec<Quote>,
+}
+
+/// Up to this many sentences.
+const MAX_QUOTES: usize = 3;
+/// A further sentence is quoted only when it scores within this margin of the best one.
+const MARGIN: f32 = 0.12;
+/// Weight of the lexical part of a sentence's score.
+const LEXICAL_WEIGHT: f32 = 0.5;
+/// Bonus for a sentence holding the kind of figure the question asks for ("how long" → a duration).
+const FIT_BONUS: f32 = 0.2;
+
+/// The kind of figure a question asks for, when it asks for one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    Amount,
+    Duration,
+    Count,
+    Contact,
+}
+
+impl Want {
+    fn of(question: &str) -> Option<Want> {
+        let q = question.to_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| q.contains(w));
+        if any(&[
+            "how long",
+            "how soon",
+            "сколько длится",
+            "как долго",
+            "сколько идёт",
+            "сколько идет",
+            "сколько времени",
+            "срок",
+        ]) {
+            Some(Want::Duration)
+        } else if any(&["how many", "сколько раз", "сколько попыт", "сколько неверн"])
+        {
+            Some(Want::Count)
+        } else if any(&[
+            "how much",
+            "cost",
+            "fee",
+            "price",
+            "charge",
+            "limit",
+            "сколько стоит",
+            "стоимост",
+            "комисси",
+            "цен",
+            "лимит",
+            "сколько можно",
+        ]) {
+            Some(Want::Amount)
+        } else if any(&[
+            "contact",
+            "e-mail",
+            "email",
+            "phone",
+            "reach",
+            "связаться",
+            "почт",
+            "телефон",
+            "написать",
+        ]) {
+            Some(Want::Contact)
+        } else {
+            None
+        }
+    }
+
+    fn satisfied_by(self, found: &[Figure]) -> bool {
+        found.iter().any(|f| match (self, f) {
+            (Want::Amount, Figure::Money { .. } | Figure::Percent { .. }) => true,
+            (Want::Duration, Figure::Quantity { unit, .. }) => !matches!(
+                unit,
+                Unit::Attempt | Unit::Times | Unit::Character | Unit::Digit
+            ),
+            (Want::Count, Figure::Quantity { .. } | Figure::Number { .. }) => true,
+            (Want::Contact, Figure::Email { .. } | Figure::Url { .. } | Figure::Phone { .. }) => {
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Keeps sentence embeddings between questions: the same top excerpts come back for similar
+/// questions, and re-embedding them is most of an extractive answer's time.
+pub struct Extractor {
+    vectors: Mutex<LruCache<String, Vec<f32>>>,
+}
+
+impl Default for Extractor {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl Extractor {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = std::num::NonZeroUsize::new(capacity.max(1)).expect("capacity >= 1");
+        Self {
+            vectors: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// The best sentences of `excerpts` (hits in source order) for `question`. Blocking.
+    pub fn answer(
+        &self,
+        embedder: &Embedder,
+        stats: &TermStats,
+        question: &str,
+        excerpts: &[Hit],
+    ) -> Result<Extracted, crate::embed::EmbedError> {
+        let language = detect_language(question);
+        let mut candidates: Vec<(usize, String, String)> = Vec::new();
+        for (i, hit) in excerpts.iter().enumerate() {
+            for sentence in sentences_of(&hit.chunk.text) {
+                candidates.push((i + 1, sentence, hit.chunk.heading.clone()));
+            }
+        }
+        // Answer in the customer's language when the excerpts allow it.
+        if candidates
+            .iter()
+            .any(|(_, s, _)| detect_language(s) == language)
+        {
+            candidates.retain(|(_, s, _)| detect_language(s) == language);
+        }
+        if candidates.is_empty() {
+            return Ok(Extracted {
+                text: String::new(),
+                quotes: Vec::new(),
+            });
+        }
+        let q = embedder.embed_queries(&[question])?.remove(0);
+        let vectors = self.embed_sentences(
+            embedder,
+            &candidates
+                .iter()
+                .map(|(_, s, _)| s.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
+        let question_terms = content_terms(question, languages);
+        let total: f32 = question_terms.iter().map(|t| stats.idf(t)).sum();
+        let want = Want::of(question);
+        let mut scored: Vec<Quote> = candidates
+            .iter()
+            .zip(&vectors)
+            .map(|((source_index, sentence, heading), v)| {
+                let cosine: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+                let terms = content_terms(&format!("{heading}\n{sentence}"), languages);
+                let lexical = if total > 0.0 {
+                    question_terms
+                        .iter()
+                        .filter(|t| terms.contains(*t))
+                        .map(|t| stats.idf(t))
+                        .sum::<f32>()
+                        / total
+                } else {
+                    0.0
+                };
+                let fits = want.is_some_and(|w| w.satisfied_by(&figures::extract(sentence)));
+                Quote {
+                    text: sentence.clone(),
+                    source_index: *source_index,
+                    score: cosine + LEXICAL_WEIGHT * lexical + if fits { FIT_BONUS } else { 0.0 },
+                }
+            })
+            .collect();
+        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let best = scored[0].score;
+        let mut quotes: Vec<Quote> = Vec::new();
+        for s in scored {
+            if quotes.len() == MAX_QUOTES || s.score < best - MARGIN {
+                break;
+            }
+            if !quotes.iter().any(|q| q.text == s.text) {
+                quotes.push(s);
+            }
+        }
+        Ok(Extracted {
+            text: format_quotes(&quotes, language),
+            quotes,
+        })
+    }
+
+    fn embed_sentences(
+        &self,
+        embedder: &Embedder,
+        sentences: &[String],
+    ) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
+        let mut missing: Vec<String> = Vec::new();
+        if let Ok(mut cache) = self.vectors.lock() {
+            for s in sentences {
+                if cache.get(s).is_none() && !missing.contains(s) {
+                    missing.push(s.clone());
+                }
+            }
+        }
+        let fresh = if missing.is_empty() {
+            Vec::new()
+        } else {
+            embedder.embed_passages(&missing)?
+        };
+        let mut cache = self
+            .vectors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (s, v) in missing.into_iter().zip(fresh) {
+            cache.put(s, v);
+        }
+        Ok(sentences
+            .iter()
+            .map(|s| cache.get(s).cloned().unwrap_or_default())
+            .collect())
+    }
+}
+
+/// The quotes as the answer text, each with its source number, under a line that says what it is.
+fn format_quotes(quotes: &[Quote], language: Language) -> String {
+    let intro = match language {
+        Language::Ru => "Из базы знаний NovaPay:",
+        Language::En => "From the NovaPay knowledge base:",
+    };
+    let mut text = String::from(intro);
+    for q in quotes {
+        text.push_str(&format!("\n{} [{}]", q.text, q.source_index));
+    }
+    text
+}
+
+/// The sentences of a chunk, as shown to a customer: table rows become "cell: cell", list markers
+/// and Markdown emphasis go, headings and table rules are skipped.
+pub fn sentences_of(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut header_row = true;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            header_row = true;
+            continue;
+        }
+        // FAQ question lines ask, they do not answer; "A:" only labels the answer.
+        if line.starts_with("Q:") || line.starts_with("В:") {
+            continue;
+        }
+        let line = line
+            .strip_prefix("A:")
+            .or_else(|| line.strip_prefix("О:"))
+            .map_or(line, str::trim_start);
+        let plain = if line.starts_with('|') {
+            if line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ')) {
+                continue;
+            }
+            let cells: Vec<&str> = line
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            // The first row of a table names its columns.
+            let is_header = std::mem::replace(&mut header_row, false);
+            if is_header {
+                continue;
+            }
+            cells.join(": ")
+        } else {
+            header_row = true;
+            strip_list_marker(line).to_string()
+        };
+        let plain = plain.replace("**", "").replace('`', "");
+        for s in split_sentences(&plain) {
+            let s = s.trim();
+            if s.split_whitespace().count() >= 3 && !s.ends_with('?') {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn strip_list_marker(line: &str) -> &str {
+    let l = line.trim_start_matches(['-', '*', '•']).trim_start();
+    if l.len() != line.len() {
+        return l;
+    }
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && line[digits..].starts_with(['.', ')']) {
+        return line[digits + 1..].trim_start();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_lists_and_emphasis_become_plain_sentences() {
+        let text = "## Overview\n| Service | Fee |\n|---|---|\n| Domestic transfer | 0.5% of the amount |\n\n- **Virtual card:** free to issue. Use it online.\n2. Tap **Transfer** and choose a recipient.";
+        assert_eq!(
+            sentences_of(text),
+            vec![
+                "Domestic transfer: 0.5% of the amount",
+                "Virtual card: free to issue.",
+                "Use it online.",
+                "Tap Transfer and choose a recipient.",
+            ]
+        );
+    }
+}
