@@ -665,6 +665,10 @@ pub struct LlmArgs {
     /// Prompt matmuls on CPU: auto (dense f32 for small models, quantized for large), dense, quantized.
     #[arg(long, env = "NOVAPAY_PREFILL_KERNEL", default_value = "auto")]
     pub prefill_kernel: PrefillKernel,
+    /// Reuse the KV cache of the longest prefix a prompt shares with the previous one (system prompt,
+    /// a follow-up's earlier turns). false closes a timing side channel between callers (SECURITY.md).
+    #[arg(long, env = "NOVAPAY_PROMPT_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prompt_cache: bool,
 }
 
 impl LlmArgs {
@@ -678,6 +682,7 @@ impl LlmArgs {
                 prefill: self.prefill_kernel,
                 ..LoadOptions::default()
             },
+            reuse_prefix: self.prompt_cache,
             ..LlmOptions::new(gguf)
         }
     }

@@ -193,11 +193,13 @@ pub async fn query(
         .transpose()?;
     let services = state.services()?;
     // Admission before any work: a refused question creates no session and costs no retrieval.
-    // A caller that accepts a quote when the model is busy (the chat page) is let in without a
-    // place: it will get the extractive answer, no generation.
+    // A caller that accepts a quote when the model is busy (the chat page) takes one of a few places
+    // for extractive answers (embedding only, no generation); when those are taken too, 429.
     let (permit, busy) = match state.admit() {
         Ok(p) => (Some(p), false),
-        Err(_) if req.when_busy == Some(WhenBusyField::Extract) => (None, true),
+        Err(_) if req.when_busy == Some(WhenBusyField::Extract) => {
+            (Some(state.admit_busy_extract()?), true)
+        }
         Err(e) => return Err(e),
     };
     let assistant = services.assistant.clone();

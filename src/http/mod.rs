@@ -104,12 +104,23 @@ pub struct AppState {
     /// Answers in progress at most: the generation that runs plus the queue. A question beyond it is
     /// refused with 429 before any work (no session, no embedding, no retrieval).
     admission: OnceLock<Arc<Semaphore>>,
+    /// Extractive answers given while the queue is full (`when_busy: "extract"`): each costs an
+    /// embedding of the question and of the top excerpts' sentences, so they are bounded too.
+    busy_extract: Arc<Semaphore>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services.get().ok_or_else(ApiError::loading)
+    }
+
+    /// A place among the extractive answers given while the queue is full, or 429 at once.
+    pub(crate) fn admit_busy_extract(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let depth = self.services()?.assistant.llm().info().queue_depth;
+        self.busy_extract.clone().try_acquire_owned().map_err(|_| {
+            ApiError::from(crate::engine::EngineError::Overloaded { queue_depth: depth })
+        })
     }
 
     /// A place among the answers in progress, or 429 at once.
@@ -170,6 +181,9 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 /// The error code of an error response, for the metrics middleware.
 #[derive(Clone, Copy)]
 pub(crate) struct ErrorCode(pub &'static str);
+
+/// Extractive answers in progress at most while the generation queue is full (`when_busy`).
+pub const BUSY_EXTRACT_MAX: usize = 4;
 
 /// Request headers larger than this (in all) are refused with a JSON 431. hyper's own limits, past
 /// which it answers 431 without a body, are set well above ours.
@@ -458,6 +472,7 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
         config,
         services: OnceLock::new(),
         admission: OnceLock::new(),
+        busy_extract: Arc::new(Semaphore::new(BUSY_EXTRACT_MAX)),
         metrics,
     });
     let app = router(state.clone());
