@@ -226,28 +226,6 @@ pub fn llama3_rope_factors(head_dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// GPT-2's byte-to-character map of byte-level BPE.
-fn byte_chars() -> Vec<char> {
-    let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut chars = bytes.clone();
-    let mut n = 0;
-    for b in 0..=255u32 {
-        if !bytes.contains(&b) {
-            bytes.push(b);
-            chars.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bytes.into_iter().zip(chars) {
-        table[b as usize] = char::from_u32(c).expect("byte-level chars are valid");
-    }
-    table
-}
-
 /// Words the merges spell out (with and without a leading space), so that ordinary English and Russian
 /// support text becomes multi-byte tokens as with the real vocabulary.
 const WORDS: &[&str] = &[
@@ -327,7 +305,7 @@ const WORDS: &[&str] = &[
 /// result is a token, as the tokenizer requires), then filler tokens up to the size before the control
 /// tokens.
 fn vocabulary() -> (Vec<String>, Vec<String>) {
-    let table = byte_chars();
+    let table = super::tokenizer::byte_level_chars();
     let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
     let mut known: std::collections::HashSet<String> = tokens.iter().cloned().collect();
     let mut merges = Vec::new();

@@ -293,8 +293,9 @@ impl LlmTokenizer {
     }
 }
 
-/// GPT-2 byte-level alphabet: each byte maps to one printable char; tokens are strings of those chars.
-fn byte_level_decode_table() -> HashMap<char, u8> {
+/// GPT-2's byte-level alphabet: the printable char each byte is written as in a byte-level BPE
+/// vocabulary (index = byte).
+pub(crate) fn byte_level_chars() -> Vec<char> {
     let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)
@@ -308,10 +309,19 @@ fn byte_level_decode_table() -> HashMap<char, u8> {
             n += 1;
         }
     }
-    bytes
+    let mut table = vec![' '; 256];
+    for (b, c) in bytes.into_iter().zip(chars) {
+        table[b as usize] = char::from_u32(c).expect("byte-level chars are valid");
+    }
+    table
+}
+
+/// The inverse of [`byte_level_chars`]: tokens are strings of those chars.
+fn byte_level_decode_table() -> HashMap<char, u8> {
+    byte_level_chars()
         .into_iter()
-        .zip(chars)
-        .filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b as u8)))
+        .enumerate()
+        .map(|(b, c)| (c, b as u8))
         .collect()
 }
 
