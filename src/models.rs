@@ -128,6 +128,14 @@ impl HubSettings {
     }
 }
 
+/// The GGUF file a Hub LLM setting names (`owner/repo:file.gguf`); a repository alone is an error.
+fn gguf_file_named(spec: &str, file: Option<String>) -> Result<String, ModelError> {
+    file.ok_or_else(|| ModelError::InvalidSpec {
+        spec: spec.to_string(),
+        reason: "name the GGUF file in the repository: owner/repo:file.gguf".into(),
+    })
+}
+
 /// Resolves the LLM setting to a GGUF file on disk, downloading it unless offline.
 pub fn resolve_llm(spec: &str, hub: &HubSettings) -> Result<PathBuf, ModelError> {
     match ModelSource::parse(spec)? {
@@ -137,10 +145,7 @@ pub fn resolve_llm(spec: &str, hub: &HubSettings) -> Result<PathBuf, ModelError>
             file,
             revision,
         } => {
-            let file = file.ok_or_else(|| ModelError::InvalidSpec {
-                spec: spec.to_string(),
-                reason: "name the GGUF file in the repository: owner/repo:file.gguf".into(),
-            })?;
+            let file = gguf_file_named(spec, file)?;
             fetch(&repo, &revision, &file, true, hub, spec, "LLM", "--llm")
                 .map(|p| p.expect("required files are always returned"))
         }
@@ -222,10 +227,7 @@ pub fn llm_availability(spec: &str, hub: &HubSettings) -> Result<Availability, M
             file,
             revision,
         } => {
-            let file = file.ok_or_else(|| ModelError::InvalidSpec {
-                spec: spec.to_string(),
-                reason: "name the GGUF file in the repository: owner/repo:file.gguf".into(),
-            })?;
+            let file = gguf_file_named(spec, file)?;
             Ok(hub_availability(&repo, &revision, &[file.as_str()], hub))
         }
     }
