@@ -1,6 +1,6 @@
 use novapay::models::{self, Availability};
 
-use crate::cli::HubArgs;
+use crate::cli::DownloadArgs;
 
 /// Exit status of `download --check` when the Hub cannot be reached (scripts/run.sh then uses the
 /// demo model).
@@ -8,14 +8,10 @@ const EXIT_UNREACHABLE: i32 = 2;
 
 /// Reports where each model would come from, downloading nothing; exits 2 when one needs the Hub and
 /// the Hub cannot be reached.
-pub fn check(
-    hub: &HubArgs,
-    llm: &str,
-    embedder: &str,
-    want_llm: bool,
-    want_embedder: bool,
-) -> anyhow::Result<()> {
-    let settings = hub.settings(false);
+pub fn check(a: &DownloadArgs) -> anyhow::Result<()> {
+    let (llm, embedder) = (a.llm.as_str(), a.embedder.as_str());
+    let (want_llm, want_embedder) = (!a.embedder_only, !a.llm_only);
+    let settings = a.hub.settings(false);
     let mut found = Vec::new();
     if want_llm {
         found.push(("LLM", llm, models::llm_availability(llm, &settings)?));
@@ -56,14 +52,13 @@ pub fn check(
     Ok(())
 }
 
-pub fn run(
-    hub: &HubArgs,
-    llm: &str,
-    embedder: &str,
-    want_llm: bool,
-    want_embedder: bool,
-) -> anyhow::Result<()> {
-    let settings = hub.settings(true);
+pub fn run(a: &DownloadArgs) -> anyhow::Result<()> {
+    if a.check {
+        return check(a);
+    }
+    let (llm, embedder) = (a.llm.as_str(), a.embedder.as_str());
+    let (want_llm, want_embedder) = (!a.embedder_only, !a.llm_only);
+    let settings = a.hub.settings(true);
     if settings.offline {
         anyhow::bail!("`download` needs the network: unset HF_HUB_OFFLINE / drop --offline");
     }

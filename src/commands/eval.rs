@@ -67,11 +67,7 @@ pub fn dialogue(
     json: bool,
 ) -> anyhow::Result<()> {
     let embedder = super::load_embedder(runtime, embed, 32)?;
-    let fit = embedder.max_length().saturating_sub(48).max(32);
-    let chunk = novapay::index::chunk::ChunkSettings {
-        max_tokens: 200.min(fit),
-        overlap_tokens: 30,
-    };
+    let chunk = novapay::index::chunk::ChunkSettings::fitted(None, 30, embedder.max_length());
     let report = doc2dial::evaluate(dir, &embedder, chunk, all_documents, limit, &progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,15 +1,17 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use novapay::index::{build_index, IndexJob};
 
-use crate::cli::{EmbedArgs, KbArgs, RuntimeArgs};
+use crate::cli::IndexArgs;
 
-pub fn run(
-    runtime: &RuntimeArgs,
-    embed: &EmbedArgs,
-    kb: &KbArgs,
-    rebuild: bool,
-    json: bool,
-) -> anyhow::Result<()> {
+pub fn run(a: &IndexArgs) -> anyhow::Result<()> {
+    let IndexArgs {
+        runtime,
+        embed,
+        kb,
+        rebuild,
+        json,
+    } = a;
+    let (rebuild, json) = (*rebuild, *json);
     let embedder = super::load_embedder(runtime, embed, 32)?;
     let job = IndexJob {
         data_dir: kb.data_dir.clone(),

@@ -2,19 +2,7 @@ use anyhow::Context;
 use novapay::engine::inspect::{self, LogitsRequest};
 use novapay::engine::Llm;
 
-use crate::cli::{LlmArgs, RuntimeArgs};
-
-pub struct LogitsArgs<'a> {
-    pub runtime: &'a RuntimeArgs,
-    pub llm: &'a LlmArgs,
-    pub ids: Option<&'a str>,
-    pub bos: Option<bool>,
-    pub top_k: usize,
-    pub select: Option<&'a str>,
-    pub greedy: usize,
-    pub json: bool,
-    pub text: Option<&'a str>,
-}
+use crate::cli::LogitsArgs;
 
 fn parse_ids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
     list.split(',')
@@ -27,11 +15,11 @@ fn parse_ids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
-pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
-    let opts = super::load_llm_options(a.runtime, a.llm)?;
+pub fn run(a: &LogitsArgs) -> anyhow::Result<()> {
+    let opts = super::load_llm_options(&a.runtime, &a.llm)?;
     let mut llm = Llm::load(&opts)
         .with_context(|| format!("loading the LLM from {}", opts.gguf.display()))?;
-    let tokens = match (a.ids, a.text) {
+    let tokens = match (a.ids.as_deref(), a.text.as_deref()) {
         (Some(ids), _) => parse_ids(ids, "--ids")?,
         (None, Some(text)) => {
             let mut ids = Vec::new();
@@ -45,6 +33,7 @@ pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
     };
     let select = a
         .select
+        .as_deref()
         .map(|s| parse_ids(s, "--select"))
         .transpose()?
         .unwrap_or_default();

@@ -25,85 +25,27 @@ use crate::cli::{
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Download {
-            hub,
-            llm,
-            embedder,
-            llm_only,
-            embedder_only,
-            check,
-        } if check => download::check(&hub, &llm, &embedder, !embedder_only, !llm_only),
-        Command::Download {
-            hub,
-            llm,
-            embedder,
-            llm_only,
-            embedder_only,
-            ..
-        } => download::run(&hub, &llm, &embedder, !embedder_only, !llm_only),
-        Command::Index {
-            runtime,
-            embed,
-            kb,
-            rebuild,
-            json,
-        } => index::run(&runtime, &embed, &kb, rebuild, json),
-        Command::Ask {
-            assistant,
-            session,
-            json,
-            retrieve_only,
-            question,
-        } => ask::run(ask::AskArgs {
-            a: &assistant,
-            session: session.as_deref(),
-            json,
-            retrieve_only,
-            question: &question,
+        Command::Download(a) => download::run(&a),
+        Command::Index(a) => index::run(&a),
+        Command::Ask(a) => ask::run(ask::AskArgs {
+            a: &a.assistant,
+            session: a.session.as_deref(),
+            json: a.json,
+            retrieve_only: a.retrieve_only,
+            question: &a.question,
         }),
-        Command::Serve {
-            assistant,
-            server,
-            bitrix24,
-        } => serve::run(&assistant, &server, &bitrix24),
+        Command::Serve(a) => serve::run(&a.assistant, &a.server, &a.bitrix24),
         Command::Bitrix24 { what } => bitrix24::run(what),
-        Command::Tokenize {
-            runtime,
-            llm,
-            json,
-            plain,
-            text,
-        } => tokenize::run(&runtime, &llm, json, plain, &text),
-        Command::Logits {
-            runtime,
-            llm,
-            ids,
-            bos,
-            top_k,
-            select,
-            greedy,
-            json,
-            text,
-        } => logits::run(logits::LogitsArgs {
-            runtime: &runtime,
-            llm: &llm,
-            ids: ids.as_deref(),
-            bos,
-            top_k,
-            select: select.as_deref(),
-            greedy,
-            json,
-            text: text.as_deref(),
-        }),
-        Command::SynthGguf {
-            shape,
-            quant,
-            seed,
-            out,
-        } => {
+        Command::Tokenize(a) => tokenize::run(&a),
+        Command::Logits(a) => logits::run(&a),
+        Command::SynthGguf(a) => {
             let report = novapay::engine::synth::write_synthetic_gguf(
-                &novapay::engine::synth::SynthSpec { shape, quant, seed },
-                &out,
+                &novapay::engine::synth::SynthSpec {
+                    shape: a.shape,
+                    quant: a.quant,
+                    seed: a.seed,
+                },
+                &a.out,
             )?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())

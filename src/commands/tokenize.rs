@@ -1,16 +1,18 @@
 use novapay::engine::gguf::GgufFile;
 use novapay::engine::tokenizer::LlmTokenizer;
 
-use crate::cli::{LlmArgs, RuntimeArgs};
+use crate::cli::TokenizeArgs;
 
 /// Loads only the tokenizer (no weights), so it is instant even for large models.
-pub fn run(
-    runtime: &RuntimeArgs,
-    args: &LlmArgs,
-    json: bool,
-    plain: bool,
-    text: &str,
-) -> anyhow::Result<()> {
+pub fn run(a: &TokenizeArgs) -> anyhow::Result<()> {
+    let TokenizeArgs {
+        runtime,
+        llm: args,
+        json,
+        plain,
+        text,
+    } = a;
+    let (json, plain) = (*json, *plain);
     let (path, _) = super::resolve_llm(runtime, args)?;
     let gguf = GgufFile::open(&path)?;
     let tokenizer = match &args.llm_tokenizer {

@@ -37,6 +37,49 @@ pub enum Pooling {
     Cls,
 }
 
+/// What an embedder's name says about how it was trained: e5 models want "query: " / "passage: "
+/// prefixes, and rate unrelated text higher (their cosines crowd near 1), so the retrieval gate's
+/// similarity floor differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    E5,
+    Other,
+}
+
+impl ModelFamily {
+    /// From a Hub id or a local folder name, e.g. "intfloat/multilingual-e5-small".
+    pub fn detect(model: &str) -> Self {
+        if model.to_ascii_lowercase().contains("e5-") {
+            Self::E5
+        } else {
+            Self::Other
+        }
+    }
+
+    pub fn query_prefix(self) -> &'static str {
+        match self {
+            Self::E5 => "query: ",
+            Self::Other => "",
+        }
+    }
+
+    pub fn passage_prefix(self) -> &'static str {
+        match self {
+            Self::E5 => "passage: ",
+            Self::Other => "",
+        }
+    }
+
+    /// The cosine similarity below which the best excerpt cannot be an answer, when the family
+    /// needs its own (None: the gate's default).
+    pub fn similarity_floor(self) -> Option<f32> {
+        match self {
+            Self::E5 => Some(0.80),
+            Self::Other => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EmbedderOptions {
     /// A sentence-transformers model folder.
@@ -257,4 +300,25 @@ impl Embedder {
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelFamily;
+
+    #[test]
+    fn e5_models_get_their_prefixes_and_floor() {
+        let e5 = ModelFamily::detect("intfloat/Multilingual-E5-small");
+        assert_eq!(e5, ModelFamily::E5);
+        assert_eq!(
+            (e5.query_prefix(), e5.passage_prefix()),
+            ("query: ", "passage: ")
+        );
+        assert_eq!(e5.similarity_floor(), Some(0.80));
+        let minilm = ModelFamily::detect("sentence-transformers/all-MiniLM-L6-v2");
+        assert_eq!(
+            (minilm.query_prefix(), minilm.similarity_floor()),
+            ("", None)
+        );
+    }
 }

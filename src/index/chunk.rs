@@ -40,6 +40,22 @@ pub struct ChunkSettings {
     pub overlap_tokens: usize,
 }
 
+impl ChunkSettings {
+    /// Tokens a chunk leaves for the heading line and the passage prefix within the embedder's window.
+    const HEADROOM: usize = 48;
+
+    /// `max_tokens` (default 200) shrunk to fit the embedder's window with room for the heading line
+    /// and the passage prefix; the overlap at most half a chunk.
+    pub fn fitted(max_tokens: Option<usize>, overlap: usize, embedder_max_length: usize) -> Self {
+        let fit = embedder_max_length.saturating_sub(Self::HEADROOM).max(32);
+        let max_tokens = max_tokens.unwrap_or(200).min(fit);
+        Self {
+            max_tokens,
+            overlap_tokens: overlap.min(max_tokens / 2),
+        }
+    }
+}
+
 pub struct Chunker {
     markdown: MarkdownSplitter<Tokenizer>,
     plain: TextSplitter<Tokenizer>,
@@ -149,6 +165,17 @@ fn file_stem(source: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fitted_chunks_leave_room_for_heading_and_prefix() {
+        // MiniLM's 256-token window, e5's 512: the default 200 fits the latter only.
+        let minilm = ChunkSettings::fitted(None, 30, 256);
+        assert_eq!((minilm.max_tokens, minilm.overlap_tokens), (200, 30));
+        let small = ChunkSettings::fitted(None, 30, 128);
+        assert_eq!(small.max_tokens, 80);
+        let tiny = ChunkSettings::fitted(Some(500), 400, 40);
+        assert_eq!((tiny.max_tokens, tiny.overlap_tokens), (32, 16));
+    }
     use super::*;
 
     #[test]
