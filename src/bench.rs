@@ -452,10 +452,10 @@ pub struct AnswerReplayReport {
 
 /// Asks each question `rounds` times, each time in a new session (no history), in order. Blocking.
 pub fn bench_answers(
-    assistant: &crate::rag::Assistant,
+    assistant: &std::sync::Arc<crate::rag::Assistant>,
     questions: &[String],
     rounds: usize,
-) -> Result<AnswerReplayReport, crate::rag::RagError> {
+) -> Result<AnswerReplayReport, crate::rag::AnswerError> {
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut first = Vec::new();

@@ -1,11 +1,7 @@
 use std::io::Write;
-use std::sync::Arc;
 
-use anyhow::Context;
-use novapay::engine::LlmHandle;
 use novapay::index::KnowledgeBase;
-use novapay::memory::SessionId;
-use novapay::rag::Assistant;
+use novapay::rag::{AnswerEvent, Ask, Conversation, Door, SessionId};
 
 use crate::cli::AssistantArgs;
 
@@ -23,13 +19,12 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         Some(s) => SessionId::parse(s)?,
         None => SessionId::new_random(),
     };
-    let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
-    let settings = super::index_settings(&embedder, &a.embed, &a.kb);
-    let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
-    let memory = a.memory.open(&a.kb)?;
-    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
-
     if args.retrieve_only {
+        let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
+        let settings = super::index_settings(&embedder, &a.embed, &a.kb);
+        let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
+        let memory = a.memory.open(&a.kb)?;
+        let config = a.rag.config(&a.embed.embedder, a.sampling.params());
         let history = memory.history(&session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
         let retrieval =
@@ -81,17 +76,25 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let opts = super::load_llm_options(&a.runtime, &a.llm)?;
-    let llm = LlmHandle::spawn(opts, 1).context("loading the LLM")?;
-    let assistant = Assistant::new(Arc::new(kb), Arc::new(embedder), llm, memory, config);
+    let assistant = super::load_assistant(a, 1, false)?.assistant;
+    let conversation = Conversation::Trusted(session.clone());
     let stdout = std::io::stdout();
-    let answer = assistant.answer_blocking(&session, args.question, &mut |text| {
-        if !args.json {
-            let mut out = stdout.lock();
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
-        }
-    })?;
+    let answered = assistant.ask_blocking(
+        Ask::new(args.question, conversation, Door::Cli),
+        &mut |event| {
+            let text = match event {
+                AnswerEvent::Text(t) => t.clone(),
+                AnswerEvent::Replaced(t) => format!("\n\n{t}"),
+                _ => return,
+            };
+            if !args.json {
+                let mut out = stdout.lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
+        },
+    )?;
+    let answer = answered.answer;
     if !args.json {
         println!();
     }

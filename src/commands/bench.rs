@@ -96,7 +96,7 @@ pub fn answers(
         if !cache {
             args.rag.answer_cache_size = 0;
         }
-        let assistant = super::load_assistant(&args)?;
+        let assistant = super::load_assistant(&args, 1, false)?.assistant;
         reports.push(bench::bench_answers(&assistant, &questions, rounds)?);
     }
     let speed_up = reports[1].answers_per_s / reports[0].answers_per_s.max(1e-9);

@@ -100,7 +100,7 @@ pub fn answers(
         qs.retain(|q| q.split.as_deref() == Some(split));
     }
     anyhow::ensure!(!qs.is_empty(), "no questions in {}", questions.display());
-    let assistant = super::load_assistant(a)?;
+    let assistant = super::load_assistant(a, 1, false)?.assistant;
     let report = answers::evaluate(&assistant, &qs, &progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -194,22 +194,46 @@ fn load_embedder(
     Embedder::load(opts).with_context(|| format!("loading the embedder from {}", dir.display()))
 }
 
-/// The assistant over the indexed knowledge base (models, memory, answer settings).
-fn load_assistant(a: &crate::cli::AssistantArgs) -> anyhow::Result<novapay::rag::Assistant> {
+/// The assistant as `load_assistant` assembles it, with what `serve` reports and watches.
+pub(crate) struct Loaded {
+    pub assistant: std::sync::Arc<novapay::rag::Assistant>,
+    pub index_settings: IndexSettings,
+    pub llm_name: String,
+    pub embedder_name: String,
+}
+
+/// The assistant over the indexed knowledge base (memory, models, answer settings): the one place it
+/// is assembled, for `serve`, `ask`, `eval` and `bench`. Memory opens first, so that an unreachable
+/// Redis fails before minutes of model loading.
+fn load_assistant(
+    a: &crate::cli::AssistantArgs,
+    queue_depth: usize,
+    log_questions: bool,
+) -> anyhow::Result<Loaded> {
+    let memory = a.memory.open(&a.kb)?;
+    tracing::info!(memory = %a.memory.memory, "conversation memory open");
     let embedder = load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = index_settings(&embedder, &a.embed, &a.kb);
     let kb = novapay::index::KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
-    let memory = a.memory.open(&a.kb)?;
-    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
+    tracing::info!(generation = %kb.manifest.generation, chunks = kb.len(), "knowledge base open");
+    let mut config = a.rag.config(&a.embed.embedder, a.sampling.params());
+    config.log_questions = log_questions;
     let opts = load_llm_options(&a.runtime, &a.llm)?;
-    let llm = novapay::engine::LlmHandle::spawn(opts, 1).context("loading the LLM")?;
-    Ok(novapay::rag::Assistant::new(
-        std::sync::Arc::new(kb),
-        std::sync::Arc::new(embedder),
-        llm,
-        memory,
-        config,
-    ))
+    let llm = novapay::engine::LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
+    let llm_name = llm.info().name.clone();
+    let embedder_name = embedder.name.clone();
+    Ok(Loaded {
+        assistant: std::sync::Arc::new(novapay::rag::Assistant::new(
+            std::sync::Arc::new(kb),
+            std::sync::Arc::new(embedder),
+            llm,
+            memory,
+            config,
+        )),
+        index_settings: settings,
+        llm_name,
+        embedder_name,
+    })
 }
 
 /// What the index must have been built with, for this embedder and these chunk settings.

@@ -3,9 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use novapay::engine::LlmHandle;
 use novapay::http::{self, ServerConfig, Services};
-use novapay::index::{GenerationWatcher, IndexSettings, KnowledgeBase};
+use novapay::index::{GenerationWatcher, IndexSettings};
 use novapay::integrations::bitrix24::{
     check_webhook_url, BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig,
     WebhookHandler,
@@ -85,7 +84,6 @@ async fn serve(
         generation_timeout: Duration::from_secs(server_args.generation_timeout_secs.max(1)),
         shutdown_timeout: Duration::from_secs(server_args.shutdown_timeout_secs),
         max_body_bytes: server_args.max_body_bytes.max(1024),
-        log_queries: server_args.log_queries,
         bitrix24: bitrix24_handler,
         demo_model: server_args.demo_model,
     };
@@ -127,8 +125,9 @@ async fn serve(
         );
     }
     let queue_depth = server_args.queue_depth;
+    let log_questions = server_args.log_queries;
     let index_dir = a.kb.index_dir();
-    let loaded = tokio::task::spawn_blocking(move || load(&a, queue_depth)).await?;
+    let loaded = tokio::task::spawn_blocking(move || load(&a, queue_depth, log_questions)).await?;
     let (services, index_settings) = match loaded {
         Ok(s) => s,
         Err(e) => {
@@ -296,31 +295,18 @@ fn watch_index(
         })
 }
 
-fn load(a: &AssistantArgs, queue_depth: usize) -> anyhow::Result<(Services, IndexSettings)> {
-    // First: an unreachable Redis should fail start-up before minutes of model loading.
-    let memory = a.memory.open(&a.kb)?;
-    tracing::info!(memory = %a.memory.memory, "conversation memory open");
-    let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
-    let settings = super::index_settings(&embedder, &a.embed, &a.kb);
-    let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
-    tracing::info!(generation = %kb.manifest.generation, chunks = kb.len(), "knowledge base open");
-    let opts = super::load_llm_options(&a.runtime, &a.llm)?;
-    let llm = LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
-    let llm_name = llm.info().name.clone();
-    let embedder_name = embedder.name.clone();
-    let config = a.rag.config(&a.embed.embedder, a.sampling.params());
+fn load(
+    a: &AssistantArgs,
+    queue_depth: usize,
+    log_questions: bool,
+) -> anyhow::Result<(Services, IndexSettings)> {
+    let loaded = super::load_assistant(a, queue_depth, log_questions)?;
     let services = Services {
-        assistant: Arc::new(Assistant::new(
-            Arc::new(kb),
-            Arc::new(embedder),
-            llm,
-            memory,
-            config,
-        )),
-        llm_name,
-        embedder_name,
+        assistant: loaded.assistant,
+        llm_name: loaded.llm_name,
+        embedder_name: loaded.embedder_name,
     };
-    Ok((services, settings))
+    Ok((services, loaded.index_settings))
 }
 
 async fn shutdown_signal() {

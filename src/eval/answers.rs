@@ -126,11 +126,11 @@ pub struct AnswersReport {
 
 /// Runs the questions. Blocking (it generates answers).
 pub fn evaluate(
-    assistant: &Assistant,
+    assistant: &std::sync::Arc<Assistant>,
     questions: &[KbQuestion],
     progress: &dyn Fn(&str, usize, usize),
 ) -> Result<AnswersReport, EvalError> {
-    let failed = |e: crate::rag::RagError| EvalError::Failed(e.to_string());
+    let failed = |e: crate::rag::AnswerError| EvalError::Failed(e.to_string());
     let mut results = Vec::new();
     for (n, q) in questions.iter().enumerate() {
         let session = SessionId::new_random();
@@ -156,7 +156,9 @@ pub fn evaluate(
                 created_at_ms: 0,
             })
             .collect();
-        let retrieval = assistant.retrieve(last, &history).map_err(failed)?;
+        let retrieval = assistant
+            .retrieve(last, &history)
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
         let top_sources: Vec<String> = retrieval
             .hits
             .iter()

@@ -3,11 +3,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-use crate::engine::EngineError;
-use crate::memory::MemoryError;
-use crate::rag::RagError;
+use super::wire::{ErrorBody, ErrorDetail};
+use crate::rag::AnswerError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -63,7 +61,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -82,59 +86,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Overloaded { .. } => Self {
-                retry_after_secs: Some(2),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", e.to_string())
-            },
-            EngineError::InvalidInput(m) => Self::bad_request("invalid_request", m),
-            EngineError::ContextOverflow { .. } => {
-                Self::bad_request("context_overflow", e.to_string())
-            }
-            EngineError::Unavailable(_) => Self {
-                retry_after_secs: Some(5),
-                ..Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the model is unavailable",
-                )
-            },
-            other => Self::internal(other),
-        }
-    }
-}
-
-impl From<MemoryError> for ApiError {
-    fn from(e: MemoryError) -> Self {
-        match e {
-            MemoryError::InvalidSessionId(m) => Self::bad_request("invalid_session_id", m),
-            MemoryError::Unavailable(detail) => {
+/// The one mapping of the answering service's errors to statuses: what the caller should do decides
+/// the status (fix the request: 4xx; retry later: 429/503 with `Retry-After`).
+impl From<AnswerError> for ApiError {
+    fn from(e: AnswerError) -> Self {
+        let status = match &e {
+            AnswerError::InvalidQuestion(_)
+            | AnswerError::InvalidSession(_)
+            | AnswerError::ContextOverflow(_) => StatusCode::BAD_REQUEST,
+            AnswerError::UnknownSession(_) => StatusCode::NOT_FOUND,
+            AnswerError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AnswerError::StorageUnavailable(detail) => {
                 tracing::error!(
-                    error = %crate::logsafe::user_text(&detail),
+                    error = %crate::logsafe::user_text(detail),
                     "conversation storage unavailable"
                 );
-                Self {
-                    retry_after_secs: Some(5),
-                    ..Self::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "storage_unavailable",
-                        "conversation storage is unavailable; retry shortly",
-                    )
-                }
+                StatusCode::SERVICE_UNAVAILABLE
             }
-        }
-    }
-}
-
-impl From<RagError> for ApiError {
-    fn from(e: RagError) -> Self {
-        match e {
-            RagError::Engine(e) => e.into(),
-            RagError::Memory(e) => e.into(),
-            RagError::InvalidQuestion(m) => Self::bad_request("invalid_query", m),
-            RagError::Retrieval(m) => Self::internal(m),
+            AnswerError::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AnswerError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            AnswerError::Internal(detail) => return Self::internal(detail),
+        };
+        Self {
+            retry_after_secs: e.retry_after().map(|d| d.as_secs()),
+            ..Self::new(status, e.code(), e.to_string())
         }
     }
 }

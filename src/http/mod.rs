@@ -1,5 +1,6 @@
-//! The HTTP service: routes, JSON, SSE, auth, limits, metrics and the web chat page. It talks to the
-//! engine only through `rag::Assistant` and never names candle, usearch or SQLite types.
+//! The HTTP service: routes, JSON, SSE, auth, limits, metrics and the web chat page. It reaches the
+//! engine and conversation memory only through `rag` (the answering service, `rag::Assistant::ask`)
+//! and never names candle, usearch or SQLite types.
 //!
 //! Start-up order: the listener serves `/health` as "loading" at once; the caller loads models and the
 //! index on a blocking thread and hands them over with [`RunningServer::set_ready`].
@@ -14,7 +15,9 @@ mod bitrix24;
 pub mod error;
 mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -40,7 +43,6 @@ use metrics::Metrics;
 
 pub use crate::logsafe::mask_card_numbers;
 
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub const CHAT_HTML: &str = include_str!("static/index.html");
 
 #[derive(Debug, Clone)]
@@ -56,8 +58,6 @@ pub struct ServerConfig {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Log the customer's question text at info level (masked card numbers).
-    pub log_queries: bool,
     /// The Bitrix24 event handler, when the integration runs in handler mode.
     pub bitrix24: Option<Arc<WebhookHandler>>,
     /// Open connections at most; further clients wait in the kernel's accept queue.
@@ -81,7 +81,6 @@ impl Default for ServerConfig {
             generation_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
-            log_queries: false,
             bitrix24: None,
             max_connections: 256,
             header_read_timeout: Duration::from_secs(10),
@@ -101,38 +100,12 @@ pub struct Services {
 pub struct AppState {
     pub config: ServerConfig,
     services: OnceLock<Services>,
-    /// Answers in progress at most: the generation that runs plus the queue. A question beyond it is
-    /// refused with 429 before any work (no session, no embedding, no retrieval).
-    admission: OnceLock<Arc<Semaphore>>,
-    /// Extractive answers given while the queue is full (`when_busy: "extract"`): each costs an
-    /// embedding of the question and of the top excerpts' sentences, so they are bounded too.
-    busy_extract: Arc<Semaphore>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services.get().ok_or_else(ApiError::loading)
-    }
-
-    /// A place among the extractive answers given while the queue is full, or 429 at once.
-    pub(crate) fn admit_busy_extract(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        let depth = self.services()?.assistant.llm().info().queue_depth;
-        self.busy_extract.clone().try_acquire_owned().map_err(|_| {
-            ApiError::from(crate::engine::EngineError::Overloaded { queue_depth: depth })
-        })
-    }
-
-    /// A place among the answers in progress, or 429 at once.
-    pub(crate) fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        let services = self.services()?;
-        let depth = services.assistant.llm().info().queue_depth;
-        let gate = self
-            .admission
-            .get_or_init(|| Arc::new(Semaphore::new(depth + 1)));
-        gate.clone().try_acquire_owned().map_err(|_| {
-            ApiError::from(crate::engine::EngineError::Overloaded { queue_depth: depth })
-        })
     }
 }
 
@@ -182,8 +155,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 #[derive(Clone, Copy)]
 pub(crate) struct ErrorCode(pub &'static str);
 
-/// Extractive answers in progress at most while the generation queue is full (`when_busy`).
-pub const BUSY_EXTRACT_MAX: usize = 4;
+pub use crate::rag::BUSY_EXTRACT_MAX;
 
 /// Request headers larger than this (in all) are refused with a JSON 431. hyper's own limits, past
 /// which it answers 431 without a body, are set well above ours.
@@ -262,52 +234,67 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
 }
 
 async fn health(State(state): State<Shared>) -> Response {
+    let demo_model = state.config.demo_model;
     match state.services.get() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({
-                "status": "loading",
-                "demo_model": state.config.demo_model,
-            })),
+            axum::Json(wire::Health {
+                status: "loading".into(),
+                demo_model,
+                llm: None,
+                embedder: None,
+                index: None,
+                queue: None,
+            }),
         )
             .into_response(),
         Some(s) => {
-            let kb = s.assistant.knowledge_base();
-            let llm = s.assistant.llm();
-            axum::Json(serde_json::json!({
-                "status": "ok",
-                "demo_model": state.config.demo_model,
-                "llm": s.llm_name,
-                "embedder": s.embedder_name,
-                "index": {
-                    "chunks": kb.len(),
-                    "files": kb.manifest.files.len(),
-                    "generation": kb.manifest.generation,
-                },
-                "queue": { "waiting": llm.queued(), "depth": llm.info().queue_depth },
-            }))
+            let status = s.assistant.status();
+            axum::Json(wire::Health {
+                status: "ok".into(),
+                demo_model,
+                llm: Some(s.llm_name.clone()),
+                embedder: Some(s.embedder_name.clone()),
+                index: Some(wire::HealthIndex {
+                    chunks: status.chunks,
+                    files: status.files,
+                    generation: status.generation,
+                }),
+                queue: Some(wire::HealthQueue {
+                    waiting: status.queue_waiting,
+                    depth: status.queue_depth,
+                }),
+            })
             .into_response()
         }
     }
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
-    if let Some(s) = state.services.get() {
-        state
-            .metrics
-            .queue_depth
-            .set(s.assistant.llm().queued() as i64);
-        state.metrics.sync_answers(s.assistant.stats());
-    }
+    let answers = state
+        .services
+        .get()
+        .map(|s| s.assistant.metrics().gather())
+        .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics.render(answers),
     )
         .into_response()
 }
 
+/// The OpenAPI document, generated once from the wire types.
+pub fn openapi_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        openapi::document()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 /// An error response made outside our handlers (axum's 405, a path that does not parse, ...) gets the
@@ -425,11 +412,6 @@ pub struct RunningServer {
 impl RunningServer {
     /// Makes the loaded services available: `/health` turns 200 and the API answers.
     pub fn set_ready(&self, services: Services) {
-        let depth = services.assistant.llm().info().queue_depth;
-        let _ = self
-            .state
-            .admission
-            .set(Arc::new(Semaphore::new(depth + 1)));
         let _ = self.state.services.set(services);
     }
 
@@ -471,8 +453,6 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
     let state = Arc::new(AppState {
         config,
         services: OnceLock::new(),
-        admission: OnceLock::new(),
-        busy_extract: Arc::new(Semaphore::new(BUSY_EXTRACT_MAX)),
         metrics,
     });
     let app = router(state.clone());

@@ -3,33 +3,42 @@
 //! the answer cache and the sources. No HTTP here; calls that block (embedding, search, SQLite) are
 //! plain functions that async callers run on blocking threads.
 
+pub mod answer;
 pub mod cache;
 pub mod extract;
 pub mod figures;
 pub mod gate;
 pub mod injection;
+pub mod metrics;
 pub mod prompt;
 pub mod verify;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Semaphore;
 
 use cache::{AnswerCache, CacheConfig};
 use extract::Extractor;
 use gate::{GateConfig, GateSignals};
 use verify::{FigureCheck, Verification};
 
+/// Conversation types the doors name (re-exported so that they need not reach into `memory`).
+pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
+pub use answer::{
+    parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
+    Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,
+};
+pub use metrics::AnswerMetrics;
+
 use crate::embed::Embedder;
 use crate::engine::{
-    ChatMessage, EngineError, GenerateRequest, GenerationEvent, LlmHandle, Prompt, Role,
-    SamplingParams,
+    ChatMessage, EngineError, GenerateRequest, LlmHandle, Prompt, Role, SamplingParams,
 };
 use crate::index::{Hit, KnowledgeBase};
-use crate::memory::{now_ms, ConversationStore, MemoryError, SessionId, Speaker, Turn};
+use crate::memory::{now_ms, ConversationStore, MemoryError};
 use prompt::{grounded_messages, Excerpt};
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +132,11 @@ pub struct RagConfig {
     pub fallback_en: String,
     pub fallback_ru: String,
     pub sampling: SamplingParams,
+    /// A generation that runs longer is cancelled ([`AnswerError::Timeout`]); `None`: no limit (the
+    /// CLI, evaluations). A door sets its own per question ([`Ask::timeout`]).
+    pub generation_timeout: Option<Duration>,
+    /// Log the customer's question text at info level (masked card numbers); debug otherwise.
+    pub log_questions: bool,
 }
 
 pub const FALLBACK_EN: &str = "I could not find the answer in the NovaPay knowledge base, and I \
@@ -147,6 +161,8 @@ impl Default for RagConfig {
             fallback_en: FALLBACK_EN.into(),
             fallback_ru: FALLBACK_RU.into(),
             sampling: SamplingParams::default(),
+            generation_timeout: None,
+            log_questions: false,
         }
     }
 }
@@ -160,6 +176,18 @@ pub struct Source {
     pub snippet: String,
     /// Cosine similarity of the chunk to the question (0 when only keyword search found it).
     pub score: f32,
+}
+
+impl Source {
+    pub fn from_hit(hit: &Hit) -> Self {
+        Self {
+            source: hit.chunk.source.clone(),
+            title: hit.chunk.title.clone(),
+            heading: hit.chunk.heading.clone(),
+            snippet: snippet(&hit.chunk.text, 240),
+            score: hit.dense.unwrap_or(0.0),
+        }
+    }
 }
 
 /// What retrieval found for a question.
@@ -195,7 +223,6 @@ pub enum Plan {
 }
 
 pub struct Prepared {
-    pub session: SessionId,
     pub question: String,
     pub retrieval: Retrieval,
     pub sources: Vec<Source>,
@@ -209,14 +236,6 @@ pub struct Prepared {
     pub generation: String,
 }
 
-/// Counters for the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct AnswerStats {
-    pub sentences_removed: AtomicU64,
-    pub cache_hits: AtomicU64,
-    pub extractive_answers: AtomicU64,
-}
-
 pub struct Assistant {
     /// Replaced whole when a new index generation is published; each question reads it once.
     kb: ArcSwap<KnowledgeBase>,
@@ -225,11 +244,28 @@ pub struct Assistant {
     memory: Arc<dyn ConversationStore>,
     extractor: Extractor,
     cache: AnswerCache,
-    stats: AnswerStats,
+    metrics: AnswerMetrics,
+    /// Answers in progress at most: the generation that runs plus the queue. A question beyond it is
+    /// refused at once, before any work (no session, no embedding, no retrieval).
+    admission: Arc<Semaphore>,
+    /// Extractive answers given while the queue is full (`WhenBusy::Extract`): each costs an
+    /// embedding of the question and of the top excerpts' sentences, so they are bounded too.
+    busy_extract: Arc<Semaphore>,
     pub config: RagConfig,
 }
 
-pub const MAX_QUESTION_CHARS: usize = 1000;
+/// Extractive answers in progress at most while the generation queue is full.
+pub const BUSY_EXTRACT_MAX: usize = 4;
+
+/// What `/health` and the like report about the assistant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub chunks: usize,
+    pub files: usize,
+    pub generation: String,
+    pub queue_waiting: usize,
+    pub queue_depth: usize,
+}
 
 /// How a finished generation becomes the served answer.
 pub struct Finished {
@@ -247,6 +283,7 @@ impl Assistant {
         memory: Arc<dyn ConversationStore>,
         config: RagConfig,
     ) -> Self {
+        let depth = llm.info().queue_depth;
         Self {
             kb: ArcSwap::new(kb),
             embedder,
@@ -254,9 +291,29 @@ impl Assistant {
             memory,
             extractor: Extractor::default(),
             cache: AnswerCache::new(config.cache),
-            stats: AnswerStats::default(),
+            metrics: AnswerMetrics::new(),
+            admission: Arc::new(Semaphore::new(depth + 1)),
+            busy_extract: Arc::new(Semaphore::new(BUSY_EXTRACT_MAX)),
             config,
         }
+    }
+
+    /// The index and queue, for health reports.
+    pub fn status(&self) -> Status {
+        let kb = self.kb.load();
+        Status {
+            chunks: kb.len(),
+            files: kb.manifest.files.len(),
+            generation: kb.manifest.generation.clone(),
+            queue_waiting: self.llm.queued(),
+            queue_depth: self.llm.info().queue_depth,
+        }
+    }
+
+    /// The answer metrics (every door's answers), with the queue gauge brought up to date.
+    pub fn metrics(&self) -> &AnswerMetrics {
+        self.metrics.queue_depth.set(self.llm.queued() as i64);
+        &self.metrics
     }
 
     pub fn llm(&self) -> &LlmHandle {
@@ -279,10 +336,6 @@ impl Assistant {
         self.kb.swap(kb)
     }
 
-    pub fn stats(&self) -> &AnswerStats {
-        &self.stats
-    }
-
     pub fn answer_mode(&self) -> AnswerMode {
         self.config.answer_mode
     }
@@ -303,25 +356,28 @@ impl Assistant {
     /// History, retrieval and the prompt (or the fallback, the extractive or the cached answer) for a
     /// question. Blocking.
     pub fn prepare(&self, session: &SessionId, question: &str) -> Result<Prepared, RagError> {
-        let question = question.trim();
-        if question.is_empty() {
-            return Err(RagError::InvalidQuestion("the question is empty".into()));
-        }
-        if question.chars().count() > MAX_QUESTION_CHARS {
-            return Err(RagError::InvalidQuestion(format!(
-                "the question is longer than {MAX_QUESTION_CHARS} characters"
-            )));
-        }
         let history = self.memory.history(session, self.config.history_turns)?;
+        self.prepare_with_history(question, &history)
+    }
+
+    /// [`Assistant::prepare`] with the earlier turns given. Blocking.
+    pub fn prepare_with_history(
+        &self,
+        question: &str,
+        history: &[Turn],
+    ) -> Result<Prepared, RagError> {
+        let question =
+            validate_question(question).map_err(|e| RagError::InvalidQuestion(e.to_string()))?;
+        let question = question.as_str();
         let mode = self.config.answer_mode;
         let generation = self.kb.load().generation().to_string();
         let cacheable = history.is_empty() && self.cache.enabled();
         if cacheable {
             if let Some(answer) = self.cache.get(&generation, mode, question) {
-                return Ok(self.cached_plan(session, question, answer));
+                return Ok(self.cached_plan(question, answer));
             }
         }
-        let retrieval = self.retrieve(question, &history)?;
+        let retrieval = self.retrieve(question, history)?;
         if cacheable && self.cache.wants_vectors() {
             if let Some(answer) = self.cache.get_near(
                 &generation,
@@ -329,7 +385,7 @@ impl Assistant {
                 retrieval.language,
                 &retrieval.question_vector,
             ) {
-                let mut p = self.cached_plan(session, question, answer);
+                let mut p = self.cached_plan(question, answer);
                 p.retrieval = retrieval;
                 return Ok(p);
             }
@@ -341,7 +397,6 @@ impl Assistant {
         if !retrieval.relevant || probe {
             let text = self.fallback_text(retrieval.language);
             return Ok(Prepared {
-                session: session.clone(),
                 question: question.to_string(),
                 retrieval,
                 sources: Vec::new(),
@@ -380,19 +435,12 @@ impl Assistant {
                 source: hit.chunk.source.clone(),
                 text,
             });
-            sources.push(Source {
-                source: hit.chunk.source.clone(),
-                title: hit.chunk.title.clone(),
-                heading: hit.chunk.heading.clone(),
-                snippet: snippet(&hit.chunk.text, 240),
-                score: hit.dense.unwrap_or(0.0),
-            });
+            sources.push(Source::from_hit(hit));
         }
         let excerpt_texts: Vec<String> = excerpts.iter().map(|e| e.text.clone()).collect();
         if mode == AnswerMode::Extract {
             let text = self.extractive_text(question, sources.len(), &retrieval)?;
             return Ok(Prepared {
-                session: session.clone(),
                 question: question.to_string(),
                 retrieval,
                 sources,
@@ -420,7 +468,6 @@ impl Assistant {
         kept.reverse();
         let messages = grounded_messages(question, &excerpts, &kept);
         Ok(Prepared {
-            session: session.clone(),
             question: question.to_string(),
             retrieval,
             sources,
@@ -437,11 +484,10 @@ impl Assistant {
         })
     }
 
-    fn cached_plan(&self, session: &SessionId, question: &str, mut answer: Answer) -> Prepared {
-        self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+    fn cached_plan(&self, question: &str, mut answer: Answer) -> Prepared {
+        self.metrics.cache_hits.inc();
         answer.cached = true;
         Prepared {
-            session: session.clone(),
             question: question.to_string(),
             retrieval: Retrieval {
                 hits: Vec::new(),
@@ -475,9 +521,7 @@ impl Assistant {
             .extractor
             .answer(&self.embedder, self.kb.load().term_stats(), query, top)
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
-        self.stats
-            .extractive_answers
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.extractive_answers.inc();
         if extracted.quotes.is_empty() {
             return Ok(self.fallback_text(retrieval.language));
         }
@@ -515,9 +559,9 @@ impl Assistant {
     pub fn finish(&self, prepared: &Prepared, generated: &str) -> Result<Finished, RagError> {
         let check = self.sentence_check(prepared);
         let (text, verification) = check.filter(generated);
-        self.stats
+        self.metrics
             .sentences_removed
-            .fetch_add(verification.removed as u64, Ordering::Relaxed);
+            .inc_by(verification.removed as u64);
         self.conclude(prepared, text, verification)
     }
 
@@ -549,9 +593,7 @@ impl Assistant {
 
     /// Counts sentences a streaming check removed (the non-streaming path counts in `finish`).
     pub fn count_removed(&self, removed: usize) {
-        self.stats
-            .sentences_removed
-            .fetch_add(removed as u64, Ordering::Relaxed);
+        self.metrics.sentences_removed.inc_by(removed as u64);
     }
 
     /// Keeps a finished answer for later identical questions (when `prepared` allows it).
@@ -571,14 +613,6 @@ impl Assistant {
             vector,
             answer,
         );
-    }
-
-    /// Queues the generation of a prepared answer (`Overloaded` when the queue is full).
-    pub fn submit(
-        &self,
-        request: GenerateRequest,
-    ) -> Result<UnboundedReceiver<GenerationEvent>, RagError> {
-        Ok(self.llm.submit(request)?)
     }
 
     /// Stores the question and the answer in the session's history. Blocking.
@@ -642,99 +676,33 @@ pub enum WhenBusy {
 }
 
 impl Assistant {
-    /// The whole flow for callers without an async runtime (CLI, tests, Bitrix24): prepare, generate
-    /// or fall back, check, record in the session. `on_text` receives the answer as it is released.
+    /// The whole flow for evaluations, benchmarks and tests, over the one entry point
+    /// ([`Assistant::ask_blocking`], door `eval`): the session is trusted (created on first use).
+    /// `on_text` receives the answer as it is released.
     pub fn answer_blocking(
-        &self,
+        self: &Arc<Self>,
         session: &SessionId,
         question: &str,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Answer, RagError> {
+    ) -> Result<Answer, AnswerError> {
         self.answer_blocking_with(session, question, WhenBusy::Error, on_text)
     }
 
     pub fn answer_blocking_with(
-        &self,
+        self: &Arc<Self>,
         session: &SessionId,
         question: &str,
         when_busy: WhenBusy,
         on_text: &mut dyn FnMut(&str),
-    ) -> Result<Answer, RagError> {
-        let prepared = self.prepare(session, question)?;
-        let mut answer = Answer {
-            sources: prepared.sources.clone(),
-            ..Answer::default()
-        };
-        let cacheable = prepared.cacheable;
-        match &prepared.plan {
-            Plan::Fallback(text) => {
-                on_text(text);
-                answer.text = text.clone();
-                answer.fallback = true;
-            }
-            Plan::Extract(text) => {
-                on_text(text);
-                answer.text = text.clone();
-                answer.extractive = true;
-            }
-            Plan::Cached(cached) => {
-                on_text(&cached.text);
-                answer = (**cached).clone();
-            }
-            Plan::Generate(request) => {
-                let mut rx = match self.submit(request.clone()) {
-                    Err(RagError::Engine(EngineError::Overloaded { .. }))
-                        if when_busy == WhenBusy::Extract =>
-                    {
-                        let text = self.extractive_answer(&prepared)?;
-                        on_text(&text);
-                        answer.text = text;
-                        answer.extractive = true;
-                        // Not cached: the next asker should get the full answer.
-                        self.record(session, &prepared.question, &answer.text, &prepared.sources)?;
-                        return Ok(answer);
-                    }
-                    other => other?,
-                };
-                let mut stream = verify::StreamingCheck::new(self.sentence_check(&prepared));
-                while let Some(event) = rx.blocking_recv() {
-                    match event {
-                        GenerationEvent::Token(t) => {
-                            let shown = stream.push(&t);
-                            if !shown.is_empty() {
-                                on_text(&shown);
-                            }
-                        }
-                        GenerationEvent::Done(summary) => {
-                            answer.usage = Some(summary.usage);
-                            break;
-                        }
-                        GenerationEvent::Error(e) => return Err(e.into()),
-                    }
-                }
-                let rest = stream.finish();
-                if !rest.is_empty() {
-                    on_text(&rest);
-                }
-                self.count_removed(stream.verification.removed);
-                let finished = self.conclude(
-                    &prepared,
-                    stream.released().to_string(),
-                    stream.verification.clone(),
-                )?;
-                if finished.extractive {
-                    on_text(&finished.text);
-                }
-                answer.text = finished.text;
-                answer.extractive = finished.extractive;
-                answer.verification = finished.verification;
-            }
-        }
-        self.record(session, &prepared.question, &answer.text, &prepared.sources)?;
-        if cacheable {
-            self.remember(&prepared, &answer);
-        }
-        Ok(answer)
+    ) -> Result<Answer, AnswerError> {
+        let ask = Ask::new(question, Conversation::Trusted(session.clone()), Door::Eval)
+            .when_busy(when_busy);
+        let answered = self.ask_blocking(ask, &mut |event| match event {
+            AnswerEvent::Text(t) => on_text(t),
+            AnswerEvent::Replaced(t) => on_text(t),
+            _ => {}
+        })?;
+        Ok(answered.answer)
     }
 }
 

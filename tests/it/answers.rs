@@ -24,10 +24,10 @@ fn assistant_on(
     state: &Path,
     mode: AnswerMode,
     tokens: usize,
-) -> Assistant {
+) -> Arc<Assistant> {
     let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 2).unwrap();
     let memory = Arc::new(SqliteStore::open(&state.join("m.sqlite")).unwrap());
-    Assistant::new(
+    Arc::new(Assistant::new(
         kb,
         embedder(),
         llm,
@@ -40,7 +40,7 @@ fn assistant_on(
             },
             ..RagConfig::default()
         },
-    )
+    ))
 }
 
 /// Every figure of `answer` is stated by its excerpts, the question or the support contacts.
@@ -165,10 +165,7 @@ fn an_invented_figure_in_the_generated_answer_is_not_served() {
         .clone()
         .expect("verified mode reports the check");
     assert!(v.removed >= 1 && v.checked >= v.removed, "{v:?}");
-    assert_eq!(
-        checked.stats().sentences_removed.load(Ordering::SeqCst),
-        v.removed as u64
-    );
+    assert_eq!(checked.metrics().sentences_removed.get(), v.removed as u64);
     // What is left is either a checked part of the generation or the extractive answer.
     assert!(!served.text.trim().is_empty());
 }
@@ -321,7 +318,7 @@ fn a_repeated_question_is_answered_from_the_cache() {
         .unwrap();
     let follow = a.answer_blocking(&session, q, &mut |_| {}).unwrap();
     assert!(!follow.cached);
-    assert_eq!(a.stats().cache_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(a.metrics().cache_hits.get(), 1);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novapay::engine::SamplingParams;
-use novapay::http::{ServerConfig, OPENAPI_JSON};
+use novapay::http::{openapi_json, ServerConfig};
 use novapay::integrations::bitrix24::{
     BotTexts, Portal, RetryPolicy, WebhookConfig, WebhookHandler,
 };
@@ -210,7 +210,7 @@ fn the_api_answers_every_fuzzed_request_with_a_documented_status_and_json_errors
         },
         ..AppOptions::default()
     });
-    let doc: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+    let doc: Value = serde_json::from_str(openapi_json()).unwrap();
     let mut operations: Vec<(String, String, Value, Value)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {

@@ -56,11 +56,7 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         http::start(listener, opts.config).unwrap()
     });
-    let assistant = Arc::new(test_assistant(
-        state.path(),
-        opts.queue_depth,
-        opts.sampling,
-    ));
+    let assistant = test_assistant(state.path(), opts.queue_depth, opts.sampling);
     let services = Services {
         assistant: assistant.clone(),
         llm_name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
@@ -87,10 +83,10 @@ pub fn test_assistant(
     state_dir: &std::path::Path,
     queue_depth: usize,
     sampling: SamplingParams,
-) -> Assistant {
+) -> Arc<Assistant> {
     let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
     let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
-    Assistant::new(
+    Arc::new(Assistant::new(
         shared_kb(),
         embedder(),
         llm,
@@ -99,7 +95,7 @@ pub fn test_assistant(
             sampling,
             ..RagConfig::default()
         },
-    )
+    ))
 }
 
 impl TestApp {

@@ -65,10 +65,10 @@ pub fn shared_kb() -> Arc<KnowledgeBase> {
     .clone()
 }
 
-fn assistant(memory_path: &Path) -> Assistant {
+fn assistant(memory_path: &Path) -> Arc<Assistant> {
     let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 2).unwrap();
     let memory = Arc::new(SqliteStore::open(memory_path).unwrap());
-    Assistant::new(
+    Arc::new(Assistant::new(
         shared_kb(),
         embedder(),
         llm,
@@ -80,7 +80,7 @@ fn assistant(memory_path: &Path) -> Assistant {
             },
             ..RagConfig::default()
         },
-    )
+    ))
 }
 
 fn copy_dir(from: &Path, to: &Path, only: &[&str]) {

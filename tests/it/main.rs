@@ -1,5 +1,6 @@
 //! Integration tests on the real small models fetched by `scripts/fetch-test-models.sh`.
 
+mod answering;
 mod answers;
 mod bitrix24;
 mod browser;
@@ -13,6 +14,7 @@ mod index_generations;
 mod integrations;
 mod knowledge_base;
 mod model_files;
+mod openapi;
 mod redis_memory;
 mod run_script;
 mod security;

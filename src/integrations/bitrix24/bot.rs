@@ -2,7 +2,7 @@
 //! knowledge base (the Bitrix24 dialog is the novapay session), greet on joining a chat, and hand an
 //! Open Lines chat to a human operator when the knowledge base has no answer.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,9 +10,10 @@ use serde_json::json;
 use super::events::{IncomingMessage, JoinChat};
 use super::rest::{RestClient, RestError};
 use super::Bitrix24Error;
-use crate::engine::EngineError;
-use crate::memory::{MemoryError, SessionId};
-use crate::rag::{detect_language, Answer, Assistant, Language, RagError, WhenBusy};
+use crate::rag::{
+    detect_language, Answer, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door,
+    Language, SessionId, WhenBusy,
+};
 
 /// Bitrix24 refuses longer messages (the v2 API truncates at 20,000 characters).
 const MAX_MESSAGE_CHARS: usize = 20_000;
@@ -181,7 +182,7 @@ pub fn format_reply(answer: &Answer, language: Language) -> String {
 
 /// Answers one customer message and posts the reply. Blocking: runs on a blocking thread.
 pub fn handle_message(
-    assistant: &Assistant,
+    assistant: &Arc<Assistant>,
     outbox: &Outbox,
     texts: &BotTexts,
     msg: &IncomingMessage,
@@ -206,7 +207,7 @@ pub fn handle_message(
             outbox.send(&msg.bot.bot_id, &msg.dialog_id, sorry)?;
             let handed_off = hand_off_if_open_line(outbox, msg)?;
             return match e {
-                RagError::InvalidQuestion(_) => Ok(Outcome {
+                AnswerError::InvalidQuestion(_) => Ok(Outcome {
                     answer: None,
                     handed_off,
                 }),
@@ -226,35 +227,42 @@ pub fn handle_message(
     })
 }
 
-/// Answers (extractively when the model queue is full), retrying while conversation storage is
-/// unreachable. Safe to repeat: a turn is recorded only once the answer is complete.
+/// Answers through the one entry point (door `bitrix24`; extractively when the model queue is full),
+/// retrying while conversation storage is unreachable (or even the places for extractive answers
+/// are taken). Safe to repeat: a turn is recorded only once the answer is
+/// complete.
 fn answer_when_possible(
-    assistant: &Assistant,
+    assistant: &Arc<Assistant>,
     session: &SessionId,
     question: &str,
     patience: Duration,
-) -> Result<Answer, RagError> {
+) -> Result<Answer, AnswerError> {
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_millis(250);
     loop {
         // A full generation queue gets the extractive answer at once (marked as a quote from the
         // knowledge base); only unreachable conversation storage makes the message wait.
-        match assistant.answer_blocking_with(session, question, WhenBusy::Extract, &mut |_| {}) {
+        let ask = Ask::new(
+            question,
+            Conversation::Trusted(session.clone()),
+            Door::Bitrix24,
+        )
+        .when_busy(WhenBusy::Extract);
+        match assistant.ask_blocking(ask, &mut |_: &AnswerEvent| {}) {
             Err(e) if is_temporary(&e) && Instant::now() + pause < deadline => {
                 tracing::debug!(error = %crate::logsafe::user_text(&e.to_string()), ?pause, "Bitrix24: busy, the message waits");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(4));
             }
-            other => return other,
+            other => return other.map(|answered| answered.answer),
         }
     }
 }
 
-fn is_temporary(e: &RagError) -> bool {
+fn is_temporary(e: &AnswerError) -> bool {
     matches!(
         e,
-        RagError::Engine(EngineError::Overloaded { .. })
-            | RagError::Memory(MemoryError::Unavailable(_))
+        AnswerError::Overloaded { .. } | AnswerError::StorageUnavailable(_)
     )
 }
 

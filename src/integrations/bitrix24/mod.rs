@@ -23,7 +23,7 @@ pub use register::{register_bot, Registration, RegistrationMode};
 pub use rest::{check_webhook_url, Portal, RestClient, RestError, RetryPolicy};
 pub use webhook::{Accepted, Job, WebhookConfig, WebhookHandler};
 
-use crate::rag::RagError;
+use crate::rag::AnswerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Bitrix24Error {
@@ -35,7 +35,7 @@ pub enum Bitrix24Error {
     #[error(transparent)]
     Rest(#[from] RestError),
     #[error(transparent)]
-    Rag(#[from] RagError),
+    Answer(#[from] AnswerError),
     #[error("Bitrix24 settings: {0}")]
     Storage(String),
     #[error("Bitrix24 configuration: {0}")]

@@ -87,7 +87,7 @@ impl Poller {
     }
 
     /// One `imbot.v2.Event.get` call and the handling of every event it returned. Blocking.
-    pub fn poll_once(&mut self, assistant: &Assistant) -> Result<PollStats, Bitrix24Error> {
+    pub fn poll_once(&mut self, assistant: &Arc<Assistant>) -> Result<PollStats, Bitrix24Error> {
         let mut params = json!({
             "botId": self.config.bot_id,
             "botToken": self.config.bot_token,
@@ -145,7 +145,11 @@ impl Poller {
     }
 
     /// `Some(handed_off)` for an answered message.
-    fn handle(&self, assistant: &Assistant, raw: &Value) -> Result<Option<bool>, Bitrix24Error> {
+    fn handle(
+        &self,
+        assistant: &Arc<Assistant>,
+        raw: &Value,
+    ) -> Result<Option<bool>, Bitrix24Error> {
         let event = parse_v2(raw).map_err(|e| Bitrix24Error::BadEvent(e.to_string()))?;
         match event {
             Event::Message(mut msg) => {

@@ -94,7 +94,10 @@ impl Job {
     }
 
     /// Generates and posts the reply. Blocking.
-    pub fn run(self, assistant: &Assistant) -> Result<Option<Outcome>, Bitrix24Error> {
+    pub fn run(
+        self,
+        assistant: &std::sync::Arc<Assistant>,
+    ) -> Result<Option<Outcome>, Bitrix24Error> {
         match &self.work {
             Work::Greet(join) => {
                 bot::greet(&self.outbox, &self.texts, join)?;

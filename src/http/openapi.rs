@@ -1,0 +1,215 @@
+//! `/openapi.json`, generated with `utoipa` from the wire types (`wire.rs`) and the route constants
+//! (`routes.rs`). Each route is documented here, next to the others, by an operation stub: the
+//! handlers stay free of documentation attributes, and the tests check that every served route is in
+//! the document and every example validates against its schema.
+
+#![allow(dead_code)] // The stubs exist for their `#[utoipa::path]` attributes only.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::routes;
+use super::wire::{
+    Bitrix24Ack, CheckSummary, CreateSession, ErrorBody, ErrorDetail, Health, HealthIndex,
+    HealthQueue, QueryRequest, QueryResponse, SessionCreated, SessionDeleted, SessionHistory,
+    SessionMessage, SessionQuery, SourceDocument, TextEvent, WhenBusyField,
+};
+
+const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16 KiB)";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "novapay",
+        description = "Offline NovaPay customer-support assistant. Answers come only from the \
+            knowledge base, with sources; when it has no answer, a fallback points to human support."
+    ),
+    paths(
+        query, create_session, get_session, delete_session, health, metrics, openapi, chat_page,
+        bitrix24_events
+    ),
+    components(schemas(
+        QueryRequest, WhenBusyField, QueryResponse, SourceDocument, CheckSummary, TextEvent,
+        CreateSession, SessionCreated, SessionHistory, SessionMessage, SessionDeleted, ErrorBody,
+        ErrorDetail, Health, HealthIndex, HealthQueue, Bitrix24Ack
+    )),
+    security(("bearer" = []), ("basic" = []), ()),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        let mut basic = Http::new(HttpAuthScheme::Basic);
+        basic.description =
+            Some("The API key as user name or password (1C HTTPСоединение).".to_string());
+        components.add_security_scheme("basic", SecurityScheme::Http(basic));
+    }
+}
+
+/// The document, as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+/// Ask a question.
+///
+/// With `stream: true` (or `Accept: text/event-stream`) the answer comes as Server-Sent Events: an
+/// `extract` event first when `preview` is asked for, `token` events `{text}` as checked sentences
+/// are released, then one `done` event with the full QueryResponse plus `usage` and `timings` for a
+/// generated answer, or an `error` event with the error body.
+#[utoipa::path(
+    post, path = routes::QUERY, tag = "answers",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The answer with its sources (JSON), or the event stream",
+            content(
+                (QueryResponse = "application/json"),
+                (String = "text/event-stream", example = "event: token\ndata: {\"text\":\"A domestic transfer costs 0.5% of the amount.\"}\n\nevent: done\ndata: {\"query_id\":\"...\"}\n\n")
+            )),
+        (status = 400, description = "Invalid JSON, empty or too long query, malformed session id, user_id or metadata out of bounds", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown session, or one that belongs to another API key or user_id (never 403: a caller cannot tell the two apart)", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many answers in progress (the generation queue is full); refused before any work, with Retry-After", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading, model or storage unavailable (Retry-After)", body = ErrorBody),
+        (status = 504, description = "Generation timed out", body = ErrorBody),
+    )
+)]
+fn query() {}
+
+/// Start a conversation.
+#[utoipa::path(
+    post, path = routes::SESSIONS, tag = "sessions",
+    request_body(content = Option<CreateSession>, description = "Optional"),
+    responses(
+        (status = 200, description = "The new session", body = SessionCreated),
+        (status = 400, description = "Invalid JSON or user_id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn create_session() {}
+
+/// A conversation's history.
+#[utoipa::path(
+    get, path = routes::SESSION, tag = "sessions",
+    params(
+        ("id" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The session id"),
+        SessionQuery
+    ),
+    responses(
+        (status = 200, description = "The session and its messages, oldest first", body = SessionHistory),
+        (status = 400, description = "Malformed session id or user_id (an internal channel's id, e.g. bitrix24:..., is malformed here)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown session, or one that belongs to another API key or user_id (an admin key, NOVAPAY_ADMIN_KEYS, may read any)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn get_session() {}
+
+/// Delete a conversation.
+#[utoipa::path(
+    delete, path = routes::SESSION, tag = "sessions",
+    params(
+        ("id" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The session id"),
+        SessionQuery
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = SessionDeleted),
+        (status = 400, description = "Malformed session id or user_id", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown session, or one that belongs to another API key or user_id", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn delete_session() {}
+
+/// Readiness.
+#[utoipa::path(
+    get, path = routes::HEALTH, tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Models and index loaded", body = Health),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Still loading", body = Health,
+            example = json!({"status": "loading", "demo_model": false})),
+    )
+)]
+fn health() {}
+
+/// Prometheus metrics: HTTP requests and errors, and every answer whatever door it left through
+/// (`novapay_answers_total{door,kind}`).
+#[utoipa::path(
+    get, path = routes::METRICS, tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+    )
+)]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(
+    get, path = routes::OPENAPI, tag = "operations", security(()),
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", body = Object),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+    )
+)]
+fn openapi() {}
+
+/// Web chat page (self-contained, works offline).
+#[utoipa::path(
+    get, path = routes::CHAT_PAGE, tag = "operations", security(()),
+    responses(
+        (status = 200, description = "HTML page", content_type = "text/html", body = String),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+    )
+)]
+fn chat_page() {}
+
+/// Bitrix24 chat-bot event (handler mode).
+///
+/// Receives Bitrix24's classic chat-bot events (ONAPPINSTALL, ONIMBOTJOINCHAT, ONIMBOTMESSAGEADD,
+/// ONIMBOTDELETE) as PHP-style form fields. Every event's auth[application_token] must match the
+/// token stored at ONAPPINSTALL or NOVAPAY_BITRIX24_APPLICATION_TOKEN. The event is acknowledged at
+/// once; the answer is posted back with imbot.message.add, and an Open Lines chat without an answer
+/// in the knowledge base is handed to an operator (imopenlines.bot.session.operator). No API key:
+/// Bitrix24 cannot send one. The token is checked before the body is parsed. Without
+/// NOVAPAY_BITRIX24_APPLICATION_TOKEN, ONAPPINSTALL is accepted once, and only from
+/// NOVAPAY_BITRIX24_PORTAL (and NOVAPAY_BITRIX24_MEMBER_ID when set). Replies go to the configured
+/// portal's REST endpoint only.
+#[utoipa::path(
+    post, path = routes::BITRIX24_EVENTS, tag = "integrations", security(()),
+    request_body(content = Object, content_type = "application/x-www-form-urlencoded",
+        description = "PHP-style form fields: event=ONIMBOTMESSAGEADD&data[PARAMS][DIALOG_ID]=27&data[PARAMS][MESSAGE]=...&data[BOT][567][BOT_ID]=567&auth[application_token]=..."),
+    responses(
+        (status = 200, description = "Acknowledged", body = Bitrix24Ack),
+        (status = 400, description = "Not a Bitrix24 event (malformed fields, missing DIALOG_ID); more than 1000 fields or nesting deeper than 8", body = ErrorBody),
+        (status = 401, description = "Missing or wrong application token; nothing was done", body = ErrorBody),
+        (status = 404, description = "The Bitrix24 integration is off (NOVAPAY_BITRIX24_MODE)", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Wrong content type (answered after the body was read)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+    )
+)]
+fn bitrix24_events() {}
