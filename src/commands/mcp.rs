@@ -1,8 +1,6 @@
 //! `novapay mcp`: the MCP server on stdin/stdout for a local MCP client (an IDE or desktop assistant
 //! that starts it). Logs go to stderr; stdout carries only the protocol.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use novapay::mcp::{local_caller, serve_stdio, KnowledgeServer, McpContext};
 
@@ -11,7 +9,7 @@ use crate::cli::McpArgs;
 pub fn run(args: &McpArgs) -> anyhow::Result<()> {
     // Models load before the protocol starts: a client sees a working server or an exit with the
     // reason on stderr.
-    let assistant = Arc::new(super::load_assistant(&args.assistant)?);
+    let assistant = super::load_assistant(&args.assistant, 1, false)?.assistant;
     tracing::info!("MCP server on stdio ready");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
