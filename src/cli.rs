@@ -12,6 +12,7 @@ mod download;
 mod eval;
 mod index;
 mod logits;
+mod mcp;
 mod options;
 mod serve;
 mod synth;
@@ -28,6 +29,7 @@ pub use download::DownloadArgs;
 pub use eval::EvalCommand;
 pub use index::IndexArgs;
 pub use logits::LogitsArgs;
+pub use mcp::McpArgs;
 pub use options::{AssistantArgs, EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs};
 pub use serve::{ServeArgs, ServerArgs};
 pub use synth::SynthGgufArgs;
@@ -87,6 +89,9 @@ pub enum Command {
     Ask(AskArgs),
     /// Serve the HTTP API and the web chat page.
     Serve(ServeArgs),
+    /// Serve the MCP server (tools and knowledge-base documents) on stdin/stdout, for a local MCP
+    /// client such as an IDE or desktop assistant; `serve` offers it over HTTP at /mcp.
+    Mcp(McpArgs),
     /// Bitrix24 chat bot set-up.
     Bitrix24 {
         #[command(subcommand)]
@@ -114,7 +119,10 @@ pub enum Command {
 
 pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,novapay=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,novapay=info"))
+        // rmcp logs whole MCP messages (question text, unmasked) at debug, and each stateless request
+        // at info: its warnings only, whatever RUST_LOG says.
+        .add_directive("rmcp=warn".parse().expect("a valid directive"));
     // Colours only on a terminal: a log file or collector gets plain text, with no escape sequences.
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()

@@ -10,6 +10,7 @@ pub mod http;
 pub mod index;
 pub mod integrations;
 pub mod logsafe;
+pub mod mcp;
 pub mod memory;
 pub mod models;
 pub mod rag;

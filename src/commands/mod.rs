@@ -7,6 +7,7 @@ mod download;
 mod eval;
 mod index;
 mod logits;
+mod mcp;
 mod serve;
 mod tokenize;
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             question: &a.question,
         }),
         Command::Serve(a) => serve::run(&a.assistant, &a.server, &a.bitrix24),
+        Command::Mcp(a) => mcp::run(&a),
         Command::Bitrix24 { what } => bitrix24::run(what),
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Logits(a) => logits::run(&a),

@@ -80,7 +80,7 @@ fn unsupported(message: &str) -> ApiError {
 
 /// The lower-cased content type and the body, up to `limit` bytes. A larger body is drained (up to
 /// [`DRAIN_CAP`]) and answered 413; a body that does not arrive within the configured time is 408.
-async fn read_body(
+pub(super) async fn read_body(
     req: Request,
     state: &Shared,
     limit: usize,

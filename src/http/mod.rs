@@ -14,6 +14,7 @@ pub mod auth;
 mod bitrix24;
 pub mod error;
 mod extract;
+mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -27,7 +28,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -124,6 +125,10 @@ pub fn router(state: Shared) -> Router {
             get(api::get_session).delete(api::delete_session),
         )
         .route(routes::BITRIX24_EVENTS, post(bitrix24::events))
+        .route(
+            routes::MCP,
+            any(mcp::handle).layer(axum::Extension(mcp::service(&state.config))),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

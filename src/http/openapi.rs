@@ -26,7 +26,7 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
     ),
     paths(
         query, create_session, get_session, delete_session, health, metrics, openapi, chat_page,
-        bitrix24_events
+        bitrix24_events, mcp
     ),
     components(schemas(
         QueryRequest, WhenBusyField, QueryResponse, SourceDocument, CheckSummary, TextEvent,
@@ -213,3 +213,35 @@ fn chat_page() {}
     )
 )]
 fn bitrix24_events() {}
+
+/// MCP server (Model Context Protocol, streamable HTTP).
+///
+/// Not a REST resource: the MCP server's streamable HTTP transport, for MCP clients (IDE and desktop
+/// assistants). JSON-RPC 2.0 messages as the MCP specification defines them; stateless (no
+/// Mcp-Session-Id), JSON responses. Tools: search_knowledge_base(query, top_k?) returns ranked
+/// excerpts with source, heading and score (no LLM); ask(question, session_id?) returns a grounded
+/// answer with its sources and the session_id of the conversation, which only the same API key can
+/// continue. Resources: the knowledge-base documents (novapay://kb/<name>) as indexed text. Same API
+/// keys as the REST API; the body limit is NOVAPAY_MAX_BODY_BYTES. Without API keys only loopback
+/// Host names are accepted; browser Origins must be in NOVAPAY_CORS_ORIGINS. See the README's MCP
+/// section.
+#[utoipa::path(
+    post, path = routes::MCP, tag = "mcp",
+    request_body(content = Object, content_type = "application/json",
+        description = "A JSON-RPC 2.0 request or notification (MCP)",
+        example = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search_knowledge_base", "arguments": {"query": "How much does a domestic transfer cost?", "top_k": 3}}})),
+    responses(
+        (status = 200, description = "The JSON-RPC response (a tool error is a result with isError: true)", body = Object),
+        (status = 202, description = "A notification was accepted"),
+        (status = 400, description = "Not a JSON-RPC message the MCP transport accepts (malformed JSON, a batch, an unsupported MCP-Protocol-Version)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = "Host or Origin not allowed (without API keys only loopback Host names; browser Origins only from NOVAPAY_CORS_ORIGINS)", body = ErrorBody),
+        (status = 406, description = "The client must accept both application/json and text/event-stream (Accept header)", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 413, description = "The request body is larger than NOVAPAY_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Not Content-Type: application/json", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Models and index still loading; retry after Retry-After", body = ErrorBody),
+    )
+)]
+fn mcp() {}

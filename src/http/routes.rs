@@ -10,6 +10,9 @@ pub const SESSION: &str = "/api/v1/session/{id}";
 /// Bitrix24 chat-bot events (handler mode); authenticated by the application token, not an API key.
 pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
+/// The MCP server's streamable HTTP transport (JSON-RPC, not a REST resource).
+pub const MCP: &str = "/mcp";
+
 /// Paths that never need an API key.
 pub const PUBLIC: &[&str] = &[HEALTH, METRICS, OPENAPI, CHAT_PAGE];
 
@@ -23,4 +26,5 @@ pub const ALL: &[&str] = &[
     SESSIONS,
     SESSION,
     BITRIX24_EVENTS,
+    MCP,
 ];

@@ -14,6 +14,7 @@
 
 pub mod bm25;
 pub mod chunk;
+pub mod documents;
 pub mod extract;
 pub mod generations;
 pub mod store;

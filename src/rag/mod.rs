@@ -9,6 +9,7 @@ pub mod extract;
 pub mod figures;
 pub mod gate;
 pub mod injection;
+pub mod library;
 pub mod metrics;
 pub mod prompt;
 pub mod verify;

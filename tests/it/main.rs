@@ -13,6 +13,7 @@ mod http;
 mod index_generations;
 mod integrations;
 mod knowledge_base;
+mod mcp;
 mod model_files;
 mod openapi;
 mod redis_memory;
