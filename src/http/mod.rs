@@ -15,6 +15,7 @@ mod bitrix24;
 pub mod error;
 mod extract;
 pub mod metrics;
+pub(crate) mod openai;
 pub mod openapi;
 pub mod routes;
 pub mod wire;
@@ -100,12 +101,29 @@ pub struct Services {
 pub struct AppState {
     pub config: ServerConfig,
     services: OnceLock<Services>,
+    /// `/v1/embeddings` requests in progress (each runs the embedder on up to 64 texts).
+    embeddings: Arc<Semaphore>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services.get().ok_or_else(ApiError::loading)
+    }
+
+    /// A place among the embeddings requests in progress, or 429 at once.
+    pub(crate) fn admit_embeddings(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.embeddings
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "too many embeddings requests in progress; retry shortly",
+                )
+            })
     }
 }
 
@@ -124,6 +142,10 @@ pub fn router(state: Shared) -> Router {
             get(api::get_session).delete(api::delete_session),
         )
         .route(routes::BITRIX24_EVENTS, post(bitrix24::events))
+        .route(routes::OPENAI_CHAT, post(openai::chat_completions))
+        .route(routes::OPENAI_MODELS, get(openai::list_models))
+        .route(routes::OPENAI_MODEL, get(openai::get_model))
+        .route(routes::OPENAI_EMBEDDINGS, post(openai::embeddings))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -178,6 +200,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     let public = routes::PUBLIC.contains(&route.as_str())
         || route == routes::BITRIX24_EVENTS
         || route == "unmatched";
+    let openai_path = request.uri().path().starts_with(routes::OPENAI_PREFIX);
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -229,6 +252,9 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
         .inc();
     if let Some(code) = response.extensions().get::<ErrorCode>() {
         state.metrics.errors.with_label_values(&[code.0]).inc();
+    }
+    if openai_path {
+        return openai::reshape_error(response).await;
     }
     response
 }
@@ -453,6 +479,7 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
     let state = Arc::new(AppState {
         config,
         services: OnceLock::new(),
+        embeddings: Arc::new(Semaphore::new(openai::EMBEDDINGS_IN_PROGRESS)),
         metrics,
     });
     let app = router(state.clone());

@@ -10,6 +10,14 @@ pub const SESSION: &str = "/api/v1/session/{id}";
 /// Bitrix24 chat-bot events (handler mode); authenticated by the application token, not an API key.
 pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
+/// The OpenAI-compatible API (same API keys, as `Authorization: Bearer`).
+pub const OPENAI_CHAT: &str = "/v1/chat/completions";
+pub const OPENAI_MODELS: &str = "/v1/models";
+pub const OPENAI_MODEL: &str = "/v1/models/{model}";
+pub const OPENAI_EMBEDDINGS: &str = "/v1/embeddings";
+/// Where the OpenAI-compatible paths live: their errors take OpenAI's shape.
+pub const OPENAI_PREFIX: &str = "/v1/";
+
 /// Paths that never need an API key.
 pub const PUBLIC: &[&str] = &[HEALTH, METRICS, OPENAPI, CHAT_PAGE];
 
@@ -23,4 +31,8 @@ pub const ALL: &[&str] = &[
     SESSIONS,
     SESSION,
     BITRIX24_EVENTS,
+    OPENAI_CHAT,
+    OPENAI_MODELS,
+    OPENAI_MODEL,
+    OPENAI_EMBEDDINGS,
 ];

@@ -14,6 +14,7 @@ mod index_generations;
 mod integrations;
 mod knowledge_base;
 mod model_files;
+mod openai;
 mod openapi;
 mod redis_memory;
 mod run_script;
