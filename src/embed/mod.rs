@@ -223,6 +223,16 @@ impl Embedder {
         &self.tokenizer
     }
 
+    /// What queries are prefixed with ("query: " for e5 models, else nothing).
+    pub fn query_prefix(&self) -> &str {
+        &self.opts.query_prefix
+    }
+
+    /// What passages are prefixed with ("passage: " for e5 models, else nothing).
+    pub fn passage_prefix(&self) -> &str {
+        &self.opts.passage_prefix
+    }
+
     /// Search queries, with the model's query prefix.
     pub fn embed_queries<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.embed_with_prefix(&self.opts.query_prefix, texts)

@@ -25,6 +25,19 @@ impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
     }
 }
 
+/// A JSON body of up to `limit` bytes (routes whose bodies are larger than the server's default).
+pub async fn json_with_limit<T: DeserializeOwned>(
+    req: Request,
+    state: &Shared,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let (content_type, bytes) = read_body(req, state, limit).await?;
+    if !is_json(&content_type) {
+        return Err(unsupported("send JSON with Content-Type: application/json"));
+    }
+    parse(&bytes)
+}
+
 /// A JSON body that may also be absent (empty body, any or no content type).
 pub struct OptionalJsonBody<T>(pub Option<T>);
 

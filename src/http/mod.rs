@@ -16,6 +16,7 @@ pub mod error;
 mod extract;
 mod mcp;
 pub mod metrics;
+pub(crate) mod openai;
 pub mod openapi;
 pub mod routes;
 pub mod wire;
@@ -101,12 +102,29 @@ pub struct Services {
 pub struct AppState {
     pub config: ServerConfig,
     services: OnceLock<Services>,
+    /// `/v1/embeddings` requests in progress (each runs the embedder on up to 64 texts).
+    embeddings: Arc<Semaphore>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn services(&self) -> Result<&Services, ApiError> {
         self.services.get().ok_or_else(ApiError::loading)
+    }
+
+    /// A place among the embeddings requests in progress, or 429 at once.
+    pub(crate) fn admit_embeddings(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.embeddings
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "too many embeddings requests in progress; retry shortly",
+                )
+            })
     }
 }
 
@@ -129,6 +147,10 @@ pub fn router(state: Shared) -> Router {
             routes::MCP,
             any(mcp::handle).layer(axum::Extension(mcp::service(&state.config))),
         )
+        .route(routes::OPENAI_CHAT, post(openai::chat_completions))
+        .route(routes::OPENAI_MODELS, get(openai::list_models))
+        .route(routes::OPENAI_MODEL, get(openai::get_model))
+        .route(routes::OPENAI_EMBEDDINGS, post(openai::embeddings))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -183,6 +205,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     let public = routes::PUBLIC.contains(&route.as_str())
         || route == routes::BITRIX24_EVENTS
         || route == "unmatched";
+    let openai_path = request.uri().path().starts_with(routes::OPENAI_PREFIX);
     let header_bytes: usize = request
         .headers()
         .iter()
@@ -234,6 +257,9 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
         .inc();
     if let Some(code) = response.extensions().get::<ErrorCode>() {
         state.metrics.errors.with_label_values(&[code.0]).inc();
+    }
+    if openai_path {
+        return openai::reshape_error(response).await;
     }
     response
 }
@@ -458,6 +484,7 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
     let state = Arc::new(AppState {
         config,
         services: OnceLock::new(),
+        embeddings: Arc::new(Semaphore::new(openai::EMBEDDINGS_IN_PROGRESS)),
         metrics,
     });
     let app = router(state.clone());

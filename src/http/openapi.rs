@@ -8,6 +8,13 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::openai::chat::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta,
+    MessageIn, MessageOut, NovapayExtension, StreamOptions, Usage,
+};
+use super::openai::embeddings::EmbeddingsRequest;
+use super::openai::error::{OpenAiErrorBody, OpenAiErrorDetail};
+use super::openai::models::ModelObject;
 use super::routes;
 use super::wire::{
     Bitrix24Ack, CheckSummary, CreateSession, ErrorBody, ErrorDetail, Health, HealthIndex,
@@ -26,12 +33,15 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
     ),
     paths(
         query, create_session, get_session, delete_session, health, metrics, openapi, chat_page,
-        bitrix24_events, mcp
+        bitrix24_events, mcp, openai_chat, openai_models, openai_model, openai_embeddings
     ),
     components(schemas(
         QueryRequest, WhenBusyField, QueryResponse, SourceDocument, CheckSummary, TextEvent,
         CreateSession, SessionCreated, SessionHistory, SessionMessage, SessionDeleted, ErrorBody,
-        ErrorDetail, Health, HealthIndex, HealthQueue, Bitrix24Ack
+        ErrorDetail, Health, HealthIndex, HealthQueue, Bitrix24Ack, ChatCompletionRequest,
+        MessageIn, StreamOptions, ChatCompletion, Choice, MessageOut, Usage, NovapayExtension,
+        ChatCompletionChunk, ChunkChoice, Delta, EmbeddingsRequest, ModelObject, OpenAiErrorBody,
+        OpenAiErrorDetail
     )),
     security(("bearer" = []), ("basic" = []), ()),
     modifiers(&Security)
@@ -245,3 +255,79 @@ fn bitrix24_events() {}
     )
 )]
 fn mcp() {}
+/// OpenAI-compatible chat completion: a grounded answer (Open WebUI, LibreChat, the `openai` SDKs).
+///
+/// The last user message is the question, earlier user/assistant messages the history (stateless:
+/// nothing is stored); system messages are ignored. `model` must be `novapay`. With `stream: true`,
+/// Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`; the chunk with
+/// `finish_reason` carries the `novapay` extension. Sources are cited under the text and in
+/// `novapay.sources`. Errors of `/v1/` paths are in OpenAI's shape.
+#[utoipa::path(
+    post, path = routes::OPENAI_CHAT, tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "A chat.completion, or the event stream of chat.completion.chunk",
+            content(
+                (ChatCompletion = "application/json"),
+                (String = "text/event-stream")
+            )),
+        (status = 400, description = "Invalid request (the field is in error.param): no user question last, n other than 1, tools, images, too many or too long messages", body = OpenAiErrorBody),
+        (status = 401, description = "Missing or wrong API key (invalid_api_key)", body = OpenAiErrorBody),
+        (status = 404, description = "Unknown model (model_not_found)", body = OpenAiErrorBody),
+        (status = 408, description = "The request body did not arrive in time", body = OpenAiErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = OpenAiErrorBody),
+        (status = 415, description = "Not JSON", body = OpenAiErrorBody),
+        (status = 429, description = "Too many answers in progress; Retry-After", body = OpenAiErrorBody),
+        (status = 431, description = HEADERS_431, body = OpenAiErrorBody),
+        (status = 503, description = "Loading, model or storage unavailable (Retry-After)", body = OpenAiErrorBody),
+        (status = 504, description = "Generation timed out", body = OpenAiErrorBody),
+    )
+)]
+fn openai_chat() {}
+
+/// OpenAI-compatible model list: `novapay` (chat) and `novapay-embeddings`.
+#[utoipa::path(
+    get, path = routes::OPENAI_MODELS, tag = "openai",
+    responses(
+        (status = 200, description = "{object: list, data: [Model]}", body = Object),
+        (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
+        (status = 431, description = HEADERS_431, body = OpenAiErrorBody),
+    )
+)]
+fn openai_models() {}
+
+/// One served model.
+#[utoipa::path(
+    get, path = routes::OPENAI_MODEL, tag = "openai",
+    params(("model" = String, Path, description = "novapay or novapay-embeddings")),
+    responses(
+        (status = 200, description = "The model", body = ModelObject),
+        (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
+        (status = 404, description = "Not a served model", body = OpenAiErrorBody),
+        (status = 431, description = HEADERS_431, body = OpenAiErrorBody),
+    )
+)]
+fn openai_model() {}
+
+/// OpenAI-compatible embeddings with the knowledge base's embedder.
+///
+/// `input`: a string or up to 64 strings (16,000 characters each, and within the model's token
+/// length). `encoding_format`: float or base64 (little-endian f32). Returns {object: list, data:
+/// [{object: embedding, index, embedding}], model, usage: {prompt_tokens, total_tokens}}.
+#[utoipa::path(
+    post, path = routes::OPENAI_EMBEDDINGS, tag = "openai",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "One unit-length vector per input, in order", body = Object),
+        (status = 400, description = "Invalid input: empty, too many or too long texts, token arrays, other dimensions", body = OpenAiErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = OpenAiErrorBody),
+        (status = 404, description = "Unknown model", body = OpenAiErrorBody),
+        (status = 408, description = "The request body did not arrive in time", body = OpenAiErrorBody),
+        (status = 413, description = "Body larger than 1 MiB", body = OpenAiErrorBody),
+        (status = 415, description = "Not JSON", body = OpenAiErrorBody),
+        (status = 429, description = "Too many embeddings requests in progress", body = OpenAiErrorBody),
+        (status = 431, description = HEADERS_431, body = OpenAiErrorBody),
+        (status = 503, description = "Loading", body = OpenAiErrorBody),
+    )
+)]
+fn openai_embeddings() {}

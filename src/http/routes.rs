@@ -12,6 +12,13 @@ pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
 /// The MCP server's streamable HTTP transport (JSON-RPC, not a REST resource).
 pub const MCP: &str = "/mcp";
+/// The OpenAI-compatible API (same API keys, as `Authorization: Bearer`).
+pub const OPENAI_CHAT: &str = "/v1/chat/completions";
+pub const OPENAI_MODELS: &str = "/v1/models";
+pub const OPENAI_MODEL: &str = "/v1/models/{model}";
+pub const OPENAI_EMBEDDINGS: &str = "/v1/embeddings";
+/// Where the OpenAI-compatible paths live: their errors take OpenAI's shape.
+pub const OPENAI_PREFIX: &str = "/v1/";
 
 /// Paths that never need an API key.
 pub const PUBLIC: &[&str] = &[HEALTH, METRICS, OPENAPI, CHAT_PAGE];
@@ -27,4 +34,8 @@ pub const ALL: &[&str] = &[
     SESSION,
     BITRIX24_EVENTS,
     MCP,
+    OPENAI_CHAT,
+    OPENAI_MODELS,
+    OPENAI_MODEL,
+    OPENAI_EMBEDDINGS,
 ];

@@ -124,6 +124,9 @@ pub struct Ask {
     /// How long the generation may take (from its submission, queue wait included); `None`: the
     /// configured [`super::RagConfig::generation_timeout`].
     pub timeout: Option<Duration>,
+    /// Generate at most this many tokens (only below the configured cap: an OpenAI client's
+    /// `max_tokens`); `None`: the configured cap.
+    pub max_new_tokens: Option<usize>,
 }
 
 impl Ask {
@@ -135,6 +138,7 @@ impl Ask {
             when_busy: WhenBusy::Error,
             preview: false,
             timeout: None,
+            max_new_tokens: None,
         }
     }
 
@@ -582,7 +586,10 @@ impl Assistant {
             Plan::Cached(answer) => {
                 tokio::spawn(turn.finish_now(*answer));
             }
-            Plan::Generate(request) => {
+            Plan::Generate(mut request) => {
+                if let Some(cap) = ask.max_new_tokens {
+                    request.params.max_new_tokens = request.params.max_new_tokens.min(cap);
+                }
                 let submitted = if busy {
                     Err(EngineError::Overloaded {
                         queue_depth: self.llm.info().queue_depth,

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod embeddings;
 pub mod extract;
 pub mod figures;
 pub mod gate;

@@ -15,6 +15,7 @@ mod integrations;
 mod knowledge_base;
 mod mcp;
 mod model_files;
+mod openai;
 mod openapi;
 mod redis_memory;
 mod run_script;
