@@ -186,16 +186,6 @@ enum Weight {
 }
 
 impl Weight {
-    /// Packs `t` when `pack` is set, the device is the CPU and our kernels cover it.
-    fn new(t: QTensor, pack: bool, device: &Device) -> candle_core::Result<Self> {
-        if pack && device.is_cpu() && packed::available() {
-            if let Some(p) = PackedWeight::from_qtensor(&t)? {
-                return Ok(Self::Packed(Arc::new(p)));
-            }
-        }
-        Self::candle(Arc::new(t))
-    }
-
     fn candle(weight: Arc<QTensor>) -> candle_core::Result<Self> {
         let quantized = QMatMul::from_arc(weight.clone())?;
         Ok(Self::Candle { weight, quantized })
@@ -523,15 +513,14 @@ impl LlamaModel {
         )
         .map_err(|e| bad(e.to_string()))?;
 
-        let embedding = r.read("token_embd.weight")?;
-        let vocab = embedding.shape().dims2().map_err(|e| bad(e.to_string()))?.0;
-        let embedding = r.requantized(embedding, "token_embd.weight")?;
-        let embedding = match Weight::new(embedding, opts.packed_weights, device)
-            .map_err(|e| bad(format!("cannot repack `token_embd.weight`: {e}")))?
-        {
-            Weight::Packed(p) => Embedding::Packed(p),
-            Weight::Candle { weight, .. } => Embedding::Candle(weight),
+        let embedding = match r.packed("token_embd.weight")? {
+            Some(p) => Embedding::Packed(Arc::new(p)),
+            None => {
+                let t = r.read("token_embd.weight")?;
+                Embedding::Candle(Arc::new(r.requantized(t, "token_embd.weight")?))
+            }
         };
+        let vocab = embedding.rows();
         let norm = r.norm("output_norm.weight", eps)?;
         // Models with tied embeddings (SmolLM2, Llama 3.2) have no output.weight.
         let output = if names.iter().any(|n| n == "output.weight") {
@@ -853,11 +842,40 @@ impl TensorReader<'_> {
         Ok(t)
     }
 
+    /// The tensor repacked for our kernels, streamed from the file, when they cover it (CPU with
+    /// AVX-512 VNNI, Q4_K / Q6_K, `packed_weights`); `None` otherwise.
+    fn packed(&mut self, name: &str) -> Result<Option<PackedWeight>, EngineError> {
+        if !(self.opts.packed_weights && self.device.is_cpu() && packed::available()) {
+            return Ok(None);
+        }
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let dims = info.shape.dims();
+        if !PackedWeight::covers(info.ggml_dtype, dims) {
+            return Ok(None);
+        }
+        let start = self.content.tensor_data_offset + info.offset;
+        let p = std::io::Seek::seek(self.reader, std::io::SeekFrom::Start(start))
+            .and_then(|_| PackedWeight::from_reader(info.ggml_dtype, dims[0], dims[1], self.reader))
+            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
+        *self
+            .types
+            .entry(format!("{:?}", info.ggml_dtype))
+            .or_default() += 1;
+        Ok(Some(p))
+    }
+
     fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
+        if let Some(p) = self.packed(name)? {
+            return Ok(Linear {
+                weight: Weight::Packed(Arc::new(p)),
+                dense_min_rows: self.dense_min_rows,
+            });
+        }
         let t = self.read(name)?;
         let t = self.requantized(t, name)?;
-        let weight = Weight::new(t, self.opts.packed_weights, self.device)
-            .map_err(|e| self.bad(format!("cannot repack `{name}`: {e}")))?;
+        let weight = Weight::candle(Arc::new(t)).map_err(|e| self.bad(e.to_string()))?;
         Ok(Linear {
             weight,
             dense_min_rows: self.dense_min_rows,

@@ -185,34 +185,58 @@ pub struct PackedWeight {
 }
 
 impl PackedWeight {
-    /// Repacks a Q4_K or Q6_K matrix whose rows are a multiple of 16 and columns of 256; `None` for
-    /// anything else (the caller keeps candle's kernels for it).
-    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Self>> {
-        let (rows, cols) = match t.shape().dims() {
-            [r, c] => (*r, *c),
-            _ => return Ok(None),
+    /// Whether our kernels take a `dtype` matrix of these dims (candle order: rows, cols): Q4_K or
+    /// Q6_K, rows a multiple of 16, columns of 256.
+    pub fn covers(dtype: GgmlDType, dims: &[usize]) -> bool {
+        matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
+            && matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
+                && *c > 0 && c.is_multiple_of(QK_K))
+    }
+
+    /// Repacks a matrix read from `reader` (the GGUF's blocks, row after row), 16 rows at a time as
+    /// they arrive: the blocks are never all in memory, only the tiles. Needs `covers`.
+    pub fn from_reader(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        reader: &mut impl std::io::Read,
+    ) -> std::io::Result<Self> {
+        if !Self::covers(dtype, &[rows, cols]) {
+            return Err(std::io::Error::other(format!(
+                "{dtype:?} {rows}x{cols} is not covered by the packed kernels"
+            )));
+        }
+        let tiles = match dtype {
+            GgmlDType::Q4K => Tiles::Q4K(pack(
+                reader,
+                rows,
+                cols,
+                Q4K_BLOCK_BYTES,
+                TileQ4K::ZERO,
+                pack_q4k_row,
+            )?),
+            _ => Tiles::Q6K(pack(
+                reader,
+                rows,
+                cols,
+                Q6K_BLOCK_BYTES,
+                TileQ6K::ZERO,
+                pack_q6k_row,
+            )?),
         };
-        if rows == 0 || !rows.is_multiple_of(TILE_ROWS) || cols == 0 || !cols.is_multiple_of(QK_K) {
+        Ok(Self { tiles, rows, cols })
+    }
+
+    /// Repacks a candle tensor; `None` when `covers` does not hold (the caller keeps candle's kernels).
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Self>> {
+        let dims = t.shape().dims();
+        if !Self::covers(t.dtype(), dims) {
             return Ok(None);
         }
-        let block_bytes = match t.dtype() {
-            GgmlDType::Q4K => Q4K_BLOCK_BYTES,
-            GgmlDType::Q6K => Q6K_BLOCK_BYTES,
-            _ => return Ok(None),
-        };
         let data = t.data()?;
-        if data.len() != rows * cols / QK_K * block_bytes {
-            candle_core::bail!(
-                "{:?} tensor of {rows}x{cols} holds {} bytes",
-                t.dtype(),
-                data.len()
-            );
-        }
-        let tiles = match t.dtype() {
-            GgmlDType::Q4K => Tiles::Q4K(pack(&data, rows, cols, TileQ4K::ZERO, pack_q4k_row)),
-            _ => Tiles::Q6K(pack(&data, rows, cols, TileQ6K::ZERO, pack_q6k_row)),
-        };
-        Ok(Some(Self { tiles, rows, cols }))
+        Self::from_reader(t.dtype(), dims[0], dims[1], &mut &data[..])
+            .map(Some)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot repack: {e}")))
     }
 
     pub fn rows(&self) -> usize {
@@ -397,31 +421,51 @@ fn q6k_value(tile: &TileQ6K, r: usize, v: usize) -> u8 {
     lo | hi << 4
 }
 
-/// Repacks (rows, cols) blocks of `block_bytes` into tiles, tile columns in parallel.
-fn pack<T: Copy + Send>(
-    data: &[u8],
+/// Bytes of GGUF blocks read and repacked at a time.
+const PACK_CHUNK_BYTES: usize = 4 << 20;
+
+/// Repacks (rows, cols) blocks of `block_bytes` read from `reader` into tiles: a few MB at a time,
+/// each chunk's 16-row tile columns in parallel.
+fn pack<T: Copy + Send + Sync>(
+    reader: &mut impl std::io::Read,
     rows: usize,
     cols: usize,
+    block_bytes: usize,
     zero: T,
     pack_row: fn(&[u8], &mut T, usize),
-) -> Vec<T> {
+) -> std::io::Result<Vec<T>> {
     let kb = cols / QK_K;
-    let block_bytes = data.len() / (rows * kb);
-    let mut tiles = vec![zero; rows / TILE_ROWS * kb];
+    let tile_cols = rows / TILE_ROWS;
+    let col_bytes = TILE_ROWS * kb * block_bytes;
+    let per_chunk = (PACK_CHUNK_BYTES / col_bytes).clamp(1, tile_cols);
+    let mut buf = vec![0u8; per_chunk * col_bytes];
+    // Written tile by tile below, then given its length: no page is touched twice.
+    let mut tiles: Vec<T> = Vec::with_capacity(tile_cols * kb);
     let dst = SyncPtr(tiles.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(rows / TILE_ROWS, |tile_cols| {
-        for t in tile_cols {
-            for b in 0..kb {
-                // SAFETY: each tile is written by exactly one worker.
-                let tile = unsafe { &mut *dst.get().add(t * kb + b) };
-                for r in 0..TILE_ROWS {
-                    let at = ((t * TILE_ROWS + r) * kb + b) * block_bytes;
-                    pack_row(&data[at..at + block_bytes], tile, r);
+    let mut done = 0;
+    while done < tile_cols {
+        let n = per_chunk.min(tile_cols - done);
+        let data = &mut buf[..n * col_bytes];
+        reader.read_exact(data)?;
+        let data = &*data;
+        candle_core::utils::barrier_pool().execute_chunked(n, |chunk_cols| {
+            for c in chunk_cols {
+                for b in 0..kb {
+                    let mut tile = zero;
+                    for r in 0..TILE_ROWS {
+                        let at = ((c * TILE_ROWS + r) * kb + b) * block_bytes;
+                        pack_row(&data[at..at + block_bytes], &mut tile, r);
+                    }
+                    // SAFETY: within capacity; each tile is written by exactly one worker.
+                    unsafe { dst.get().add((done + c) * kb + b).write(tile) };
                 }
             }
-        }
-    });
-    tiles
+        });
+        done += n;
+    }
+    // SAFETY: every one of the tile_cols * kb tiles was written above.
+    unsafe { tiles.set_len(tile_cols * kb) };
+    Ok(tiles)
 }
 
 /// ggml's 6-bit scale / minimum of Q4_K sub-block `j`.
