@@ -137,7 +137,7 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<Q8K> {
         return out;
     }
     let dst = SyncPtr(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+    parallel_for(m, |rows| {
         for r in rows {
             for b in 0..kb {
                 // SAFETY: each (row, block) slot is written by exactly one worker.
@@ -147,6 +147,28 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<Q8K> {
         }
     });
     out
+}
+
+/// Runs `f` over 0..n in contiguous ranges on rayon's current pool (candle's, inside
+/// `Device::with_context`). Unlike candle's barrier pool, the caller never waits for a worker that has
+/// not started: a part nobody took is run by the caller itself, so another process holding a core
+/// costs that core's share of the work, not a scheduling delay per parallel section.
+fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads().max(1);
+    if n == 0 {
+        return;
+    }
+    if threads == 1 || n == 1 {
+        f(0..n);
+        return;
+    }
+    // A few parts per thread balance a core that is slower (shared) without many tiny tasks.
+    let parts = (threads * 4).min(n);
+    let chunk = n.div_ceil(parts);
+    (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|p| f(p * chunk..n.min((p + 1) * chunk)));
 }
 
 /// A raw pointer the parallel sections write disjoint parts through.
@@ -301,7 +323,7 @@ impl PackedWeight {
         let mut out = vec![0f32; self.rows * self.cols];
         let dst = SyncPtr(out.as_mut_ptr());
         let cols = self.cols;
-        candle_core::utils::barrier_pool().execute_chunked(self.rows, |rows| {
+        parallel_for(self.rows, |rows| {
             for r in rows {
                 // SAFETY: each row is written by exactly one worker.
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * cols), cols) };
@@ -378,7 +400,7 @@ impl PackedWeight {
             parts.push((total, *w, SyncPtr(out.as_mut_ptr())));
             total += w.rows / TILE_ROWS * row_groups;
         }
-        candle_core::utils::barrier_pool().execute_chunked(total, |units| {
+        parallel_for(total, |units| {
             for unit in units {
                 let Some(&(first, w, dst)) = parts.iter().rev().find(|p| unit >= p.0) else {
                     continue;
@@ -448,7 +470,7 @@ fn pack<T: Copy + Send + Sync>(
         let data = &mut buf[..n * col_bytes];
         reader.read_exact(data)?;
         let data = &*data;
-        candle_core::utils::barrier_pool().execute_chunked(n, |chunk_cols| {
+        parallel_for(n, |chunk_cols| {
             for c in chunk_cols {
                 for b in 0..kb {
                     let mut tile = zero;
@@ -737,6 +759,10 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this CPU: kernels not exercised");
             return;
         }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
             let (rows, cols) = (48, 768);
             let q = quantized(dtype, rows, cols);
@@ -744,7 +770,8 @@ mod tests {
             let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
             for m in [1, 2, 3, 4, 5, 9] {
                 let x = values(m * cols, 11 + m as u64);
-                let got = PackedWeight::matmul(&[&packed, &packed], &x, m);
+                // Three workers: the parallel split is exercised whatever RAYON_NUM_THREADS says.
+                let got = pool.install(|| PackedWeight::matmul(&[&packed, &packed], &x, m));
                 let reference = packed.matmul_reference(&quantize_rows(&x, m, cols), m);
                 let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
                 let theirs = candle.forward(&xt).unwrap().flatten_all().unwrap();
