@@ -8,7 +8,7 @@
 //! - prefill multiplies by weights dequantized one matrix at a time and a dense GEMM, generation uses the
 //!   quantized dot product: each phase on its fastest kernel, with no second copy of the weights kept;
 //! - the token embedding stays quantized (candle dequantizes it in full: 1.5 GB for Llama 3.2 3B);
-//! - on CPUs with AVX-512 VNNI, Q4_K and Q6_K matrices are repacked once into our kernels' layout
+//! - on CPUs with AVX-512 VNNI, Q4_K, Q6_K and Q8_0 matrices are repacked once into our kernels' layout
 //!   (`packed.rs`) and the GGUF blocks dropped: candle's own VNNI kernels keep a larger second copy
 //!   next to the blocks (Llama 3.2 3B Q4_K_M: 4.75 GB instead of ~2.3 GB);
 //! - the KV cache grows in blocks instead of being re-concatenated at every token, and the position is
@@ -517,7 +517,11 @@ impl LlamaModel {
             Some(p) => Embedding::Packed(Arc::new(p)),
             None => {
                 let t = r.read("token_embd.weight")?;
-                Embedding::Candle(Arc::new(r.requantized(t, "token_embd.weight")?))
+                let t = r.requantized(t, "token_embd.weight")?;
+                match r.repacked(t, "token_embd.weight")? {
+                    Weight::Packed(p) => Embedding::Packed(p),
+                    Weight::Candle { weight, .. } => Embedding::Candle(weight),
+                }
             }
         };
         let vocab = embedding.rows();
@@ -843,9 +847,9 @@ impl TensorReader<'_> {
     }
 
     /// The tensor repacked for our kernels, streamed from the file, when they cover it (CPU with
-    /// AVX-512 VNNI, Q4_K / Q6_K, `packed_weights`); `None` otherwise.
+    /// AVX-512 VNNI, Q4_K / Q6_K / Q8_0, `packed_weights`); `None` otherwise.
     fn packed(&mut self, name: &str) -> Result<Option<PackedWeight>, EngineError> {
-        if !(self.opts.packed_weights && self.device.is_cpu() && packed::available()) {
+        if !self.packing() {
             return Ok(None);
         }
         let Some(info) = self.content.tensor_infos.get(name) else {
@@ -866,6 +870,23 @@ impl TensorReader<'_> {
         Ok(Some(p))
     }
 
+    fn packing(&self) -> bool {
+        self.opts.packed_weights && self.device.is_cpu() && packed::available()
+    }
+
+    /// A tensor already in memory (requantized at load: Q4_1 -> Q8_0), repacked when our kernels
+    /// cover it; candle's otherwise.
+    fn repacked(&self, t: QTensor, name: &str) -> Result<Weight, EngineError> {
+        if self.packing() {
+            let p = PackedWeight::from_qtensor(&t)
+                .map_err(|e| self.bad(format!("cannot repack `{name}`: {e}")))?;
+            if let Some(p) = p {
+                return Ok(Weight::Packed(Arc::new(p)));
+            }
+        }
+        Weight::candle(Arc::new(t)).map_err(|e| self.bad(e.to_string()))
+    }
+
     fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
         if let Some(p) = self.packed(name)? {
             return Ok(Linear {
@@ -875,7 +896,7 @@ impl TensorReader<'_> {
         }
         let t = self.read(name)?;
         let t = self.requantized(t, name)?;
-        let weight = Weight::candle(Arc::new(t)).map_err(|e| self.bad(e.to_string()))?;
+        let weight = self.repacked(t, name)?;
         Ok(Linear {
             weight,
             dense_min_rows: self.dense_min_rows,

@@ -1,4 +1,4 @@
-//! Q4_K and Q6_K weight matrices repacked once, at load, for AVX-512 VNNI integer dot products, and the
+//! Q4_K, Q6_K and Q8_0 weight matrices repacked once, at load, for AVX-512 VNNI integer dot products, and the
 //! matrix products over them (decode mat-vec and prefill mat-mat alike).
 //!
 //! Why this is ours and not candle's: candle 0.11's x86 kernels (`repack_x86.rs`) repack the same way,
@@ -11,8 +11,9 @@
 //! Layout: 16 weight rows per tile, one 256-value super-block wide, arranged so that one 512-bit load
 //! holds 4 consecutive values of each of the 16 rows: `vpdpbusd` (unsigned weight byte x signed
 //! activation byte) then yields 16 output columns at once. Activations are quantized per 256 values to
-//! i8 (ggml's Q8_K, computed exactly as candle and llama.cpp do), and the K-quants' minimum / offset
-//! terms are corrected through the activations' 16-value sums, as in ggml.
+//! i8 (ggml's Q8_K, computed exactly as candle and llama.cpp do; per 32 values like ggml's Q8_0 for
+//! Q8_0 weights, which also fit widths that are not a multiple of 256, e.g. SmolLM2's 576), and the
+//! minimum / offset terms are corrected through the activations' block sums, as in ggml.
 //!
 //! `PackedWeight::matmul_reference` is the scalar definition every kernel is tested against.
 
@@ -25,6 +26,9 @@ const TILE_ROWS: usize = 16;
 const QK_K: usize = 256;
 const Q4K_BLOCK_BYTES: usize = 144;
 const Q6K_BLOCK_BYTES: usize = 210;
+/// Values per Q8_0 block.
+const QK8_0: usize = 32;
+const Q8_0_BLOCK_BYTES: usize = 34;
 /// Activation rows multiplied against a weight tile while it is in registers / L1.
 const MAX_ROWS: usize = 4;
 
@@ -55,6 +59,23 @@ struct TileQ6K {
     qh: [u8; QK_K / 16 * TILE_ROWS * 4],
 }
 
+/// 16 rows x 32 values of Q8_0, stored +128 as u8: 544 bytes, exactly the GGUF's 16 blocks.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TileQ8_0 {
+    d: [u16; TILE_ROWS],
+    /// [4-value group (8)][row (16)][4 bytes], each weight + 128.
+    qs: [u8; QK8_0 * TILE_ROWS],
+}
+
+impl TileQ8_0 {
+    const ZERO: Self = Self {
+        d: [0; TILE_ROWS],
+        qs: [0; QK8_0 * TILE_ROWS],
+    };
+}
+
+const _: () = assert!(std::mem::size_of::<TileQ8_0>() == 16 * Q8_0_BLOCK_BYTES);
 const _: () = assert!(std::mem::size_of::<TileQ4K>() == 2368);
 const _: () = assert!(std::mem::size_of::<TileQ6K>() == 16 * Q6K_BLOCK_BYTES);
 
@@ -80,6 +101,7 @@ impl TileQ6K {
 enum Tiles {
     Q4K(Vec<TileQ4K>),
     Q6K(Vec<TileQ6K>),
+    Q8_0(Vec<TileQ8_0>),
 }
 
 /// One activation row's 256 values as i8 with one scale, plus sums of each 16 values (ggml's Q8_K).
@@ -126,13 +148,57 @@ impl Q8K {
     }
 }
 
-/// Quantizes `m` rows of `k` values (k a multiple of 256), in parallel when there are several rows.
-pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<Q8K> {
-    let kb = k / QK_K;
-    let mut out = vec![Q8K::ZERO; m * kb];
+/// 32 activation values as i8 with one scale and their sum (ggml's Q8_0, plus the sum that corrects
+/// the weights' +128 offset).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Q8B {
+    d: f32,
+    sum: i32,
+    qs: [i8; QK8_0],
+}
+
+impl Q8B {
+    const ZERO: Self = Self {
+        d: 0.0,
+        sum: 0,
+        qs: [0; QK8_0],
+    };
+
+    /// ggml's `quantize_row_q8_0`: scale amax / 127, stored (and so multiplied) as f16.
+    fn quantize(xs: &[f32], out: &mut Self) {
+        let amax = xs.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, x) in out.qs.iter_mut().zip(xs) {
+            *q = (x * id).round() as i8;
+        }
+        out.sum = out.qs.iter().map(|q| *q as i32).sum();
+        out.d = f16::from_f32(d).to_f32();
+    }
+}
+
+/// Activation rows quantized for whichever weight types a call multiplies.
+#[derive(Default)]
+pub struct Activations {
+    k: Vec<Q8K>,
+    b32: Vec<Q8B>,
+}
+
+/// Quantizes `m` rows of `k` values into `block`-value blocks, in parallel when there are several rows.
+fn quantize_blocks<Q: Copy + Send + Sync>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    block: usize,
+    zero: Q,
+    quantize: fn(&[f32], &mut Q),
+) -> Vec<Q> {
+    let kb = k / block;
+    let mut out = vec![zero; m * kb];
     if m == 1 {
         for (b, q) in out.iter_mut().enumerate() {
-            Q8K::quantize(&x[b * QK_K..(b + 1) * QK_K], q);
+            quantize(&x[b * block..(b + 1) * block], q);
         }
         return out;
     }
@@ -142,11 +208,26 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<Q8K> {
             for b in 0..kb {
                 // SAFETY: each (row, block) slot is written by exactly one worker.
                 let q = unsafe { &mut *dst.get().add(r * kb + b) };
-                Q8K::quantize(&x[r * k + b * QK_K..r * k + (b + 1) * QK_K], q);
+                quantize(&x[r * k + b * block..r * k + (b + 1) * block], q);
             }
         }
     });
     out
+}
+
+impl Activations {
+    /// `m` rows of `k` values, quantized as the weights of `types` need.
+    fn new(x: &[f32], m: usize, k: usize, types: impl Iterator<Item = GgmlDType> + Clone) -> Self {
+        let needs = |t: GgmlDType| types.clone().any(|d| d == t);
+        let mut a = Self::default();
+        if needs(GgmlDType::Q4K) || needs(GgmlDType::Q6K) {
+            a.k = quantize_blocks(x, m, k, QK_K, Q8K::ZERO, Q8K::quantize);
+        }
+        if needs(GgmlDType::Q8_0) {
+            a.b32 = quantize_blocks(x, m, k, QK8_0, Q8B::ZERO, Q8B::quantize);
+        }
+        a
+    }
 }
 
 /// Runs `f` over 0..n in contiguous ranges on rayon's current pool (candle's, inside
@@ -208,11 +289,13 @@ pub struct PackedWeight {
 
 impl PackedWeight {
     /// Whether our kernels take a `dtype` matrix of these dims (candle order: rows, cols): Q4_K or
-    /// Q6_K, rows a multiple of 16, columns of 256.
+    /// Q6_K with columns a multiple of 256, Q8_0 of 32; rows a multiple of 16.
     pub fn covers(dtype: GgmlDType, dims: &[usize]) -> bool {
-        matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
-            && matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
-                && *c > 0 && c.is_multiple_of(QK_K))
+        let Some((block, _)) = layout(dtype) else {
+            return false;
+        };
+        matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
+            && *c > 0 && c.is_multiple_of(block))
     }
 
     /// Repacks a matrix read from `reader` (the GGUF's blocks, row after row), 16 rows at a time as
@@ -233,17 +316,25 @@ impl PackedWeight {
                 reader,
                 rows,
                 cols,
-                Q4K_BLOCK_BYTES,
+                dtype,
                 TileQ4K::ZERO,
                 pack_q4k_row,
             )?),
-            _ => Tiles::Q6K(pack(
+            GgmlDType::Q6K => Tiles::Q6K(pack(
                 reader,
                 rows,
                 cols,
-                Q6K_BLOCK_BYTES,
+                dtype,
                 TileQ6K::ZERO,
                 pack_q6k_row,
+            )?),
+            _ => Tiles::Q8_0(pack(
+                reader,
+                rows,
+                cols,
+                dtype,
+                TileQ8_0::ZERO,
+                pack_q8_0_row,
             )?),
         };
         Ok(Self { tiles, rows, cols })
@@ -273,6 +364,7 @@ impl PackedWeight {
         match self.tiles {
             Tiles::Q4K(_) => GgmlDType::Q4K,
             Tiles::Q6K(_) => GgmlDType::Q6K,
+            Tiles::Q8_0(_) => GgmlDType::Q8_0,
         }
     }
 
@@ -281,19 +373,29 @@ impl PackedWeight {
         match &self.tiles {
             Tiles::Q4K(t) => std::mem::size_of_val(t.as_slice()),
             Tiles::Q6K(t) => std::mem::size_of_val(t.as_slice()),
+            Tiles::Q8_0(t) => std::mem::size_of_val(t.as_slice()),
+        }
+    }
+
+    /// Values per block of this type.
+    fn block(&self) -> usize {
+        match self.tiles {
+            Tiles::Q8_0(_) => QK8_0,
+            _ => QK_K,
         }
     }
 
     fn blocks_per_row(&self) -> usize {
-        self.cols / QK_K
+        self.cols / self.block()
     }
 
     /// Row `row` as f32, bit-identical to candle's dequantization of the original blocks.
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let kb = self.blocks_per_row();
         let (t, r) = (row / TILE_ROWS, row % TILE_ROWS);
+        let block = self.block();
         for b in 0..kb {
-            let y = &mut out[b * QK_K..(b + 1) * QK_K];
+            let y = &mut out[b * block..(b + 1) * block];
             match &self.tiles {
                 Tiles::Q4K(tiles) => {
                     let tile = &tiles[t * kb + b];
@@ -312,6 +414,13 @@ impl PackedWeight {
                     for (v, y) in y.iter_mut().enumerate() {
                         let q = q6k_value(tile, r, v) as i8 - 32;
                         *y = d * tile.scales[v / 16][r] as f32 * q as f32;
+                    }
+                }
+                Tiles::Q8_0(tiles) => {
+                    let tile = &tiles[t * kb + b];
+                    let d = f16::from_bits(tile.d[r]).to_f32();
+                    for (v, y) in y.iter_mut().enumerate() {
+                        *y = d * q8_0_value(tile, r, v) as f32;
                     }
                 }
             }
@@ -334,7 +443,8 @@ impl PackedWeight {
     }
 
     /// The scalar definition of `matmul`: exact integer sums per sub-block, then the same scaling.
-    pub fn matmul_reference(&self, xq: &[Q8K], m: usize) -> Vec<f32> {
+    pub fn matmul_reference(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let acts = Activations::new(x, m, self.cols, std::iter::once(self.dtype()));
         let kb = self.blocks_per_row();
         let mut out = vec![0f32; m * self.rows];
         for i in 0..m {
@@ -342,9 +452,17 @@ impl PackedWeight {
                 let (t, r) = (row / TILE_ROWS, row % TILE_ROWS);
                 let mut acc = 0f32;
                 for b in 0..kb {
-                    let a = &xq[i * kb + b];
                     match &self.tiles {
+                        Tiles::Q8_0(tiles) => {
+                            let (tile, a) = (&tiles[t * kb + b], &acts.b32[i * kb + b]);
+                            let d = f16::from_bits(tile.d[r]).to_f32();
+                            let isum: i32 = (0..QK8_0)
+                                .map(|v| q8_0_value(tile, r, v) * a.qs[v] as i32)
+                                .sum();
+                            acc += isum as f32 * (d * a.d);
+                        }
                         Tiles::Q4K(tiles) => {
+                            let a = &acts.k[i * kb + b];
                             let tile = &tiles[t * kb + b];
                             let d = f16::from_bits(tile.d[r]).to_f32();
                             let dmin = f16::from_bits(tile.dmin[r]).to_f32();
@@ -358,6 +476,7 @@ impl PackedWeight {
                             }
                         }
                         Tiles::Q6K(tiles) => {
+                            let a = &acts.k[i * kb + b];
                             let tile = &tiles[t * kb + b];
                             let d = f16::from_bits(tile.d[r]).to_f32();
                             for s in 0..16 {
@@ -385,11 +504,11 @@ impl PackedWeight {
             available() && weights.iter().all(|w| w.cols == k) && x.len() == m * k,
             "packed matmul on mismatched inputs"
         );
-        let xq = quantize_rows(x, m, k);
-        Self::matmul_quantized(weights, &xq, m)
+        let acts = Activations::new(x, m, k, weights.iter().map(|w| w.dtype()));
+        Self::matmul_quantized(weights, &acts, m)
     }
 
-    fn matmul_quantized(weights: &[&PackedWeight], xq: &[Q8K], m: usize) -> Vec<Vec<f32>> {
+    fn matmul_quantized(weights: &[&PackedWeight], acts: &Activations, m: usize) -> Vec<Vec<f32>> {
         let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; m * w.rows]).collect();
         let row_groups = m.div_ceil(MAX_ROWS);
         // (first unit, weight, destination) per matrix; a unit is one 16-row tile column x up to
@@ -410,10 +529,10 @@ impl PackedWeight {
                 let m0 = (local % row_groups) * MAX_ROWS;
                 let mt = (m - m0).min(MAX_ROWS);
                 // SAFETY: `available()` was checked by `matmul`; each unit writes its own 16 columns
-                // of its own rows, and `xq` holds m rows of cols/256 blocks.
+                // of its own rows, and `acts` holds m rows of the blocks each weight type needs.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    kernels::unit(w, xq, tile_col, m0, mt, dst.get());
+                    kernels::unit(w, acts, tile_col, m0, mt, dst.get());
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (w, dst, tile_col, m0, mt);
@@ -443,6 +562,21 @@ fn q6k_value(tile: &TileQ6K, r: usize, v: usize) -> u8 {
     lo | hi << 4
 }
 
+/// Q8_0 value `v` (0..32) of tile row `r`, as the signed weight.
+fn q8_0_value(tile: &TileQ8_0, r: usize, v: usize) -> i32 {
+    tile.qs[((v / 4) * TILE_ROWS + r) * 4 + v % 4] as i32 - 128
+}
+
+/// (values, bytes) per GGUF block of the types the kernels take.
+fn layout(dtype: GgmlDType) -> Option<(usize, usize)> {
+    match dtype {
+        GgmlDType::Q4K => Some((QK_K, Q4K_BLOCK_BYTES)),
+        GgmlDType::Q6K => Some((QK_K, Q6K_BLOCK_BYTES)),
+        GgmlDType::Q8_0 => Some((QK8_0, Q8_0_BLOCK_BYTES)),
+        _ => None,
+    }
+}
+
 /// Bytes of GGUF blocks read and repacked at a time.
 const PACK_CHUNK_BYTES: usize = 4 << 20;
 
@@ -452,11 +586,13 @@ fn pack<T: Copy + Send + Sync>(
     reader: &mut impl std::io::Read,
     rows: usize,
     cols: usize,
-    block_bytes: usize,
+    dtype: GgmlDType,
     zero: T,
     pack_row: fn(&[u8], &mut T, usize),
 ) -> std::io::Result<Vec<T>> {
-    let kb = cols / QK_K;
+    let (block, block_bytes) =
+        layout(dtype).ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
+    let kb = cols / block;
     let tile_cols = rows / TILE_ROWS;
     let col_bytes = TILE_ROWS * kb * block_bytes;
     let per_chunk = (PACK_CHUNK_BYTES / col_bytes).clamp(1, tile_cols);
@@ -488,6 +624,14 @@ fn pack<T: Copy + Send + Sync>(
     // SAFETY: every one of the tile_cols * kb tiles was written above.
     unsafe { tiles.set_len(tile_cols * kb) };
     Ok(tiles)
+}
+
+/// One GGUF Q8_0 block (d: f16, qs: 32 i8) into row `r` of a tile, + 128.
+fn pack_q8_0_row(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    tile.d[r] = u16::from_le_bytes([blk[0], blk[1]]);
+    for (v, q) in blk[2..2 + QK8_0].iter().enumerate() {
+        tile.qs[((v / 4) * TILE_ROWS + r) * 4 + v % 4] = (*q as i8 as i16 + 128) as u8;
+    }
 }
 
 /// ggml's 6-bit scale / minimum of Q4_K sub-block `j`.
@@ -564,7 +708,9 @@ fn pack_q6k_row(blk: &[u8], tile: &mut TileQ6K, r: usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod kernels {
-    use super::{PackedWeight, TileQ4K, TileQ6K, Tiles, MAX_ROWS, Q8K, TILE_ROWS};
+    use super::{
+        Activations, PackedWeight, TileQ4K, TileQ6K, TileQ8_0, Tiles, MAX_ROWS, Q8B, Q8K, TILE_ROWS,
+    };
     use core::arch::x86_64::*;
 
     /// One unit: tile column `tile_col` (16 output columns) against activation rows m0..m0+mt.
@@ -573,24 +719,24 @@ mod kernels {
     /// The CPU has AVX-512 F/BW/VNNI; `dst` points to (m, w.rows) f32 and `xq` holds m rows.
     pub(super) unsafe fn unit(
         w: &PackedWeight,
-        xq: &[Q8K],
+        acts: &Activations,
         tile_col: usize,
         m0: usize,
         mt: usize,
         dst: *mut f32,
     ) {
         match mt {
-            1 => unit_n::<1>(w, xq, tile_col, m0, dst),
-            2 => unit_n::<2>(w, xq, tile_col, m0, dst),
-            3 => unit_n::<3>(w, xq, tile_col, m0, dst),
-            _ => unit_n::<MAX_ROWS>(w, xq, tile_col, m0, dst),
+            1 => unit_n::<1>(w, acts, tile_col, m0, dst),
+            2 => unit_n::<2>(w, acts, tile_col, m0, dst),
+            3 => unit_n::<3>(w, acts, tile_col, m0, dst),
+            _ => unit_n::<MAX_ROWS>(w, acts, tile_col, m0, dst),
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn unit_n<const MT: usize>(
         w: &PackedWeight,
-        xq: &[Q8K],
+        acts: &Activations,
         tile_col: usize,
         m0: usize,
         dst: *mut f32,
@@ -598,10 +744,20 @@ mod kernels {
         let kb = w.blocks_per_row();
         let mut acc = [_mm512_setzero_ps(); MT];
         for b in 0..kb {
-            let acts: [&Q8K; MT] = std::array::from_fn(|i| &xq[(m0 + i) * kb + b]);
+            let at = |i: usize| (m0 + i) * kb + b;
             match &w.tiles {
-                Tiles::Q4K(t) => q4k_tile(&t[tile_col * kb + b], &acts, &mut acc),
-                Tiles::Q6K(t) => q6k_tile(&t[tile_col * kb + b], &acts, &mut acc),
+                Tiles::Q4K(t) => {
+                    let a: [&Q8K; MT] = std::array::from_fn(|i| &acts.k[at(i)]);
+                    q4k_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
+                Tiles::Q6K(t) => {
+                    let a: [&Q8K; MT] = std::array::from_fn(|i| &acts.k[at(i)]);
+                    q6k_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
+                Tiles::Q8_0(t) => {
+                    let a: [&Q8B; MT] = std::array::from_fn(|i| &acts.b32[at(i)]);
+                    q8_0_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
             }
         }
         for (i, a) in acc.iter().enumerate() {
@@ -662,6 +818,30 @@ mod kernels {
                 let bsum = (a.bsums[2 * sub] as i32 + a.bsums[2 * sub + 1] as i32) as f32;
                 acc[i] = _mm512_fnmadd_ps(mn, _mm512_set1_ps(a.d * bsum), acc[i]);
             }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn q8_0_tile<const MT: usize>(t: &TileQ8_0, acts: &[&Q8B; MT], acc: &mut [__m512; MT]) {
+        let d = f16x16(&t.d);
+        let mut x = [_mm512_setzero_si512(); MT];
+        let mut y = [_mm512_setzero_si512(); MT];
+        for g in (0..8).step_by(2) {
+            let w0 = load(&t.qs, g * TILE_ROWS * 4);
+            let w1 = load(&t.qs, (g + 1) * TILE_ROWS * 4);
+            for i in 0..MT {
+                x[i] = _mm512_dpbusd_epi32(x[i], w0, bcast4(&acts[i].qs, g * 4));
+                y[i] = _mm512_dpbusd_epi32(y[i], w1, bcast4(&acts[i].qs, g * 4 + 4));
+            }
+        }
+        for i in 0..MT {
+            let a = acts[i];
+            // The weights are stored + 128: subtract 128 x the activations' sum.
+            let isum =
+                _mm512_sub_epi32(_mm512_add_epi32(x[i], y[i]), _mm512_set1_epi32(128 * a.sum));
+            let f = _mm512_cvtepi32_ps(isum);
+            acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(a.d)), acc[i]);
         }
     }
 
@@ -734,7 +914,7 @@ mod tests {
 
     #[test]
     fn dequantization_is_bit_identical_to_candles() {
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
             let q = quantized(dtype, 48, 512);
             let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
             let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
@@ -763,8 +943,10 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
-            let (rows, cols) = (48, 768);
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            // candle quantizes the activations as we do (Q8_K for the K-quants, Q8_0 for Q8_0 weights
+            // when the width is not a multiple of 256, as SmolLM2's 576): rounding order differs only.
+            let (rows, cols) = (48, if dtype == GgmlDType::Q8_0 { 800 } else { 768 });
             let q = quantized(dtype, rows, cols);
             let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
             let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
@@ -772,7 +954,7 @@ mod tests {
                 let x = values(m * cols, 11 + m as u64);
                 // Three workers: the parallel split is exercised whatever RAYON_NUM_THREADS says.
                 let got = pool.install(|| PackedWeight::matmul(&[&packed, &packed], &x, m));
-                let reference = packed.matmul_reference(&quantize_rows(&x, m, cols), m);
+                let reference = packed.matmul_reference(&x, m);
                 let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
                 let theirs = candle.forward(&xt).unwrap().flatten_all().unwrap();
                 let theirs = theirs.to_vec1::<f32>().unwrap();
@@ -794,7 +976,7 @@ mod tests {
 
     #[test]
     fn unsupported_types_and_shapes_stay_with_candle() {
-        let q = quantized(GgmlDType::Q8_0, 48, 512);
+        let q = quantized(GgmlDType::Q4_1, 48, 512);
         assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
         let q = quantized(GgmlDType::Q4K, 40, 512);
         assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
