@@ -8,6 +8,9 @@
 //! - prefill multiplies by weights dequantized one matrix at a time and a dense GEMM, generation uses the
 //!   quantized dot product: each phase on its fastest kernel, with no second copy of the weights kept;
 //! - the token embedding stays quantized (candle dequantizes it in full: 1.5 GB for Llama 3.2 3B);
+//! - on CPUs with AVX-512 VNNI, Q4_K, Q6_K and Q8_0 matrices are repacked once into our kernels' layout
+//!   (`packed.rs`) and the GGUF blocks dropped: candle's own VNNI kernels keep a larger second copy
+//!   next to the blocks (Llama 3.2 3B Q4_K_M: 4.75 GB instead of ~2.3 GB);
 //! - the KV cache grows in blocks instead of being re-concatenated at every token, and the position is
 //!   tracked here, so a wrong `index_pos` cannot silently corrupt the cache.
 
@@ -18,6 +21,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gguf::GgufFile;
+use super::packed::{self, PackedWeight};
 use super::EngineError;
 
 /// How many KV positions the cache grows by at a time.
@@ -140,6 +144,9 @@ pub struct LoadOptions {
     pub max_context: usize,
     /// Rows at or above which a matmul dequantizes its weight and runs a dense GEMM (prefill).
     pub dense_prefill_min_rows: usize,
+    /// Q4_K / Q6_K matrices in our AVX-512 VNNI layout (`packed.rs`) where the CPU has it; false keeps
+    /// candle's kernels (A/B switch for `bench llm`).
+    pub packed_weights: bool,
 }
 
 impl Default for LoadOptions {
@@ -150,6 +157,7 @@ impl Default for LoadOptions {
             requantize: Requantize::Auto,
             max_context: 4096,
             dense_prefill_min_rows: 16,
+            packed_weights: true,
         }
     }
 }
@@ -166,57 +174,116 @@ pub struct LlamaConfig {
     pub weight_types: String,
 }
 
+/// Where a quantized matrix lives and which kernels multiply it.
+enum Weight {
+    /// candle's tensor and kernels: types and shapes `packed.rs` does not cover, or no AVX-512 VNNI.
+    Candle {
+        weight: Arc<QTensor>,
+        quantized: QMatMul,
+    },
+    /// Repacked for our kernels; the GGUF's blocks are not kept.
+    Packed(Arc<PackedWeight>),
+}
+
+impl Weight {
+    fn candle(weight: Arc<QTensor>) -> candle_core::Result<Self> {
+        let quantized = QMatMul::from_arc(weight.clone())?;
+        Ok(Self::Candle { weight, quantized })
+    }
+
+    fn size_in_bytes(&self) -> usize {
+        match self {
+            Self::Candle { weight, .. } => weight.storage_size_in_bytes(),
+            Self::Packed(p) => p.size_in_bytes(),
+        }
+    }
+
+    fn is_quantized(&self) -> bool {
+        match self {
+            Self::Candle { weight, .. } => !matches!(
+                weight.dtype(),
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+            ),
+            Self::Packed(_) => true,
+        }
+    }
+
+    /// The matrix as f32 (rows, cols) on `device`.
+    fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Candle { weight, .. } => weight.dequantize(device),
+            Self::Packed(p) => Tensor::from_vec(p.dequantize(), (p.rows(), p.cols()), device),
+        }
+    }
+}
+
+/// Runs `f` on the values of a contiguous f32 CPU tensor without copying them.
+fn with_cpu_f32<R>(
+    x: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = x.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("packed matmul needs a contiguous input".into()))?;
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => f(&cpu.as_slice::<f32>()?[start..end]),
+        _ => candle_core::bail!("packed matmul runs on the CPU only"),
+    }
+}
+
+/// `x @ W^T` through our kernels for several packed matrices; `x` is (..., cols).
+fn packed_matmul(weights: &[&PackedWeight], x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+    let dims = x.dims().to_vec();
+    let k = dims.last().copied().unwrap_or(0);
+    let rows = x.elem_count() / k.max(1);
+    let outs = with_cpu_f32(x, |xs| Ok(PackedWeight::matmul(weights, xs, rows)))?;
+    weights
+        .iter()
+        .zip(outs)
+        .map(|(w, out)| {
+            let mut out_dims = dims.clone();
+            *out_dims.last_mut().expect("x has a last dimension") = w.rows();
+            Tensor::from_vec(out, out_dims, x.device())
+        })
+        .collect()
+}
+
 /// A weight matrix kept quantized, multiplied by whichever kernel suits the number of rows.
 struct Linear {
-    weight: Arc<QTensor>,
-    quantized: QMatMul,
+    weight: Weight,
     dense_min_rows: usize,
 }
 
 impl Linear {
-    fn new(weight: QTensor, dense_min_rows: usize) -> candle_core::Result<Self> {
-        let weight = Arc::new(weight);
-        let quantized = QMatMul::from_arc(weight.clone())?;
-        Ok(Self {
-            weight,
-            quantized,
-            dense_min_rows,
-        })
-    }
-
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
-        let is_quantized = !matches!(
-            self.weight.dtype(),
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
-        );
-        if rows >= self.dense_min_rows && is_quantized && x.device().is_cpu() {
+        if rows >= self.dense_min_rows && self.weight.is_quantized() && x.device().is_cpu() {
             let w = self.weight.dequantize(x.device())?;
             let mut out_dims = x.dims().to_vec();
             let k = out_dims.pop().unwrap_or(0);
             out_dims.push(w.dim(0)?);
             let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
-            y.reshape(out_dims)
-        } else {
-            self.quantized.forward(x)
+            return y.reshape(out_dims);
+        }
+        match &self.weight {
+            Weight::Candle { quantized, .. } => quantized.forward(x),
+            Weight::Packed(p) => {
+                let x = x.contiguous()?;
+                Ok(packed_matmul(&[p], &x)?.remove(0))
+            }
         }
     }
-}
 
-impl Linear {
-    /// True when this input goes through the quantized kernel (not the dense prefill).
+    /// True when this input goes through a quantized kernel (not the dense prefill).
     fn quantized_for(&self, x: &Tensor) -> candle_core::Result<bool> {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
-        let is_quantized = !matches!(
-            self.weight.dtype(),
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
-        );
-        Ok(is_quantized && !(rows >= self.dense_min_rows && x.device().is_cpu()))
+        Ok(self.weight.is_quantized() && !(rows >= self.dense_min_rows && x.device().is_cpu()))
     }
 
-    /// Several matrices applied to the same input (Q/K/V, gate/up). On CPU with AVX-512 VNNI, candle
-    /// can run same-type quantized matrices as one kernel call: the activation is quantized once and
-    /// one parallel region covers all of them. Falls back to one call per matrix otherwise.
+    /// Several matrices applied to the same input (Q/K/V, gate/up): the activation is quantized once
+    /// and one parallel section covers all of them, with our kernels (any mix of Q4_K / Q6_K) or
+    /// candle's fused call (same-type matrices, AVX-512 VNNI). One call per matrix otherwise.
     fn forward_shared(
         linears: &[&Linear],
         x: &Tensor,
@@ -227,17 +294,84 @@ impl Linear {
             for l in linears {
                 all_quantized &= l.quantized_for(x)?;
             }
-            let same_type = linears
+            let packed: Vec<&PackedWeight> = linears
                 .iter()
-                .all(|l| l.weight.dtype() == linears[0].weight.dtype());
+                .filter_map(|l| match &l.weight {
+                    Weight::Packed(p) => Some(p.as_ref()),
+                    Weight::Candle { .. } => None,
+                })
+                .collect();
+            if all_quantized && packed.len() == linears.len() {
+                return packed_matmul(&packed, x);
+            }
+            let candle: Vec<&QTensor> = linears
+                .iter()
+                .filter_map(|l| match &l.weight {
+                    Weight::Candle { weight, .. } => Some(weight.as_ref()),
+                    Weight::Packed(_) => None,
+                })
+                .collect();
+            let same_type = candle.len() == linears.len()
+                && candle.iter().all(|w| w.dtype() == candle[0].dtype());
             if all_quantized && same_type {
-                let weights: Vec<&QTensor> = linears.iter().map(|l| l.weight.as_ref()).collect();
-                if let Some(out) = QTensor::gemv_fused_shared_lhs(&weights, x)? {
+                if let Some(out) = QTensor::gemv_fused_shared_lhs(&candle, x)? {
                     return Ok(out);
                 }
             }
         }
         linears.iter().map(|l| l.forward(x)).collect()
+    }
+}
+
+/// The token embedding, kept quantized: only the looked-up rows are dequantized.
+enum Embedding {
+    Candle(Arc<QTensor>),
+    Packed(Arc<PackedWeight>),
+}
+
+impl Embedding {
+    /// Rows of `ids` as (1, ids, hidden).
+    fn lookup(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Candle(t) => t.embedding(&Tensor::new(ids, device)?.unsqueeze(0)?),
+            Self::Packed(p) => {
+                let hidden = p.cols();
+                let mut out = vec![0f32; ids.len() * hidden];
+                for (row, id) in out.chunks_mut(hidden).zip(ids) {
+                    let id = *id as usize;
+                    if id >= p.rows() {
+                        candle_core::bail!(
+                            "token id {id} is outside the {}-row embedding",
+                            p.rows()
+                        );
+                    }
+                    p.dequantize_row(id, row);
+                }
+                Tensor::from_vec(out, (1, ids.len(), hidden), device)
+            }
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Self::Candle(t) => t.shape().dims().first().copied().unwrap_or(0),
+            Self::Packed(p) => p.rows(),
+        }
+    }
+
+    fn size_in_bytes(&self) -> usize {
+        match self {
+            Self::Candle(t) => t.storage_size_in_bytes(),
+            Self::Packed(p) => p.size_in_bytes(),
+        }
+    }
+
+    /// The same matrix as an output head (tied embeddings).
+    fn as_weight(&self) -> candle_core::Result<Weight> {
+        match self {
+            Self::Candle(t) => Weight::candle(t.clone()),
+            Self::Packed(p) => Ok(Weight::Packed(p.clone())),
+        }
     }
 }
 
@@ -255,7 +389,7 @@ struct Layer {
 }
 
 pub struct LlamaModel {
-    embedding: Arc<QTensor>,
+    embedding: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
@@ -379,17 +513,25 @@ impl LlamaModel {
         )
         .map_err(|e| bad(e.to_string()))?;
 
-        let embedding = r.read("token_embd.weight")?;
-        let vocab = embedding.shape().dims2().map_err(|e| bad(e.to_string()))?.0;
-        let embedding = Arc::new(r.requantized(embedding, "token_embd.weight")?);
+        let embedding = match r.packed("token_embd.weight")? {
+            Some(p) => Embedding::Packed(Arc::new(p)),
+            None => {
+                let t = r.read("token_embd.weight")?;
+                let t = r.requantized(t, "token_embd.weight")?;
+                match r.repacked(t, "token_embd.weight")? {
+                    Weight::Packed(p) => Embedding::Packed(p),
+                    Weight::Candle { weight, .. } => Embedding::Candle(weight),
+                }
+            }
+        };
+        let vocab = embedding.rows();
         let norm = r.norm("output_norm.weight", eps)?;
-        // Models with tied embeddings (SmolLM2) have no output.weight.
+        // Models with tied embeddings (SmolLM2, Llama 3.2) have no output.weight.
         let output = if names.iter().any(|n| n == "output.weight") {
             r.linear("output.weight")?
         } else {
             Linear {
-                weight: embedding.clone(),
-                quantized: QMatMul::from_arc(embedding.clone()).map_err(|e| bad(e.to_string()))?,
+                weight: embedding.as_weight().map_err(|e| bad(e.to_string()))?,
                 dense_min_rows,
             }
         };
@@ -444,7 +586,7 @@ impl LlamaModel {
     /// Bytes of weights one decode step reads: every matrix once, plus one embedding row. This over
     /// the measured memory bandwidth is the fastest generation can possibly be.
     pub fn weight_bytes_per_token(&self) -> u64 {
-        let linear = |l: &Linear| l.weight.storage_size_in_bytes() as u64;
+        let linear = |l: &Linear| l.weight.size_in_bytes() as u64;
         let layers: u64 = self
             .layers
             .iter()
@@ -456,7 +598,7 @@ impl LlamaModel {
             })
             .sum();
         let embedding_row =
-            self.embedding.storage_size_in_bytes() as u64 / self.config.vocab.max(1) as u64;
+            self.embedding.size_in_bytes() as u64 / self.embedding.rows().max(1) as u64;
         layers + linear(&self.output) + embedding_row
     }
 
@@ -523,7 +665,6 @@ impl LlamaModel {
     ) -> candle_core::Result<Tensor> {
         let seq_len = tokens.len();
         let index_pos = self.pos;
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mask = if seq_len > 1 {
             Some(candle_transformers::utils::build_causal_mask(
                 seq_len,
@@ -535,7 +676,7 @@ impl LlamaModel {
         };
         let cos = self.cos.narrow(0, index_pos, seq_len)?;
         let sin = self.sin.narrow(0, index_pos, seq_len)?;
-        let mut x = self.embedding.embedding(&ids)?;
+        let mut x = self.embedding.lookup(tokens, &self.device)?;
         let (n_head, n_kv_head, head_dim) = (
             self.config.n_head,
             self.config.n_kv_head,
@@ -705,10 +846,61 @@ impl TensorReader<'_> {
         Ok(t)
     }
 
+    /// The tensor repacked for our kernels, streamed from the file, when they cover it (CPU with
+    /// AVX-512 VNNI, Q4_K / Q6_K / Q8_0, `packed_weights`); `None` otherwise.
+    fn packed(&mut self, name: &str) -> Result<Option<PackedWeight>, EngineError> {
+        if !self.packing() {
+            return Ok(None);
+        }
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let dims = info.shape.dims();
+        if !PackedWeight::covers(info.ggml_dtype, dims) {
+            return Ok(None);
+        }
+        let start = self.content.tensor_data_offset + info.offset;
+        let p = std::io::Seek::seek(self.reader, std::io::SeekFrom::Start(start))
+            .and_then(|_| PackedWeight::from_reader(info.ggml_dtype, dims[0], dims[1], self.reader))
+            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
+        *self
+            .types
+            .entry(format!("{:?}", info.ggml_dtype))
+            .or_default() += 1;
+        Ok(Some(p))
+    }
+
+    fn packing(&self) -> bool {
+        self.opts.packed_weights && self.device.is_cpu() && packed::available()
+    }
+
+    /// A tensor already in memory (requantized at load: Q4_1 -> Q8_0), repacked when our kernels
+    /// cover it; candle's otherwise.
+    fn repacked(&self, t: QTensor, name: &str) -> Result<Weight, EngineError> {
+        if self.packing() {
+            let p = PackedWeight::from_qtensor(&t)
+                .map_err(|e| self.bad(format!("cannot repack `{name}`: {e}")))?;
+            if let Some(p) = p {
+                return Ok(Weight::Packed(Arc::new(p)));
+            }
+        }
+        Weight::candle(Arc::new(t)).map_err(|e| self.bad(e.to_string()))
+    }
+
     fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
+        if let Some(p) = self.packed(name)? {
+            return Ok(Linear {
+                weight: Weight::Packed(Arc::new(p)),
+                dense_min_rows: self.dense_min_rows,
+            });
+        }
         let t = self.read(name)?;
         let t = self.requantized(t, name)?;
-        Linear::new(t, self.dense_min_rows).map_err(|e| self.bad(e.to_string()))
+        let weight = self.repacked(t, name)?;
+        Ok(Linear {
+            weight,
+            dense_min_rows: self.dense_min_rows,
+        })
     }
 
     fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm, EngineError> {

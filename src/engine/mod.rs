@@ -6,6 +6,7 @@ pub mod generation;
 pub mod gguf;
 pub mod inspect;
 pub mod llama;
+pub mod packed;
 pub mod sampling;
 pub mod stream_decoder;
 pub mod synth;

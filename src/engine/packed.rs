@@ -1,0 +1,984 @@
+//! Q4_K, Q6_K and Q8_0 weight matrices repacked once, at load, for AVX-512 VNNI integer dot products, and the
+//! matrix products over them (decode mat-vec and prefill mat-mat alike).
+//!
+//! Why this is ours and not candle's: candle 0.11's x86 kernels (`repack_x86.rs`) repack the same way,
+//! but keep their tiles in a private cache *next to* the GGUF's blocks, and their tiles are larger than
+//! the blocks (scales widened to f32, Q6_K's 6-bit values to a byte each): 1.33x for Q4_K, 1.52x for
+//! Q6_K. Llama 3.2 3B Q4_K_M (2.0 GB) thus held 4.75 GB. These tiles *replace* the blocks and are their
+//! size (Q6_K exactly, Q4_K +2.8%), so the weights are held once. No crate offers quantized kernels that
+//! own their weights in a layout of our choosing.
+//!
+//! Layout: 16 weight rows per tile, one 256-value super-block wide, arranged so that one 512-bit load
+//! holds 4 consecutive values of each of the 16 rows: `vpdpbusd` (unsigned weight byte x signed
+//! activation byte) then yields 16 output columns at once. Activations are quantized per 256 values to
+//! i8 (ggml's Q8_K, computed exactly as candle and llama.cpp do; per 32 values like ggml's Q8_0 for
+//! Q8_0 weights, which also fit widths that are not a multiple of 256, e.g. SmolLM2's 576), and the
+//! minimum / offset terms are corrected through the activations' block sums, as in ggml.
+//!
+//! `PackedWeight::matmul_reference` is the scalar definition every kernel is tested against.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use half::f16;
+
+/// Weight rows per tile: one 512-bit register of 16 i32/f32 lanes.
+const TILE_ROWS: usize = 16;
+/// Values per K-quant super-block.
+const QK_K: usize = 256;
+const Q4K_BLOCK_BYTES: usize = 144;
+const Q6K_BLOCK_BYTES: usize = 210;
+/// Values per Q8_0 block.
+const QK8_0: usize = 32;
+const Q8_0_BLOCK_BYTES: usize = 34;
+/// Activation rows multiplied against a weight tile while it is in registers / L1.
+const MAX_ROWS: usize = 4;
+
+/// 16 rows x 256 values of Q4_K: 2,368 bytes (the GGUF's 16 blocks: 2,304).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TileQ4K {
+    /// Per row: super-block scale and minimum scale (f16 bits).
+    d: [u16; TILE_ROWS],
+    dmin: [u16; TILE_ROWS],
+    /// Per 32-value sub-block, per row: the 6-bit scale and minimum, unpacked.
+    scales: [[u8; TILE_ROWS]; 8],
+    mins: [[u8; TILE_ROWS]; 8],
+    /// [8-value group (32)][row (16)][4 bytes]; byte j = q[8g + j] | q[8g + j + 4] << 4.
+    qs: [u8; QK_K / 8 * TILE_ROWS * 4],
+}
+
+/// 16 rows x 256 values of Q6_K: 3,360 bytes, exactly the GGUF's 16 blocks.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TileQ6K {
+    d: [u16; TILE_ROWS],
+    /// Per 16-value sub-block, per row.
+    scales: [[i8; TILE_ROWS]; 16],
+    /// Low 4 bits: [pair of 4-value groups (32)][row][4 bytes]; low nibble = group 2p, high = 2p + 1.
+    ql: [u8; QK_K / 8 * TILE_ROWS * 4],
+    /// High 2 bits: [quad of 4-value groups (16)][row][4 bytes]; bits 2t..2t+2 = group 4q + t.
+    qh: [u8; QK_K / 16 * TILE_ROWS * 4],
+}
+
+/// 16 rows x 32 values of Q8_0, stored +128 as u8: 544 bytes, exactly the GGUF's 16 blocks.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TileQ8_0 {
+    d: [u16; TILE_ROWS],
+    /// [4-value group (8)][row (16)][4 bytes], each weight + 128.
+    qs: [u8; QK8_0 * TILE_ROWS],
+}
+
+impl TileQ8_0 {
+    const ZERO: Self = Self {
+        d: [0; TILE_ROWS],
+        qs: [0; QK8_0 * TILE_ROWS],
+    };
+}
+
+const _: () = assert!(std::mem::size_of::<TileQ8_0>() == 16 * Q8_0_BLOCK_BYTES);
+const _: () = assert!(std::mem::size_of::<TileQ4K>() == 2368);
+const _: () = assert!(std::mem::size_of::<TileQ6K>() == 16 * Q6K_BLOCK_BYTES);
+
+impl TileQ4K {
+    const ZERO: Self = Self {
+        d: [0; TILE_ROWS],
+        dmin: [0; TILE_ROWS],
+        scales: [[0; TILE_ROWS]; 8],
+        mins: [[0; TILE_ROWS]; 8],
+        qs: [0; QK_K / 8 * TILE_ROWS * 4],
+    };
+}
+
+impl TileQ6K {
+    const ZERO: Self = Self {
+        d: [0; TILE_ROWS],
+        scales: [[0; TILE_ROWS]; 16],
+        ql: [0; QK_K / 8 * TILE_ROWS * 4],
+        qh: [0; QK_K / 16 * TILE_ROWS * 4],
+    };
+}
+
+enum Tiles {
+    Q4K(Vec<TileQ4K>),
+    Q6K(Vec<TileQ6K>),
+    Q8_0(Vec<TileQ8_0>),
+}
+
+/// One activation row's 256 values as i8 with one scale, plus sums of each 16 values (ggml's Q8_K).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Q8K {
+    d: f32,
+    qs: [i8; QK_K],
+    bsums: [i16; QK_K / 16],
+}
+
+impl Q8K {
+    const ZERO: Self = Self {
+        d: 0.0,
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+    };
+
+    /// ggml's `quantize_row_q8_K`, as candle computes it: the value of largest magnitude maps to -127.
+    fn quantize(xs: &[f32], out: &mut Self) {
+        let mut max = 0f32;
+        let mut amax = 0f32;
+        for &x in xs {
+            if amax < x.abs() {
+                amax = x.abs();
+                max = x;
+            }
+        }
+        if amax == 0.0 {
+            *out = Self::ZERO;
+            return;
+        }
+        let iscale = -127f32 / max;
+        for (q, x) in out.qs.iter_mut().zip(xs) {
+            *q = (iscale * x).round().clamp(-128.0, 127.0) as i8;
+        }
+        for (j, s) in out.bsums.iter_mut().enumerate() {
+            *s = out.qs[j * 16..(j + 1) * 16]
+                .iter()
+                .map(|q| *q as i32)
+                .sum::<i32>() as i16;
+        }
+        out.d = 1.0 / iscale;
+    }
+}
+
+/// 32 activation values as i8 with one scale and their sum (ggml's Q8_0, plus the sum that corrects
+/// the weights' +128 offset).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Q8B {
+    d: f32,
+    sum: i32,
+    qs: [i8; QK8_0],
+}
+
+impl Q8B {
+    const ZERO: Self = Self {
+        d: 0.0,
+        sum: 0,
+        qs: [0; QK8_0],
+    };
+
+    /// ggml's `quantize_row_q8_0`: scale amax / 127, stored (and so multiplied) as f16.
+    fn quantize(xs: &[f32], out: &mut Self) {
+        let amax = xs.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, x) in out.qs.iter_mut().zip(xs) {
+            *q = (x * id).round() as i8;
+        }
+        out.sum = out.qs.iter().map(|q| *q as i32).sum();
+        out.d = f16::from_f32(d).to_f32();
+    }
+}
+
+/// Activation rows quantized for whichever weight types a call multiplies.
+#[derive(Default)]
+pub struct Activations {
+    k: Vec<Q8K>,
+    b32: Vec<Q8B>,
+}
+
+/// Quantizes `m` rows of `k` values into `block`-value blocks, in parallel when there are several rows.
+fn quantize_blocks<Q: Copy + Send + Sync>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    block: usize,
+    zero: Q,
+    quantize: fn(&[f32], &mut Q),
+) -> Vec<Q> {
+    let kb = k / block;
+    let mut out = vec![zero; m * kb];
+    if m == 1 {
+        for (b, q) in out.iter_mut().enumerate() {
+            quantize(&x[b * block..(b + 1) * block], q);
+        }
+        return out;
+    }
+    let dst = SyncPtr(out.as_mut_ptr());
+    parallel_for(m, |rows| {
+        for r in rows {
+            for b in 0..kb {
+                // SAFETY: each (row, block) slot is written by exactly one worker.
+                let q = unsafe { &mut *dst.get().add(r * kb + b) };
+                quantize(&x[r * k + b * block..r * k + (b + 1) * block], q);
+            }
+        }
+    });
+    out
+}
+
+impl Activations {
+    /// `m` rows of `k` values, quantized as the weights of `types` need.
+    fn new(x: &[f32], m: usize, k: usize, types: impl Iterator<Item = GgmlDType> + Clone) -> Self {
+        let needs = |t: GgmlDType| types.clone().any(|d| d == t);
+        let mut a = Self::default();
+        if needs(GgmlDType::Q4K) || needs(GgmlDType::Q6K) {
+            a.k = quantize_blocks(x, m, k, QK_K, Q8K::ZERO, Q8K::quantize);
+        }
+        if needs(GgmlDType::Q8_0) {
+            a.b32 = quantize_blocks(x, m, k, QK8_0, Q8B::ZERO, Q8B::quantize);
+        }
+        a
+    }
+}
+
+/// Runs `f` over 0..n in contiguous ranges on rayon's current pool (candle's, inside
+/// `Device::with_context`). Unlike candle's barrier pool, the caller never waits for a worker that has
+/// not started: a part nobody took is run by the caller itself, so another process holding a core
+/// costs that core's share of the work, not a scheduling delay per parallel section.
+fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads().max(1);
+    if n == 0 {
+        return;
+    }
+    if threads == 1 || n == 1 {
+        f(0..n);
+        return;
+    }
+    // A few parts per thread balance a core that is slower (shared) without many tiny tasks.
+    let parts = (threads * 4).min(n);
+    let chunk = n.div_ceil(parts);
+    (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|p| f(p * chunk..n.min((p + 1) * chunk)));
+}
+
+/// A raw pointer the parallel sections write disjoint parts through.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// True when this CPU runs the kernels (AVX-512 F/BW and VNNI), checked once.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A (rows, cols) weight matrix, multiplied as `x @ W^T`, held only in its repacked form.
+pub struct PackedWeight {
+    tiles: Tiles,
+    rows: usize,
+    cols: usize,
+}
+
+impl PackedWeight {
+    /// Whether our kernels take a `dtype` matrix of these dims (candle order: rows, cols): Q4_K or
+    /// Q6_K with columns a multiple of 256, Q8_0 of 32; rows a multiple of 16.
+    pub fn covers(dtype: GgmlDType, dims: &[usize]) -> bool {
+        let Some((block, _)) = layout(dtype) else {
+            return false;
+        };
+        matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
+            && *c > 0 && c.is_multiple_of(block))
+    }
+
+    /// Repacks a matrix read from `reader` (the GGUF's blocks, row after row), 16 rows at a time as
+    /// they arrive: the blocks are never all in memory, only the tiles. Needs `covers`.
+    pub fn from_reader(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        reader: &mut impl std::io::Read,
+    ) -> std::io::Result<Self> {
+        if !Self::covers(dtype, &[rows, cols]) {
+            return Err(std::io::Error::other(format!(
+                "{dtype:?} {rows}x{cols} is not covered by the packed kernels"
+            )));
+        }
+        let tiles = match dtype {
+            GgmlDType::Q4K => Tiles::Q4K(pack(
+                reader,
+                rows,
+                cols,
+                dtype,
+                TileQ4K::ZERO,
+                pack_q4k_row,
+            )?),
+            GgmlDType::Q6K => Tiles::Q6K(pack(
+                reader,
+                rows,
+                cols,
+                dtype,
+                TileQ6K::ZERO,
+                pack_q6k_row,
+            )?),
+            _ => Tiles::Q8_0(pack(
+                reader,
+                rows,
+                cols,
+                dtype,
+                TileQ8_0::ZERO,
+                pack_q8_0_row,
+            )?),
+        };
+        Ok(Self { tiles, rows, cols })
+    }
+
+    /// Repacks a candle tensor; `None` when `covers` does not hold (the caller keeps candle's kernels).
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Self>> {
+        let dims = t.shape().dims();
+        if !Self::covers(t.dtype(), dims) {
+            return Ok(None);
+        }
+        let data = t.data()?;
+        Self::from_reader(t.dtype(), dims[0], dims[1], &mut &data[..])
+            .map(Some)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot repack: {e}")))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn dtype(&self) -> GgmlDType {
+        match self.tiles {
+            Tiles::Q4K(_) => GgmlDType::Q4K,
+            Tiles::Q6K(_) => GgmlDType::Q6K,
+            Tiles::Q8_0(_) => GgmlDType::Q8_0,
+        }
+    }
+
+    /// Bytes held (and read once per mat-vec).
+    pub fn size_in_bytes(&self) -> usize {
+        match &self.tiles {
+            Tiles::Q4K(t) => std::mem::size_of_val(t.as_slice()),
+            Tiles::Q6K(t) => std::mem::size_of_val(t.as_slice()),
+            Tiles::Q8_0(t) => std::mem::size_of_val(t.as_slice()),
+        }
+    }
+
+    /// Values per block of this type.
+    fn block(&self) -> usize {
+        match self.tiles {
+            Tiles::Q8_0(_) => QK8_0,
+            _ => QK_K,
+        }
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.cols / self.block()
+    }
+
+    /// Row `row` as f32, bit-identical to candle's dequantization of the original blocks.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let kb = self.blocks_per_row();
+        let (t, r) = (row / TILE_ROWS, row % TILE_ROWS);
+        let block = self.block();
+        for b in 0..kb {
+            let y = &mut out[b * block..(b + 1) * block];
+            match &self.tiles {
+                Tiles::Q4K(tiles) => {
+                    let tile = &tiles[t * kb + b];
+                    let d = f16::from_bits(tile.d[r]).to_f32();
+                    let dmin = f16::from_bits(tile.dmin[r]).to_f32();
+                    for (v, y) in y.iter_mut().enumerate() {
+                        let sub = v / 32;
+                        let d1 = d * tile.scales[sub][r] as f32;
+                        let m1 = dmin * tile.mins[sub][r] as f32;
+                        *y = d1 * q4k_value(tile, r, v) as f32 - m1;
+                    }
+                }
+                Tiles::Q6K(tiles) => {
+                    let tile = &tiles[t * kb + b];
+                    let d = f16::from_bits(tile.d[r]).to_f32();
+                    for (v, y) in y.iter_mut().enumerate() {
+                        let q = q6k_value(tile, r, v) as i8 - 32;
+                        *y = d * tile.scales[v / 16][r] as f32 * q as f32;
+                    }
+                }
+                Tiles::Q8_0(tiles) => {
+                    let tile = &tiles[t * kb + b];
+                    let d = f16::from_bits(tile.d[r]).to_f32();
+                    for (v, y) in y.iter_mut().enumerate() {
+                        *y = d * q8_0_value(tile, r, v) as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix as f32, (rows, cols) row-major (the dense prefill of small models).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        let dst = SyncPtr(out.as_mut_ptr());
+        let cols = self.cols;
+        parallel_for(self.rows, |rows| {
+            for r in rows {
+                // SAFETY: each row is written by exactly one worker.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * cols), cols) };
+                self.dequantize_row(r, row);
+            }
+        });
+        out
+    }
+
+    /// The scalar definition of `matmul`: exact integer sums per sub-block, then the same scaling.
+    pub fn matmul_reference(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let acts = Activations::new(x, m, self.cols, std::iter::once(self.dtype()));
+        let kb = self.blocks_per_row();
+        let mut out = vec![0f32; m * self.rows];
+        for i in 0..m {
+            for row in 0..self.rows {
+                let (t, r) = (row / TILE_ROWS, row % TILE_ROWS);
+                let mut acc = 0f32;
+                for b in 0..kb {
+                    match &self.tiles {
+                        Tiles::Q8_0(tiles) => {
+                            let (tile, a) = (&tiles[t * kb + b], &acts.b32[i * kb + b]);
+                            let d = f16::from_bits(tile.d[r]).to_f32();
+                            let isum: i32 = (0..QK8_0)
+                                .map(|v| q8_0_value(tile, r, v) * a.qs[v] as i32)
+                                .sum();
+                            acc += isum as f32 * (d * a.d);
+                        }
+                        Tiles::Q4K(tiles) => {
+                            let a = &acts.k[i * kb + b];
+                            let tile = &tiles[t * kb + b];
+                            let d = f16::from_bits(tile.d[r]).to_f32();
+                            let dmin = f16::from_bits(tile.dmin[r]).to_f32();
+                            for sub in 0..8 {
+                                let isum: i32 = (sub * 32..sub * 32 + 32)
+                                    .map(|v| q4k_value(tile, r, v) as i32 * a.qs[v] as i32)
+                                    .sum();
+                                let bsum = a.bsums[2 * sub] as i32 + a.bsums[2 * sub + 1] as i32;
+                                acc += isum as f32 * (d * tile.scales[sub][r] as f32 * a.d);
+                                acc -= dmin * tile.mins[sub][r] as f32 * (a.d * bsum as f32);
+                            }
+                        }
+                        Tiles::Q6K(tiles) => {
+                            let a = &acts.k[i * kb + b];
+                            let tile = &tiles[t * kb + b];
+                            let d = f16::from_bits(tile.d[r]).to_f32();
+                            for s in 0..16 {
+                                let isum: i32 = (s * 16..s * 16 + 16)
+                                    .map(|v| q6k_value(tile, r, v) as i32 * a.qs[v] as i32)
+                                    .sum();
+                                let f = (isum - 32 * a.bsums[s] as i32) as f32;
+                                acc += f * (d * tile.scales[s][r] as f32 * a.d);
+                            }
+                        }
+                    }
+                }
+                out[i * self.rows + row] = acc;
+            }
+        }
+        out
+    }
+
+    /// `x @ W^T` for several weights with the same input width (Q/K/V, gate/up): the activations are
+    /// quantized once and one parallel section covers every matrix. `x` is (m, cols) row-major; each
+    /// result is (m, rows). Needs `available()`.
+    pub fn matmul(weights: &[&PackedWeight], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+        let k = weights.first().map_or(0, |w| w.cols);
+        assert!(
+            available() && weights.iter().all(|w| w.cols == k) && x.len() == m * k,
+            "packed matmul on mismatched inputs"
+        );
+        let acts = Activations::new(x, m, k, weights.iter().map(|w| w.dtype()));
+        Self::matmul_quantized(weights, &acts, m)
+    }
+
+    fn matmul_quantized(weights: &[&PackedWeight], acts: &Activations, m: usize) -> Vec<Vec<f32>> {
+        let mut outs: Vec<Vec<f32>> = weights.iter().map(|w| vec![0f32; m * w.rows]).collect();
+        let row_groups = m.div_ceil(MAX_ROWS);
+        // (first unit, weight, destination) per matrix; a unit is one 16-row tile column x up to
+        // MAX_ROWS activation rows, with the activation rows innermost so a tile is reused from cache.
+        let mut parts = Vec::with_capacity(weights.len());
+        let mut total = 0;
+        for (w, out) in weights.iter().zip(outs.iter_mut()) {
+            parts.push((total, *w, SyncPtr(out.as_mut_ptr())));
+            total += w.rows / TILE_ROWS * row_groups;
+        }
+        parallel_for(total, |units| {
+            for unit in units {
+                let Some(&(first, w, dst)) = parts.iter().rev().find(|p| unit >= p.0) else {
+                    continue;
+                };
+                let local = unit - first;
+                let tile_col = local / row_groups;
+                let m0 = (local % row_groups) * MAX_ROWS;
+                let mt = (m - m0).min(MAX_ROWS);
+                // SAFETY: `available()` was checked by `matmul`; each unit writes its own 16 columns
+                // of its own rows, and `acts` holds m rows of the blocks each weight type needs.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    kernels::unit(w, acts, tile_col, m0, mt, dst.get());
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (w, dst, tile_col, m0, mt);
+            }
+        });
+        outs
+    }
+}
+
+/// Q4_K value `v` (0..256) of tile row `r`, 0..15.
+fn q4k_value(tile: &TileQ4K, r: usize, v: usize) -> u8 {
+    let (g, j) = (v / 8, v % 8);
+    let byte = tile.qs[(g * TILE_ROWS + r) * 4 + (j & 3)];
+    if j < 4 {
+        byte & 0x0F
+    } else {
+        byte >> 4
+    }
+}
+
+/// Q6_K value `v` (0..256) of tile row `r`, 0..63 (the weight is value - 32).
+fn q6k_value(tile: &TileQ6K, r: usize, v: usize) -> u8 {
+    let (g, j) = (v / 4, v % 4);
+    let lo = tile.ql[((g / 2) * TILE_ROWS + r) * 4 + j];
+    let lo = if g % 2 == 0 { lo & 0x0F } else { lo >> 4 };
+    let hi = (tile.qh[((g / 4) * TILE_ROWS + r) * 4 + j] >> (2 * (g % 4))) & 3;
+    lo | hi << 4
+}
+
+/// Q8_0 value `v` (0..32) of tile row `r`, as the signed weight.
+fn q8_0_value(tile: &TileQ8_0, r: usize, v: usize) -> i32 {
+    tile.qs[((v / 4) * TILE_ROWS + r) * 4 + v % 4] as i32 - 128
+}
+
+/// (values, bytes) per GGUF block of the types the kernels take.
+fn layout(dtype: GgmlDType) -> Option<(usize, usize)> {
+    match dtype {
+        GgmlDType::Q4K => Some((QK_K, Q4K_BLOCK_BYTES)),
+        GgmlDType::Q6K => Some((QK_K, Q6K_BLOCK_BYTES)),
+        GgmlDType::Q8_0 => Some((QK8_0, Q8_0_BLOCK_BYTES)),
+        _ => None,
+    }
+}
+
+/// Bytes of GGUF blocks read and repacked at a time.
+const PACK_CHUNK_BYTES: usize = 4 << 20;
+
+/// Repacks (rows, cols) blocks of `block_bytes` read from `reader` into tiles: a few MB at a time,
+/// each chunk's 16-row tile columns in parallel.
+fn pack<T: Copy + Send + Sync>(
+    reader: &mut impl std::io::Read,
+    rows: usize,
+    cols: usize,
+    dtype: GgmlDType,
+    zero: T,
+    pack_row: fn(&[u8], &mut T, usize),
+) -> std::io::Result<Vec<T>> {
+    let (block, block_bytes) =
+        layout(dtype).ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
+    let kb = cols / block;
+    let tile_cols = rows / TILE_ROWS;
+    let col_bytes = TILE_ROWS * kb * block_bytes;
+    let per_chunk = (PACK_CHUNK_BYTES / col_bytes).clamp(1, tile_cols);
+    let mut buf = vec![0u8; per_chunk * col_bytes];
+    // Written tile by tile below, then given its length: no page is touched twice.
+    let mut tiles: Vec<T> = Vec::with_capacity(tile_cols * kb);
+    let dst = SyncPtr(tiles.as_mut_ptr());
+    let mut done = 0;
+    while done < tile_cols {
+        let n = per_chunk.min(tile_cols - done);
+        let data = &mut buf[..n * col_bytes];
+        reader.read_exact(data)?;
+        let data = &*data;
+        parallel_for(n, |chunk_cols| {
+            for c in chunk_cols {
+                for b in 0..kb {
+                    let mut tile = zero;
+                    for r in 0..TILE_ROWS {
+                        let at = ((c * TILE_ROWS + r) * kb + b) * block_bytes;
+                        pack_row(&data[at..at + block_bytes], &mut tile, r);
+                    }
+                    // SAFETY: within capacity; each tile is written by exactly one worker.
+                    unsafe { dst.get().add((done + c) * kb + b).write(tile) };
+                }
+            }
+        });
+        done += n;
+    }
+    // SAFETY: every one of the tile_cols * kb tiles was written above.
+    unsafe { tiles.set_len(tile_cols * kb) };
+    Ok(tiles)
+}
+
+/// One GGUF Q8_0 block (d: f16, qs: 32 i8) into row `r` of a tile, + 128.
+fn pack_q8_0_row(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    tile.d[r] = u16::from_le_bytes([blk[0], blk[1]]);
+    for (v, q) in blk[2..2 + QK8_0].iter().enumerate() {
+        tile.qs[((v / 4) * TILE_ROWS + r) * 4 + v % 4] = (*q as i8 as i16 + 128) as u8;
+    }
+}
+
+/// ggml's 6-bit scale / minimum of Q4_K sub-block `j`.
+fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// One GGUF Q4_K block (d, dmin: f16; scales: 12 bytes; qs: 128 bytes) into row `r` of a tile.
+fn pack_q4k_row(blk: &[u8], tile: &mut TileQ4K, r: usize) {
+    tile.d[r] = u16::from_le_bytes([blk[0], blk[1]]);
+    tile.dmin[r] = u16::from_le_bytes([blk[2], blk[3]]);
+    let scales = &blk[4..16];
+    for sub in 0..8 {
+        let (sc, mn) = q4k_scale_min(sub, scales);
+        tile.scales[sub][r] = sc;
+        tile.mins[sub][r] = mn;
+    }
+    // GGUF: 32-byte chunk c holds values [64c, 64c + 32) in its low nibbles, [64c + 32, 64c + 64) high.
+    let qs = &blk[16..144];
+    let mut vals = [0u8; QK_K];
+    for c in 0..4 {
+        for j in 0..32 {
+            vals[c * 64 + j] = qs[c * 32 + j] & 0x0F;
+            vals[c * 64 + 32 + j] = qs[c * 32 + j] >> 4;
+        }
+    }
+    for g in 0..QK_K / 8 {
+        for j in 0..4 {
+            tile.qs[(g * TILE_ROWS + r) * 4 + j] = vals[g * 8 + j] | (vals[g * 8 + j + 4] << 4);
+        }
+    }
+}
+
+/// One GGUF Q6_K block (ql: 128 bytes, qh: 64, scales: 16 i8, d: f16) into row `r` of a tile.
+fn pack_q6k_row(blk: &[u8], tile: &mut TileQ6K, r: usize) {
+    let (ql, qh) = (&blk[0..128], &blk[128..192]);
+    for s in 0..16 {
+        tile.scales[s][r] = blk[192 + s] as i8;
+    }
+    tile.d[r] = u16::from_le_bytes([blk[208], blk[209]]);
+    let mut vals = [0u8; QK_K];
+    for h in 0..2 {
+        let (ql, qh) = (&ql[h * 64..], &qh[h * 32..]);
+        for j in 0..32 {
+            vals[h * 128 + j] = (ql[j] & 0x0F) | ((qh[j] & 3) << 4);
+            vals[h * 128 + j + 32] = (ql[j + 32] & 0x0F) | (((qh[j] >> 2) & 3) << 4);
+            vals[h * 128 + j + 64] = (ql[j] >> 4) | (((qh[j] >> 4) & 3) << 4);
+            vals[h * 128 + j + 96] = (ql[j + 32] >> 4) | (((qh[j] >> 6) & 3) << 4);
+        }
+    }
+    for p in 0..QK_K / 8 {
+        for j in 0..4 {
+            let (a, b) = (vals[(2 * p) * 4 + j], vals[(2 * p + 1) * 4 + j]);
+            tile.ql[(p * TILE_ROWS + r) * 4 + j] = (a & 0x0F) | ((b & 0x0F) << 4);
+        }
+    }
+    for q in 0..QK_K / 16 {
+        for j in 0..4 {
+            let mut byte = 0u8;
+            for t in 0..4 {
+                byte |= ((vals[(4 * q + t) * 4 + j] >> 4) & 3) << (2 * t);
+            }
+            tile.qh[(q * TILE_ROWS + r) * 4 + j] = byte;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use super::{
+        Activations, PackedWeight, TileQ4K, TileQ6K, TileQ8_0, Tiles, MAX_ROWS, Q8B, Q8K, TILE_ROWS,
+    };
+    use core::arch::x86_64::*;
+
+    /// One unit: tile column `tile_col` (16 output columns) against activation rows m0..m0+mt.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI; `dst` points to (m, w.rows) f32 and `xq` holds m rows.
+    pub(super) unsafe fn unit(
+        w: &PackedWeight,
+        acts: &Activations,
+        tile_col: usize,
+        m0: usize,
+        mt: usize,
+        dst: *mut f32,
+    ) {
+        match mt {
+            1 => unit_n::<1>(w, acts, tile_col, m0, dst),
+            2 => unit_n::<2>(w, acts, tile_col, m0, dst),
+            3 => unit_n::<3>(w, acts, tile_col, m0, dst),
+            _ => unit_n::<MAX_ROWS>(w, acts, tile_col, m0, dst),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn unit_n<const MT: usize>(
+        w: &PackedWeight,
+        acts: &Activations,
+        tile_col: usize,
+        m0: usize,
+        dst: *mut f32,
+    ) {
+        let kb = w.blocks_per_row();
+        let mut acc = [_mm512_setzero_ps(); MT];
+        for b in 0..kb {
+            let at = |i: usize| (m0 + i) * kb + b;
+            match &w.tiles {
+                Tiles::Q4K(t) => {
+                    let a: [&Q8K; MT] = std::array::from_fn(|i| &acts.k[at(i)]);
+                    q4k_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
+                Tiles::Q6K(t) => {
+                    let a: [&Q8K; MT] = std::array::from_fn(|i| &acts.k[at(i)]);
+                    q6k_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
+                Tiles::Q8_0(t) => {
+                    let a: [&Q8B; MT] = std::array::from_fn(|i| &acts.b32[at(i)]);
+                    q8_0_tile(&t[tile_col * kb + b], &a, &mut acc)
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(dst.add((m0 + i) * w.rows + tile_col * TILE_ROWS), *a);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bcast4(qs: &[i8], off: usize) -> __m512i {
+        debug_assert!(off + 4 <= qs.len());
+        _mm512_set1_epi32(std::ptr::read_unaligned(qs.as_ptr().add(off) as *const i32))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn load(bytes: &[u8], off: usize) -> __m512i {
+        debug_assert!(off + 64 <= bytes.len());
+        _mm512_loadu_si512(bytes.as_ptr().add(off) as *const _)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn f16x16(bits: &[u16; 16]) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(bits.as_ptr() as *const __m256i))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn q4k_tile<const MT: usize>(t: &TileQ4K, acts: &[&Q8K; MT], acc: &mut [__m512; MT]) {
+        let mask = _mm512_set1_epi8(0x0F);
+        let d = f16x16(&t.d);
+        let dmin = f16x16(&t.dmin);
+        for sub in 0..8 {
+            let mut lo = [_mm512_setzero_si512(); MT];
+            let mut hi = [_mm512_setzero_si512(); MT];
+            for g4 in 0..4 {
+                let w = load(&t.qs, (sub * 4 + g4) * TILE_ROWS * 4);
+                let wl = _mm512_and_si512(w, mask);
+                let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), mask);
+                let off = sub * 32 + g4 * 8;
+                for i in 0..MT {
+                    lo[i] = _mm512_dpbusd_epi32(lo[i], wl, bcast4(&acts[i].qs, off));
+                    hi[i] = _mm512_dpbusd_epi32(hi[i], wh, bcast4(&acts[i].qs, off + 4));
+                }
+            }
+            let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                t.scales[sub].as_ptr() as *const __m128i,
+            )));
+            let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                t.mins[sub].as_ptr() as *const __m128i,
+            )));
+            let sc = _mm512_mul_ps(d, sc);
+            let mn = _mm512_mul_ps(dmin, mn);
+            for i in 0..MT {
+                let a = acts[i];
+                let f = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[i], hi[i]));
+                acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(a.d)), acc[i]);
+                let bsum = (a.bsums[2 * sub] as i32 + a.bsums[2 * sub + 1] as i32) as f32;
+                acc[i] = _mm512_fnmadd_ps(mn, _mm512_set1_ps(a.d * bsum), acc[i]);
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn q8_0_tile<const MT: usize>(t: &TileQ8_0, acts: &[&Q8B; MT], acc: &mut [__m512; MT]) {
+        let d = f16x16(&t.d);
+        let mut x = [_mm512_setzero_si512(); MT];
+        let mut y = [_mm512_setzero_si512(); MT];
+        for g in (0..8).step_by(2) {
+            let w0 = load(&t.qs, g * TILE_ROWS * 4);
+            let w1 = load(&t.qs, (g + 1) * TILE_ROWS * 4);
+            for i in 0..MT {
+                x[i] = _mm512_dpbusd_epi32(x[i], w0, bcast4(&acts[i].qs, g * 4));
+                y[i] = _mm512_dpbusd_epi32(y[i], w1, bcast4(&acts[i].qs, g * 4 + 4));
+            }
+        }
+        for i in 0..MT {
+            let a = acts[i];
+            // The weights are stored + 128: subtract 128 x the activations' sum.
+            let isum =
+                _mm512_sub_epi32(_mm512_add_epi32(x[i], y[i]), _mm512_set1_epi32(128 * a.sum));
+            let f = _mm512_cvtepi32_ps(isum);
+            acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(d, _mm512_set1_ps(a.d)), acc[i]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn q6k_tile<const MT: usize>(t: &TileQ6K, acts: &[&Q8K; MT], acc: &mut [__m512; MT]) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m30 = _mm512_set1_epi8(0x30);
+        let d = f16x16(&t.d);
+        for s in 0..16 {
+            let l0 = load(&t.ql, (2 * s) * TILE_ROWS * 4);
+            let l1 = load(&t.ql, (2 * s + 1) * TILE_ROWS * 4);
+            let h = load(&t.qh, s * TILE_ROWS * 4);
+            let w0 = _mm512_or_si512(
+                _mm512_and_si512(l0, m4),
+                _mm512_and_si512(_mm512_slli_epi16::<4>(h), m30),
+            );
+            let w1 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l0), m4),
+                _mm512_and_si512(_mm512_slli_epi16::<2>(h), m30),
+            );
+            let w2 = _mm512_or_si512(_mm512_and_si512(l1, m4), _mm512_and_si512(h, m30));
+            let w3 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l1), m4),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(h), m30),
+            );
+            let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                t.scales[s].as_ptr() as *const __m128i,
+            )));
+            let sc = _mm512_mul_ps(d, sc);
+            for i in 0..MT {
+                let a = acts[i];
+                let off = s * 16;
+                let x = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast4(&a.qs, off));
+                let y = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1, bcast4(&a.qs, off + 4));
+                let x = _mm512_dpbusd_epi32(x, w2, bcast4(&a.qs, off + 8));
+                let y = _mm512_dpbusd_epi32(y, w3, bcast4(&a.qs, off + 12));
+                let f = _mm512_sub_ps(
+                    _mm512_cvtepi32_ps(_mm512_add_epi32(x, y)),
+                    _mm512_set1_ps(32.0 * a.bsums[s] as f32),
+                );
+                acc[i] = _mm512_fmadd_ps(f, _mm512_mul_ps(sc, _mm512_set1_ps(a.d)), acc[i]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Module, Tensor};
+
+    /// Deterministic values with the spread of real activations / weights.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    fn quantized(dtype: GgmlDType, rows: usize, cols: usize) -> QTensor {
+        let w = Tensor::from_vec(values(rows * cols, 3), (rows, cols), &Device::Cpu).unwrap();
+        QTensor::quantize(&w, dtype).unwrap()
+    }
+
+    #[test]
+    fn dequantization_is_bit_identical_to_candles() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let q = quantized(dtype, 48, 512);
+            let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
+            let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+            assert_eq!(
+                packed.dequantize(),
+                want.to_vec1::<f32>().unwrap(),
+                "{dtype:?}"
+            );
+            // Held once, at the size of the GGUF's blocks (Q4_K: + the unpacked 6-bit scales).
+            let tiles = 48 / TILE_ROWS * 512 / QK_K;
+            let want_bytes = match dtype {
+                GgmlDType::Q4K => tiles * 2368,
+                _ => q.storage_size_in_bytes(),
+            };
+            assert_eq!(packed.size_in_bytes(), want_bytes, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn kernels_match_the_scalar_reference_and_candle() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU: kernels not exercised");
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            // candle quantizes the activations as we do (Q8_K for the K-quants, Q8_0 for Q8_0 weights
+            // when the width is not a multiple of 256, as SmolLM2's 576): rounding order differs only.
+            let (rows, cols) = (48, if dtype == GgmlDType::Q8_0 { 800 } else { 768 });
+            let q = quantized(dtype, rows, cols);
+            let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
+            let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+            for m in [1, 2, 3, 4, 5, 9] {
+                let x = values(m * cols, 11 + m as u64);
+                // Three workers: the parallel split is exercised whatever RAYON_NUM_THREADS says.
+                let got = pool.install(|| PackedWeight::matmul(&[&packed, &packed], &x, m));
+                let reference = packed.matmul_reference(&x, m);
+                let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
+                let theirs = candle.forward(&xt).unwrap().flatten_all().unwrap();
+                let theirs = theirs.to_vec1::<f32>().unwrap();
+                for out in &got {
+                    for ((a, b), c) in out.iter().zip(&reference).zip(&theirs) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{dtype:?} m={m}: {a} vs reference {b}"
+                        );
+                        assert!(
+                            (a - c).abs() <= 1e-3 * (1.0 + c.abs()),
+                            "{dtype:?} m={m}: {a} vs candle {c}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_types_and_shapes_stay_with_candle() {
+        let q = quantized(GgmlDType::Q4_1, 48, 512);
+        assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
+        let q = quantized(GgmlDType::Q4K, 40, 512);
+        assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
+    }
+}
