@@ -13,6 +13,7 @@ mod eval;
 mod index;
 mod logits;
 mod options;
+mod report;
 mod serve;
 mod synth;
 mod tokenize;
@@ -29,6 +30,7 @@ pub use eval::EvalCommand;
 pub use index::IndexArgs;
 pub use logits::LogitsArgs;
 pub use options::{AssistantArgs, EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs};
+pub use report::ReportArgs;
 pub use serve::{ServeArgs, ServerArgs};
 pub use synth::SynthGgufArgs;
 pub use tokenize::TokenizeArgs;
@@ -87,6 +89,9 @@ pub enum Command {
     Ask(AskArgs),
     /// Serve the HTTP API and the web chat page.
     Serve(ServeArgs),
+    /// The support report from the conversation store: questions answered, the questions the
+    /// knowledge base could not answer, answers rated down, latency. Contains customers' questions.
+    Report(ReportArgs),
     /// Bitrix24 chat bot set-up.
     Bitrix24 {
         #[command(subcommand)]

@@ -12,8 +12,10 @@
 mod api;
 pub mod auth;
 mod bitrix24;
+mod documents;
 pub mod error;
 mod extract;
+mod feedback;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -101,6 +103,8 @@ pub struct AppState {
     pub config: ServerConfig,
     services: OnceLock<Services>,
     pub metrics: Metrics,
+    /// Knowledge-base management, when the server knows its data folder.
+    documents: OnceLock<Arc<crate::rag::documents::Documents>>,
 }
 
 impl AppState {
@@ -124,6 +128,14 @@ pub fn router(state: Shared) -> Router {
             get(api::get_session).delete(api::delete_session),
         )
         .route(routes::BITRIX24_EVENTS, post(bitrix24::events))
+        .route(
+            routes::DOCUMENTS,
+            get(documents::list).post(documents::upload),
+        )
+        .route(routes::DOCUMENT, axum::routing::delete(documents::delete))
+        .route(routes::REINDEX, post(documents::reindex))
+        .route(routes::FEEDBACK, post(feedback::feedback))
+        .route(routes::STATS, get(feedback::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -415,6 +427,11 @@ impl RunningServer {
         let _ = self.state.services.set(services);
     }
 
+    /// Enables the knowledge-base management routes (documents, reindex).
+    pub fn set_documents(&self, documents: Arc<crate::rag::documents::Documents>) {
+        let _ = self.state.documents.set(documents);
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to the shutdown timeout.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -454,6 +471,7 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
         config,
         services: OnceLock::new(),
         metrics,
+        documents: OnceLock::new(),
     });
     let app = router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();

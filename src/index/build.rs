@@ -89,6 +89,7 @@ pub fn build_index(
             .map(|(m, _)| m.files)
             .unwrap_or_default(),
     };
+    let now = unix_now();
     if let Some((_, chunks)) = previous {
         for c in chunks {
             reusable
@@ -116,11 +117,13 @@ pub fn build_index(
         report.files += 1;
         if let Some(chunks) = reusable.remove(&(rel.clone(), hash.clone())) {
             report.unchanged += 1;
+            let indexed_unix = previous_files.get(&rel).map_or(now, |f| f.indexed_unix);
             files.insert(
                 rel,
                 FileEntry {
                     hash,
                     chunks: chunks.len(),
+                    indexed_unix,
                 },
             );
             kept.extend(chunks);
@@ -139,6 +142,7 @@ pub fn build_index(
                     FileEntry {
                         hash: hash.clone(),
                         chunks: chunks.len(),
+                        indexed_unix: now,
                     },
                 );
                 fresh.push((rel, hash, chunks));
@@ -195,12 +199,10 @@ pub fn build_index(
     let manifest = Manifest {
         settings: job.settings.clone(),
         generation: generation.clone(),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: unix_now(),
         files,
         chunks: kept.len(),
+        failed: report.failed.iter().cloned().collect(),
     };
     report.cleanup = publish(&job.index_dir, &manifest, &kept)?;
     report.generation = generation;
@@ -287,4 +289,11 @@ pub(super) fn relative(base: &Path, path: &Path) -> String {
 
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -143,11 +143,11 @@ impl KnowledgeBase {
         }
         let stored = store::read(&dir.join(CHUNKS)).map_err(storage)?;
         let vectors = VectorIndex::restore(&dir.join(VECTORS))?;
-        if vectors.len() != stored.len() {
+        if vectors.size() != stored.len() {
             return Err(IndexError::Storage(format!(
                 "{} holds {} vectors for {} chunks; rebuild with `novapay index --rebuild`",
                 dir.display(),
-                vectors.len(),
+                vectors.size(),
                 stored.len()
             )));
         }
@@ -172,6 +172,7 @@ impl KnowledgeBase {
             created_unix: 0,
             files: BTreeMap::new(),
             chunks: chunks.len(),
+            failed: BTreeMap::new(),
         };
         Self::assemble(chunks, index, manifest)
     }

@@ -18,6 +18,7 @@ pub mod chunk;
 pub mod extract;
 pub mod generations;
 mod knowledge_base;
+mod library;
 pub mod store;
 mod vectors;
 
@@ -31,6 +32,7 @@ pub use build::{build_index, IndexJob, IndexReport, Progress};
 use chunk::ChunkSettings;
 pub use generations::{current_generation, Cleanup, GenerationWatcher, Lease};
 pub use knowledge_base::{Hit, KnowledgeBase, SearchResult, TermStats};
+pub use library::{DocumentError, DocumentInfo, DocumentStatus, Library, LibraryChange};
 
 const FORMAT_VERSION: u32 = 1;
 const CURRENT: &str = "CURRENT";
@@ -105,6 +107,9 @@ impl IndexSettings {
 pub struct FileEntry {
     pub hash: String,
     pub chunks: usize,
+    /// When this content was embedded (Unix seconds); 0 in manifests from before it was recorded.
+    #[serde(default)]
+    pub indexed_unix: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,4 +119,7 @@ pub struct Manifest {
     pub created_unix: u64,
     pub files: BTreeMap<String, FileEntry>,
     pub chunks: usize,
+    /// Files of the data folder that could not be read, with the reason (not indexed).
+    #[serde(default)]
+    pub failed: BTreeMap<String, String>,
 }

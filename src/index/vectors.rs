@@ -64,12 +64,9 @@ impl VectorIndex {
         self.lock()?.save(&path.to_string_lossy()).map_err(storage)
     }
 
-    pub fn len(&self) -> usize {
+    /// Vectors held.
+    pub fn size(&self) -> usize {
         self.lock().map(|i| i.size()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Index>, IndexError> {

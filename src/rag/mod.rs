@@ -5,12 +5,15 @@
 
 pub mod answer;
 pub mod cache;
+pub mod documents;
 pub mod extract;
+pub mod feedback;
 pub mod figures;
 pub mod gate;
 pub mod injection;
 pub mod metrics;
 pub mod prompt;
+pub mod report;
 pub mod verify;
 
 use std::sync::Arc;
