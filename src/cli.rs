@@ -14,6 +14,7 @@ mod index;
 mod logits;
 mod mcp;
 mod options;
+mod report;
 mod serve;
 mod synth;
 mod tokenize;
@@ -31,6 +32,7 @@ pub use index::IndexArgs;
 pub use logits::LogitsArgs;
 pub use mcp::McpArgs;
 pub use options::{AssistantArgs, EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs};
+pub use report::ReportArgs;
 pub use serve::{ServeArgs, ServerArgs};
 pub use synth::SynthGgufArgs;
 pub use tokenize::TokenizeArgs;
@@ -92,6 +94,9 @@ pub enum Command {
     /// Serve the MCP server (tools and knowledge-base documents) on stdin/stdout, for a local MCP
     /// client such as an IDE or desktop assistant; `serve` offers it over HTTP at /mcp.
     Mcp(McpArgs),
+    /// The support report from the conversation store: questions answered, the questions the
+    /// knowledge base could not answer, answers rated down, latency. Contains customers' questions.
+    Report(ReportArgs),
     /// Bitrix24 chat bot set-up.
     Bitrix24 {
         #[command(subcommand)]

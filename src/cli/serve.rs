@@ -73,6 +73,16 @@ pub struct ServerArgs {
     /// the server switches to it without a restart. 0 = never.
     #[arg(long, env = "NOVAPAY_INDEX_POLL_SECS", default_value_t = 5)]
     pub index_poll_secs: u64,
+    /// Largest knowledge-base document accepted by `POST /api/v1/documents` (administrator keys), in
+    /// bytes; a larger upload gets 413.
+    #[arg(long, env = "NOVAPAY_MAX_UPLOAD_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Re-index the data folder when its files change (debounced), and switch to the new generation.
+    #[arg(long, env = "NOVAPAY_WATCH", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub watch: bool,
+    /// Quiet time after the last change in the data folder before `--watch` re-indexes, in ms.
+    #[arg(long, env = "NOVAPAY_WATCH_DEBOUNCE_MS", default_value_t = 1000)]
+    pub watch_debounce_ms: u64,
     /// The LLM is a small demo model (scripts/run.sh sets it when the Hub cannot be reached): the
     /// start-up log, /health and the chat page say that answers are not reliable.
     #[arg(long, env = "NOVAPAY_DEMO_MODEL", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]

@@ -8,6 +8,7 @@ mod eval;
 mod index;
 mod logits;
 mod mcp;
+mod report;
 mod serve;
 mod tokenize;
 
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Serve(a) => serve::run(&a.assistant, &a.server, &a.bitrix24),
         Command::Mcp(a) => mcp::run(&a),
+        Command::Report(a) => report::run(&a),
         Command::Bitrix24 { what } => bitrix24::run(what),
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Logits(a) => logits::run(&a),
@@ -202,6 +204,8 @@ pub(crate) struct Loaded {
     pub index_settings: IndexSettings,
     pub llm_name: String,
     pub embedder_name: String,
+    /// The assistant's embedder, shared with the knowledge-base management of `serve`.
+    pub embedder: std::sync::Arc<Embedder>,
 }
 
 /// The assistant over the indexed knowledge base (memory, models, answer settings): the one place it
@@ -224,10 +228,12 @@ fn load_assistant(
     let llm = novapay::engine::LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
     let llm_name = llm.info().name.clone();
     let embedder_name = embedder.name.clone();
+    let embedder = std::sync::Arc::new(embedder);
     Ok(Loaded {
+        embedder: embedder.clone(),
         assistant: std::sync::Arc::new(novapay::rag::Assistant::new(
             std::sync::Arc::new(kb),
-            std::sync::Arc::new(embedder),
+            embedder,
             llm,
             memory,
             config,

@@ -3,12 +3,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use novapay::embed::Embedder;
 use novapay::http::{self, ServerConfig, Services};
-use novapay::index::{GenerationWatcher, IndexSettings};
+use novapay::index::{GenerationWatcher, IndexSettings, Library};
 use novapay::integrations::bitrix24::{
     check_webhook_url, BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig,
     WebhookHandler,
 };
+use novapay::rag::documents::Documents;
 use novapay::rag::Assistant;
 
 use crate::cli::{AssistantArgs, Bitrix24Args, Bitrix24Mode, ServerArgs};
@@ -127,8 +129,9 @@ async fn serve(
     let queue_depth = server_args.queue_depth;
     let log_questions = server_args.log_queries;
     let index_dir = a.kb.index_dir();
+    let data_dir = a.kb.data_dir.clone();
     let loaded = tokio::task::spawn_blocking(move || load(&a, queue_depth, log_questions)).await?;
-    let (services, index_settings) = match loaded {
+    let (services, index_settings, embedder) = match loaded {
         Ok(s) => s,
         Err(e) => {
             server.shutdown().await;
@@ -149,6 +152,15 @@ async fn serve(
             .name("bitrix24-poll".into())
             .spawn(move || poller.run(assistant, stop))
     });
+    // Knowledge-base management (documents API, --watch): one library, one change at a time.
+    let library = Arc::new(Library::new(
+        &data_dir,
+        &index_dir,
+        index_settings.clone(),
+        embedder,
+        server_args.max_upload_bytes.max(1024),
+    ));
+    let documents = Arc::new(Documents::new(library.clone(), services.assistant.clone()));
     let stop_watching = Arc::new(AtomicBool::new(false));
     let watching = (server_args.index_poll_secs > 0).then(|| {
         let watcher = GenerationWatcher::new(
@@ -159,10 +171,32 @@ async fn serve(
         watch_index(
             watcher,
             services.assistant.clone(),
+            library.clone(),
             Duration::from_secs(server_args.index_poll_secs),
             stop_watching.clone(),
         )
     });
+    // Kept alive until shutdown: dropping the debouncer stops watching.
+    let _data_watch = if server_args.watch {
+        let debounce = Duration::from_millis(server_args.watch_debounce_ms.max(50));
+        match watch_data_folder(documents.clone(), debounce) {
+            Ok(w) => {
+                eprintln!(
+                    "novapay: watching {} for changes (re-index after {} ms of quiet)",
+                    data_dir.display(),
+                    debounce.as_millis()
+                );
+                Some(w)
+            }
+            Err(e) => {
+                server.shutdown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    server.set_documents(documents);
     server.set_ready(services);
 
     tokio::select! {
@@ -263,6 +297,7 @@ fn poll_config(b: &Bitrix24Args, a: &AssistantArgs) -> anyhow::Result<PollConfig
 fn watch_index(
     mut watcher: GenerationWatcher,
     assistant: Arc<Assistant>,
+    library: Arc<Library>,
     every: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -278,35 +313,106 @@ fn watch_index(
                     continue;
                 }
                 waited = Duration::ZERO;
-                match watcher.poll() {
-                    Ok(None) => {}
-                    Ok(Some(kb)) => {
-                        let (generation, chunks) = (kb.manifest.generation.clone(), kb.len());
-                        let old = assistant.replace_knowledge_base(Arc::new(kb));
-                        tracing::info!(%generation, chunks, previous = %old.manifest.generation, "switched to a new index generation");
-                        eprintln!("novapay: switched to index generation {generation} ({chunks} chunks)");
+                // Under the library's lock: an upload publishing a newer generation at the same time
+                // cannot be switched back by this older one.
+                library.exclusive(|| {
+                    watcher.set_serving(assistant.knowledge_base().generation());
+                    match watcher.poll() {
+                        Ok(None) => {}
+                        Ok(Some(kb)) => {
+                            let (generation, chunks) = (kb.manifest.generation.clone(), kb.len());
+                            let old = assistant.replace_knowledge_base(Arc::new(kb));
+                            tracing::info!(%generation, chunks, previous = %old.manifest.generation, "switched to a new index generation");
+                            eprintln!("novapay: switched to index generation {generation} ({chunks} chunks)");
+                        }
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "a new index generation was published but cannot be used; still answering from the previous one"
+                        ),
                     }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "a new index generation was published but cannot be used; still answering from the previous one"
-                    ),
+                });
+            }
+        })
+}
+
+/// `--watch`: re-indexes the data folder once it has been quiet for `debounce` after a change
+/// (hidden files, such as an upload's temporary file, are ignored). Re-indexing embeds only changed
+/// files and publishes nothing when nothing changed.
+fn watch_data_folder(
+    documents: Arc<Documents>,
+    debounce: Duration,
+) -> anyhow::Result<
+    notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+> {
+    use notify_debouncer_mini::notify::RecursiveMode;
+    let data_dir = documents.library().data_dir().to_path_buf();
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "--watch: the data folder {} does not exist (NOVAPAY_DATA_DIR)",
+        data_dir.display()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut debouncer = notify_debouncer_mini::new_debouncer(debounce, tx)
+        .context("--watch: cannot watch the data folder")?;
+    debouncer
+        .watcher()
+        .watch(&data_dir, RecursiveMode::Recursive)
+        .with_context(|| format!("--watch: cannot watch {}", data_dir.display()))?;
+    std::thread::Builder::new()
+        .name("data-watch".into())
+        .spawn(move || {
+            // Ends when the debouncer (and its sender) is dropped at shutdown.
+            for result in rx {
+                let events = match result {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watching the data folder");
+                        continue;
+                    }
+                };
+                let relevant = events.iter().any(|e| {
+                    e.path
+                        .strip_prefix(&data_dir)
+                        .unwrap_or(&e.path)
+                        .components()
+                        .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+                });
+                if !relevant {
+                    continue;
+                }
+                match documents.reindex("data folder changed") {
+                    Ok(change) if change.published => {
+                        let r = &change.report;
+                        eprintln!(
+                            "novapay: data folder changed: index generation {} ({} added, {} updated, {} removed, {} chunks embedded)",
+                            r.generation,
+                            r.added.len(),
+                            r.updated.len(),
+                            r.removed.len(),
+                            r.chunks_embedded
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "re-indexing after a data folder change failed; still answering from the previous generation"),
                 }
             }
         })
+        .context("--watch: cannot start the watcher thread")?;
+    Ok(debouncer)
 }
 
 fn load(
     a: &AssistantArgs,
     queue_depth: usize,
     log_questions: bool,
-) -> anyhow::Result<(Services, IndexSettings)> {
+) -> anyhow::Result<(Services, IndexSettings, Arc<Embedder>)> {
     let loaded = super::load_assistant(a, queue_depth, log_questions)?;
     let services = Services {
         assistant: loaded.assistant,
         llm_name: loaded.llm_name,
         embedder_name: loaded.embedder_name,
     };
-    Ok((services, loaded.index_settings))
+    Ok((services, loaded.index_settings, loaded.embedder))
 }
 
 async fn shutdown_signal() {

@@ -113,3 +113,32 @@ impl From<AnswerError> for ApiError {
         }
     }
 }
+
+impl From<crate::rag::documents::DocumentError> for ApiError {
+    fn from(e: crate::rag::documents::DocumentError) -> Self {
+        use crate::rag::documents::DocumentError as D;
+        let message = e.to_string();
+        match e {
+            D::InvalidName(_) => Self::bad_request("invalid_document_name", message),
+            D::Unsupported(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_document_type",
+                message,
+            ),
+            D::TooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            D::Unreadable { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unreadable_document",
+                message,
+            ),
+            D::NotFound(_) => Self::not_found(message),
+            D::Busy => Self {
+                retry_after_secs: Some(10),
+                ..Self::new(StatusCode::CONFLICT, "indexing_busy", message)
+            },
+            D::Index(_) | D::Storage(_) => Self::internal(message),
+        }
+    }
+}

@@ -78,12 +78,21 @@ impl FromRequest<Shared> for FormBody {
     }
 }
 
+/// A raw request body of any type (the handler checks it), at most `limit` bytes: uploads.
+pub async fn raw_body(
+    req: Request,
+    state: &Shared,
+    limit: usize,
+) -> Result<(String, Vec<u8>), ApiError> {
+    read_body(req, state, limit).await
+}
+
 fn is_json(content_type: &str) -> bool {
     content_type.starts_with("application/json")
         || (content_type.starts_with("application/") && content_type.contains("+json"))
 }
 
-fn unsupported(message: &str) -> ApiError {
+pub(crate) fn unsupported(message: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",

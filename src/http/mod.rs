@@ -12,9 +12,11 @@
 mod api;
 pub mod auth;
 mod bitrix24;
+mod documents;
 pub mod error;
 mod extract;
 mod mcp;
+mod feedback;
 pub mod metrics;
 pub(crate) mod openai;
 pub mod openapi;
@@ -105,6 +107,8 @@ pub struct AppState {
     /// `/v1/embeddings` requests in progress (each runs the embedder on up to 64 texts).
     embeddings: Arc<Semaphore>,
     pub metrics: Metrics,
+    /// Knowledge-base management, when the server knows its data folder.
+    documents: OnceLock<Arc<crate::rag::documents::Documents>>,
 }
 
 impl AppState {
@@ -151,6 +155,13 @@ pub fn router(state: Shared) -> Router {
         .route(routes::OPENAI_MODELS, get(openai::list_models))
         .route(routes::OPENAI_MODEL, get(openai::get_model))
         .route(routes::OPENAI_EMBEDDINGS, post(openai::embeddings))
+            routes::DOCUMENTS,
+            get(documents::list).post(documents::upload),
+        )
+        .route(routes::DOCUMENT, axum::routing::delete(documents::delete))
+        .route(routes::REINDEX, post(documents::reindex))
+        .route(routes::FEEDBACK, post(feedback::feedback))
+        .route(routes::STATS, get(feedback::stats))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -446,6 +457,11 @@ impl RunningServer {
         let _ = self.state.services.set(services);
     }
 
+    /// Enables the knowledge-base management routes (documents, reindex).
+    pub fn set_documents(&self, documents: Arc<crate::rag::documents::Documents>) {
+        let _ = self.state.documents.set(documents);
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to the shutdown timeout.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -486,6 +502,7 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
         services: OnceLock::new(),
         embeddings: Arc::new(Semaphore::new(openai::EMBEDDINGS_IN_PROGRESS)),
         metrics,
+        documents: OnceLock::new(),
     });
     let app = router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();

@@ -21,6 +21,7 @@ use super::wire::{
     HealthQueue, QueryRequest, QueryResponse, SessionCreated, SessionDeleted, SessionHistory,
     SessionMessage, SessionQuery, SourceDocument, TextEvent, WhenBusyField,
 };
+use super::wire::{FeedbackRequest, FeedbackStored, RatingField, StatsQuery};
 
 const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16 KiB)";
 
@@ -33,7 +34,8 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
     ),
     paths(
         query, create_session, get_session, delete_session, health, metrics, openapi, chat_page,
-        bitrix24_events, mcp, openai_chat, openai_models, openai_model, openai_embeddings
+        bitrix24_events, mcp, openai_chat, openai_models, openai_model, openai_embeddings, feedback, stats, list_documents, upload_document,
+        delete_document, reindex
     ),
     components(schemas(
         QueryRequest, WhenBusyField, QueryResponse, SourceDocument, CheckSummary, TextEvent,
@@ -41,7 +43,7 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
         ErrorDetail, Health, HealthIndex, HealthQueue, Bitrix24Ack, ChatCompletionRequest,
         MessageIn, StreamOptions, ChatCompletion, Choice, MessageOut, Usage, NovapayExtension,
         ChatCompletionChunk, ChunkChoice, Delta, EmbeddingsRequest, ModelObject, OpenAiErrorBody,
-        OpenAiErrorDetail
+        OpenAiErrorDetail, FeedbackRequest, RatingField, FeedbackStored
     )),
     security(("bearer" = []), ("basic" = []), ()),
     modifiers(&Security)
@@ -331,3 +333,124 @@ fn openai_model() {}
     )
 )]
 fn openai_embeddings() {}
+const ADMIN_403: &str =
+    "Not an administrator key (NOVAPAY_ADMIN_KEYS): query keys cannot manage the \
+    knowledge base or read the support report";
+const UNAVAILABLE_503: &str =
+    "Loading, knowledge-base management not enabled, or storage unavailable (Retry-After)";
+
+/// Rate an answer.
+///
+/// Only the key that created the answer's session (with its user_id, when the session has one) may
+/// rate it; anyone else, an administrator included, gets 404 as for an unknown query_id. A new
+/// rating replaces an earlier one. Counted in `novapay_feedback_total{rating}`.
+#[utoipa::path(
+    post, path = routes::FEEDBACK, tag = "answers",
+    request_body = FeedbackRequest,
+    responses(
+        (status = 200, description = "Stored", body = FeedbackStored),
+        (status = 400, description = "Invalid JSON, query_id, rating or comment", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such answer, or one in a session of another key or user_id", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn feedback() {}
+
+/// The support report (administrator keys).
+///
+/// Questions answered, fallback answers, the questions the knowledge base could not answer (grouped
+/// by wording, most frequent first), answers rated down with their question, answer, sources and
+/// comment (newest first), and p50/p95 latency in ms. It shows customers' question text: admin keys
+/// only. `novapay report --json` prints the same document from the conversation store.
+#[utoipa::path(
+    get, path = routes::STATS, tag = "operations",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "{since_ms, questions_answered, fallback_answers, unanswered_questions: [{question, count, last_asked_ms}], feedback: {up, down}, thumbs_down: [{query_id, question, answer, sources, comment, fallback, answered_at_ms}], latency_ms: {p50, p95}, truncated}", body = Object),
+        (status = 400, description = "Malformed days", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn stats() {}
+
+/// The knowledge base's documents (administrator keys).
+#[utoipa::path(
+    get, path = routes::DOCUMENTS, tag = "knowledge base",
+    responses(
+        (status = 200, description = "{generation, documents: [{name, size, hash (SHA-256), chunks, indexed_at_unix, status: indexed|pending|failed|missing, error?}]}", body = Object),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE_503, body = ErrorBody),
+    )
+)]
+fn list_documents() {}
+
+/// Upload a document (administrator keys).
+///
+/// `multipart/form-data` with the document in the field `file` (md, markdown, txt, html, htm, pdf or
+/// docx; its file name is the document's name, a relative path without `..` or hidden parts). The
+/// file is written to the data folder atomically, indexed (only it is embedded) and served when the
+/// 201 arrives; a failure leaves the data folder and the serving index as they were.
+#[utoipa::path(
+    post, path = routes::DOCUMENTS, tag = "knowledge base",
+    request_body(content = Object, content_type = "multipart/form-data",
+        description = "The field `file` with a file name"),
+    responses(
+        (status = 201, description = "Indexed and served: {document, chunks, published, report: {generation, added, updated, removed, chunks_embedded, ...}}", body = Object),
+        (status = 400, description = "Malformed multipart body, no `file` field, or an invalid document name (path traversal, hidden, control characters)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time (NOVAPAY_BODY_TIMEOUT_SECS)", body = ErrorBody),
+        (status = 409, description = "Another indexing run (`novapay index`) holds the index; retry (Retry-After)", body = ErrorBody),
+        (status = 413, description = "Larger than NOVAPAY_MAX_UPLOAD_BYTES", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data, or an unsupported document type", body = ErrorBody),
+        (status = 422, description = "No readable text (empty, corrupt PDF or DOCX, ...): the message says why", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 500, description = "Indexing failed; the data folder and the serving index are unchanged", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE_503, body = ErrorBody),
+    )
+)]
+fn upload_document() {}
+
+/// Delete a document and re-index (administrator keys).
+#[utoipa::path(
+    delete, path = routes::DOCUMENT, tag = "knowledge base",
+    params(("name" = String, Path, description = "The document's name as listed (a / in a nested name as %2F)")),
+    responses(
+        (status = 200, description = "Deleted; new questions no longer see it: {deleted, change}", body = Object),
+        (status = 400, description = "Invalid document name", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 404, description = "No such document", body = ErrorBody),
+        (status = 409, description = "Another indexing run holds the index; retry (Retry-After)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 500, description = "Indexing failed; the document was put back", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE_503, body = ErrorBody),
+    )
+)]
+fn delete_document() {}
+
+/// Index the data folder as it is (administrator keys; only changed files are embedded, nothing is
+/// published when nothing changed).
+#[utoipa::path(
+    post, path = routes::REINDEX, tag = "knowledge base",
+    responses(
+        (status = 200, description = "{document: null, chunks, published, report}", body = Object),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 409, description = "Another indexing run holds the index; retry (Retry-After)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 500, description = "Indexing failed (or the data folder is empty while the index is not); the serving index is unchanged", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE_503, body = ErrorBody),
+    )
+)]
+fn reindex() {}

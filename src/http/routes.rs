@@ -7,6 +7,14 @@ pub const CHAT_PAGE: &str = "/";
 pub const QUERY: &str = "/api/v1/query";
 pub const SESSIONS: &str = "/api/v1/session";
 pub const SESSION: &str = "/api/v1/session/{id}";
+/// Knowledge-base documents (administrator keys only).
+pub const DOCUMENTS: &str = "/api/v1/documents";
+pub const DOCUMENT: &str = "/api/v1/documents/{name}";
+pub const REINDEX: &str = "/api/v1/reindex";
+/// A customer's rating of an answer.
+pub const FEEDBACK: &str = "/api/v1/feedback";
+/// The support report (administrator keys only).
+pub const STATS: &str = "/api/v1/stats";
 /// Bitrix24 chat-bot events (handler mode); authenticated by the application token, not an API key.
 pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
@@ -38,4 +46,9 @@ pub const ALL: &[&str] = &[
     OPENAI_MODELS,
     OPENAI_MODEL,
     OPENAI_EMBEDDINGS,
+    DOCUMENTS,
+    DOCUMENT,
+    REINDEX,
+    FEEDBACK,
+    STATS,
 ];

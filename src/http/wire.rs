@@ -326,3 +326,61 @@ pub struct Bitrix24Ack {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// A customer's rating of an answer (`POST /api/v1/feedback`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "query_id": "8d0c6a0e-2f4b-4c61-9b8e-3f1d2a7c5e90",
+    "rating": "down",
+    "comment": "The fee for international transfers is different now"
+}))]
+pub struct FeedbackRequest {
+    /// The `query_id` of an answer given in one of the caller's sessions.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub query_id: String,
+    pub rating: RatingField,
+    /// At most 1000 characters, no control characters but new lines.
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub comment: Option<String>,
+    /// When the session was created with a user_id, the same one.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
+    pub user_id: Option<String>,
+}
+
+/// Thumbs up or down.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RatingField {
+    Up,
+    Down,
+}
+
+impl From<RatingField> for crate::rag::feedback::Rating {
+    fn from(r: RatingField) -> Self {
+        match r {
+            RatingField::Up => Self::Up,
+            RatingField::Down => Self::Down,
+        }
+    }
+}
+
+/// A stored rating.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"query_id": "8d0c6a0e-2f4b-4c61-9b8e-3f1d2a7c5e90", "rating": "down", "stored": true}))]
+pub struct FeedbackStored {
+    pub query_id: String,
+    pub rating: RatingField,
+    pub stored: bool,
+}
+
+/// `?days=` of `GET /api/v1/stats`.
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+pub struct StatsQuery {
+    /// Days back the report covers (default 30, 1-3650).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 3650)]
+    pub days: Option<u32>,
+}

@@ -139,6 +139,13 @@ impl GenerationWatcher {
         }
     }
 
+    /// The generation the server now answers from (it switched by other means, e.g. an upload).
+    pub fn set_serving(&mut self, generation: &str) {
+        if self.serving != generation {
+            self.serving = generation.to_string();
+        }
+    }
+
     /// The newly published generation, loaded and leased, when `CURRENT` moved on; `Ok(None)` when
     /// it did not. On an error the caller keeps answering from the one it has; one built with other
     /// settings (another embedder) is reported once, other errors (I/O) again at the next poll.

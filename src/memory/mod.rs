@@ -150,6 +150,60 @@ pub struct SessionOwner {
     pub user_id: Option<String>,
 }
 
+/// A customer's rating of one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub rating: Rating,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// One answered question, filed with the session's turns (and deleted with them) so that the
+/// customer can rate it and the support team can see what the knowledge base does not answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    /// The `query_id` the answer was given under.
+    pub query_id: String,
+    pub session: SessionId,
+    pub question: String,
+    pub answer: String,
+    /// Documents cited.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// The knowledge base had no answer (the fallback replied).
+    pub fallback: bool,
+    /// From the question's arrival to the answer's end.
+    pub latency_ms: u64,
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
+}
+
+/// Longest `query_id` accepted from a caller (a UUID is 36).
+pub const MAX_QUERY_ID: usize = 64;
+
+/// Whether `query_id` can name an answer record (the characters of a session id).
+pub fn query_id_ok(query_id: &str) -> bool {
+    id_chars_ok(query_id, MAX_QUERY_ID)
+}
+
 pub trait ConversationStore: Send + Sync {
     /// Creates the session unless it exists; an existing session keeps its owner and start time.
     fn create_session(
@@ -162,8 +216,17 @@ pub trait ConversationStore: Send + Sync {
     fn append(&self, id: &SessionId, turn: &Turn) -> Result<(), MemoryError>;
     /// The last `max_turns` turns, oldest first.
     fn history(&self, id: &SessionId, max_turns: usize) -> Result<Vec<Turn>, MemoryError>;
-    /// Returns whether the session existed.
+    /// Returns whether the session existed. Its answer records and their feedback go with it.
     fn delete_session(&self, id: &SessionId) -> Result<bool, MemoryError>;
+    /// Files the record of an answer given in a session (after its turns were appended).
+    fn record_answer(&self, record: &AnswerRecord) -> Result<(), MemoryError>;
+    /// The record filed under `query_id`, while its session lives.
+    fn answer_record(&self, query_id: &str) -> Result<Option<AnswerRecord>, MemoryError>;
+    /// Sets (or replaces) the feedback on an answer; returns whether the record exists.
+    fn set_feedback(&self, query_id: &str, feedback: &Feedback) -> Result<bool, MemoryError>;
+    /// Records filed since `since_ms`, newest first, at most `limit`.
+    fn answer_records(&self, since_ms: i64, limit: usize)
+        -> Result<Vec<AnswerRecord>, MemoryError>;
 }
 
 pub fn now_ms() -> i64 {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, SessionOwner, Turn};
+use super::{
+    now_ms, AnswerRecord, ConversationStore, Feedback, MemoryError, SessionId, SessionInfo,
+    SessionOwner, Turn,
+};
 
 /// Bound on connecting and on each reply, so that a dead or unreachable Redis turns into a 503 in
 /// seconds rather than a hung request.
@@ -58,6 +61,20 @@ fn session_key(id: &SessionId) -> String {
 fn turns_key(id: &SessionId) -> String {
     format!("novapay:turns:{id}")
 }
+
+fn answer_key(query_id: &str) -> String {
+    format!("novapay:answer:{query_id}")
+}
+
+/// The query ids of a session's answer records, deleted with the session.
+fn session_answers_key(id: &SessionId) -> String {
+    format!("novapay:session_answers:{id}")
+}
+
+/// Every answer record by time (score: created at, ms), for the support report.
+const ANSWERS_BY_TIME: &str = "novapay:answers";
+/// Records kept in [`ANSWERS_BY_TIME`] at most (the oldest go first).
+const MAX_INDEXED_ANSWERS: i64 = 100_000;
 
 impl RedisStore {
     /// Connects once, so that a wrong address or password fails start-up instead of the first request.
@@ -172,6 +189,17 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    fn decode_answer(&self, json: &str) -> Result<AnswerRecord, MemoryError> {
+        serde_json::from_str(json).map_err(|e| {
+            MemoryError::Unavailable(format!(
+                "Redis at {}: an answer record novapay cannot read: {e}",
+                self.address
+            ))
+        })
+    }
+}
+
 /// A transaction that first creates the session record unless it exists (SET NX: an existing session
 /// keeps its owner and start time, as in SQLite).
 fn create_if_missing(
@@ -259,12 +287,116 @@ impl ConversationStore for RedisStore {
     }
 
     fn delete_session(&self, id: &SessionId) -> Result<bool, MemoryError> {
-        let removed: i64 = self.with(|c| {
-            ::redis::cmd("DEL")
-                .arg(session_key(id))
-                .arg(turns_key(id))
+        let answers: Vec<String> = self.with(|c| {
+            ::redis::cmd("SMEMBERS")
+                .arg(session_answers_key(id))
                 .query(c)
         })?;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for query_id in &answers {
+            pipe.cmd("DEL").arg(answer_key(query_id)).ignore();
+            pipe.cmd("ZREM").arg(ANSWERS_BY_TIME).arg(query_id).ignore();
+        }
+        pipe.cmd("DEL").arg(session_answers_key(id)).ignore();
+        pipe.cmd("DEL").arg(session_key(id)).arg(turns_key(id));
+        let (removed,): (i64,) = self.with(|c| pipe.query(c))?;
         Ok(removed > 0)
+    }
+
+    fn record_answer(&self, record: &AnswerRecord) -> Result<(), MemoryError> {
+        let key = answer_key(&record.query_id);
+        let list = session_answers_key(&record.session);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(to_json(record)?)
+            .ignore()
+            .cmd("SADD")
+            .arg(&list)
+            .arg(&record.query_id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(ANSWERS_BY_TIME)
+            .arg(record.created_at_ms)
+            .arg(&record.query_id)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(ANSWERS_BY_TIME)
+            .arg(0)
+            .arg(-MAX_INDEXED_ANSWERS - 1)
+            .ignore();
+        self.refresh(&mut pipe, &[&key, &list]);
+        self.with(|c| pipe.query::<()>(c))
+    }
+
+    fn answer_record(&self, query_id: &str) -> Result<Option<AnswerRecord>, MemoryError> {
+        let stored: Option<String> =
+            self.with(|c| ::redis::cmd("GET").arg(answer_key(query_id)).query(c))?;
+        stored.map(|json| self.decode_answer(&json)).transpose()
+    }
+
+    fn set_feedback(&self, query_id: &str, feedback: &Feedback) -> Result<bool, MemoryError> {
+        let Some(mut record) = self.answer_record(query_id)? else {
+            return Ok(false);
+        };
+        record.feedback = Some(feedback.clone());
+        // XX: only while the record lives; KEEPTTL: it expires when it would have.
+        let set: Option<String> = self.with(|c| {
+            ::redis::cmd("SET")
+                .arg(answer_key(query_id))
+                .arg(to_json(&record).map_err(|e| {
+                    RedisError::from((::redis::ErrorKind::Client, "json", e.to_string()))
+                })?)
+                .arg("XX")
+                .arg("KEEPTTL")
+                .query(c)
+        })?;
+        Ok(set.is_some())
+    }
+
+    fn answer_records(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AnswerRecord>, MemoryError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = self.with(|c| {
+            ::redis::cmd("ZREVRANGEBYSCORE")
+                .arg(ANSWERS_BY_TIME)
+                .arg("+inf")
+                .arg(since_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit.min(i64::MAX as usize) as i64)
+                .query(c)
+        })?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|q| answer_key(q)).collect();
+        let stored: Vec<Option<String>> =
+            self.with(|c| ::redis::cmd("MGET").arg(&keys).query(c))?;
+        let mut records = Vec::new();
+        let mut expired = Vec::new();
+        for (id, json) in ids.iter().zip(stored) {
+            match json {
+                Some(json) => records.push(self.decode_answer(&json)?),
+                None => expired.push(id.clone()),
+            }
+        }
+        if !expired.is_empty() {
+            // Records expire with their TTL; their place in the time index goes now.
+            self.with(|c| {
+                ::redis::cmd("ZREM")
+                    .arg(ANSWERS_BY_TIME)
+                    .arg(&expired)
+                    .query::<()>(c)
+            })?;
+        }
+        Ok(records)
     }
 }

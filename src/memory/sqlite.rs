@@ -9,7 +9,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    now_ms, ConversationStore, MemoryError, SessionId, SessionInfo, SessionOwner, Speaker, Turn,
+    now_ms, AnswerRecord, ConversationStore, Feedback, MemoryError, Rating, SessionId, SessionInfo,
+    SessionOwner, Speaker, Turn,
 };
 
 /// How often the background task deletes expired conversations.
@@ -79,7 +80,22 @@ impl SqliteStore {
                  sources TEXT NOT NULL DEFAULT '[]',
                  created_at_ms INTEGER NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_id, id);",
+             CREATE INDEX IF NOT EXISTS turns_by_session ON turns(session_id, id);
+             CREATE TABLE IF NOT EXISTS answers (
+                 query_id TEXT PRIMARY KEY,
+                 session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+                 question TEXT NOT NULL,
+                 answer TEXT NOT NULL,
+                 sources TEXT NOT NULL DEFAULT '[]',
+                 fallback INTEGER NOT NULL,
+                 latency_ms INTEGER NOT NULL,
+                 created_at_ms INTEGER NOT NULL,
+                 rating TEXT,
+                 comment TEXT,
+                 feedback_at_ms INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS answers_by_time ON answers(created_at_ms);
+             CREATE INDEX IF NOT EXISTS answers_by_session ON answers(session_id);",
         )
         .map_err(unavailable)?;
         migrate(&conn).map_err(unavailable)?;
@@ -127,11 +143,54 @@ impl SqliteStore {
                 params![cutoff],
             )?;
             c.execute(
+                "DELETE FROM answers WHERE session_id IN
+                     (SELECT id FROM sessions WHERE last_active_ms < ?1)",
+                params![cutoff],
+            )?;
+            c.execute(
                 "DELETE FROM sessions WHERE last_active_ms < ?1",
                 params![cutoff],
             )
         })
     }
+}
+
+const ANSWER_COLUMNS: &str = "SELECT a.query_id, a.session_id, a.question, a.answer, a.sources,
+    a.fallback, a.latency_ms, a.created_at_ms, a.rating, a.comment, a.feedback_at_ms
+    FROM answers a JOIN sessions s ON s.id = a.session_id";
+
+/// A row of [`ANSWER_COLUMNS`]; `None` for a session id this version cannot read.
+fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AnswerRecord>> {
+    let session: String = r.get(1)?;
+    let Ok(session) = SessionId::try_from(session) else {
+        return Ok(None);
+    };
+    let sources: String = r.get(4)?;
+    let rating: Option<String> = r.get(8)?;
+    let feedback = match rating.as_deref() {
+        Some("up") => Some(Rating::Up),
+        Some("down") => Some(Rating::Down),
+        _ => None,
+    }
+    .map(|rating| -> rusqlite::Result<Feedback> {
+        Ok(Feedback {
+            rating,
+            comment: r.get(9)?,
+            created_at_ms: r.get::<_, Option<i64>>(10)?.unwrap_or(0),
+        })
+    })
+    .transpose()?;
+    Ok(Some(AnswerRecord {
+        query_id: r.get(0)?,
+        session,
+        question: r.get(2)?,
+        answer: r.get(3)?,
+        sources: serde_json::from_str(&sources).unwrap_or_default(),
+        fallback: r.get(5)?,
+        latency_ms: r.get::<_, i64>(6)?.max(0) as u64,
+        created_at_ms: r.get(7)?,
+        feedback,
+    }))
 }
 
 /// Adds the columns later versions need to a file written by an earlier one.
@@ -237,6 +296,11 @@ impl ConversationStore for SqliteStore {
                 params![id.as_str(), cutoff],
             )?;
             c.execute(
+                "DELETE FROM answers WHERE session_id = ?1 AND EXISTS
+                     (SELECT 1 FROM sessions WHERE id = ?1 AND last_active_ms < ?2)",
+                params![id.as_str(), cutoff],
+            )?;
+            c.execute(
                 "DELETE FROM sessions WHERE id = ?1 AND last_active_ms < ?2",
                 params![id.as_str(), cutoff],
             )?;
@@ -294,11 +358,91 @@ impl ConversationStore for SqliteStore {
                 "DELETE FROM turns WHERE session_id = ?1",
                 params![id.as_str()],
             )?;
+            c.execute(
+                "DELETE FROM answers WHERE session_id = ?1",
+                params![id.as_str()],
+            )?;
             Ok(c.execute(
                 "DELETE FROM sessions WHERE id = ?1 AND last_active_ms >= ?2",
                 params![id.as_str(), cutoff],
             )? > 0)
         })
+    }
+
+    fn record_answer(&self, record: &AnswerRecord) -> Result<(), MemoryError> {
+        let sources = serde_json::to_string(&record.sources).map_err(unavailable)?;
+        let feedback = record.feedback.as_ref();
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO answers (query_id, session_id, question, answer, sources,
+                     fallback, latency_ms, created_at_ms, rating, comment, feedback_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    record.query_id,
+                    record.session.as_str(),
+                    record.question,
+                    record.answer,
+                    sources,
+                    record.fallback,
+                    record.latency_ms.min(i64::MAX as u64) as i64,
+                    record.created_at_ms,
+                    feedback.map(|f| f.rating.as_str()),
+                    feedback.and_then(|f| f.comment.clone()),
+                    feedback.map(|f| f.created_at_ms),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn answer_record(&self, query_id: &str) -> Result<Option<AnswerRecord>, MemoryError> {
+        let cutoff = self.cutoff();
+        let mut found = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{ANSWER_COLUMNS} WHERE a.query_id = ?1 AND s.last_active_ms >= ?2"
+            ))?;
+            let rows = stmt.query_map(params![query_id, cutoff], answer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(found.pop().flatten())
+    }
+
+    fn set_feedback(&self, query_id: &str, feedback: &Feedback) -> Result<bool, MemoryError> {
+        let cutoff = self.cutoff();
+        self.with(|c| {
+            Ok(c.execute(
+                "UPDATE answers SET rating = ?2, comment = ?3, feedback_at_ms = ?4
+                 WHERE query_id = ?1 AND EXISTS (SELECT 1 FROM sessions s
+                     WHERE s.id = answers.session_id AND s.last_active_ms >= ?5)",
+                params![
+                    query_id,
+                    feedback.rating.as_str(),
+                    feedback.comment,
+                    feedback.created_at_ms,
+                    cutoff
+                ],
+            )? > 0)
+        })
+    }
+
+    fn answer_records(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AnswerRecord>, MemoryError> {
+        let cutoff = self.cutoff();
+        let records = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{ANSWER_COLUMNS} WHERE a.created_at_ms >= ?1 AND s.last_active_ms >= ?2
+                 ORDER BY a.created_at_ms DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![since_ms, cutoff, limit.min(i64::MAX as usize) as i64],
+                answer_row,
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(records.into_iter().flatten().collect())
     }
 }
 

@@ -810,11 +810,23 @@ impl Turning {
                     self.prepared.clone(),
                     answer.text.clone(),
                 );
+                let (query_id, fallback) = (self.query_id.clone(), answer.fallback);
+                let latency_ms = self.started.elapsed().as_millis() as u64;
                 blocking(move || {
                     if let Some(owner) = &create {
                         assistant.memory.create_session(&session, owner)?;
                     }
-                    Ok(assistant.record(&session, &prepared.question, &text, &prepared.sources)?)
+                    assistant.record(&session, &prepared.question, &text, &prepared.sources)?;
+                    // Filed with the turns under the query id: for feedback and the support report.
+                    Ok(assistant.file_answer(&super::feedback::AnsweredTurn {
+                        query_id: &query_id,
+                        session: &session,
+                        question: &prepared.question,
+                        answer: &text,
+                        sources: &prepared.sources,
+                        fallback,
+                        latency_ms,
+                    })?)
                 })
                 .await
             }

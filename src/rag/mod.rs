@@ -6,13 +6,16 @@
 pub mod answer;
 pub mod cache;
 pub mod embeddings;
+pub mod documents;
 pub mod extract;
+pub mod feedback;
 pub mod figures;
 pub mod gate;
 pub mod injection;
 pub mod library;
 pub mod metrics;
 pub mod prompt;
+pub mod report;
 pub mod verify;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 // Usage: node chat.mjs <base-url> <screenshot.png> [demo]
 // Opens the chat page, asks a question, waits for the streamed answer and its sources, reloads the page
-// to check the conversation is kept (localStorage session), and switches the UI to Russian.
+// to check the conversation is kept (localStorage session), and switches the UI to Russian; rates the
+// answer with the thumbs-down button.
 // With "demo": only checks that the page warns that a demo model answers (in English and Russian).
 import { chromium } from "playwright-core";
 
@@ -39,6 +40,13 @@ try {
     if (!answer.includes("0.5")) fail("answer without the fee: " + answer);
     if (!answer.includes("fees-and-limits.md")) fail("sources not shown: " + answer);
     if (!tokens.some((t) => t && t.startsWith("text/event-stream"))) fail("the answer was not streamed: " + tokens);
+    // Thumbs down under the answer: the rating is sent with the answer's query_id.
+    const last = page.locator(".msg.bot").last();
+    const rated = page.waitForResponse((r) => r.url().endsWith("/api/v1/feedback"));
+    await last.locator('.rate button[data-rating="down"]').click();
+    const feedback = await rated;
+    if (feedback.status() !== 200) fail("feedback answered " + feedback.status());
+    await last.locator(".rate", { hasText: "Thank you" }).waitFor({ timeout: 10000 });
     const session = await page.evaluate(() => localStorage.getItem("novapay.session"));
     if (!session) fail("no session kept in localStorage");
 

@@ -39,6 +39,15 @@ fn chat_page_streams_an_answer_with_sources_in_chromium() {
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chat-page.png");
     let stdout = chat_page_script(&app.base, &shot, None);
     assert!(stdout.starts_with("OK "), "{stdout}");
+    let report = app.assistant.support_report(0).unwrap();
+    assert_eq!(
+        report.feedback.down, 1,
+        "the thumbs-down was stored: {report:?}"
+    );
+    assert_eq!(
+        report.thumbs_down[0].question,
+        "How much does a domestic transfer cost?"
+    );
 }
 
 #[test]
