@@ -412,7 +412,25 @@ const QUESTION_WORDS: &[&str] = &[
     "okay",
     "s",
     "t",
+    "d",
+    "m",
+    "ll",
+    "re",
+    "ve",
     "don",
+    "didn",
+    "doesn",
+    "isn",
+    "aren",
+    "wasn",
+    "weren",
+    "haven",
+    "hasn",
+    "hadn",
+    "won",
+    "wouldn",
+    "couldn",
+    "shouldn",
     "let",
     "сколько",
     "какой",
@@ -493,11 +511,12 @@ const QUESTION_WORDS: &[&str] = &[
 /// `question` without its framing words.
 fn without_question_words(question: &str) -> String {
     question
-        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '%' && c != '.' && c != ',')
+        // Apostrophes separate too: "didn't" and "what's" are framing words, not "didn" and "s".
+        .split(|c: char| !c.is_alphanumeric() && c != '%' && c != '.' && c != ',')
         .filter(|w| !w.is_empty())
         .filter(|w| {
             let lower = w.to_lowercase();
-            !QUESTION_WORDS.contains(&lower.trim_matches(['\'', '.', ',']))
+            !QUESTION_WORDS.contains(&lower.trim_matches(['.', ',']))
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -665,5 +684,13 @@ mod tests {
         );
         assert_eq!(s.unknown_rare, vec!["overdraft".to_string()], "{s:?}");
         assert!(!s.answerable(&config), "{s:?}");
+    }
+
+    #[test]
+    fn contractions_are_framing_words() {
+        assert_eq!(
+            without_question_words("What's the fee if I didn't sign, and I’m abroad?"),
+            "fee sign, abroad"
+        );
     }
 }
