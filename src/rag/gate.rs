@@ -427,7 +427,6 @@ const QUESTION_WORDS: &[&str] = &[
     "haven",
     "hasn",
     "hadn",
-    "won",
     "wouldn",
     "couldn",
     "shouldn",
@@ -511,7 +510,8 @@ const QUESTION_WORDS: &[&str] = &[
 /// `question` without its framing words.
 fn without_question_words(question: &str) -> String {
     question
-        // Apostrophes separate too: "didn't" and "what's" are framing words, not "didn" and "s".
+        // Apostrophes separate too: "didn't" and "what's" are framing words, not "didn" and "s" ("won"
+        // of "won't" stays: it is also the verb of "who won").
         .split(|c: char| !c.is_alphanumeric() && c != '%' && c != '.' && c != ',')
         .filter(|w| !w.is_empty())
         .filter(|w| {
