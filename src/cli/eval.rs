@@ -29,7 +29,7 @@ pub enum EvalCommand {
     },
     /// Knowledge-base regression questions through the whole answer path (the check a support team
     /// runs after every knowledge-base edit): right source, expected figures, forbidden strings,
-    /// refusals, figures the sources do not state.
+    /// refusals, figures the sources do not state. `--data` is indexed afresh into a temporary folder.
     Answers {
         #[command(flatten)]
         assistant: AssistantArgs,
@@ -57,7 +57,8 @@ pub enum EvalCommand {
         /// squad2-sample folder (squad2-dev-sample300.jsonl, paragraphs.jsonl).
         #[arg(long)]
         squad: Option<PathBuf>,
-        /// Questions file in `eval answers` format, against the indexed knowledge base.
+        /// Questions file in `eval answers` format, asked of the knowledge base in `--data` (indexed
+        /// afresh into a temporary folder).
         #[arg(long)]
         questions: Option<PathBuf>,
         /// Only the first N SQuAD questions.

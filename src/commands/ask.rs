@@ -47,7 +47,11 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
                 if g.missing_rare.is_empty() {
                     String::new()
                 } else {
-                    format!(" (missing: {})", g.missing_rare.join(", "))
+                    format!(
+                        " (not in the excerpts: {}; in no chunk: {})",
+                        g.missing_rare.join(", "),
+                        g.unknown_rare.join(", ")
+                    )
                 },
                 g.best_excerpt_bm25,
                 g.agreement,

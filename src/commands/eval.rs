@@ -1,8 +1,9 @@
 use std::path::Path;
 
 use anyhow::Context;
+use novapay::embed::Embedder;
 use novapay::eval::{answerability, answers, beir, doc2dial};
-use novapay::index::KnowledgeBase;
+use novapay::index::{build_index, IndexJob, KnowledgeBase};
 
 use crate::cli::{AssistantArgs, EmbedArgs, KbArgs, RagArgs, RuntimeArgs};
 
@@ -89,6 +90,40 @@ pub fn dialogue(
     Ok(())
 }
 
+/// Indexes `--data` into a temporary folder (deleted when the returned guard drops) with the real
+/// embedder, so that questions are asked of exactly that folder: no stale index after a
+/// knowledge-base edit, and any knowledge base can be checked without touching the served index.
+fn index_of_data(
+    embedder: &Embedder,
+    embed: &EmbedArgs,
+    kb: &KbArgs,
+) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("novapay-eval-index-")
+        .tempdir()
+        .context("creating a temporary index folder")?;
+    let job = IndexJob {
+        data_dir: kb.data_dir.clone(),
+        index_dir: dir.path().to_path_buf(),
+        settings: super::index_settings(embedder, embed, kb),
+        rebuild: true,
+        fail_after_files: None,
+    };
+    let report = build_index(&job, embedder, &|done, total| {
+        progress("indexing chunks", done, total)
+    })
+    .with_context(|| format!("indexing {}", kb.data_dir.display()))?;
+    for (file, reason) in &report.failed {
+        eprintln!("skipped {file}: {reason}");
+    }
+    anyhow::ensure!(
+        report.chunks > 0,
+        "no documents to index in {} (give the knowledge base with --data DIR)",
+        kb.data_dir.display()
+    );
+    Ok(dir)
+}
+
 pub fn answers(
     a: &AssistantArgs,
     questions: &Path,
@@ -100,7 +135,13 @@ pub fn answers(
         qs.retain(|q| q.split.as_deref() == Some(split));
     }
     anyhow::ensure!(!qs.is_empty(), "no questions in {}", questions.display());
-    let assistant = super::load_assistant(a, 1, false)?.assistant;
+    let index = {
+        let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
+        index_of_data(&embedder, &a.embed, &a.kb)?
+    };
+    let mut a = a.clone();
+    a.kb.index_dir = Some(index.path().to_path_buf());
+    let assistant = super::load_assistant(&a, 1, false)?.assistant;
     let report = answers::evaluate(&assistant, &qs, &progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -220,9 +261,10 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
     }
     if let Some(file) = a.questions {
         let qs = answers::read_questions(file)?;
+        let index = index_of_data(&embedder, a.embed, a.kb)?;
         let settings = super::index_settings(&embedder, a.embed, a.kb);
-        let kb = KnowledgeBase::open(&a.kb.index_dir(), &settings)
-            .context("the questions are asked of the indexed knowledge base")?;
+        let kb = KnowledgeBase::open(index.path(), &settings)
+            .context("opening the temporary index of --data")?;
         samples.extend(answerability::kb_samples(&kb, &embedder, &config, &qs)?);
     }
     let report = answerability::report(&samples, &config.gate);
@@ -231,7 +273,9 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "gate: rarity-weighted coverage >= {:.2}, the {} rarest words covered, similarity >= {:.2}",
+        "gate: rarity-weighted coverage >= {:.2} (stemmed words; a word of the same root counts), none \
+         of the {} rarest words both missing from the excerpts and unknown to the knowledge base, \
+         similarity >= {:.2}",
         report.gate.min_weighted_coverage, report.gate.rare_words, report.gate.min_similarity
     );
     for s in &report.splits {
@@ -247,23 +291,35 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
             s.agreement_answerable * 100.0,
             s.agreement_unanswerable * 100.0
         );
-        println!("  threshold | weighted coverage + rare words | best-excerpt BM25 + rare words | weighted coverage alone");
-        println!("            |  refusal  false refusal        |  refusal  false refusal        |  refusal  false refusal");
-        for ((p, b), w) in s
+        println!("  refusal and false refusal over the threshold:");
+        println!("  threshold | coverage + rarest-   | coverage + former rule | best-excerpt BM25 +  | coverage alone");
+        println!(
+            "            | word rule (the gate) | (rarest words in the   | rarest-word rule     |"
+        );
+        println!(
+            "            |                      | excerpts)              |                      |"
+        );
+        let cell = |p: &answerability::Point| {
+            format!(
+                "{:>5.1}% {:>5.1}%",
+                p.refusal * 100.0,
+                p.false_refusal * 100.0
+            )
+        };
+        for (((p, f), b), w) in s
             .curve
             .iter()
+            .zip(&s.curve_former_rare_rule)
             .zip(&s.curve_best_excerpt_bm25)
             .zip(&s.curve_without_rare_rule)
         {
             println!(
-                "     {:.2}  |  {:>5.1}%  {:>5.1}%               |  {:>5.1}%  {:>5.1}%               |  {:>5.1}%  {:>5.1}%",
+                "     {:.2}  | {:<20} | {:<22} | {:<20} | {}",
                 p.threshold,
-                p.refusal * 100.0,
-                p.false_refusal * 100.0,
-                b.refusal * 100.0,
-                b.false_refusal * 100.0,
-                w.refusal * 100.0,
-                w.false_refusal * 100.0
+                cell(p),
+                cell(f),
+                cell(b),
+                cell(w)
             );
         }
     }

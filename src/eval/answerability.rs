@@ -48,8 +48,11 @@ pub struct SplitReport {
     pub unanswerable: usize,
     /// At the configured operating point.
     pub at_operating_point: Point,
-    /// Over `min_weighted_coverage`, with the rarest-word rule and the similarity floor.
+    /// Over `min_weighted_coverage`, with the rarest-word rule and the similarity floor (the gate).
     pub curve: Vec<Point>,
+    /// The same with the former rarest-word rule (the rarest words must be in the excerpts, even when
+    /// the knowledge base uses them elsewhere).
+    pub curve_former_rare_rule: Vec<Point>,
     /// The same with the best excerpt's normalised BM25 as the score instead (measured, not used).
     pub curve_best_excerpt_bm25: Vec<Point>,
     /// Without the rarest-word rule (the score alone), for comparison.
@@ -108,19 +111,18 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
     let splits = by_split
         .into_iter()
         .map(|(split, group)| {
-            let curve_of = |score: fn(&GateSignals) -> f32, rare: bool| -> Vec<Point> {
-                thresholds
-                    .iter()
-                    .map(|&t| {
-                        let accept = move |g: &GateSignals| {
-                            (!rare || g.rare_covered)
-                                && score(g) >= t
-                                && g.similarity >= gate.min_similarity
-                        };
-                        point(&group, t, &accept)
-                    })
-                    .collect()
-            };
+            let curve_of =
+                |score: fn(&GateSignals) -> f32, rare: fn(&GateSignals) -> bool| -> Vec<Point> {
+                    thresholds
+                        .iter()
+                        .map(|&t| {
+                            let accept = move |g: &GateSignals| {
+                                rare(g) && score(g) >= t && g.similarity >= gate.min_similarity
+                            };
+                            point(&group, t, &accept)
+                        })
+                        .collect()
+                };
             let agreement = |answerable: bool| {
                 let g: Vec<_> = group
                     .iter()
@@ -138,9 +140,10 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
                 at_operating_point: point(&group, gate.min_weighted_coverage, &|g| {
                     g.answerable(gate)
                 }),
-                curve: curve_of(|g| g.weighted_coverage, true),
-                curve_best_excerpt_bm25: curve_of(|g| g.best_excerpt_bm25, true),
-                curve_without_rare_rule: curve_of(|g| g.weighted_coverage, false),
+                curve: curve_of(|g| g.weighted_coverage, |g| g.rare_covered),
+                curve_former_rare_rule: curve_of(|g| g.weighted_coverage, |g| g.rare_in_excerpts),
+                curve_best_excerpt_bm25: curve_of(|g| g.best_excerpt_bm25, |g| g.rare_covered),
+                curve_without_rare_rule: curve_of(|g| g.weighted_coverage, |g| !g.words.is_empty()),
                 agreement_answerable: agreement(true),
                 agreement_unanswerable: agreement(false),
                 split,

@@ -440,7 +440,7 @@ fn the_shipped_questions_file_covers_languages_follow_ups_and_refusals() {
     assert!(qs.iter().filter(|q| ru(q)).count() >= 8);
     assert!(qs.iter().filter(|q| q.turns.len() > 1).count() >= 4);
     assert!(qs.iter().filter(|q| q.unanswerable).count() >= 10);
-    for split in ["tune", "heldout"] {
+    for split in ["tune", "tune-2"] {
         assert!(
             qs.iter()
                 .filter(|q| q.split.as_deref() == Some(split))
