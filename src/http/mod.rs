@@ -155,6 +155,7 @@ pub fn router(state: Shared) -> Router {
         .route(routes::OPENAI_MODELS, get(openai::list_models))
         .route(routes::OPENAI_MODEL, get(openai::get_model))
         .route(routes::OPENAI_EMBEDDINGS, post(openai::embeddings))
+        .route(
             routes::DOCUMENTS,
             get(documents::list).post(documents::upload),
         )

@@ -35,7 +35,7 @@ pub struct SearchResult {
 
 /// A loaded generation: chunks, their vectors (usearch) and a BM25 index, read-only.
 pub struct KnowledgeBase {
-    chunks: Vec<Arc<Chunk>>,
+    pub(super) chunks: Vec<Arc<Chunk>>,
     vectors: VectorIndex,
     bm25: Bm25Index,
     terms: TermStats,
