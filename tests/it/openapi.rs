@@ -49,7 +49,7 @@ fn served_routes() -> BTreeSet<(String, String)> {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
         let path = value_of(&name);
-        for method in ["get", "post", "put", "delete", "patch"] {
+        for method in ["get", "post", "put", "delete", "patch", "any"] {
             if call.contains(&format!("{method}(")) {
                 served.insert((path.clone(), method.to_string()));
             }
@@ -64,7 +64,15 @@ fn every_served_route_is_documented_and_every_documented_route_is_served() {
     let documented = operations(&doc);
     let served = served_routes();
     assert!(served.len() >= 9, "{served:?}");
-    let undocumented: Vec<_> = served.difference(&documented).collect();
+    // A route served with `any(..)` (the MCP transport) answers every method itself; it is covered
+    // when the document has at least one operation on its path.
+    let undocumented: Vec<_> = served
+        .iter()
+        .filter(|(path, method)| match method.as_str() {
+            "any" => !documented.iter().any(|(p, _)| p == path),
+            _ => !documented.contains(&(path.clone(), method.clone())),
+        })
+        .collect();
     assert!(
         undocumented.is_empty(),
         "served but not in /openapi.json: {undocumented:?}"
