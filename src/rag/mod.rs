@@ -5,8 +5,8 @@
 
 pub mod answer;
 pub mod cache;
-pub mod embeddings;
 pub mod documents;
+pub mod embeddings;
 pub mod extract;
 pub mod feedback;
 pub mod figures;
