@@ -818,7 +818,7 @@ impl Turning {
                     }
                     assistant.record(&session, &prepared.question, &text, &prepared.sources)?;
                     // Filed with the turns under the query id: for feedback and the support report.
-                    Ok(assistant.file_answer(&super::feedback::AnsweredTurn {
+                    assistant.file_answer(&super::feedback::AnsweredTurn {
                         query_id: &query_id,
                         session: &session,
                         question: &prepared.question,
@@ -826,7 +826,7 @@ impl Turning {
                         sources: &prepared.sources,
                         fallback,
                         latency_ms,
-                    })?)
+                    })
                 })
                 .await
             }
