@@ -253,6 +253,19 @@ fn an_uploaded_document_answers_at_once_and_is_gone_after_delete_while_queries_k
         })
     };
 
+    // Signals, not timing: the asker has answered before the first swap, and again after the last.
+    let wait_for_answers = |more_than: usize| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while asked.load(Ordering::Relaxed) <= more_than {
+            assert!(
+                Instant::now() < deadline,
+                "the background asker got no answer"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_answers(0);
+
     let started = Instant::now();
     let (status, uploaded) = app.upload(ADMIN_KEY, "gift-vouchers.md", VOUCHERS.as_bytes());
     assert_eq!(status, 201, "{uploaded}");
@@ -329,6 +342,7 @@ fn an_uploaded_document_answers_at_once_and_is_gone_after_delete_while_queries_k
     let (status, again) = app.admin("DELETE", "/api/v1/documents/gift-vouchers.md", ADMIN_KEY);
     assert_eq!((status, error_code(&again)), (404, "not_found"), "{again}");
 
+    wait_for_answers(asked.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     let failures = background.join().unwrap();
     assert!(
