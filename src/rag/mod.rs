@@ -32,6 +32,8 @@ use verify::{FigureCheck, Verification};
 
 /// Conversation types the doors name (re-exported so that they need not reach into `memory`).
 pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
+/// Why a served answer's generation stopped ([`Answered::finish_reason`]).
+pub use crate::engine::FinishReason;
 pub use answer::{
     parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
     Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,
