@@ -10,7 +10,7 @@ use novapay::memory::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{error_code, send, spawn_app, AppOptions, TestApp};
+use crate::support::{error_code, spawn_app, AppOptions};
 use crate::redis_memory::RedisServer;
 use crate::support::novapay;
 
@@ -81,7 +81,6 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
     assert_eq!(status, 200);
 
     let metrics = app.metrics();
-    let metrics = metrics.as_str().unwrap().to_string();
     assert!(
         metrics.contains("novapay_feedback_total{rating=\"down\"} 1"),
         "{metrics}"
