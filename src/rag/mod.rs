@@ -30,10 +30,10 @@ use extract::Extractor;
 use gate::{GateConfig, GateSignals};
 use verify::{FigureCheck, Verification};
 
-/// Conversation types the doors name (re-exported so that they need not reach into `memory`).
-pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
 /// Why a served answer's generation stopped ([`Answered::finish_reason`]).
 pub use crate::engine::FinishReason;
+/// Conversation types the doors name (re-exported so that they need not reach into `memory`).
+pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
 pub use answer::{
     parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
     Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use novapay::engine::SamplingParams;
 use novapay::rag::{
     Access, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door, FinishReason, PastTurn,
-    SessionId,
-    Speaker, WhenBusy,
+    SessionId, Speaker, WhenBusy,
 };
 
 use crate::support::test_assistant;

@@ -20,8 +20,8 @@ use crate::support::portal::{
     BOT_ACCESS_TOKEN,
 };
 use crate::support::{
-    index_small_kb, novapay, send, spawn_app, test_assistant, AppOptions, FakePortal,
-    ServeProcess, TestApp,
+    index_small_kb, novapay, send, spawn_app, test_assistant, AppOptions, FakePortal, ServeProcess,
+    TestApp,
 };
 
 const IN_KB_QUESTION: &str = "How much does a domestic transfer cost?";

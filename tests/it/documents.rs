@@ -15,10 +15,10 @@ use novapay::rag::documents::Documents;
 use novapay::rag::{AnswerMode, Assistant, RagConfig};
 use serde_json::{json, Value};
 
-use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
 use crate::knowledge_base::embedder;
-use crate::support::{index_small_kb, ServeProcess};
 use crate::smollm2_path;
+use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
+use crate::support::{index_small_kb, ServeProcess};
 
 const VOUCHERS: &str = "# NovaPay Gift Vouchers\n\n\
 NovaPay gift vouchers can be bought in the NovaPay app for 10, 25 or 50 euros and sent to anyone by \

@@ -10,9 +10,9 @@ use novapay::memory::{
 };
 use serde_json::{json, Value};
 
-use crate::support::{error_code, spawn_app, AppOptions};
 use crate::redis_memory::RedisServer;
 use crate::support::novapay;
+use crate::support::{error_code, spawn_app, AppOptions};
 
 const OWNER: &str = "owner-key";
 const OTHER: &str = "other-key";
@@ -30,18 +30,14 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
         },
         ..AppOptions::default()
     });
-    let (status, answered) = app.post_json_as(OWNER,
-        "/api/v1/query",
-        &json!({ "query": ANSWERABLE }),
-    );
+    let (status, answered) =
+        app.post_json_as(OWNER, "/api/v1/query", &json!({ "query": ANSWERABLE }));
     assert_eq!(status, 200, "{answered}");
     let query_id = answered["query_id"].as_str().unwrap().to_string();
     let session = answered["session_id"].as_str().unwrap().to_string();
     // A conversation of its own: after a fee question, a short one would be read as a follow-up.
-    let (status, fallback) = app.post_json_as(OWNER,
-        "/api/v1/query",
-        &json!({ "query": UNANSWERABLE }),
-    );
+    let (status, fallback) =
+        app.post_json_as(OWNER, "/api/v1/query", &json!({ "query": UNANSWERABLE }));
     assert_eq!(status, 200, "{fallback}");
     assert_eq!(fallback["fallback"], true, "{fallback}");
     assert_ne!(fallback["query_id"], answered["query_id"]);

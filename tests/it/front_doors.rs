@@ -136,7 +136,11 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
         ("NOVAPAY_BITRIX24_ALLOW_HTTP", "1".into()),
         ("NOVAPAY_BITRIX24_APPLICATION_TOKEN", APP_TOKEN.into()),
     ];
-    env.extend(settings.iter().map(|(k, v)| (k.to_string(), OsString::from(v))));
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v))),
+    );
     let state = work.path().join("state");
     let mut server = ServeProcess::spawn("front-doors", &env, &state);
     server.wait_ready();
@@ -199,7 +203,10 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
     });
     // The same prompt and the same generation as the SSE answer, counted by the LLM.
     let usage = &completion["usage"];
-    assert_eq!(usage["prompt_tokens"], sse_usage["prompt_tokens"], "{usage} {sse_usage}");
+    assert_eq!(
+        usage["prompt_tokens"], sse_usage["prompt_tokens"],
+        "{usage} {sse_usage}"
+    );
     assert_eq!(usage["completion_tokens"], sse_usage["completion_tokens"]);
 
     // OpenAI-compatible, streamed `chat.completion.chunk`s ending in [DONE].
@@ -278,7 +285,11 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert_eq!(stored[1].role, Speaker::Assistant);
     assert_eq!(stored[1].content, bitrix_text);
-    let mut documents: Vec<String> = answers[0].sources.iter().map(|s| s.source.clone()).collect();
+    let mut documents: Vec<String> = answers[0]
+        .sources
+        .iter()
+        .map(|s| s.source.clone())
+        .collect();
     documents.dedup();
     assert_eq!(stored[1].sources, documents);
 
@@ -315,7 +326,11 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
     );
     for a in &answers[1..] {
         assert_eq!(a.text, reference.text, "{} vs {}", a.door, reference.door);
-        assert_eq!(a.sources, reference.sources, "{} vs {}", a.door, reference.door);
+        assert_eq!(
+            a.sources, reference.sources,
+            "{} vs {}",
+            a.door, reference.door
+        );
     }
     assert_eq!(bitrix_text, reference.text, "bitrix24 vs rest");
 

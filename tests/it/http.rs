@@ -8,7 +8,7 @@ use novapay::engine::SamplingParams;
 use novapay::http::{self, ServerConfig};
 use serde_json::{json, Value};
 
-use crate::support::{error_code, response, send, sse_events, spawn_app, AppOptions};
+use crate::support::{error_code, response, send, spawn_app, sse_events, AppOptions};
 
 #[test]
 fn query_answers_with_sources_in_the_prototype_shape() {

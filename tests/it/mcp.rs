@@ -43,7 +43,9 @@ fn assert_tools_answer_and_documents(r: &Value) {
     assert!(excerpts[0]["score"].as_f64().unwrap() > 0.3, "{search:#}");
     // Whole excerpts, not previews: the domestic fee section with its worked example.
     assert!(
-        excerpts.iter().all(|e| !e["text"].as_str().unwrap().ends_with('…')),
+        excerpts
+            .iter()
+            .all(|e| !e["text"].as_str().unwrap().ends_with('…')),
         "{search:#}"
     );
     assert!(

@@ -6,7 +6,9 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{index_small_kb, python, python_script, send, spawn_app, AppOptions, ServeProcess};
+use crate::support::{
+    index_small_kb, python, python_script, send, spawn_app, AppOptions, ServeProcess,
+};
 
 #[test]
 fn the_openai_python_sdk_gets_grounded_answers_embeddings_and_openai_errors() {

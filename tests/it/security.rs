@@ -9,8 +9,8 @@ use novapay::http::ServerConfig;
 use novapay::memory::{SessionId, Speaker, Turn};
 use serde_json::{json, Value};
 
-use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
 use crate::support::novapay;
+use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
 
 const OFF_TOPIC: &str = "How do I bake a chocolate cake?";
 
@@ -70,7 +70,8 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
     assert_eq!(s, 200, "{created}");
     let id = created["session_id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/session/{id}");
-    let (s, v) = app.post_json_as("key-a",
+    let (s, v) = app.post_json_as(
+        "key-a",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id, "user_id": "u-1"}),
     );
@@ -79,7 +80,8 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
     // Another key: as if the session did not exist (404, not 403), for reading, writing, deleting.
     let (s, v) = app.get_as("key-b", &path);
     assert_eq!((s, error_code(&v)), (404, "not_found"), "{v}");
-    let (s, v) = app.post_json_as("key-b",
+    let (s, v) = app.post_json_as(
+        "key-b",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id}),
     );
@@ -89,7 +91,8 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
     // The same key naming another end user.
     let (s, _) = app.get_as("key-a", &format!("{path}?user_id=u-2"));
     assert_eq!(s, 404);
-    let (s, _) = app.post_json_as("key-a",
+    let (s, _) = app.post_json_as(
+        "key-a",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id, "user_id": "u-2"}),
     );
@@ -382,8 +385,7 @@ fn logged_customer_text_is_escaped_and_card_numbers_are_masked_everywhere() {
     let mut env = crate::support::index_small_kb(work.path());
     env.push(("NOVAPAY_LOG_QUERIES".into(), "1".into()));
     env.push(("RUST_LOG".into(), "warn,novapay=debug".into()));
-    let mut serve =
-        crate::support::ServeProcess::spawn("logs", &env, &work.path().join("state"));
+    let mut serve = crate::support::ServeProcess::spawn("logs", &env, &work.path().join("state"));
     serve.wait_ready();
     let (s, v) = serve.post(
         "/api/v1/query",
@@ -441,7 +443,11 @@ fn a_keyless_loopback_server_answers_only_requests_addressed_to_a_loopback_name(
         ("GET", "/api/v1/session/some-session"),
     ] {
         let (s, v) = with_host(&app, method, path, &format!("evil.example.com:{port}"));
-        assert_eq!((s, error_code(&v)), (403, "host_not_allowed"), "{path}: {v}");
+        assert_eq!(
+            (s, error_code(&v)),
+            (403, "host_not_allowed"),
+            "{path}: {v}"
+        );
     }
     // The OpenAI paths refuse it in OpenAI's shape, and so does /mcp.
     let (s, v) = with_host(&app, "GET", "/v1/models", "evil.example.com");
@@ -460,7 +466,8 @@ fn a_keyless_loopback_server_answers_only_requests_addressed_to_a_loopback_name(
     let (s, v) = with_host(&app, "GET", "/health", "evil.example.com");
     assert_eq!(s, 200, "{v}");
     assert!(
-        app.metrics().contains("novapay_errors_total{code=\"host_not_allowed\"} 4"),
+        app.metrics()
+            .contains("novapay_errors_total{code=\"host_not_allowed\"} 4"),
         "{}",
         app.metrics()
     );
