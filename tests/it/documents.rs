@@ -116,12 +116,8 @@ impl KbApp {
     }
 
     fn ask(&self, question: &str) -> (u16, Value) {
-        send(
-            ureq::post(&self.url("/api/v1/query"))
-                .set("Authorization", &format!("Bearer {QUERY_KEY}"))
-                .set("Content-Type", "application/json"),
-            json!({ "query": question }).to_string().as_bytes(),
-        )
+        self.app
+            .post_json_as(QUERY_KEY, "/api/v1/query", &json!({ "query": question }))
     }
 
     fn upload(&self, key: &str, file_name: &str, content: &[u8]) -> (u16, Value) {
@@ -145,11 +141,7 @@ impl KbApp {
     }
 
     fn admin(&self, method: &str, path: &str, key: &str) -> (u16, Value) {
-        response(
-            ureq::request(method, &self.url(path))
-                .set("Authorization", &format!("Bearer {key}"))
-                .call(),
-        )
+        self.app.request_as(key, method, path)
     }
 
     fn generation(&self) -> String {

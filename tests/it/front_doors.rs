@@ -355,7 +355,9 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
         "the cache is off: {metrics}"
     );
     eprintln!(
-        "front doors: seven answers agreed in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "front doors: seven answers agreed in {:.1} s: {:?} from {} sources",
+        started.elapsed().as_secs_f64(),
+        reference.text,
+        reference.sources.len()
     );
 }

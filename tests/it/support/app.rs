@@ -151,15 +151,16 @@ impl TestApp {
 
     /// `GET` with an API key as `Authorization: Bearer`.
     pub fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
-        self.call_as(key, "GET", path)
+        self.request_as(key, "GET", path)
     }
 
     /// `DELETE` with an API key as `Authorization: Bearer`.
     pub fn delete_as(&self, key: &str, path: &str) -> (u16, Value) {
-        self.call_as(key, "DELETE", path)
+        self.request_as(key, "DELETE", path)
     }
 
-    fn call_as(&self, key: &str, method: &str, path: &str) -> (u16, Value) {
+    /// A request of any method, without a body, with an API key as `Authorization: Bearer`.
+    pub fn request_as(&self, key: &str, method: &str, path: &str) -> (u16, Value) {
         response(
             ureq::request(method, &self.url(path))
                 .set("Authorization", &format!("Bearer {key}"))
