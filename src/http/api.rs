@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{blocking, ApiError};
 use super::extract::{JsonBody, OptionalJsonBody};
 use super::wire::{
     ms_to_rfc3339, CreateSession, QueryRequest, QueryResponse, SessionCreated, SessionDeleted,
@@ -43,14 +43,6 @@ fn checked_user_id(user_id: Option<&str>) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(u.to_string()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
 }
 
 fn wants_stream(req: &QueryRequest, headers: &HeaderMap) -> bool {

@@ -54,25 +54,45 @@ pub async fn events(
     }))
 }
 
+/// Runs an accepted event's job, then counts how it ended in `novapay_bitrix24_jobs_total` (the
+/// operator's view of the background work, and the signal that nothing more will be sent for it).
 async fn run_when_ready(state: Shared, job: Box<Job>) {
+    let outcome = run_job(&state, job).await;
+    state
+        .metrics
+        .bitrix24_jobs
+        .with_label_values(&[outcome])
+        .inc();
+}
+
+async fn run_job(state: &Shared, job: Box<Job>) -> &'static str {
     let dialog = crate::logsafe::user_text(job.dialog_id());
-    let Some(assistant) = wait_for_assistant(&state).await else {
+    let Some(assistant) = wait_for_assistant(state).await else {
         tracing::error!(dialog, "Bitrix24 event dropped: models did not load");
-        return;
+        return "dropped";
     };
     match tokio::task::spawn_blocking(move || job.run(&assistant)).await {
-        Ok(Ok(Some(outcome))) => tracing::info!(
-            dialog,
-            fallback = outcome.answer.as_ref().map(|a| a.fallback),
-            handed_off = outcome.handed_off,
-            "Bitrix24 message answered"
-        ),
-        Ok(Ok(None)) => {}
+        Ok(Ok(Some(outcome))) => {
+            tracing::info!(
+                dialog,
+                fallback = outcome.answer.as_ref().map(|a| a.fallback),
+                handed_off = outcome.handed_off,
+                "Bitrix24 message answered"
+            );
+            if outcome.handed_off {
+                "handed_off"
+            } else {
+                "answered"
+            }
+        }
+        Ok(Ok(None)) => "done",
         Ok(Err(e)) => {
-            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 reply failed")
+            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 reply failed");
+            "failed"
         }
         Err(e) => {
-            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 job panicked")
+            tracing::error!(dialog, error = %crate::logsafe::user_text(&e.to_string()), "Bitrix24 job panicked");
+            "failed"
         }
     }
 }

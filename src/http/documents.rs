@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{blocking, ApiError};
 use super::extract::{raw_body, unsupported};
 use super::Shared;
 use crate::logsafe;
@@ -39,14 +39,6 @@ fn admin_documents(state: &Shared, caller: &Caller) -> Result<Arc<Documents>, Ap
             "knowledge-base management is not enabled on this server",
         )
     })
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
 }
 
 pub async fn list(

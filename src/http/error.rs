@@ -71,6 +71,16 @@ impl ApiError {
     }
 }
 
+/// Runs blocking work (SQLite, index files, the embedder) off the async workers; a task that
+/// panicked is an internal error.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();

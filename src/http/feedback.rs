@@ -9,20 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{blocking, ApiError};
 use super::extract::JsonBody;
 use super::wire::{FeedbackRequest, FeedbackStored, StatsQuery};
 use super::Shared;
 use crate::rag::feedback::{query_id_ok, RateOutcome, MAX_COMMENT_CHARS};
 use crate::rag::Access;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-}
 
 pub async fn feedback(
     State(state): State<Shared>,

@@ -9,6 +9,8 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub errors: IntCounterVec,
+    /// Bitrix24 events handled in the background, by how the handling ended.
+    pub bitrix24_jobs: IntCounterVec,
 }
 
 impl Metrics {
@@ -25,12 +27,22 @@ impl Metrics {
             Opts::new("novapay_errors_total", "Error responses by code"),
             &["code"],
         )?;
+        let bitrix24_jobs = IntCounterVec::new(
+            Opts::new(
+                "novapay_bitrix24_jobs_total",
+                "Accepted Bitrix24 events whose background work (answer, greeting, registration) \
+                 has ended, by outcome (answered, handed_off, done, failed, dropped)",
+            ),
+            &["outcome"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(bitrix24_jobs.clone()))?;
         Ok(Self {
             registry,
             requests,
             errors,
+            bitrix24_jobs,
         })
     }
 

@@ -16,6 +16,7 @@ mod documents;
 pub mod error;
 mod extract;
 mod feedback;
+mod host;
 mod mcp;
 pub mod metrics;
 pub(crate) mod openai;
@@ -107,6 +108,9 @@ pub struct AppState {
     /// `/v1/embeddings` requests in progress (each runs the embedder on up to 64 texts).
     embeddings: Arc<Semaphore>,
     pub metrics: Metrics,
+    /// No API keys and a loopback address: only requests addressed to a loopback name reach the API
+    /// (see `host`).
+    loopback_only: bool,
     /// Knowledge-base management, when the server knows its data folder.
     documents: OnceLock<Arc<crate::rag::documents::Documents>>,
 }
@@ -243,6 +247,9 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
         .into_response()
     } else if public || request.method() == Method::OPTIONS {
         next.run(request).await
+    } else if state.loopback_only && !host::is_loopback_host(request.headers().get(header::HOST)) {
+        extract::drain(request.into_body(), state.config.body_read_timeout).await;
+        host::refused().into_response()
     } else if let Some(caller) = caller {
         request.extensions_mut().insert::<Caller>(caller);
         next.run(request).await
@@ -498,7 +505,10 @@ pub fn start(listener: TcpListener, config: ServerConfig) -> Result<RunningServe
         max_connections: config.max_connections.max(1),
         header_read_timeout: config.header_read_timeout,
     };
+    let loopback_only =
+        config.api_keys.is_empty() && config.admin_keys.is_empty() && addr.ip().is_loopback();
     let state = Arc::new(AppState {
+        loopback_only,
         config,
         services: OnceLock::new(),
         embeddings: Arc::new(Semaphore::new(openai::EMBEDDINGS_IN_PROGRESS)),

@@ -35,12 +35,13 @@ pub async fn search(
     let excerpts: Vec<serde_json::Value> = found
         .sources
         .iter()
-        .map(|s| {
+        .zip(&found.texts)
+        .map(|(s, text)| {
             json!({
                 "source": s.source,
                 "title": s.title,
                 "heading": s.heading,
-                "text": without_instructions(&s.snippet).0,
+                "text": without_instructions(text).0,
                 "score": s.score,
             })
         })

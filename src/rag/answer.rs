@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::verify::{StreamingCheck, Verification};
 use super::{Answer, AnswerMode, Assistant, Language, Plan, Prepared, RagError, Source, WhenBusy};
-use crate::engine::{EngineError, GenerationEvent, Timings, Usage};
+use crate::engine::{EngineError, FinishReason, GenerationEvent, Timings, Usage};
 use crate::logsafe;
 use crate::memory::{MemoryError, SessionId, SessionInfo, SessionOwner, Speaker, Turn};
 
@@ -178,6 +178,9 @@ pub struct Answered {
     pub language: Language,
     /// Generated answers: the worker's timings.
     pub timings: Option<Timings>,
+    /// Why the generation stopped (the model ended its turn, or the token cap or the context
+    /// window cut it); `None` when no generated text was served (fallback, quote, cached answer).
+    pub finish_reason: Option<FinishReason>,
     pub elapsed_ms: u64,
 }
 
@@ -364,6 +367,9 @@ impl AnswerStream {
 pub struct Found {
     /// Best first, at most the requested number.
     pub sources: Vec<Source>,
+    /// The whole text of each source's chunk (in the order of `sources`): a search caller reads
+    /// the excerpts themselves, not a preview. Chunks are bounded by the chunk size.
+    pub texts: Vec<String>,
     /// Whether the answerability gate would let the excerpts answer the question.
     pub answerable: bool,
     pub language: Language,
@@ -462,14 +468,10 @@ impl Assistant {
             let found = blocking(move || {
                 let history = past_turns(history);
                 let retrieval = assistant.retrieve(&question, &history)?;
-                let sources = retrieval
-                    .hits
-                    .iter()
-                    .take(top_k)
-                    .map(Source::from_hit)
-                    .collect();
+                let hits = retrieval.hits.iter().take(top_k);
                 Ok(Found {
-                    sources,
+                    sources: hits.clone().map(Source::from_hit).collect(),
+                    texts: hits.map(|h| h.chunk.text.clone()).collect(),
                     answerable: retrieval.relevant,
                     language: retrieval.language,
                 })
@@ -660,6 +662,13 @@ impl Assistant {
     }
 }
 
+/// What the worker reported about a generation whose text is served.
+#[derive(Clone, Copy)]
+struct Generated {
+    timings: Timings,
+    finish_reason: Option<FinishReason>,
+}
+
 /// The next generation event, or `Err` once `deadline` (if any) has passed.
 async fn recv_until(
     rx: &mut mpsc::UnboundedReceiver<GenerationEvent>,
@@ -791,7 +800,12 @@ impl Turning {
             usage: Some(summary.usage),
             ..Answer::default()
         };
-        self.complete(answer, Some(summary.timings), true).await;
+        let generated = Generated {
+            timings: summary.timings,
+            // A quote that replaced the generated text was not cut by anything.
+            finish_reason: (!answer.extractive).then_some(summary.finish_reason),
+        };
+        self.complete(answer, Some(generated), true).await;
     }
 
     fn fail(self, e: AnswerError) {
@@ -800,7 +814,8 @@ impl Turning {
     }
 
     /// Stores both turns, offers the answer to the cache, counts and logs it, sends `Done`.
-    async fn complete(self, answer: Answer, timings: Option<Timings>, cacheable: bool) {
+    async fn complete(self, answer: Answer, generated: Option<Generated>, cacheable: bool) {
+        let timings = generated.map(|g| g.timings);
         let stored = match &self.resolved.session {
             Some(session) => {
                 let (assistant, session, create, prepared, text) = (
@@ -847,6 +862,7 @@ impl Turning {
             answer_mode: a.config.answer_mode,
             language: self.prepared.retrieval.language,
             timings,
+            finish_reason: generated.and_then(|g| g.finish_reason),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         };
         let kind = answered.kind();

@@ -30,6 +30,8 @@ use extract::Extractor;
 use gate::{GateConfig, GateSignals};
 use verify::{FigureCheck, Verification};
 
+/// Why a served answer's generation stopped ([`Answered::finish_reason`]).
+pub use crate::engine::FinishReason;
 /// Conversation types the doors name (re-exported so that they need not reach into `memory`).
 pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
 pub use answer::{

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use novapay::engine::SamplingParams;
 use novapay::rag::{
-    Access, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door, PastTurn, SessionId,
-    Speaker, WhenBusy,
+    Access, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door, FinishReason, PastTurn,
+    SessionId, Speaker, WhenBusy,
 };
 
-use crate::http::test_assistant;
+use crate::support::test_assistant;
 
 const FEE_QUESTION: &str = "How much does a domestic transfer cost?";
 const FOLLOW_UP: &str = "And for international ones?";
@@ -223,4 +223,27 @@ fn the_stream_shows_the_answer_piece_by_piece_then_stores_and_counts_it() {
     assert_eq!(turns[1].content, answered.answer.text);
     assert_eq!(a.metrics().answers_by("cli"), 1);
     assert_eq!(a.metrics().answers_by("rest"), 0);
+}
+
+#[test]
+fn a_served_answer_says_why_its_generation_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = assistant(dir.path(), 2);
+    let rt = runtime();
+    let ask = |question: &str, cap: Option<usize>| {
+        rt.block_on(a.ask_collected(Ask {
+            max_new_tokens: cap,
+            ..Ask::new(question, Conversation::Stateless(Vec::new()), Door::OpenAi)
+        }))
+        .unwrap()
+    };
+    // Cut by the caller's token cap: the worker's own reason, not a guess from the token count.
+    let cut = ask(FEE_QUESTION, Some(2));
+    assert_eq!(cut.kind(), "generated", "{cut:?}");
+    assert_eq!(cut.usage().unwrap().completion_tokens, 2);
+    assert_eq!(cut.finish_reason, Some(FinishReason::Length), "{cut:?}");
+    // No generation, no reason: the fallback is a complete text.
+    let fallback = ask("How do I bake a chocolate cake?", None);
+    assert!(fallback.answer.fallback, "{fallback:?}");
+    assert_eq!(fallback.finish_reason, None);
 }

@@ -15,9 +15,9 @@ use novapay::rag::prompt::SYSTEM_PROMPT;
 use novapay::rag::{AnswerMode, Assistant, Plan, RagConfig};
 use serde_json::json;
 
-use crate::http::{spawn_app, AppOptions};
 use crate::knowledge_base::{embedder, shared_kb};
 use crate::smollm2_path;
+use crate::support::{spawn_app, AppOptions};
 
 fn assistant_on(
     kb: Arc<KnowledgeBase>,

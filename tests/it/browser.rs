@@ -7,7 +7,7 @@ use std::process::Command;
 
 use novapay::http::ServerConfig;
 
-use crate::http::{spawn_app, AppOptions};
+use crate::support::{spawn_app, AppOptions};
 
 /// Runs tests/browser/chat.mjs against `base`; returns its stdout.
 fn chat_page_script(base: &str, shot: &Path, mode: Option<&str>) -> String {

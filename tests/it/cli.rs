@@ -1,16 +1,5 @@
-use std::process::Command;
-
 use crate::smollm2_path;
-
-fn novapay() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_novapay"));
-    // Tests must not depend on the developer's .env or Hub cache.
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("NOVAPAY_THREADS", "1");
-    c
-}
+use crate::support::novapay;
 
 #[test]
 fn tokenize_prints_ids_and_pieces_as_json() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
-use novapay::http::{self, RunningServer, ServerConfig, Services};
+use novapay::http::ServerConfig;
 use novapay::index::chunk::ChunkSettings;
 use novapay::index::{build_index, IndexJob, IndexSettings, KnowledgeBase, Library};
 use novapay::memory::SqliteStore;
@@ -15,10 +15,10 @@ use novapay::rag::documents::Documents;
 use novapay::rag::{AnswerMode, Assistant, RagConfig};
 use serde_json::{json, Value};
 
-use crate::http::{error_code, response, send};
 use crate::knowledge_base::embedder;
-use crate::serve_process::{index_small_kb, ServeProcess};
 use crate::smollm2_path;
+use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
+use crate::support::{index_small_kb, ServeProcess};
 
 const VOUCHERS: &str = "# NovaPay Gift Vouchers\n\n\
 NovaPay gift vouchers can be bought in the NovaPay app for 10, 25 or 50 euros and sent to anyone by \
@@ -31,20 +31,10 @@ const ADMIN_KEY: &str = "admin-key-1";
 const MAX_DOCUMENT: usize = 8 * 1024;
 
 struct KbApp {
-    rt: tokio::runtime::Runtime,
-    server: Option<RunningServer>,
-    base: String,
+    app: TestApp,
     data: PathBuf,
     index: PathBuf,
     _work: tempfile::TempDir,
-}
-
-impl Drop for KbApp {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            self.rt.block_on(server.shutdown());
-        }
-    }
 }
 
 /// A server over a two-document knowledge base indexed on disk, in extract mode (answers quote the
@@ -102,33 +92,18 @@ fn spawn_kb_app() -> KbApp {
         embedder(),
         MAX_DOCUMENT,
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        http::start(
-            listener,
-            ServerConfig {
-                api_keys: vec![QUERY_KEY.into()],
-                admin_keys: vec![ADMIN_KEY.into()],
-                ..ServerConfig::default()
-            },
-        )
-        .unwrap()
-    });
-    server.set_documents(Arc::new(Documents::new(library, assistant.clone())));
-    server.set_ready(Services {
-        assistant,
-        llm_name: "SmolLM2".into(),
-        embedder_name: "all-MiniLM-L6-v2".into(),
+    let app = spawn_app(AppOptions {
+        config: ServerConfig {
+            api_keys: vec![QUERY_KEY.into()],
+            admin_keys: vec![ADMIN_KEY.into()],
+            ..ServerConfig::default()
+        },
+        documents: Some(Arc::new(Documents::new(library, assistant.clone()))),
+        assistant: Some(assistant),
+        ..AppOptions::default()
     });
     KbApp {
-        rt,
-        base: format!("http://{}", server.addr),
-        server: Some(server),
+        app,
         data,
         index,
         _work: work,
@@ -137,16 +112,12 @@ fn spawn_kb_app() -> KbApp {
 
 impl KbApp {
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        self.app.url(path)
     }
 
     fn ask(&self, question: &str) -> (u16, Value) {
-        send(
-            ureq::post(&self.url("/api/v1/query"))
-                .set("Authorization", &format!("Bearer {QUERY_KEY}"))
-                .set("Content-Type", "application/json"),
-            json!({ "query": question }).to_string().as_bytes(),
-        )
+        self.app
+            .post_json_as(QUERY_KEY, "/api/v1/query", &json!({ "query": question }))
     }
 
     fn upload(&self, key: &str, file_name: &str, content: &[u8]) -> (u16, Value) {
@@ -170,11 +141,7 @@ impl KbApp {
     }
 
     fn admin(&self, method: &str, path: &str, key: &str) -> (u16, Value) {
-        response(
-            ureq::request(method, &self.url(path))
-                .set("Authorization", &format!("Bearer {key}"))
-                .call(),
-        )
+        self.app.request_as(key, method, path)
     }
 
     fn generation(&self) -> String {

@@ -10,32 +10,15 @@ use novapay::memory::{
 };
 use serde_json::{json, Value};
 
-use crate::http::{error_code, send, spawn_app, AppOptions, TestApp};
 use crate::redis_memory::RedisServer;
-use crate::serve_process::novapay;
+use crate::support::novapay;
+use crate::support::{error_code, spawn_app, AppOptions};
 
 const OWNER: &str = "owner-key";
 const OTHER: &str = "other-key";
 const ADMIN: &str = "admin-key";
 const ANSWERABLE: &str = "How much does a domestic transfer cost?";
 const UNANSWERABLE: &str = "How do I bake a chocolate cake?";
-
-fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    send(
-        ureq::post(&app.url(path))
-            .set("Authorization", &format!("Bearer {key}"))
-            .set("Content-Type", "application/json"),
-        body.to_string().as_bytes(),
-    )
-}
-
-fn get(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
-    crate::http::response(
-        ureq::get(&app.url(path))
-            .set("Authorization", &format!("Bearer {key}"))
-            .call(),
-    )
-}
 
 #[test]
 fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
@@ -47,27 +30,19 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
         },
         ..AppOptions::default()
     });
-    let (status, answered) = post(
-        &app,
-        OWNER,
-        "/api/v1/query",
-        &json!({ "query": ANSWERABLE }),
-    );
+    let (status, answered) =
+        app.post_json_as(OWNER, "/api/v1/query", &json!({ "query": ANSWERABLE }));
     assert_eq!(status, 200, "{answered}");
     let query_id = answered["query_id"].as_str().unwrap().to_string();
     let session = answered["session_id"].as_str().unwrap().to_string();
     // A conversation of its own: after a fee question, a short one would be read as a follow-up.
-    let (status, fallback) = post(
-        &app,
-        OWNER,
-        "/api/v1/query",
-        &json!({ "query": UNANSWERABLE }),
-    );
+    let (status, fallback) =
+        app.post_json_as(OWNER, "/api/v1/query", &json!({ "query": UNANSWERABLE }));
     assert_eq!(status, 200, "{fallback}");
     assert_eq!(fallback["fallback"], true, "{fallback}");
     assert_ne!(fallback["query_id"], answered["query_id"]);
 
-    let rate = |key: &str, body: Value| post(&app, key, "/api/v1/feedback", &body);
+    let rate = |key: &str, body: Value| app.post_json_as(key, "/api/v1/feedback", &body);
     // Another key, even an administrator's, is told the answer does not exist.
     for key in [OTHER, ADMIN] {
         let (status, body) = rate(key, json!({ "query_id": query_id, "rating": "down" }));
@@ -101,17 +76,16 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
     let (status, _) = rate(OWNER, json!({ "query_id": fallback_id, "rating": "up" }));
     assert_eq!(status, 200);
 
-    let (_, metrics) = crate::http::response(ureq::get(&app.url("/metrics")).call());
-    let metrics = metrics.as_str().unwrap().to_string();
+    let metrics = app.metrics();
     assert!(
         metrics.contains("novapay_feedback_total{rating=\"down\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("novapay_feedback_total{rating=\"up\"} 1"));
 
-    let (status, body) = get(&app, OWNER, "/api/v1/stats");
+    let (status, body) = app.get_as(OWNER, "/api/v1/stats");
     assert_eq!((status, error_code(&body)), (403, "forbidden"), "{body}");
-    let (status, report) = get(&app, ADMIN, "/api/v1/stats?days=7");
+    let (status, report) = app.get_as(ADMIN, "/api/v1/stats?days=7");
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["questions_answered"], 2, "{report}");
     assert_eq!(report["fallback_answers"], 1);
@@ -131,7 +105,7 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
     assert!(report["latency_ms"]["p95"].as_u64() >= report["latency_ms"]["p50"].as_u64());
 
     // Deleting a conversation deletes its answers and their feedback.
-    let (status, _) = crate::http::response(
+    let (status, _) = crate::support::response(
         ureq::delete(&app.url(&format!("/api/v1/session/{session}")))
             .set("Authorization", &format!("Bearer {OWNER}"))
             .call(),
@@ -139,7 +113,7 @@ fn only_the_sessions_owner_rates_an_answer_and_admins_see_the_report() {
     assert_eq!(status, 200);
     let (status, _) = rate(OWNER, json!({ "query_id": query_id, "rating": "up" }));
     assert_eq!(status, 404);
-    let (_, report) = get(&app, ADMIN, "/api/v1/stats");
+    let (_, report) = app.get_as(ADMIN, "/api/v1/stats");
     assert_eq!(report["questions_answered"], 1, "{report}");
     assert_eq!(report["feedback"], json!({ "up": 1, "down": 0 }));
 }

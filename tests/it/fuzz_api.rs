@@ -18,7 +18,7 @@ use novapay::integrations::bitrix24::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::http::{spawn_app, AppOptions};
+use crate::support::{spawn_app, AppOptions};
 
 const KEY: &str = "fuzz-key";
 

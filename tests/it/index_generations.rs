@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::redis_memory::RedisServer;
-use crate::serve_process::{index_small_kb, run_index, ServeProcess};
+use crate::support::{index_small_kb, run_index, ServeProcess};
 
 const VOUCHERS: &str = "# NovaPay Gift Vouchers\n\n\
 NovaPay gift vouchers can be bought in the NovaPay app for 10, 25 or 50 euros and sent to anyone by \

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::http::{send, spawn_app, AppOptions};
+use crate::support::{send, spawn_app, AppOptions};
 
 #[test]
 fn the_1c_module_request_is_answered() {

@@ -9,6 +9,7 @@ mod documents;
 mod embedder;
 mod eval;
 mod feedback;
+mod front_doors;
 mod fuzz_api;
 mod generation;
 mod http;
@@ -22,51 +23,12 @@ mod openapi;
 mod redis_memory;
 mod run_script;
 mod security;
-mod serve_process;
 mod synth_llama;
 mod templates;
 mod tokenizer;
 mod worker;
 
-use std::path::PathBuf;
+mod support;
 
-use novapay::engine::{Llm, LlmOptions};
-
-pub fn test_models_dir() -> PathBuf {
-    std::env::var_os("NOVAPAY_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/test"))
-}
-
-pub fn smollm2_path() -> PathBuf {
-    let p = test_models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-test-models.sh",
-        p.display()
-    );
-    p
-}
-
-pub fn minilm_dir() -> PathBuf {
-    let p = test_models_dir().join("all-MiniLM-L6-v2");
-    assert!(
-        p.join("model.safetensors").is_file(),
-        "{} is missing: run scripts/fetch-test-models.sh",
-        p.display()
-    );
-    p
-}
-
-pub fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-pub fn load_smollm2() -> Llm {
-    Llm::load(&LlmOptions::new(smollm2_path())).expect("SmolLM2 loads")
-}
+// The models and fixtures are used by most modules: importable from the crate root as before.
+pub use support::{fixture, load_smollm2, minilm_dir, smollm2_path};

@@ -3,48 +3,14 @@
 //! client) and over streamable HTTP (`/mcp` on a real `novapay serve`), on the small real models.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::serve_process::{index_small_kb, ServeProcess};
+use crate::support::{index_small_kb, mcp_client as client, ServeProcess};
 
 const QUESTION: &str = "How much does a domestic transfer cost?";
 const DOCUMENT: &str = "fees-and-limits.md";
 const CARD: &str = "4111 1111 1111 1111";
-
-/// The python of the venv `scripts/python-test-env.sh` makes from tests/requirements.txt
-/// (scripts/test.sh runs it first).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("NOVAPAY_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/python-test-env.sh (scripts/test.sh does)",
-        python.display()
-    );
-    python
-}
-
-/// Runs tests/python/mcp_client.py with `plan`; returns what it printed.
-fn client(plan: &Value) -> Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_client.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(plan.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "mcp client failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("mcp client printed no JSON ({e}): {stdout}"))
-}
 
 /// The checks both transports share: the tools, a search, an answer, the documents.
 fn assert_tools_answer_and_documents(r: &Value) {
@@ -75,6 +41,26 @@ fn assert_tools_answer_and_documents(r: &Value) {
         "the domestic fee section is found: {search:#}"
     );
     assert!(excerpts[0]["score"].as_f64().unwrap() > 0.3, "{search:#}");
+    // Whole excerpts, not previews: the domestic fee section with its worked example.
+    assert!(
+        excerpts
+            .iter()
+            .all(|e| !e["text"].as_str().unwrap().ends_with('…')),
+        "{search:#}"
+    );
+    assert!(
+        excerpts.iter().any(|e| e["text"]
+            .as_str()
+            .unwrap()
+            .contains("Example: sending $200 domestically costs $1.00 (0.5% of $200).")),
+        "{search:#}"
+    );
+    assert!(
+        excerpts
+            .iter()
+            .any(|e| e["text"].as_str().unwrap().chars().count() > 240),
+        "longer than the answers' 240-character snippets: {search:#}"
+    );
     assert_eq!(search["structured"]["answerable"], true, "{search:#}");
     assert!(search["text"].as_str().unwrap().contains(DOCUMENT));
 
@@ -247,8 +233,7 @@ fn mcp_client_over_http_uses_the_api_keys_and_keeps_sessions_with_their_key() {
         other => panic!("an oversized MCP body must be 413: {other:?}"),
     }
 
-    let (_, metrics) = serve.get("/metrics");
-    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let metrics = serve.metrics();
     assert!(
         metrics.contains(r#"route="/mcp",status="200""#),
         "{metrics}"

@@ -2,33 +2,13 @@
 //! client Open WebUI, LibreChat and integrators' scripts use), and the edges the SDK does not reach.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::http::{send, spawn_app, AppOptions};
-use crate::serve_process::{index_small_kb, ServeProcess};
-
-/// The python of the venv `scripts/python-test-env.sh` makes (scripts/test.sh runs it first).
-fn test_python() -> PathBuf {
-    let venv = std::env::var_os("NOVAPAY_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run scripts/python-test-env.sh (scripts/test.sh does)",
-        python.display()
-    );
-    python
-}
-
-fn python_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
-}
+use crate::support::{
+    index_small_kb, python, python_script, send, spawn_app, AppOptions, ServeProcess,
+};
 
 #[test]
 fn the_openai_python_sdk_gets_grounded_answers_embeddings_and_openai_errors() {
@@ -38,7 +18,7 @@ fn the_openai_python_sdk_gets_grounded_answers_embeddings_and_openai_errors() {
     let mut server = ServeProcess::spawn("openai", &env, &work.path().join("state"));
     server.wait_ready();
 
-    let out = Command::new(test_python())
+    let out = Command::new(python())
         .arg(python_script("openai_client.py"))
         .args([server.base.as_str(), "sdk-test-key"])
         .output()
@@ -139,8 +119,7 @@ fn the_openai_python_sdk_gets_grounded_answers_embeddings_and_openai_errors() {
     assert_eq!(seen["too_many_inputs"]["param"], "input");
 
     // Every answer of this door is in /metrics, and the key never reaches the log.
-    let (_, metrics) = server.get("/metrics");
-    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let metrics = server.metrics();
     assert!(
         metrics.contains(
             r#"novapay_http_requests_total{route="/v1/chat/completions",status="200"} 3"#

@@ -12,7 +12,7 @@ use novapay::memory::{
 };
 use serde_json::json;
 
-use crate::serve_process::{index_small_kb, novapay, ServeProcess};
+use crate::support::{index_small_kb, novapay, ServeProcess};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::serve_process::novapay;
+use crate::support::novapay;
 
 fn closed_port() -> u16 {
     // Bound and released: nothing listens there, connections are refused at once.

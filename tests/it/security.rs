@@ -9,14 +9,10 @@ use novapay::http::ServerConfig;
 use novapay::memory::{SessionId, Speaker, Turn};
 use serde_json::{json, Value};
 
-use crate::http::{error_code, response, send, spawn_app, AppOptions, TestApp};
-use crate::serve_process::novapay;
+use crate::support::novapay;
+use crate::support::{error_code, response, send, spawn_app, AppOptions, TestApp};
 
 const OFF_TOPIC: &str = "How do I bake a chocolate cake?";
-
-fn with_key(req: ureq::Request, key: &str) -> ureq::Request {
-    req.set("Authorization", &format!("Bearer {key}"))
-}
 
 fn keyed_app() -> TestApp {
     spawn_app(AppOptions {
@@ -27,21 +23,6 @@ fn keyed_app() -> TestApp {
         },
         ..AppOptions::default()
     })
-}
-
-fn get_as(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
-    response(with_key(ureq::get(&app.url(path)), key).call())
-}
-
-fn delete_as(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
-    response(with_key(ureq::delete(&app.url(path)), key).call())
-}
-
-fn post_as(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, Value) {
-    send(
-        with_key(ureq::post(&app.url(path)), key).set("Content-Type", "application/json"),
-        body.to_string().as_bytes(),
-    )
 }
 
 #[test]
@@ -85,12 +66,11 @@ fn a_bitrix24_dialog_cannot_be_read_or_written_through_the_api() {
 #[test]
 fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading() {
     let app = keyed_app();
-    let (s, created) = post_as(&app, "key-a", "/api/v1/session", &json!({"user_id": "u-1"}));
+    let (s, created) = app.post_json_as("key-a", "/api/v1/session", &json!({"user_id": "u-1"}));
     assert_eq!(s, 200, "{created}");
     let id = created["session_id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/session/{id}");
-    let (s, v) = post_as(
-        &app,
+    let (s, v) = app.post_json_as(
         "key-a",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id, "user_id": "u-1"}),
@@ -98,22 +78,20 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
     assert_eq!(s, 200, "{v}");
 
     // Another key: as if the session did not exist (404, not 403), for reading, writing, deleting.
-    let (s, v) = get_as(&app, "key-b", &path);
+    let (s, v) = app.get_as("key-b", &path);
     assert_eq!((s, error_code(&v)), (404, "not_found"), "{v}");
-    let (s, v) = post_as(
-        &app,
+    let (s, v) = app.post_json_as(
         "key-b",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id}),
     );
     assert_eq!((s, error_code(&v)), (404, "not_found"), "{v}");
-    let (s, _) = delete_as(&app, "key-b", &path);
+    let (s, _) = app.delete_as("key-b", &path);
     assert_eq!(s, 404);
     // The same key naming another end user.
-    let (s, _) = get_as(&app, "key-a", &format!("{path}?user_id=u-2"));
+    let (s, _) = app.get_as("key-a", &format!("{path}?user_id=u-2"));
     assert_eq!(s, 404);
-    let (s, _) = post_as(
-        &app,
+    let (s, _) = app.post_json_as(
         "key-a",
         "/api/v1/query",
         &json!({"query": OFF_TOPIC, "session_id": id, "user_id": "u-2"}),
@@ -121,18 +99,18 @@ fn a_session_is_served_only_to_the_key_that_created_it_and_to_admins_for_reading
     assert_eq!(s, 404);
 
     // Support staff read it, but cannot change it.
-    let (s, v) = get_as(&app, "key-admin", &path);
+    let (s, v) = app.get_as("key-admin", &path);
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["messages"].as_array().unwrap().len(), 2);
-    let (s, _) = delete_as(&app, "key-admin", &path);
+    let (s, _) = app.delete_as("key-admin", &path);
     assert_eq!(s, 404);
 
     // The owner still has it whole, and may delete it.
-    let (s, v) = get_as(&app, "key-a", &format!("{path}?user_id=u-1"));
+    let (s, v) = app.get_as("key-a", &format!("{path}?user_id=u-1"));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["messages"].as_array().unwrap().len(), 2);
-    assert_eq!(delete_as(&app, "key-a", &path).0, 200);
-    assert_eq!(get_as(&app, "key-a", &path).0, 404);
+    assert_eq!(app.delete_as("key-a", &path).0, 200);
+    assert_eq!(app.get_as("key-a", &path).0, 404);
 }
 
 #[test]
@@ -219,7 +197,7 @@ fn a_large_non_json_upload_gets_415_after_it_was_read() {
     let body = vec![b'x'; 1024 * 1024];
     write!(
         conn,
-        "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -288,7 +266,7 @@ fn slow_clients_are_cut_off_and_connections_are_capped() {
     // A body that stops half-way is 408 within the body timeout.
     let mut c = TcpStream::connect(&addr).unwrap();
     c.write_all(
-        b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
+        b"POST /api/v1/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
     )
     .unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -404,11 +382,10 @@ fn serve_refuses_a_public_address_without_keys_and_reads_only_the_local_env_file
 #[test]
 fn logged_customer_text_is_escaped_and_card_numbers_are_masked_everywhere() {
     let work = tempfile::tempdir().unwrap();
-    let mut env = crate::serve_process::index_small_kb(work.path());
+    let mut env = crate::support::index_small_kb(work.path());
     env.push(("NOVAPAY_LOG_QUERIES".into(), "1".into()));
     env.push(("RUST_LOG".into(), "warn,novapay=debug".into()));
-    let mut serve =
-        crate::serve_process::ServeProcess::spawn("logs", &env, &work.path().join("state"));
+    let mut serve = crate::support::ServeProcess::spawn("logs", &env, &work.path().join("state"));
     serve.wait_ready();
     let (s, v) = serve.post(
         "/api/v1/query",
@@ -431,4 +408,78 @@ fn logged_customer_text_is_escaped_and_card_numbers_are_masked_everywhere() {
         assert!(!log.contains(&format!("{digits}_0000")), "{log}");
     }
     assert!(log.contains("[card number]"), "{log}");
+}
+
+/// One request over a raw connection with this `Host` header; (status, JSON body).
+fn with_host(app: &TestApp, method: &str, path: &str, host: &str) -> (u16, Value) {
+    let mut c = TcpStream::connect(app.base.trim_start_matches("http://")).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {raw}"));
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+#[test]
+fn a_keyless_loopback_server_answers_only_requests_addressed_to_a_loopback_name() {
+    // DNS rebinding: a page from evil.example.com re-resolves its name to 127.0.0.1 and calls the
+    // API as its own origin; the request still says `Host: evil.example.com`.
+    let app = spawn_app(AppOptions::default());
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    for (method, path) in [
+        ("POST", "/api/v1/session"),
+        ("GET", "/api/v1/session/some-session"),
+    ] {
+        let (s, v) = with_host(&app, method, path, &format!("evil.example.com:{port}"));
+        assert_eq!(
+            (s, error_code(&v)),
+            (403, "host_not_allowed"),
+            "{path}: {v}"
+        );
+    }
+    // The OpenAI paths refuse it in OpenAI's shape, and so does /mcp.
+    let (s, v) = with_host(&app, "GET", "/v1/models", "evil.example.com");
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["code"], "host_not_allowed", "{v}");
+    let (s, _) = with_host(&app, "POST", "/mcp", "evil.example.com");
+    assert_eq!(s, 403);
+    // Loopback names pass; the public routes (health, the page) serve any name.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (s, v) = with_host(&app, "POST", "/api/v1/session", &host);
+        assert_eq!(s, 200, "{host}: {v}");
+        let (s, v) = with_host(&app, "GET", "/v1/models", &host);
+        assert_eq!(s, 200, "{host}: {v}");
+    }
+    let (s, v) = with_host(&app, "GET", "/health", "evil.example.com");
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        app.metrics()
+            .contains("novapay_errors_total{code=\"host_not_allowed\"} 4"),
+        "{}",
+        app.metrics()
+    );
+
+    // With API keys the key keeps others out, whatever name the server is reached under.
+    let keyed = keyed_app();
+    let mut c = TcpStream::connect(keyed.base.trim_start_matches("http://")).unwrap();
+    c.write_all(
+        b"POST /api/v1/session HTTP/1.1\r\nHost: novapay.bank.internal\r\nAuthorization: Bearer key-a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
 }

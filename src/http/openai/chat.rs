@@ -20,7 +20,9 @@ use crate::http::error::ApiError;
 use crate::http::wire::{CheckSummary, SourceDocument};
 use crate::http::Shared;
 use crate::logsafe;
-use crate::rag::{AnswerEvent, AnswerStream, Answered, Ask, Conversation, Door, PastTurn, Speaker};
+use crate::rag::{
+    AnswerEvent, AnswerStream, Answered, Ask, Conversation, Door, FinishReason, PastTurn, Speaker,
+};
 
 /// Where the answer's citations start in the text; also how they are recognised (and left out) when
 /// a client sends the answer back as history.
@@ -334,8 +336,6 @@ struct Reply {
     created: u64,
     documents: Vec<SourceDocument>,
     include_usage: bool,
-    /// The generation cap of this request, to tell "length" from "stop".
-    max_new_tokens: usize,
 }
 
 impl Reply {
@@ -377,11 +377,13 @@ impl Reply {
         }
     }
 
+    /// The generation's own stop reason: "length" when the token cap or the context window cut
+    /// it; "stop" when the model ended its turn, and for answers not generated now (fallback,
+    /// quote, cached answer), which are complete texts.
     fn finish_reason(&self, answered: &Answered) -> &'static str {
-        if self.usage(answered).completion_tokens >= self.max_new_tokens {
-            "length"
-        } else {
-            "stop"
+        match answered.finish_reason {
+            Some(FinishReason::Length | FinishReason::ContextFull) => "length",
+            _ => "stop",
         }
     }
 
@@ -537,7 +539,6 @@ pub async fn chat_completions(
         "request context"
     );
     let assistant = state.services()?.assistant.clone();
-    let server_cap = assistant.config.sampling.max_new_tokens;
     let ask = Ask {
         timeout: Some(state.config.generation_timeout),
         max_new_tokens: turn.max_tokens,
@@ -554,7 +555,6 @@ pub async fn chat_completions(
         created: unix_now(),
         documents: answer.sources.iter().map(SourceDocument::from).collect(),
         include_usage: turn.include_usage,
-        max_new_tokens: turn.max_tokens.map_or(server_cap, |m| m.min(server_cap)),
     };
     if turn.stream {
         return Ok(Sse::new(reply.events(answer))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{minilm_dir, smollm2_path};
+use super::models::{minilm_dir, smollm2_path};
 
 /// Indexes a one-document knowledge base (the fee schedule) under `work` and returns the settings a
 /// `novapay serve` needs for it: the small models, the data folder and the index.
@@ -160,12 +160,29 @@ impl ServeProcess {
         decode(result)
     }
 
+    /// `POST` with an API key as `Authorization: Bearer`.
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        decode(
+            ureq::post(&format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {key}"))
+                .timeout(Duration::from_secs(300))
+                .send_json(body.clone()),
+        )
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         decode(
             ureq::get(&format!("{}{path}", self.base))
                 .timeout(Duration::from_secs(30))
                 .call(),
         )
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.as_str().unwrap_or_default().to_string()
     }
 }
 

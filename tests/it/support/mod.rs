@@ -1,0 +1,28 @@
+//! What the integration tests share: the real small models, the server in-process
+//! ([`spawn_app`]) or as a `novapay serve` process ([`ServeProcess`]) over a temporary knowledge
+//! base, the fake Bitrix24 portal, the official Python clients, and reading `/metrics`.
+
+mod app;
+mod models;
+pub mod portal;
+mod python;
+mod serve;
+
+pub use app::{
+    error_code, response, send, spawn_app, sse_events, test_assistant, AppOptions, TestApp,
+};
+pub use models::{fixture, load_smollm2, minilm_dir, smollm2_path};
+pub use portal::FakePortal;
+pub use python::{mcp_client, python, python_script};
+pub use serve::{index_small_kb, novapay, run_index, ServeProcess};
+
+/// The value of one series in a `/metrics` text, e.g.
+/// `novapay_answers_total{door="rest",kind="generated"}` (labels in the order Prometheus writes
+/// them: alphabetical); `None` when the series is not there.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
