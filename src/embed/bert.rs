@@ -125,8 +125,11 @@ impl BertEncoder {
             );
         }
         let emb = root.pp("embeddings");
-        let word_embeddings =
-            tensor_vec(&emb.pp("word_embeddings"), &[config.vocab_size, h], "weight")?;
+        let word_embeddings = tensor_vec(
+            &emb.pp("word_embeddings"),
+            &[config.vocab_size, h],
+            "weight",
+        )?;
         let position_embeddings = tensor_vec(
             &emb.pp("position_embeddings"),
             &[config.max_position_embeddings, h],
@@ -149,11 +152,7 @@ impl BertEncoder {
                 qkv: fuse_qkv(q, k, v),
                 attn_out: load_linear(att.pp("output.dense"), h, h)?,
                 attn_norm: load_norm(att.pp("output.LayerNorm"), h)?,
-                intermediate: load_linear(
-                    l.pp("intermediate.dense"),
-                    h,
-                    config.intermediate_size,
-                )?,
+                intermediate: load_linear(l.pp("intermediate.dense"), h, config.intermediate_size)?,
                 output: load_linear(l.pp("output.dense"), config.intermediate_size, h)?,
                 output_norm: load_norm(l.pp("output.LayerNorm"), h)?,
             });
@@ -191,11 +190,7 @@ impl BertEncoder {
         let len = ids.len();
         let h = self.hidden;
         if type_ids.len() != len {
-            return Err(format!(
-                "{} token ids but {} type ids",
-                len,
-                type_ids.len()
-            ));
+            return Err(format!("{} token ids but {} type ids", len, type_ids.len()));
         }
         if len > self.max_positions {
             return Err(format!(
@@ -239,7 +234,12 @@ impl BertEncoder {
             self.attention(&qkv, len, &mut scores, &mut ctx, par);
             // x = LayerNorm(x + ctx W_o + b_o): the residual is the matmul's destination.
             linear(&ctx, len, &layer.attn_out, &mut x, true, par);
-            kernels::layer_norm(&mut x, &layer.attn_norm.weight, &layer.attn_norm.bias, self.eps);
+            kernels::layer_norm(
+                &mut x,
+                &layer.attn_norm.weight,
+                &layer.attn_norm.bias,
+                self.eps,
+            );
             linear(&x, len, &layer.intermediate, &mut inter, false, par);
             match self.act {
                 HiddenAct::Gelu => kernels::gelu_erf(&mut inter),
@@ -369,9 +369,7 @@ impl View {
     fn fits(&self, len: usize) -> bool {
         self.rows == 0
             || self.cols == 0
-            || self.offset
-                + (self.rows - 1) * self.row_stride
-                + (self.cols - 1) * self.col_stride
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
                 < len
     }
 }
@@ -449,7 +447,8 @@ mod tests {
         let mut out = vec![0f32; av.rows * bv.cols];
         for i in 0..av.rows {
             for j in 0..bv.cols {
-                out[i * bv.cols + j] = (0..av.cols).map(|k| at(i, k) * bt(k, j)).sum::<f64>() as f32;
+                out[i * bv.cols + j] =
+                    (0..av.cols).map(|k| at(i, k) * bt(k, j)).sum::<f64>() as f32;
             }
         }
         out
@@ -476,7 +475,15 @@ mod tests {
         };
         for par in [Parallelism::None, Parallelism::Rayon(2)] {
             let mut got = vec![0f32; len * len];
-            matmul(&mut got, View::dense(len, len), (&qkv, q), (&qkv, k_t), false, 0.5, par);
+            matmul(
+                &mut got,
+                View::dense(len, len),
+                (&qkv, q),
+                (&qkv, k_t),
+                false,
+                0.5,
+                par,
+            );
             let want = matmul_reference(&qkv, q, &qkv, k_t);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - 0.5 * w).abs() < 1e-5, "{g} vs {}", 0.5 * w);
@@ -526,20 +533,49 @@ mod tests {
         let mut put = |name: String, shape: &[usize], scale: f32| {
             m.insert(format!("bert.{name}"), t(shape, scale));
         };
-        put("embeddings.word_embeddings.weight".into(), &[config.vocab_size, h], 1.0);
-        put("embeddings.position_embeddings.weight".into(), &[config.max_position_embeddings, h], 0.5);
-        put("embeddings.token_type_embeddings.weight".into(), &[config.type_vocab_size, h], 0.5);
+        put(
+            "embeddings.word_embeddings.weight".into(),
+            &[config.vocab_size, h],
+            1.0,
+        );
+        put(
+            "embeddings.position_embeddings.weight".into(),
+            &[config.max_position_embeddings, h],
+            0.5,
+        );
+        put(
+            "embeddings.token_type_embeddings.weight".into(),
+            &[config.type_vocab_size, h],
+            0.5,
+        );
         put("embeddings.LayerNorm.weight".into(), &[h], 1.0);
         put("embeddings.LayerNorm.bias".into(), &[h], 0.1);
         for i in 0..config.num_hidden_layers {
             let l = format!("encoder.layer.{i}");
-            for part in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+            for part in [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+            ] {
                 put(format!("{l}.{part}.weight"), &[h, h], 0.3);
                 put(format!("{l}.{part}.bias"), &[h], 0.1);
             }
-            put(format!("{l}.intermediate.dense.weight"), &[config.intermediate_size, h], 0.3);
-            put(format!("{l}.intermediate.dense.bias"), &[config.intermediate_size], 0.1);
-            put(format!("{l}.output.dense.weight"), &[h, config.intermediate_size], 0.3);
+            put(
+                format!("{l}.intermediate.dense.weight"),
+                &[config.intermediate_size, h],
+                0.3,
+            );
+            put(
+                format!("{l}.intermediate.dense.bias"),
+                &[config.intermediate_size],
+                0.1,
+            );
+            put(
+                format!("{l}.output.dense.weight"),
+                &[h, config.intermediate_size],
+                0.3,
+            );
             put(format!("{l}.output.dense.bias"), &[h], 0.1);
             for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
                 put(format!("{l}.{norm}.weight"), &[h], 1.0);
@@ -615,9 +651,18 @@ mod tests {
         };
         let vb = VarBuilder::from_tensors(random_bert(&config), DType::F32, &Device::Cpu);
         let ours = BertEncoder::load(vb, &config).unwrap();
-        assert!(ours.forward(&[1, 10], &[0, 0], 1).unwrap_err().contains("vocabulary"));
-        assert!(ours.forward(&[1, 2, 3, 4, 5], &[0; 5], 1).unwrap_err().contains("positions"));
-        assert!(ours.forward(&[1, 2], &[0], 1).unwrap_err().contains("type ids"));
+        assert!(ours
+            .forward(&[1, 10], &[0, 0], 1)
+            .unwrap_err()
+            .contains("vocabulary"));
+        assert!(ours
+            .forward(&[1, 2, 3, 4, 5], &[0; 5], 1)
+            .unwrap_err()
+            .contains("positions"));
+        assert!(ours
+            .forward(&[1, 2], &[0], 1)
+            .unwrap_err()
+            .contains("type ids"));
         assert_eq!(ours.forward(&[], &[], 1).unwrap().len(), 0);
     }
 
@@ -628,6 +673,14 @@ mod tests {
         let mut out = vec![0f32; 4];
         let v = View::dense(2, 5);
         let too_long = View::dense(5, 2);
-        matmul(&mut out, View::dense(2, 2), (&a, v), (&a[..9], too_long), false, 1.0, Parallelism::None);
+        matmul(
+            &mut out,
+            View::dense(2, 2),
+            (&a, v),
+            (&a[..9], too_long),
+            false,
+            1.0,
+            Parallelism::None,
+        );
     }
 }

@@ -105,7 +105,10 @@ fn softmax_generic(row: &mut [f32]) {
             *m = m.max(v);
         }
     }
-    let mut m = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut m = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     m = max.iter().fold(m, |a, &b| a.max(b));
     let mut sum = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
@@ -203,16 +206,25 @@ mod tests {
 
     #[test]
     fn exp_is_within_1e7_relative() {
-        for x in values(100_000, 80.0).into_iter().chain([0.0, -87.0, 88.0, 1e-8]) {
+        for x in values(100_000, 80.0)
+            .into_iter()
+            .chain([0.0, -87.0, 88.0, 1e-8])
+        {
             let want = (x as f64).exp();
             let got = exp_lane(x) as f64;
-            assert!(((got - want) / want).abs() < 2e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 2e-7,
+                "exp({x}) = {got}, want {want}"
+            );
         }
     }
 
     #[test]
     fn erf_is_within_5e7_absolute() {
-        for x in values(100_000, 6.0).into_iter().chain([0.0, 4.0, -4.0, 10.0, -10.0]) {
+        for x in values(100_000, 6.0)
+            .into_iter()
+            .chain([0.0, 4.0, -4.0, 10.0, -10.0])
+        {
             let want = candle_core::cpu::erf::erf_f64(x as f64);
             let got = erf_lane(x) as f64;
             assert!((got - want).abs() < 5e-7, "erf({x}) = {got}, want {want}");
@@ -242,7 +254,10 @@ mod tests {
         for (g, x) in got.iter().zip(&xs) {
             let x = *x as f64;
             let want = 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / 2f64.sqrt()));
-            assert!((*g as f64 - want).abs() < 3e-6, "gelu({x}) = {g}, want {want}");
+            assert!(
+                (*g as f64 - want).abs() < 3e-6,
+                "gelu({x}) = {g}, want {want}"
+            );
         }
     }
 
@@ -258,7 +273,8 @@ mod tests {
             let mean = row.iter().map(|&x| x as f64).sum::<f64>() / h as f64;
             let var = row.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / h as f64;
             for i in 0..h {
-                let want = (row[i] as f64 - mean) / (var + 1e-12).sqrt() * w[i] as f64 + b[i] as f64;
+                let want =
+                    (row[i] as f64 - mean) / (var + 1e-12).sqrt() * w[i] as f64 + b[i] as f64;
                 let g = got[r * h + i] as f64;
                 assert!((g - want).abs() < 1e-5, "row {r} col {i}: {g} vs {want}");
             }

@@ -215,7 +215,8 @@ impl Embedder {
         // SAFETY: the weights file is memory-mapped read-only; novapay never writes to model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| bad(&weights, format!("cannot read safetensors: {e}")))?;
-        let fit = |e: candle_core::Error| bad(&weights, format!("weights do not fit config.json: {e}"));
+        let fit =
+            |e: candle_core::Error| bad(&weights, format!("weights do not fit config.json: {e}"));
         let encoder = if device.is_cpu() && !candle {
             Encoder::Cpu(BertEncoder::load(vb, &config).map_err(fit)?)
         } else {
@@ -311,21 +312,24 @@ impl Embedder {
             .map_err(|e| EmbedError::Internal(format!("tokenizer: {e}")))?;
         match &self.encoder {
             Encoder::Cpu(encoder) => self.embed_unpadded(encoder, &encodings),
-            Encoder::Candle { model, device } => {
-                self.embed_padded(model, device, &encodings)
-            }
+            Encoder::Candle { model, device } => self.embed_padded(model, device, &encodings),
         }
     }
 
     /// Each text at its own length (its padding dropped), whole texts spread over rayon's threads;
-    /// a lone text splits its matmuls over them instead.
+    /// a lone long text splits its matmuls over them instead.
     fn embed_unpadded(
         &self,
         encoder: &BertEncoder,
         encodings: &[tokenizers::Encoding],
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        // Splitting a short text's small matmuls costs more in hand-offs than it saves.
+        const MIN_SPLIT_TOKENS: usize = 64;
         let threads = rayon::current_num_threads();
-        let inner_threads = if encodings.len() >= 2 { 1 } else { threads };
+        let inner_threads = match encodings {
+            [one] if one.len() >= MIN_SPLIT_TOKENS => threads,
+            _ => 1,
+        };
         let pooling = self.pooling;
         let one = |e: &tokenizers::Encoding| -> Result<Vec<f32>, EmbedError> {
             let kept = |values: &[u32]| -> Vec<u32> {
