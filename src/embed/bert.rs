@@ -118,7 +118,7 @@ impl BertEncoder {
         .find(|v| v.contains_tensor("embeddings.word_embeddings.weight"))
         .unwrap_or_else(|| vb.clone());
         let h = config.hidden_size;
-        if config.num_attention_heads == 0 || h % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !h.is_multiple_of(config.num_attention_heads) {
             candle_core::bail!(
                 "hidden_size {h} is not a multiple of num_attention_heads {}",
                 config.num_attention_heads
