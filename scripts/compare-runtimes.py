@@ -19,12 +19,20 @@ HF_HUB_OFFLINE=1 is set for the children, models load from local paths only.
 
   python scripts/compare-runtimes.py [--novapay target/release/novapay] [--gguf PATH] [--embedder-dir DIR]
                                      [--threads 2] [--rounds 3] [--reference-only] [--llm-only]
-                                     [--contend] [--json-out FILE]
+                                     [--contend] [--embed-only] [--json-out FILE]
 
 --contend keeps one busy process (a spinning Python loop, niced to 0, pinned to the last core when
 possible) running during every engine's run, as a production server always has something else running;
 compare the ratios with and without it. --llm-only skips the embedder comparison (no
-sentence-transformers needed).
+sentence-transformers needed); --embed-only skips the LLM comparison (no llama-cpp-python needed).
+
+sentence-transformers reference as measured for issue 9 (this machine has no CPU-only torch on PyPI:
+PyPI's Linux torch wheel is the CUDA build, and `import torch` fails without the CUDA libraries it
+links, even on a CPU-only host; with them installed it runs on the CPU with its bundled MKL/oneDNN and
+never touches a GPU):
+  python -m venv venv && venv/bin/pip install llama-cpp-python torch==2.15.0 sentence-transformers==6.2.0
+(torch 2.15.0+cu132 pulls ~4 GB of nvidia-* / cuda-toolkit wheels; transformers 5.24, tokenizers 0.23).
+torch.set_num_threads(N) and OMP_NUM_THREADS=N set its thread count to novapay's --threads.
 """
 import argparse
 import json
@@ -320,6 +328,7 @@ def main():
                     help="re-run a measurement up to N times when other processes were using the CPU meanwhile")
     ap.add_argument("--json-out", help="also write every round's raw results here")
     ap.add_argument("--llm-only", action="store_true", help="skip the embedder comparison")
+    ap.add_argument("--embed-only", action="store_true", help="skip the LLM comparison")
     ap.add_argument("--contend", action="store_true",
                     help="keep one busy process on one core during every run (contention test)")
     ap.add_argument("--shared-prefix", type=int, default=0,
@@ -334,7 +343,9 @@ def main():
         print(json.dumps(res, ensure_ascii=False))
         return
 
-    for p, what in [(args.gguf, "--gguf"), (args.prompt_file, "--prompt-file")] + \
+    if args.llm_only and args.embed_only:
+        raise SystemExit("error: --llm-only and --embed-only exclude each other")
+    for p, what in ([] if args.embed_only else [(args.gguf, "--gguf"), (args.prompt_file, "--prompt-file")]) + \
             ([] if args.llm_only else [(args.embedder_dir, "--embedder-dir"), (args.chunks_file, "--chunks-file")]):
         if not os.path.exists(p):
             raise SystemExit(f"error: {what} {p} does not exist (models: scripts/fetch-test-models.sh)")
@@ -344,7 +355,7 @@ def main():
                              f"  build it with `cargo build --release`, pass --novapay PATH, "
                              f"or use --reference-only to run just llama.cpp and sentence-transformers")
     missing = []
-    for mod in ("llama_cpp",) + (() if args.llm_only else ("sentence_transformers",)):
+    for mod in (() if args.embed_only else ("llama_cpp",)) + (() if args.llm_only else ("sentence_transformers",)):
         try:
             __import__(mod)
         except ImportError:
@@ -356,13 +367,14 @@ def main():
     nova_llm, ref_llm, nova_emb, ref_emb = [], [], [], []
     for rnd in range(1, args.rounds + 1):
         print(f"round {rnd}/{args.rounds}", file=sys.stderr, flush=True)
-        if not args.reference_only:
+        if not args.reference_only and not args.embed_only:
             nova_llm.append(run([args.novapay, "bench", "llm", "--llm", args.gguf, "--threads", str(args.threads),
                                  "--prompt-file", args.prompt_file, "--prompt-tokens", str(args.prompt_tokens),
                                  "--generate-tokens", str(GEN_TOKENS), "--rounds", str(args.inner_rounds)]
                                 + (["--shared-prefix", str(args.shared_prefix)] if args.shared_prefix else []),
                                 "novapay bench llm", args.threads, args.retry_busy))
-        ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads, args.retry_busy))
+        if not args.embed_only:
+            ref_llm.append(run(ref_cmd("llm", args), "llama.cpp reference", args.threads, args.retry_busy))
         if not args.reference_only and not args.llm_only:
             nova_emb.append(run([args.novapay, "bench", "embed", "--embedder", args.embedder_dir,
                                  "--threads", str(args.threads), "--chunks-file", args.chunks_file,
@@ -377,18 +389,22 @@ def main():
                 r = {k: v for k, v in rs[-1].items() if k not in ("_wall_s", "sample_text")}
                 print(f"  {name}: {json.dumps(r)}", file=sys.stderr, flush=True)
 
-    import llama_cpp
-    versions = f"llama-cpp-python {llama_cpp.__version__}"
+    versions = []
+    if not args.embed_only:
+        import llama_cpp
+        versions.append(f"llama-cpp-python {llama_cpp.__version__}")
     if not args.llm_only:
         import sentence_transformers
         import torch
-        versions += f", sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}"
+        versions.append(f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}")
+    versions = ", ".join(versions)
     print(f"\nthreads={args.threads} rounds={args.rounds} (medians){' with one busy process on one core' if args.contend else ''}; "
           f"{versions}")
     pt = median(ref_llm, "prompt_tokens")
-    print(f"prompt: {args.prompt_file} = {pt:.0f} tokens (llama.cpp)"
-          + (f", {median(nova_llm, 'prompt_tokens'):.0f} tokens (novapay)" if nova_llm else "")
-          + f"; generation: {GEN_TOKENS} greedy tokens, EOS ignored")
+    if ref_llm:
+        print(f"prompt: {args.prompt_file} = {pt:.0f} tokens (llama.cpp)"
+              + (f", {median(nova_llm, 'prompt_tokens'):.0f} tokens (novapay)" if nova_llm else "")
+              + f"; generation: {GEN_TOKENS} greedy tokens, EOS ignored")
     if nova_llm and median(nova_llm, "prompt_tokens") not in (None, pt):
         print("WARNING: novapay and llama.cpp evaluated different prompt lengths; prompt tok/s not comparable 1:1")
     if ref_emb:
@@ -401,7 +417,8 @@ def main():
     if n_busy:
         print(f"WARNING: {n_busy} run(s) shared the CPU with other processes; their numbers are unreliable "
               f"(use --retry-busy N on a shared machine)")
-    print_table("LLM (novapay vs llama.cpp)", LLM_METRICS, nova_llm, ref_llm, "llama.cpp")
+    if nova_llm or ref_llm:
+        print_table("LLM (novapay vs llama.cpp)", LLM_METRICS, nova_llm, ref_llm, "llama.cpp")
     if nova_llm or ref_llm:
         quiet = lambda rs: min(rs, key=lambda r: r.get("_foreign_cpu_pct", 0.0)) if rs else None
         qn, qr = quiet(nova_llm), quiet(ref_llm)
@@ -425,6 +442,13 @@ def main():
     if ref_emb:
         print_table("Embedder (novapay vs sentence-transformers)", EMB_METRICS, nova_emb, ref_emb,
                     "sent-transformers")
+        print("  per round (chunks/s; CPU other processes used meanwhile, % of one core):")
+        for i, r in enumerate(ref_emb):
+            n = nova_emb[i] if i < len(nova_emb) else {}
+            ratio = f"{n['chunks_per_s'] / r['chunks_per_s']:.3f}" if n else "-"
+            print(f"    round {i + 1}: novapay {fmt(n.get('chunks_per_s'))} (foreign "
+                  f"{fmt(n.get('_foreign_cpu_pct'))}%), sentence-transformers {fmt(r['chunks_per_s'])} "
+                  f"(foreign {fmt(r.get('_foreign_cpu_pct'))}%), ratio {ratio}")
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump({"threads": args.threads, "rounds": args.rounds, "novapay_llm": nova_llm, "llama_cpp": ref_llm,

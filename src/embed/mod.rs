@@ -1,14 +1,24 @@
 //! Sentence embeddings with BERT-family sentence-transformers models on candle: safetensors weights,
 //! `tokenizer.json`, the pooling named in `1_Pooling/config.json` (mean or CLS) and L2 normalization,
-//! matching sentence-transformers (truncation at `max_seq_length`, padding to the longest text of a batch).
+//! matching sentence-transformers (truncation at `max_seq_length`; each text computed at its own length,
+//! which equals sentence-transformers' padded and masked batch).
+//!
+//! On the CPU the encoder is our own forward ([`bert`], faster than candle's there); on a GPU it is
+//! candle-transformers' `BertModel`, which also stays the reference the tests compare against.
+
+mod bert;
+mod kernels;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use rayon::prelude::*;
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use bert::BertEncoder;
 
 use crate::device::DeviceChoice;
 
@@ -103,10 +113,17 @@ impl EmbedderOptions {
     }
 }
 
+/// Which forward pass computes the hidden states.
+enum Encoder {
+    /// Ours, on the CPU: one unpadded sequence per thread.
+    Cpu(BertEncoder),
+    /// candle-transformers' BERT on padded batches: GPUs, and the reference on the CPU.
+    Candle { model: BertModel, device: Device },
+}
+
 pub struct Embedder {
-    model: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
-    device: Device,
     pooling: Pooling,
     dim: usize,
     max_length: usize,
@@ -129,6 +146,16 @@ struct SentenceBertConfig {
 
 impl Embedder {
     pub fn load(opts: EmbedderOptions) -> Result<Self, EmbedError> {
+        Self::load_with(opts, false)
+    }
+
+    /// Loads the model for candle-transformers' BERT forward even on the CPU: the reference that
+    /// novapay's own CPU forward is tested against (and a fallback to compare with by hand).
+    pub fn load_candle_reference(opts: EmbedderOptions) -> Result<Self, EmbedError> {
+        Self::load_with(opts, true)
+    }
+
+    fn load_with(opts: EmbedderOptions, candle: bool) -> Result<Self, EmbedError> {
         let dir = &opts.dir;
         let file = |name: &str| -> Result<PathBuf, EmbedError> {
             let p = dir.join(name);
@@ -188,16 +215,23 @@ impl Embedder {
         // SAFETY: the weights file is memory-mapped read-only; novapay never writes to model files.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| bad(&weights, format!("cannot read safetensors: {e}")))?;
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| bad(&weights, format!("weights do not fit config.json: {e}")))?;
+        let fit =
+            |e: candle_core::Error| bad(&weights, format!("weights do not fit config.json: {e}"));
+        let encoder = if device.is_cpu() && !candle {
+            Encoder::Cpu(BertEncoder::load(vb, &config).map_err(fit)?)
+        } else {
+            Encoder::Candle {
+                model: BertModel::load(vb, &config).map_err(fit)?,
+                device,
+            }
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(Self {
-            model,
+            encoder,
             tokenizer,
-            device,
             pooling,
             dim: config.hidden_size,
             max_length,
@@ -276,6 +310,52 @@ impl Embedder {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Internal(format!("tokenizer: {e}")))?;
+        match &self.encoder {
+            Encoder::Cpu(encoder) => self.embed_unpadded(encoder, &encodings),
+            Encoder::Candle { model, device } => self.embed_padded(model, device, &encodings),
+        }
+    }
+
+    /// Each text at its own length (its padding dropped), whole texts spread over rayon's threads;
+    /// a lone long text splits its matmuls over them instead.
+    fn embed_unpadded(
+        &self,
+        encoder: &BertEncoder,
+        encodings: &[tokenizers::Encoding],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        // Splitting a short text's small matmuls costs more in hand-offs than it saves.
+        const MIN_SPLIT_TOKENS: usize = 64;
+        let threads = rayon::current_num_threads();
+        let inner_threads = match encodings {
+            [one] if one.len() >= MIN_SPLIT_TOKENS => threads,
+            _ => 1,
+        };
+        let pooling = self.pooling;
+        let one = |e: &tokenizers::Encoding| -> Result<Vec<f32>, EmbedError> {
+            let kept = |values: &[u32]| -> Vec<u32> {
+                values
+                    .iter()
+                    .zip(e.get_attention_mask())
+                    .filter(|pair| *pair.1 == 1)
+                    .map(|pair| *pair.0)
+                    .collect()
+            };
+            let (ids, type_ids) = (kept(e.get_ids()), kept(e.get_type_ids()));
+            let hidden = encoder
+                .forward(&ids, &type_ids, inner_threads)
+                .map_err(EmbedError::Internal)?;
+            Ok(pool_and_normalize(&hidden, encoder.hidden_size(), pooling))
+        };
+        encodings.par_iter().with_max_len(1).map(one).collect()
+    }
+
+    /// The candle-transformers path: one padded batch with its attention mask.
+    fn embed_padded(
+        &self,
+        model: &BertModel,
+        device: &Device,
+        encodings: &[tokenizers::Encoding],
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let n = encodings.len();
         let len = encodings.first().map(|e| e.len()).unwrap_or(0);
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
@@ -284,10 +364,10 @@ impl Embedder {
                 .flat_map(|e| f(e).iter().copied())
                 .collect()
         };
-        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (n, len), &self.device)?;
-        let type_ids = Tensor::from_vec(flat(&|e| e.get_type_ids()), (n, len), &self.device)?;
-        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (n, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (n, len), device)?;
+        let type_ids = Tensor::from_vec(flat(&|e| e.get_type_ids()), (n, len), device)?;
+        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (n, len), device)?;
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -305,6 +385,26 @@ impl Embedder {
         let normalized = pooled.broadcast_div(&norms)?;
         Ok(normalized.to_vec2::<f32>()?)
     }
+}
+
+/// Mean (or CLS) of the `[len, dim]` hidden states, scaled to unit length.
+fn pool_and_normalize(hidden: &[f32], dim: usize, pooling: Pooling) -> Vec<f32> {
+    let rows = hidden.len() / dim.max(1);
+    let mut v = vec![0f32; dim];
+    match pooling {
+        Pooling::Cls if hidden.len() >= dim => v.copy_from_slice(&hidden[..dim]),
+        Pooling::Cls => {}
+        Pooling::Mean => {
+            for row in hidden.chunks_exact(dim) {
+                v.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+            }
+            let n = (rows as f32).max(1e-9);
+            v.iter_mut().for_each(|a| *a /= n);
+        }
+    }
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|a| *a /= norm);
+    v
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {

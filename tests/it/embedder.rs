@@ -94,3 +94,31 @@ fn missing_embedder_files_are_named() {
         .expect("must fail");
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+/// novapay's own CPU forward equals candle-transformers' BERT (padded, masked batches), the reference
+/// it replaced, on the fixture's texts: long, short, Cyrillic, CJK, empty.
+#[test]
+fn own_cpu_forward_matches_candle_bert() {
+    let opts = EmbedderOptions {
+        batch_size: 8,
+        ..EmbedderOptions::new(minilm_dir())
+    };
+    let ours = Embedder::load(opts.clone()).unwrap();
+    let candle = Embedder::load_candle_reference(opts).unwrap();
+    let fx = fixture("minilm_embeddings.json");
+    let texts: Vec<&str> = fx["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let (a, b) = (ours.embed(&texts).unwrap(), candle.embed(&texts).unwrap());
+    for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 2e-6, "{text:?}: max abs diff {d} from candle's BERT");
+    }
+}
