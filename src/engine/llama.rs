@@ -92,20 +92,13 @@ impl KvCache {
         Ok(())
     }
 
-    /// Keys and values of every position as f32, after `append` stored the `n` newest, which are
-    /// `k` / `v` themselves: a prompt processed in one pass attends to its own positions unrounded.
-    fn all_f32(&self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let n = k.dim(2)?;
-        let earlier = self.len - n;
-        if earlier == 0 {
-            return Ok((k.clone(), v.clone()));
-        }
+    /// Keys and values of every position as f32, read back from the f16 cache: a prompt attends to the
+    /// same rounded values whether its prefix was just computed or reused from an earlier turn, so a
+    /// seeded answer does not depend on what the cache held before.
+    fn all_f32(&self) -> candle_core::Result<(Tensor, Tensor)> {
         let (kb, vb) = self.buffers()?;
-        let widen = |b: &Tensor| b.narrow(2, 0, earlier)?.to_dtype(DType::F32);
-        Ok((
-            Tensor::cat(&[&widen(kb)?, k], 2)?,
-            Tensor::cat(&[&widen(vb)?, v], 2)?,
-        ))
+        let widen = |b: &Tensor| b.narrow(2, 0, self.len)?.to_dtype(DType::F32);
+        Ok((widen(kb)?, widen(vb)?))
     }
 
     /// Decode attention of one query token `q` (n_head x head_dim values) over the whole cache, on
@@ -800,14 +793,14 @@ impl LlamaModel {
             } else if s == 1 {
                 // Decode elsewhere: the query heads that share a KV head attend as one group, so the
                 // cache is read in place instead of being copied n_head/n_kv_head times (repeat_kv).
-                let (k, v) = layer.kv.all_f32(&k, &v)?;
+                let (k, v) = layer.kv.all_f32()?;
                 let n_rep = n_head / n_kv_head;
                 let q = q.reshape((b, n_kv_head, n_rep, head_dim))?;
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
                 att.matmul(&v)?.reshape((b, s, hidden))?
             } else {
-                let (k, v) = layer.kv.all_f32(&k, &v)?;
+                let (k, v) = layer.kv.all_f32()?;
                 let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
                 let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
                 let att = (q.matmul(&k.t()?)? * scale)?;

@@ -181,7 +181,10 @@ mod tests {
                         hits[i].fetch_add(1, SeqCst);
                     }
                 });
-                assert!(hits.iter().all(|h| h.load(SeqCst) == 1), "n {n} chunk {chunk}");
+                assert!(
+                    hits.iter().all(|h| h.load(SeqCst) == 1),
+                    "n {n} chunk {chunk}"
+                );
             }
         }
         // After the helpers fell asleep, a section still completes (and wakes them).
