@@ -315,8 +315,7 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
         f(0..n);
         return;
     }
-    let spin = std::env::var("NOVAPAY_SPIN_POOL").map_or(true, |v| v != "0");
-    if let Some(pool) = super::spin_pool::SpinPool::global(threads).filter(|_| spin) {
+    if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
         // Chunks taken from a shared counter: several per thread balance a core that is slower.
         pool.run(n, n.div_ceil(threads * 8), &f);
         return;
