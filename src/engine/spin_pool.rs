@@ -143,7 +143,7 @@ fn helper(s: &Shared) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && idle_since.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && idle_since.elapsed() > SPIN {
                 s.sleeping.fetch_add(1, SeqCst);
                 let l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let _l = s
