@@ -33,6 +33,14 @@ pub struct LlmBenchReport {
     pub fraction_of_bandwidth_limit: f64,
     /// generation tok/s the read bandwidth would allow at most.
     pub bandwidth_limit_tokens_per_s: f64,
+    /// One generated token, in milliseconds (1000 / generation tok/s).
+    pub generation_ms_per_token: f64,
+    /// The same step's matrix products alone (every weight once, same kernels and parallel sections,
+    /// no other op): the rest of `generation_ms_per_token` is attention, norms, RoPE and sampling.
+    pub matvec_ms_per_token: f64,
+    /// Weight bytes per token / `matvec_ms_per_token`: the kernels' streaming rate, to compare with
+    /// `memory.read_gb_per_s`.
+    pub matvec_gb_per_s: f64,
     /// With `--shared-prefix N`: time to first token for a first question, another question after
     /// the same N-token prefix, and a follow-up that repeats the whole previous turn.
     pub prefix_cache: Option<PrefixCacheReport>,
@@ -131,6 +139,7 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
         None
     };
     let weight_bytes = llm.weight_bytes_per_token();
+    let matvec_ms = llm.time_matvec_step(spec.generate_tokens.clamp(3, 32))?;
     // Before the bandwidth test, whose buffers would count as the model's memory.
     let peak_rss = peak_rss_mb();
     let memory = memory_bandwidth(spec.threads);
@@ -141,6 +150,9 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
         memory,
         fraction_of_bandwidth_limit: gen_rate / limit,
         bandwidth_limit_tokens_per_s: limit,
+        generation_ms_per_token: 1000.0 / gen_rate.max(f64::MIN_POSITIVE),
+        matvec_ms_per_token: matvec_ms,
+        matvec_gb_per_s: weight_bytes as f64 / matvec_ms.max(f64::MIN_POSITIVE) / 1e6,
         prefix_cache,
         model: llm.name.clone(),
         weight_types: llm.config().weight_types.clone(),

@@ -168,6 +168,24 @@ impl Llm {
         self.model.weight_bytes_per_token()
     }
 
+    /// Milliseconds of one decode step's matrix products alone (`LlamaModel::matvec_step`), median
+    /// of `rounds`, run as `forward` runs them (inside candle's pool on CPU).
+    pub fn time_matvec_step(&mut self, rounds: usize) -> Result<f64, EngineError> {
+        let mut times = Vec::with_capacity(rounds.max(1));
+        for _ in 0..rounds.max(1) {
+            let t = Instant::now();
+            if self.pool_context && self.device.is_cpu() {
+                let model = &self.model;
+                self.device.with_context(|| model.matvec_step())?;
+            } else {
+                self.model.matvec_step()?;
+            }
+            times.push(ms_since(t));
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
     pub fn context_length(&self) -> usize {
         self.model.config.context_length
     }

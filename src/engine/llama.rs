@@ -11,8 +11,9 @@
 //! - on CPUs with AVX-512 VNNI, Q4_K, Q6_K and Q8_0 matrices are repacked once into our kernels' layout
 //!   (`packed.rs`) and the GGUF blocks dropped: candle's own VNNI kernels keep a larger second copy
 //!   next to the blocks (Llama 3.2 3B Q4_K_M: 4.75 GB instead of ~2.3 GB);
-//! - the KV cache grows in blocks instead of being re-concatenated at every token, and the position is
-//!   tracked here, so a wrong `index_pos` cannot silently corrupt the cache.
+//! - the KV cache is f16, grows in blocks instead of being re-concatenated at every token, and the
+//!   position is tracked here, so a wrong `index_pos` cannot silently corrupt the cache; decode
+//!   attention reads it in place (`attention.rs`).
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_transformers::quantized_nn::RmsNorm;
 
+use super::attention;
 use super::gguf::GgufFile;
 use super::packed::{self, PackedWeight};
 use super::EngineError;
@@ -27,7 +29,8 @@ use super::EngineError;
 /// How many KV positions the cache grows by at a time.
 const KV_CACHE_BLOCK: usize = 256;
 
-/// Keys and values of one layer, (batch, kv_heads, positions, head_dim), in buffers that grow by
+/// Keys and values of one layer, (batch, kv_heads, positions, head_dim), stored as f16 (as llama.cpp
+/// does: half the memory, and half the bytes decode attention reads per token), in buffers that grow by
 /// blocks. Unlike candle-nn's cache it can be cut back to a prefix, which is what lets a new prompt
 /// reuse the positions it shares with the previous one (system prompt, earlier turns).
 struct KvCache {
@@ -62,7 +65,7 @@ impl KvCache {
         let new_cap = needed.div_ceil(KV_CACHE_BLOCK) * KV_CACHE_BLOCK;
         let mut shape = src.dims().to_vec();
         shape[2] = new_cap;
-        let bigger = Tensor::zeros(shape, src.dtype(), src.device())?;
+        let bigger = Tensor::zeros(shape, DType::F16, src.device())?;
         if let Some(old) = buf.as_ref() {
             bigger.slice_set(old, 2, 0)?;
         }
@@ -70,18 +73,70 @@ impl KvCache {
         Ok(())
     }
 
-    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    fn buffers(&self) -> candle_core::Result<(&Tensor, &Tensor)> {
+        match (&self.k, &self.v) {
+            (Some(kb), Some(vb)) => Ok((kb, vb)),
+            _ => candle_core::bail!("kv cache buffers missing after grow"),
+        }
+    }
+
+    /// Stores f32 keys and values of new positions (as f16).
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
         let n = k.dim(2)?;
         Self::grow(&mut self.k, k, self.len + n)?;
         Self::grow(&mut self.v, v, self.len + n)?;
-        let (kb, vb) = match (&self.k, &self.v) {
-            (Some(kb), Some(vb)) => (kb, vb),
-            _ => candle_core::bail!("kv cache buffers missing after grow"),
-        };
-        kb.slice_set(k, 2, self.len)?;
-        vb.slice_set(v, 2, self.len)?;
+        let (kb, vb) = self.buffers()?;
+        kb.slice_set(&k.to_dtype(DType::F16)?, 2, self.len)?;
+        vb.slice_set(&v.to_dtype(DType::F16)?, 2, self.len)?;
         self.len += n;
-        Ok((kb.narrow(2, 0, self.len)?, vb.narrow(2, 0, self.len)?))
+        Ok(())
+    }
+
+    /// Keys and values of every position as f32, read back from the f16 cache: a prompt attends to the
+    /// same rounded values whether its prefix was just computed or reused from an earlier turn, so a
+    /// seeded answer does not depend on what the cache held before.
+    fn all_f32(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let (kb, vb) = self.buffers()?;
+        let widen = |b: &Tensor| b.narrow(2, 0, self.len)?.to_dtype(DType::F32);
+        Ok((widen(kb)?, widen(vb)?))
+    }
+
+    /// Decode attention of one query token `q` (n_head x head_dim values) over the whole cache, on
+    /// the CPU buffers in place (`attention.rs`).
+    fn attend_cpu(
+        &self,
+        q: &Tensor,
+        n_head: usize,
+        head_dim: usize,
+    ) -> candle_core::Result<Vec<f32>> {
+        let (kb, vb) = self.buffers()?;
+        let (_, n_kv_head, capacity, _) = kb.dims4()?;
+        let mut out = vec![0f32; n_head * head_dim];
+        let (ks, kl) = kb.storage_and_layout();
+        let (vs, vl) = vb.storage_and_layout();
+        let (Some((k0, k1)), Some((v0, v1))) = (kl.contiguous_offsets(), vl.contiguous_offsets())
+        else {
+            candle_core::bail!("kv cache buffers are not contiguous");
+        };
+        match (&*ks, &*vs) {
+            (candle_core::Storage::Cpu(k), candle_core::Storage::Cpu(v)) => {
+                let view = attention::CacheView {
+                    n_head,
+                    n_kv_head,
+                    head_dim,
+                    k: &k.as_slice::<half::f16>()?[k0..k1],
+                    v: &v.as_slice::<half::f16>()?[v0..v1],
+                    capacity,
+                    len: self.len,
+                };
+                with_cpu_f32(q, |qs| {
+                    attention::decode(&view, qs, &mut out);
+                    Ok(())
+                })?;
+            }
+            _ => candle_core::bail!("CPU decode attention on a non-CPU cache"),
+        }
+        Ok(out)
     }
 }
 
@@ -195,6 +250,14 @@ impl Weight {
         match self {
             Self::Candle { weight, .. } => weight.storage_size_in_bytes(),
             Self::Packed(p) => p.size_in_bytes(),
+        }
+    }
+
+    /// Input width (columns).
+    fn cols(&self) -> usize {
+        match self {
+            Self::Candle { weight, .. } => weight.shape().dims().last().copied().unwrap_or(0),
+            Self::Packed(p) => p.cols(),
         }
     }
 
@@ -602,6 +665,22 @@ impl LlamaModel {
         layers + linear(&self.output) + embedding_row
     }
 
+    /// Every matrix product of one decode step, grouped as `forward` groups them, on a constant input
+    /// and without the other ops: what the kernels and their parallel sections alone cost per token
+    /// (`bench llm` reports it next to the whole step).
+    pub fn matvec_step(&self) -> candle_core::Result<()> {
+        let ones = |n: usize| Tensor::ones((1, 1, n), DType::F32, &self.device);
+        let h = ones(self.config.hidden)?;
+        for l in &self.layers {
+            Linear::forward_shared(&[&l.wq, &l.wk, &l.wv], &h, self.fused)?;
+            l.wo.forward(&ones(l.wo.weight.cols())?)?;
+            Linear::forward_shared(&[&l.w_gate, &l.w_up], &h, self.fused)?;
+            l.w_down.forward(&ones(l.w_down.weight.cols())?)?;
+        }
+        self.output.forward(&h)?;
+        Ok(())
+    }
+
     /// Positions already in the KV cache.
     pub fn position(&self) -> usize {
         self.pos
@@ -705,17 +784,23 @@ impl LlamaModel {
                 .contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            let (k, v) = layer.kv.append(&k, &v)?;
+            layer.kv.append(&k, &v)?;
             let scale = 1.0 / (head_dim as f64).sqrt();
-            let y = if s == 1 {
-                // Decode: the query heads that share a KV head attend as one group, so the cache is
-                // read in place instead of being copied n_head/n_kv_head times per token (repeat_kv).
+            let y = if s == 1 && self.device.is_cpu() {
+                // Decode: our kernel over the f16 cache in place (`attention.rs`).
+                let out = layer.kv.attend_cpu(&q.contiguous()?, n_head, head_dim)?;
+                Tensor::from_vec(out, (b, s, n_head * head_dim), &self.device)?
+            } else if s == 1 {
+                // Decode elsewhere: the query heads that share a KV head attend as one group, so the
+                // cache is read in place instead of being copied n_head/n_kv_head times (repeat_kv).
+                let (k, v) = layer.kv.all_f32()?;
                 let n_rep = n_head / n_kv_head;
                 let q = q.reshape((b, n_kv_head, n_rep, head_dim))?;
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
                 att.matmul(&v)?.reshape((b, s, hidden))?
             } else {
+                let (k, v) = layer.kv.all_f32()?;
                 let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
                 let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
                 let att = (q.matmul(&k.t()?)? * scale)?;
@@ -860,9 +945,26 @@ impl TensorReader<'_> {
             return Ok(None);
         }
         let start = self.content.tensor_data_offset + info.offset;
-        let p = std::io::Seek::seek(self.reader, std::io::SeekFrom::Start(start))
-            .and_then(|_| PackedWeight::from_reader(info.ggml_dtype, dims[0], dims[1], self.reader))
+        let (block, block_bytes) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
+        let len = dims[0] * (dims[1] / block) * block_bytes;
+        // The tensor's bytes mapped (not copied) and repacked in parallel straight from the page
+        // cache; the map is dropped after this tensor, so at most one tensor's source pages count in
+        // the resident memory next to the tiles.
+        let page = 4096u64;
+        let aligned = start - start % page;
+        let skip = (start - aligned) as usize;
+        // SAFETY: the file is opened read-only and not modified by novapay while mapped; a GGUF
+        // truncated by another process would fault, which the length check at open makes unlikely.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(aligned)
+                .len(skip + len)
+                .map(self.reader.get_ref())
+        }
+        .map_err(|e| self.bad(format!("cannot map tensor `{name}`: {e}")))?;
+        let p = PackedWeight::from_bytes(info.ggml_dtype, dims[0], dims[1], &map[skip..])
             .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
+        drop(map);
         *self
             .types
             .entry(format!("{:?}", info.ggml_dtype))

@@ -1,6 +1,7 @@
 //! The LLM engine: GGUF loading, tokenizer, chat template, sampling and the worker thread that owns the
 //! model. Knows nothing of HTTP or storage.
 
+pub mod attention;
 pub mod chat_template;
 pub mod generation;
 pub mod gguf;
@@ -8,6 +9,7 @@ pub mod inspect;
 pub mod llama;
 pub mod packed;
 pub mod sampling;
+pub mod spin_pool;
 pub mod stream_decoder;
 pub mod synth;
 pub mod tokenizer;

@@ -101,7 +101,9 @@ fn tokenizer_of_the_llama3_vocabulary_matches_llama_cpp() {
 /// the dense prefill that small models use has only f32 rounding left (measured: < 1e-4). Ignoring
 /// the Llama 3 RoPE scaling moves these logits by 0.14, NeoX-style RoPE by 8.5 (measured with the
 /// fixture script's reference), so a RoPE, GQA, norm or tied-output bug cannot hide under this bound.
-const EXACT_TOLERANCE: f32 = 2e-3;
+/// The KV cache holds keys and values in f16, as llama.cpp's does: that rounding alone moves these
+/// logits by up to 2.8e-3 (measured; 1.5e-5 with an f32 cache), 50x below the smallest bug above.
+const EXACT_TOLERANCE: f32 = 5e-3;
 
 /// llama.cpp quantizes every activation to Q8_0/Q8_K and keeps K/V in f16: on these logits (top values
 /// ~7, spread ~1.6) it is itself up to 0.12 (Q8_0), 0.15 (Q6_K), 0.18 (Q4_K) away from exact arithmetic

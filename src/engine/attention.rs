@@ -1,0 +1,247 @@
+//! Decode attention: one new query token against the f16 KV cache, read in place.
+//!
+//! Why this is ours: through candle tensors a decode step ran, per layer, a batched f32 GEMM per KV head
+//! for Q·Kᵀ and again for P·V (16 small GEMM calls, each with its own parallel section), a softmax
+//! and several scaled copies; at 28 layers that is ~450 GEMM calls per token, and the f32 cache doubles
+//! the bytes read. Here the query heads that share a KV head (GQA) read each cached key and value row
+//! once, converted from f16 in registers, one parallel section per layer. `decode_reference` is the
+//! scalar definition the kernel is tested against.
+
+use half::f16;
+
+use super::packed::{parallel_for, SyncPtr};
+
+/// One layer's cache and the shape of its heads.
+pub struct CacheView<'a> {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// (kv_heads, capacity, head_dim); positions `0..len` hold keys / values.
+    pub k: &'a [f16],
+    pub v: &'a [f16],
+    pub capacity: usize,
+    pub len: usize,
+}
+
+impl CacheView<'_> {
+    fn check(&self, q: &[f32], out: &[f32]) {
+        let hd = self.head_dim;
+        assert!(
+            self.n_kv_head > 0
+                && self.n_head.is_multiple_of(self.n_kv_head)
+                && q.len() == self.n_head * hd
+                && out.len() == q.len()
+                && self.len <= self.capacity
+                && self.len > 0
+                && self.k.len() >= self.n_kv_head * self.capacity * hd
+                && self.v.len() >= self.n_kv_head * self.capacity * hd,
+            "decode attention on mismatched buffers"
+        );
+    }
+
+    /// Key (or value) rows of KV head `g`, positions 0..len.
+    fn rows<'b>(&self, buf: &'b [f16], g: usize) -> &'b [f16] {
+        let start = g * self.capacity * self.head_dim;
+        &buf[start..start + self.len * self.head_dim]
+    }
+}
+
+/// softmax(q·Kᵀ / √head_dim)·V for every query head; `q` and `out` are (n_head, head_dim), query head
+/// h reading KV head h / (n_head / n_kv_head), as llama.cpp and candle's `repeat_kv` pair them.
+pub fn decode(view: &CacheView, q: &[f32], out: &mut [f32]) {
+    view.check(q, out);
+    let n_rep = view.n_head / view.n_kv_head;
+    let group = n_rep * view.head_dim;
+    let dst = SyncPtr(out.as_mut_ptr());
+    parallel_for(view.n_kv_head, |groups| {
+        for g in groups {
+            // SAFETY: KV head g's query group is written by exactly one worker.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(g * group), group) };
+            let q = &q[g * group..(g + 1) * group];
+            let (k, v) = (view.rows(view.k, g), view.rows(view.v, g));
+            #[cfg(target_arch = "x86_64")]
+            if simd::available() && view.head_dim.is_multiple_of(16) && n_rep <= simd::MAX_REP {
+                // SAFETY: AVX-512F checked; the slices' lengths were checked by `view.check`.
+                unsafe { simd::group(q, k, v, view.len, view.head_dim, out) };
+                continue;
+            }
+            group_portable(q, k, v, view.len, view.head_dim, out);
+        }
+    });
+}
+
+/// The scalar definition: each query head on its own, in f32 with the cached values widened exactly.
+pub fn decode_reference(view: &CacheView, q: &[f32], out: &mut [f32]) {
+    view.check(q, out);
+    let (hd, n_rep) = (view.head_dim, view.n_head / view.n_kv_head);
+    let scale = 1.0 / (hd as f32).sqrt();
+    for h in 0..view.n_head {
+        let g = h / n_rep;
+        let (k, v) = (view.rows(view.k, g), view.rows(view.v, g));
+        let qh = &q[h * hd..(h + 1) * hd];
+        let scores: Vec<f32> = (0..view.len)
+            .map(|p| {
+                let kp = &k[p * hd..(p + 1) * hd];
+                qh.iter().zip(kp).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f32 = w.iter().sum();
+        let o = &mut out[h * hd..(h + 1) * hd];
+        o.fill(0.0);
+        for (p, wp) in w.iter().enumerate() {
+            for (o, vv) in o.iter_mut().zip(&v[p * hd..(p + 1) * hd]) {
+                *o += wp / sum * vv.to_f32();
+            }
+        }
+    }
+}
+
+/// Each `len`-long row of scores in `w` becomes its softmax, in place.
+fn softmax_rows(w: &mut [f32], len: usize) {
+    for row in w.chunks_mut(len) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// One KV head's query group without SIMD intrinsics (CPUs without AVX-512, odd head sizes): rows are
+/// widened through `half`'s slice conversion (F16C where the CPU has it).
+fn group_portable(q: &[f32], k: &[f16], v: &[f16], len: usize, hd: usize, out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let n_rep = q.len() / hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut row = vec![0f32; hd];
+    let mut w = vec![0f32; n_rep * len];
+    for p in 0..len {
+        k[p * hd..(p + 1) * hd].convert_to_f32_slice(&mut row);
+        for r in 0..n_rep {
+            let qr = &q[r * hd..(r + 1) * hd];
+            w[r * len + p] = qr.iter().zip(&row).map(|(a, b)| a * b).sum::<f32>() * scale;
+        }
+    }
+    softmax_rows(&mut w, len);
+    out.fill(0.0);
+    for p in 0..len {
+        v[p * hd..(p + 1) * hd].convert_to_f32_slice(&mut row);
+        for r in 0..n_rep {
+            let wp = w[r * len + p];
+            for (o, x) in out[r * hd..(r + 1) * hd].iter_mut().zip(&row) {
+                *o += wp * x;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::softmax_rows;
+    use core::arch::x86_64::*;
+    use half::f16;
+
+    /// Query heads per KV head the register-blocked kernel takes (Llama 3: 3, SmolLM2: 3).
+    pub(super) const MAX_REP: usize = 8;
+
+    pub(super) fn available() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+
+    /// # Safety
+    /// AVX-512F; `q`, `out`: (n_rep ≤ MAX_REP, hd) with hd a multiple of 16; `k`, `v`: (len, hd).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn group(
+        q: &[f32],
+        k: &[f16],
+        v: &[f16],
+        len: usize,
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        let n_rep = q.len() / hd;
+        let chunks = hd / 16;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut w = vec![0f32; n_rep * len];
+        let (kp, vp) = (k.as_ptr() as *const u16, v.as_ptr() as *const u16);
+        for p in 0..len {
+            let mut acc = [_mm512_setzero_ps(); MAX_REP];
+            for c in 0..chunks {
+                let kv = _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(p * hd + c * 16) as *const _));
+                for (r, a) in acc.iter_mut().enumerate().take(n_rep) {
+                    *a = _mm512_fmadd_ps(_mm512_loadu_ps(q.as_ptr().add(r * hd + c * 16)), kv, *a);
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(n_rep) {
+                w[r * len + p] = _mm512_reduce_add_ps(*a) * scale;
+            }
+        }
+        softmax_rows(&mut w, len);
+        out.fill(0.0);
+        let o = out.as_mut_ptr();
+        for p in 0..len {
+            for c in 0..chunks {
+                let vv = _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(p * hd + c * 16) as *const _));
+                for r in 0..n_rep {
+                    let at = o.add(r * hd + c * 16);
+                    let wp = _mm512_set1_ps(*w.get_unchecked(r * len + p));
+                    _mm512_storeu_ps(at, _mm512_fmadd_ps(wp, vv, _mm512_loadu_ps(at)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decode_attention_matches_the_scalar_reference() {
+        // Llama 3 (24/8 heads of 128), SmolLM2 (9/3 of 64), an odd head size (portable path), MHA.
+        for (n_head, n_kv_head, hd) in [(24, 8, 128), (9, 3, 64), (4, 2, 24), (4, 4, 32)] {
+            for (capacity, len) in [(8, 1), (256, 37), (512, 300)] {
+                let n = n_kv_head * capacity * hd;
+                let k: Vec<f16> = values(n, 5).into_iter().map(f16::from_f32).collect();
+                let v: Vec<f16> = values(n, 7).into_iter().map(f16::from_f32).collect();
+                let view = CacheView {
+                    n_head,
+                    n_kv_head,
+                    head_dim: hd,
+                    k: &k,
+                    v: &v,
+                    capacity,
+                    len,
+                };
+                let q = values(n_head * hd, 9);
+                let (mut got, mut want) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+                decode(&view, &q, &mut got);
+                decode_reference(&view, &q, &mut want);
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{n_head}/{n_kv_head}x{hd} len {len}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
