@@ -46,16 +46,16 @@ fn assistant_on(
 /// Every figure of `answer` is stated by its excerpts, the question or the support contacts.
 fn unsupported_figures(a: &Assistant, question: &str, answer: &str) -> Vec<String> {
     let r = a.retrieve(question, &[]).unwrap();
-    let mut texts: Vec<String> = r
+    let texts: Vec<String> = r
         .hits
         .iter()
         .take(a.config.top_k)
         .map(|h| format!("{}\n{}", h.chunk.heading, h.chunk.text))
         .collect();
-    texts.push(question.to_string());
-    texts.push(a.config.fallback_en.clone());
-    FigurePool::new(&texts)
-        .unsupported(answer)
+    let mut pool = FigurePool::new(&texts);
+    pool.add_non_source(question);
+    pool.add_non_source(&a.config.fallback_en);
+    pool.unsupported(answer)
         .iter()
         .map(ToString::to_string)
         .collect()
