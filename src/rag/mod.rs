@@ -786,14 +786,14 @@ pub fn retrieve_with(
         && rescue.min_sentence_similarity.is_some()
         && rescue.reads(language)
     {
-        let meaning = |text: &str, vector: &[f32], lexical: &GateSignals| {
+        let measure = |text: &str, vector: &[f32], lexical: &GateSignals| {
             meaning::signals(embedder, extractor, text, vector, top, lexical)
                 .map_err(|e| RagError::Retrieval(e.to_string()))
         };
-        gate.meaning = Some(meaning(question, &vectors[0], &gate)?);
+        gate.meaning = Some(measure(question, &vectors[0], &gate)?);
         if follow_up {
             gate_with_history.meaning =
-                Some(meaning(&queries[1], &vectors[1], &gate_with_history)?);
+                Some(measure(&queries[1], &vectors[1], &gate_with_history)?);
         }
     }
     let relevant = relevant(&gate, &gate_with_history);
