@@ -151,9 +151,10 @@ pub struct RagArgs {
     #[arg(long, env = "NOVAPAY_MIN_COVERAGE")]
     pub min_coverage: Option<f32>,
     /// Cosine similarity between the question and one sentence of the top excerpts that lets a
-    /// question through when its words are not the knowledge base's (default: 0.70 for English-only
-    /// embedders such as all-MiniLM-L6-v2, measured; none for e5, not measured yet: calibrate with
-    /// `novapay eval answerability`; above 1: never).
+    /// question through when a rare word of it is not the knowledge base's (and the sentence
+    /// accounts for that word; see `novapay eval answerability`). Default: 0.50 for English-only
+    /// embedders such as all-MiniLM-L6-v2 (measured); none for e5 (not measured yet: calibrate with
+    /// `novapay eval answerability`); above 1: never.
     #[arg(long, env = "NOVAPAY_MIN_SENTENCE_SIMILARITY")]
     pub min_sentence_similarity: Option<f32>,
     /// Excerpts given to the model at most.

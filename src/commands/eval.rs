@@ -279,13 +279,16 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
         report.gate.min_weighted_coverage, report.gate.rare_words, report.gate.min_similarity
     );
     println!(
-        "meaning: a lexical refusal is rescued when a sentence of the top excerpts reaches cosine {} \
-         ({})",
+        "meaning: a lexical refusal is rescued when a sentence of the top excerpts reaches cosine {}, \
+         the question without its missing rare words gets at most {:.2} closer to the sentences and \
+         the best excerpt stands {:.2} above the others ({})",
         report
             .gate
             .meaning
             .min_sentence_similarity
             .map_or("- (off for this embedder family)".to_string(), |t| format!("{t:.2}")),
+        report.gate.meaning.max_gain_without_missing,
+        report.gate.meaning.min_dense_margin,
         if report.gate.meaning.multilingual {
             "any language"
         } else {

@@ -58,8 +58,8 @@ pub struct SplitReport {
     pub curve_best_excerpt_bm25: Vec<Point>,
     /// Without the rarest-word rule (the score alone), for comparison.
     pub curve_without_rare_rule: Vec<Point>,
-    /// The gate's lexical rules at the operating point, or a rescue when the best sentence of the
-    /// top excerpts reaches the threshold in cosine similarity (the meaning check).
+    /// The gate's lexical rules at the operating point, or the meaning check's rescue with the best
+    /// sentence's cosine similarity at the threshold (its other two limits as configured).
     pub curve_sentence_rescue: Vec<Point>,
     /// The same rescue when every missing rare word has an excerpt word at least this similar in
     /// meaning (measured, not used).

@@ -117,7 +117,9 @@ impl GateSignals {
     /// [`GateSignals::rescued`] at the sentence-similarity `threshold` (`None`: never).
     pub fn rescued_at(&self, config: &GateConfig, threshold: Option<f32>) -> bool {
         match (threshold, &self.meaning) {
-            (Some(t), Some(m)) => self.similarity >= config.min_similarity && m.rescues(t),
+            (Some(t), Some(m)) => {
+                self.similarity >= config.min_similarity && m.rescues(&config.meaning, t)
+            }
             _ => false,
         }
     }
