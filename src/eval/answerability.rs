@@ -188,8 +188,12 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
 /// (an infinite threshold measures without rescuing when the embedder family has no threshold).
 fn measuring(config: &RagConfig) -> RagConfig {
     let mut c = config.clone();
-    c.gate.meaning.min_sentence_similarity =
-        Some(c.gate.meaning.min_sentence_similarity.unwrap_or(f32::INFINITY));
+    c.gate.meaning.min_sentence_similarity = Some(
+        c.gate
+            .meaning
+            .min_sentence_similarity
+            .unwrap_or(f32::INFINITY),
+    );
     c
 }
 

@@ -174,10 +174,11 @@ pub fn evaluate(
         let mut pool = FigurePool::new(&pool_texts);
         // The customer's words and the support contacts may be repeated; a zero cost must come
         // from the excerpts.
-        for t in q.turns.iter().chain([
-            &assistant.config.fallback_en,
-            &assistant.config.fallback_ru,
-        ]) {
+        for t in q
+            .turns
+            .iter()
+            .chain([&assistant.config.fallback_en, &assistant.config.fallback_ru])
+        {
             pool.add_non_source(t);
         }
         let unsupported: Vec<String> = pool

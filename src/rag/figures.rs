@@ -576,9 +576,22 @@ fn zero_cost_claims(text: &str) -> Vec<(usize, usize)> {
                 || before.first().is_some_and(|w| w == "feel")
                 || (after.starts_with("up ") && !after.starts_with("up to "))
                 || [
-                    "time", "text", "form", "trial", "to contact", "to ask", "to reach",
-                    "to call", "to write", "to email", "to e-mail", "to get", "to choose",
-                    "to leave", "to close", "to cancel",
+                    "time",
+                    "text",
+                    "form",
+                    "trial",
+                    "to contact",
+                    "to ask",
+                    "to reach",
+                    "to call",
+                    "to write",
+                    "to email",
+                    "to e-mail",
+                    "to get",
+                    "to choose",
+                    "to leave",
+                    "to close",
+                    "to cancel",
                 ]
                 .iter()
                 .any(|w| {
@@ -1085,7 +1098,11 @@ mod tests {
         ("Block the card in the app.", "Cards can be blocked.", true),
         // A zero cost is a figure: the source must say free, no fee, or state a zero amount.
         ("Gift cards are free.", "Gift cards cost $15.", false),
-        ("Receiving money is free.", "| Incoming transfers | Free |", true),
+        (
+            "Receiving money is free.",
+            "| Incoming transfers | Free |",
+            true,
+        ),
         (
             "There is no monthly fee.",
             "Personal account maintenance: Free (no monthly fee)",
@@ -1113,7 +1130,11 @@ mod tests {
             "International transfers cost 1.5%.",
             false,
         ),
-        ("Card replacement is free.", "A replacement card costs $5.", false),
+        (
+            "Card replacement is free.",
+            "A replacement card costs $5.",
+            false,
+        ),
         (
             "International transfers are commission-free.",
             "International transfers cost 1.5%.",
@@ -1135,7 +1156,11 @@ mod tests {
             "Пополнение счёта — без комиссии.",
             true,
         ),
-        ("Перевод без комиссии.", "Входящие переводы — бесплатно.", true),
+        (
+            "Перевод без комиссии.",
+            "Входящие переводы — бесплатно.",
+            true,
+        ),
         (
             "Комиссия не взимается.",
             "Обслуживание счёта: 0 ₽ в месяц.",
@@ -1151,7 +1176,11 @@ mod tests {
             "Обслуживание счёта: 99 ₽ в месяц.",
             false,
         ),
-        ("Комиссия 0%.", "Переводы между своими счетами — без комиссии.", true),
+        (
+            "Комиссия 0%.",
+            "Переводы между своими счетами — без комиссии.",
+            true,
+        ),
         // Near misses: zero is not a small amount, and "free" that is not a price.
         ("There is no fee.", "The fee is 0,5 %.", false),
         ("It is free.", "The fee is $0.50.", false),
@@ -1166,14 +1195,26 @@ mod tests {
             "Scheduled transfers can be cancelled.",
             true,
         ),
-        ("Call the toll-free line.", "Support answers by e-mail.", true),
-        ("Free up space on your phone first.", "The app needs 200 MB.", true),
+        (
+            "Call the toll-free line.",
+            "Support answers by e-mail.",
+            true,
+        ),
+        (
+            "Free up space on your phone first.",
+            "The app needs 200 MB.",
+            true,
+        ),
         (
             "Card replacement is not free.",
             "A replacement card costs $5.",
             true,
         ),
-        ("Доставка карты не бесплатна.", "Доставка карты стоит $5.", true),
+        (
+            "Доставка карты не бесплатна.",
+            "Доставка карты стоит $5.",
+            true,
+        ),
         (
             "Небесплатный перевыпуск карты.",
             "Перевыпуск карты стоит $5.",

@@ -123,10 +123,7 @@ impl MeaningSignals {
     /// The lowest similarity of a missing rare word to its nearest excerpt word (1 when none is
     /// missing).
     pub fn weakest_word(&self) -> f32 {
-        self.words
-            .iter()
-            .map(|w| w.similarity)
-            .fold(1.0, f32::min)
+        self.words.iter().map(|w| w.similarity).fold(1.0, f32::min)
     }
 }
 
@@ -221,15 +218,15 @@ pub fn signals(
             .collect();
         let q = embedder.embed_queries(&[rest.join(" ")])?.remove(0);
         without_missing = Some(best_of(&q).0);
-        let excerpt_words: Vec<String> = top
-            .iter()
-            .flat_map(|h| words_of(&h.chunk.text))
-            .fold(Vec::new(), |mut acc, w| {
-                if !acc.contains(&w) {
-                    acc.push(w);
-                }
-                acc
-            });
+        let excerpt_words: Vec<String> =
+            top.iter()
+                .flat_map(|h| words_of(&h.chunk.text))
+                .fold(Vec::new(), |mut acc, w| {
+                    if !acc.contains(&w) {
+                        acc.push(w);
+                    }
+                    acc
+                });
         let mut all = missing.clone();
         all.extend(excerpt_words.iter().cloned());
         let word_vectors = extractor.passage_vectors(embedder, &all)?;
@@ -331,7 +328,10 @@ mod tests {
             identifiers("How much is the NovaPay Premium plan? Cash is fine."),
             vec!["novapay", "premium"]
         );
-        assert_eq!(identifiers("Who supported post WW-I movements?"), vec!["ww", "i"]);
+        assert_eq!(
+            identifiers("Who supported post WW-I movements?"),
+            vec!["ww", "i"]
+        );
     }
 
     #[test]

@@ -352,9 +352,13 @@ mod tests {
             ],
             &["Are gift cards free? Is receiving money free?"],
         );
-        let (text, v) =
-            c.filter("Gift cards are free [1]. Receiving money is free [2]. Gift cards cost $15 [1].");
-        assert_eq!(text, "Receiving money is free [2]. Gift cards cost $15 [1].");
+        let (text, v) = c.filter(
+            "Gift cards are free [1]. Receiving money is free [2]. Gift cards cost $15 [1].",
+        );
+        assert_eq!(
+            text,
+            "Receiving money is free [2]. Gift cards cost $15 [1]."
+        );
         assert_eq!(v.removed, 1);
         assert!(!c.unsupported("Бесплатно [1].").is_empty());
         assert!(c.unsupported("Бесплатно [2].").is_empty());

@@ -10,9 +10,9 @@ use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::eval::answers::{self, KbQuestion};
 use novapay::index::{build_index, IndexJob, IndexSettings, KnowledgeBase};
 use novapay::memory::{SessionId, SqliteStore};
+use novapay::rag::extract::Extractor;
 use novapay::rag::figures::FigurePool;
 use novapay::rag::prompt::SYSTEM_PROMPT;
-use novapay::rag::extract::Extractor;
 use novapay::rag::{retrieve_with, AnswerMode, Assistant, Plan, RagConfig};
 use serde_json::json;
 
@@ -77,7 +77,11 @@ fn a_question_in_other_words_is_rescued_by_meaning_but_an_unknown_product_is_not
     // "overdraft" is a product data/ never mentions: the card limits are close in meaning, but the
     // question without "overdraft" gets closer to them, so they do not answer it.
     let r = retrieve("What is the overdraft limit on a NovaPay account?");
-    let m = r.gate.meaning.as_ref().expect("measured on a lexical refusal");
+    let m = r
+        .gate
+        .meaning
+        .as_ref()
+        .expect("measured on a lexical refusal");
     assert!(m.without_missing.unwrap() > m.best_sentence, "{m:?}");
     assert!(!r.relevant, "{:?}", r.gate);
     // The English-only test embedder does not read Russian: the word rules alone decide.
