@@ -14,6 +14,7 @@ use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
 use novapay::models::{self, HubSettings};
 use novapay::rag::cache::CacheConfig;
 use novapay::rag::gate::GateConfig;
+use novapay::rag::meaning::MeaningConfig;
 use novapay::rag::{AnswerMode, RagConfig};
 
 /// Everything that builds the assistant: models, knowledge base, answering and generation settings.
@@ -149,6 +150,13 @@ pub struct RagArgs {
     /// excerpts must contain (see `novapay eval answerability` for the curve).
     #[arg(long, env = "NOVAPAY_MIN_COVERAGE")]
     pub min_coverage: Option<f32>,
+    /// Cosine similarity between the question and one sentence of the top excerpts that lets a
+    /// question through when a rare word of it is not the knowledge base's (and the sentence
+    /// accounts for that word; see `novapay eval answerability`). Default: 0.50 for English-only
+    /// embedders such as all-MiniLM-L6-v2 (measured); none for e5 (not measured yet: calibrate with
+    /// `novapay eval answerability`); above 1: never.
+    #[arg(long, env = "NOVAPAY_MIN_SENTENCE_SIMILARITY")]
+    pub min_sentence_similarity: Option<f32>,
     /// Excerpts given to the model at most.
     #[arg(long, env = "NOVAPAY_TOP_K", default_value_t = 4)]
     pub top_k: usize,
@@ -185,6 +193,15 @@ impl RagArgs {
                 min_weighted_coverage: self
                     .min_coverage
                     .unwrap_or(defaults.gate.min_weighted_coverage),
+                meaning: {
+                    let m = MeaningConfig::for_family(family);
+                    MeaningConfig {
+                        min_sentence_similarity: self
+                            .min_sentence_similarity
+                            .or(m.min_sentence_similarity),
+                        ..m
+                    }
+                },
                 ..defaults.gate
             },
             answer_mode: self.answer_mode,

@@ -27,8 +27,15 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         let config = a.rag.config(&a.embed.embedder, a.sampling.params());
         let history = memory.history(&session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
-        let retrieval =
-            novapay::rag::retrieve_with(&kb, &embedder, &config, args.question, &history)?;
+        let extractor = novapay::rag::extract::Extractor::default();
+        let retrieval = novapay::rag::retrieve_with(
+            &kb,
+            &embedder,
+            &extractor,
+            &config,
+            args.question,
+            &history,
+        )?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&retrieval)?);
         } else {
@@ -61,6 +68,18 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
                     "FALLBACK (no LLM call)"
                 }
             );
+            if let Some(m) = &g.meaning {
+                println!(
+                    "meaning: best excerpt sentence {:.3} (excerpt {}), rescue at {}",
+                    m.best_sentence,
+                    m.best_sentence_excerpt,
+                    config
+                        .gate
+                        .meaning
+                        .min_sentence_similarity
+                        .map_or("- (off)".to_string(), |t| format!("{t:.2}"))
+                );
+            }
             for (i, h) in retrieval.hits.iter().take(10).enumerate() {
                 println!(
                     "{:>2}. fused {:.4}  cosine {}  bm25 {}  {} — {}",

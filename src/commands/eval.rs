@@ -278,6 +278,23 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
          similarity >= {:.2}",
         report.gate.min_weighted_coverage, report.gate.rare_words, report.gate.min_similarity
     );
+    println!(
+        "meaning: a lexical refusal is rescued when a sentence of the top excerpts reaches cosine {}, \
+         the question without its missing rare words gets at most {:.2} closer to the sentences and \
+         the best excerpt stands {:.2} above the others ({})",
+        report
+            .gate
+            .meaning
+            .min_sentence_similarity
+            .map_or("- (off for this embedder family)".to_string(), |t| format!("{t:.2}")),
+        report.gate.meaning.max_gain_without_missing,
+        report.gate.meaning.min_dense_margin,
+        if report.gate.meaning.multilingual {
+            "any language"
+        } else {
+            "English questions only: the embedder does not read Russian"
+        }
+    );
     for s in &report.splits {
         println!(
             "\n{}: {} answerable, {} unanswerable; at the operating point: refusal {:.1}%, false \
@@ -321,6 +338,12 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
                 cell(b),
                 cell(w)
             );
+        }
+        println!("  the lexical gate, or a rescue by meaning, over the rescue's threshold:");
+        println!("  threshold | best sentence        | missing rare words'");
+        println!("            | (the gate's rescue)  | nearest excerpt word");
+        for (p, w) in s.curve_sentence_rescue.iter().zip(&s.curve_word_rescue) {
+            println!("     {:.2}  | {:<20} | {}", p.threshold, cell(p), cell(w));
         }
     }
     Ok(())

@@ -16,8 +16,9 @@ use crate::embed::Embedder;
 use crate::index::chunk::{Chunk, ChunkSettings};
 use crate::index::{IndexSettings, KnowledgeBase};
 use crate::memory::{Speaker, Turn};
+use crate::rag::extract::Extractor;
 use crate::rag::gate::{GateConfig, GateSignals};
-use crate::rag::{injection, retrieve_with, RagConfig};
+use crate::rag::{injection, meaning, retrieve_with, RagConfig, Retrieval};
 
 /// One question's signals and whether it is answerable.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +58,12 @@ pub struct SplitReport {
     pub curve_best_excerpt_bm25: Vec<Point>,
     /// Without the rarest-word rule (the score alone), for comparison.
     pub curve_without_rare_rule: Vec<Point>,
+    /// The gate's lexical rules at the operating point, or the meaning check's rescue with the best
+    /// sentence's cosine similarity at the threshold (its other two limits as configured).
+    pub curve_sentence_rescue: Vec<Point>,
+    /// The same rescue when every missing rare word has an excerpt word at least this similar in
+    /// meaning (measured, not used).
+    pub curve_word_rescue: Vec<Point>,
     /// How often dense and lexical top hits agree, on answerable and on unanswerable questions.
     pub agreement_answerable: f64,
     pub agreement_unanswerable: f64,
@@ -144,6 +151,26 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
                 curve_former_rare_rule: curve_of(|g| g.weighted_coverage, |g| g.rare_in_excerpts),
                 curve_best_excerpt_bm25: curve_of(|g| g.best_excerpt_bm25, |g| g.rare_covered),
                 curve_without_rare_rule: curve_of(|g| g.weighted_coverage, |g| !g.words.is_empty()),
+                curve_sentence_rescue: thresholds
+                    .iter()
+                    .map(|&t| {
+                        point(&group, t, &|g| {
+                            g.lexically_answerable(gate) || g.rescued_at(gate, Some(t))
+                        })
+                    })
+                    .collect(),
+                curve_word_rescue: thresholds
+                    .iter()
+                    .map(|&t| {
+                        point(&group, t, &|g| {
+                            g.lexically_answerable(gate)
+                                || (g.similarity >= gate.min_similarity
+                                    && g.meaning.as_ref().is_some_and(|m| {
+                                        !m.words.is_empty() && m.weakest_word() >= t
+                                    }))
+                        })
+                    })
+                    .collect(),
                 agreement_answerable: agreement(true),
                 agreement_unanswerable: agreement(false),
                 split,
@@ -157,6 +184,39 @@ pub fn report(samples: &[Sample], gate: &GateConfig) -> AnswerabilityReport {
     }
 }
 
+/// The configuration the signals are taken with: the meaning check runs on every lexical refusal
+/// (an infinite threshold measures without rescuing when the embedder family has no threshold).
+fn measuring(config: &RagConfig) -> RagConfig {
+    let mut c = config.clone();
+    c.gate.meaning.min_sentence_similarity = Some(
+        c.gate
+            .meaning
+            .min_sentence_similarity
+            .unwrap_or(f32::INFINITY),
+    );
+    c
+}
+
+/// The gate's signals of `r`, with the meaning check taken for questions the lexical rules accept
+/// too (for inspection: the rescue applies only to refusals).
+fn with_meaning(
+    embedder: &Embedder,
+    extractor: &Extractor,
+    config: &RagConfig,
+    question: &str,
+    r: &Retrieval,
+) -> Result<GateSignals, EvalError> {
+    let mut g = r.gate.clone();
+    if g.meaning.is_none() && config.gate.meaning.reads(r.language) {
+        let top = &r.hits[..r.hits.len().min(config.top_k)];
+        g.meaning = Some(
+            meaning::signals(embedder, extractor, question, &r.question_vector, top, &g)
+                .map_err(|e| EvalError::Failed(e.to_string()))?,
+        );
+    }
+    Ok(g)
+}
+
 /// Signals for a knowledge base's own questions (the last turn, with the earlier ones as history).
 /// Blocking.
 pub fn kb_samples(
@@ -165,6 +225,8 @@ pub fn kb_samples(
     config: &RagConfig,
     questions: &[KbQuestion],
 ) -> Result<Vec<Sample>, EvalError> {
+    let config = &measuring(config);
+    let extractor = Extractor::default();
     let mut samples = Vec::new();
     for q in questions {
         let last = q.turns.last().map(String::as_str).unwrap_or("");
@@ -177,15 +239,16 @@ pub fn kb_samples(
                 created_at_ms: 0,
             })
             .collect();
-        let r = retrieve_with(kb, embedder, config, last, &history)
+        let r = retrieve_with(kb, embedder, &extractor, config, last, &history)
             .map_err(|e| EvalError::Failed(e.to_string()))?;
+        let signals = with_meaning(embedder, &extractor, config, last, &r)?;
         let short = last.split_whitespace().count() <= FOLLOW_UP_MAX_WORDS;
         samples.push(Sample {
             id: q.id.clone(),
             split: format!("own:{}", q.split.as_deref().unwrap_or("all")),
             answerable: !q.unanswerable,
             follow_up_signals: (short && !history.is_empty()).then_some(r.gate_with_history),
-            signals: r.gate,
+            signals,
             probe: injection::probes_instructions(last),
         });
     }
@@ -256,16 +319,19 @@ pub fn squad_samples(
             .map_err(|e| EvalError::Failed(e.to_string()))?;
         kbs.insert(title, kb);
     }
+    let config = &measuring(config);
+    let extractor = Extractor::default();
     let mut samples = Vec::new();
     for (i, q) in questions.iter().enumerate() {
         let kb = &kbs[&q.title];
-        let r = retrieve_with(kb, embedder, config, &q.question, &[])
+        let r = retrieve_with(kb, embedder, &extractor, config, &q.question, &[])
             .map_err(|e| EvalError::Failed(e.to_string()))?;
+        let signals = with_meaning(embedder, &extractor, config, &q.question, &r)?;
         samples.push(Sample {
             id: q.id.clone(),
             split: "squad2-sample".into(),
             answerable: !q.is_impossible,
-            signals: r.gate,
+            signals,
             follow_up_signals: None,
             probe: injection::probes_instructions(&q.question),
         });

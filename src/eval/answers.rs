@@ -165,16 +165,23 @@ pub fn evaluate(
             .take(3)
             .map(|h| h.chunk.source.clone())
             .collect();
-        let mut pool_texts: Vec<String> = retrieval
+        let pool_texts: Vec<String> = retrieval
             .hits
             .iter()
             .take(assistant.config.top_k)
             .map(|h| format!("{}\n{}", h.chunk.heading, h.chunk.text))
             .collect();
-        pool_texts.extend(q.turns.iter().cloned());
-        pool_texts.push(assistant.config.fallback_en.clone());
-        pool_texts.push(assistant.config.fallback_ru.clone());
-        let unsupported: Vec<String> = FigurePool::new(&pool_texts)
+        let mut pool = FigurePool::new(&pool_texts);
+        // The customer's words and the support contacts may be repeated; a zero cost must come
+        // from the excerpts.
+        for t in q
+            .turns
+            .iter()
+            .chain([&assistant.config.fallback_en, &assistant.config.fallback_ru])
+        {
+            pool.add_non_source(t);
+        }
+        let unsupported: Vec<String> = pool
             .unsupported(&answer.text)
             .iter()
             .map(ToString::to_string)

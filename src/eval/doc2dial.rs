@@ -14,6 +14,7 @@ use crate::index::chunk::{ChunkSettings, Chunker};
 use crate::index::extract::DocKind;
 use crate::index::{IndexSettings, KnowledgeBase};
 use crate::memory::{Speaker, Turn};
+use crate::rag::extract::Extractor;
 use crate::rag::{retrieve_with, RagConfig};
 
 #[derive(Deserialize)]
@@ -101,7 +102,10 @@ pub fn evaluate(
     let settings = IndexSettings::new(embedder, "", chunk);
     let kb = KnowledgeBase::from_chunks(chunks, &vectors, settings)
         .map_err(|e| EvalError::Failed(e.to_string()))?;
-    let config = RagConfig::default();
+    // Recall only: the gate's meaning check would embed sentences for nothing.
+    let mut config = RagConfig::default();
+    config.gate.meaning.min_sentence_similarity = None;
+    let extractor = Extractor::new(1);
     let by_doc: HashMap<&str, usize> = docs
         .iter()
         .enumerate()
@@ -135,7 +139,7 @@ pub fn evaluate(
             })
             .collect();
         let found = |history: &[Turn]| -> Result<bool, EvalError> {
-            let r = retrieve_with(&kb, embedder, &config, &q.user_query, history)
+            let r = retrieve_with(&kb, embedder, &extractor, &config, &q.user_query, history)
                 .map_err(|e| EvalError::Failed(e.to_string()))?;
             Ok(r.hits
                 .iter()

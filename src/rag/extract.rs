@@ -165,7 +165,7 @@ impl Extractor {
             });
         }
         let q = embedder.embed_queries(&[question])?.remove(0);
-        let vectors = self.embed_sentences(
+        let vectors = self.passage_vectors(
             embedder,
             &candidates
                 .iter()
@@ -217,7 +217,9 @@ impl Extractor {
         })
     }
 
-    fn embed_sentences(
+    /// The passage embeddings of `texts`, from the cache where it has them (the gate's meaning
+    /// check reuses them for the same excerpts). Blocking.
+    pub fn passage_vectors(
         &self,
         embedder: &Embedder,
         sentences: &[String],

@@ -1,5 +1,5 @@
 //! Figures in support text (amounts, percentages, durations and counts, times, time zones, phone
-//! numbers, e-mail addresses, URLs), normalised so that "$1,000", "$1 000" and "1000 USD" compare
+//! numbers, e-mail addresses, URLs, and claims that something costs nothing), normalised so that "$1,000", "$1 000" and "1000 USD" compare
 //! equal and "1.5%" never matches "15%". The figure check uses it to refuse any figure an answer
 //! states that its sources do not.
 //!
@@ -51,6 +51,9 @@ pub enum Figure {
     Url {
         value: String,
     },
+    /// A zero cost: "free", "no fee", "free of charge", "бесплатно", "без комиссии". Supported by a
+    /// source that says so or states a zero amount ("$0", "0%").
+    Free,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -114,6 +117,7 @@ impl fmt::Display for Figure {
             | Figure::Phone { value }
             | Figure::Email { value }
             | Figure::Url { value } => write!(f, "{value}"),
+            Figure::Free => f.write_str("free"),
         }
     }
 }
@@ -402,6 +406,10 @@ pub fn extract(text: &str) -> Vec<Figure> {
         ));
         blank(&mut text, m.start(), m.end());
     }
+    for (start, end) in zero_cost_claims(&text) {
+        found.push((start, Figure::Free));
+        blank(&mut text, start, end);
+    }
     let phone = re(&PHONE, r"\+?\d[\d ()\-]{5,}\d");
     for m in phone.find_iter(&text.clone()) {
         let digits: String = m.as_str().chars().filter(char::is_ascii_digit).collect();
@@ -526,6 +534,79 @@ pub fn extract(text: &str) -> Vec<Figure> {
     found.into_iter().map(|(_, f)| f).collect()
 }
 
+/// Where `text` says that something costs nothing (byte spans). "Free" counts only as a price: not
+/// in "feel free", "free to contact", "free up", "toll-free", nor after a negation ("is not free":
+/// that claims a cost, which a figure states or nothing does).
+fn zero_cost_claims(text: &str) -> Vec<(usize, usize)> {
+    static CLAIM: OnceLock<Regex> = OnceLock::new();
+    let claim = re(
+        &CLAIM,
+        r"(?i)\b(?:free[\s-]+of[\s-]+(?:any\s+)?charges?|(?:fee|fees|commission|charge|cost)[\s-]free|no\s+(?:[\p{L}-]{4,}\s+){0,2}?(?:fees?|charges?|commissions?|costs?)|without\s+(?:any\s+)?(?:[\p{L}-]{4,}\s+)?(?:fees?|charges?|commissions?)|(?:costs?|pay)\s+nothing|waived|(?:isn't|aren't|not)\s+charged|free|бесплатн\p{L}*|без\s+(?:[\p{L}-]+\s+)?(?:комисси\p{L}*|платы|оплаты)|комисси\p{L}*\s+(?:не\s+(?:взима\p{L}*|бер\p{L}*)|нет|отсутству\p{L}*)|не\s+взима\p{L}*|(?:нет|отсутству\p{L}*)\s+комисси\p{L}*|ничего\s+не\s+стои\p{L}*)\b",
+    );
+    let mut out = Vec::new();
+    for m in claim.find_iter(text) {
+        let word = m.as_str().to_lowercase();
+        let before: Vec<String> = text[..m.start()]
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphabetic() && c != '\'' && c != '’')
+                    .to_lowercase()
+                    .replace('’', "'")
+            })
+            .collect();
+        let negated = before.first().is_some_and(|w| w == "не")
+            || before.iter().any(|w| {
+                matches!(
+                    w.as_str(),
+                    "not" | "isn't" | "aren't" | "never" | "longer" | "wasn't" | "weren't"
+                )
+            });
+        if (word == "free" || word.starts_with("бесплатн")) && negated {
+            continue;
+        }
+        if word == "free" {
+            let after = text[m.end()..].to_lowercase();
+            let after = after.trim_start();
+            let glued_before = text[..m.start()].ends_with('-');
+            let glued_after = text[m.end()..].starts_with('-');
+            let not_a_price = glued_before
+                || glued_after
+                || before.first().is_some_and(|w| w == "feel")
+                || (after.starts_with("up ") && !after.starts_with("up to "))
+                || [
+                    "time",
+                    "text",
+                    "form",
+                    "trial",
+                    "to contact",
+                    "to ask",
+                    "to reach",
+                    "to call",
+                    "to write",
+                    "to email",
+                    "to e-mail",
+                    "to get",
+                    "to choose",
+                    "to leave",
+                    "to close",
+                    "to cancel",
+                ]
+                .iter()
+                .any(|w| {
+                    after.starts_with(w)
+                        && !after[w.len()..].starts_with(|c: char| c.is_alphabetic())
+                });
+            if not_a_price {
+                continue;
+            }
+        }
+        out.push((m.start(), m.end()));
+    }
+    out
+}
+
 /// The figures of the texts an answer may draw on (its excerpts and the customer's question).
 #[derive(Debug, Default, Clone)]
 pub struct FigurePool {
@@ -544,7 +625,23 @@ impl FigurePool {
     }
 
     pub fn add(&mut self, text: &str) {
-        for f in extract(text) {
+        self.add_figures(extract(text));
+    }
+
+    /// Adds the figures of a text that is not a source (the customer's question, the operator's
+    /// contacts): its numbers may be repeated, but a zero cost must come from a source. A customer
+    /// asking whether gift cards are free does not make them free.
+    pub fn add_non_source(&mut self, text: &str) {
+        self.add_figures(
+            extract(text)
+                .into_iter()
+                .filter(|f| *f != Figure::Free)
+                .collect(),
+        );
+    }
+
+    fn add_figures(&mut self, figures: Vec<Figure>) {
+        for f in figures {
             if let Some(v) = f.value() {
                 self.values.insert(v.to_string());
                 if matches!(f, Figure::Number { .. }) {
@@ -562,7 +659,17 @@ impl FigurePool {
         if self.figures.contains(figure) {
             return true;
         }
+        let zero = |f: &Figure| {
+            matches!(
+                f,
+                Figure::Money { .. } | Figure::Percent { .. } | Figure::Number { .. }
+            ) && f.value() == Some("0")
+        };
+        if zero(figure) && self.figures.contains(&Figure::Free) {
+            return true;
+        }
         match figure {
+            Figure::Free => self.figures.iter().any(zero),
             Figure::Number { value } => self.values.contains(value),
             Figure::Quantity { value, unit } => {
                 (unit.is_count() && self.bare_values.contains(value))
@@ -989,6 +1096,130 @@ mod tests {
         ),
         // Sentences with no figure need no support.
         ("Block the card in the app.", "Cards can be blocked.", true),
+        // A zero cost is a figure: the source must say free, no fee, or state a zero amount.
+        ("Gift cards are free.", "Gift cards cost $15.", false),
+        (
+            "Receiving money is free.",
+            "| Incoming transfers | Free |",
+            true,
+        ),
+        (
+            "There is no monthly fee.",
+            "Personal account maintenance: Free (no monthly fee)",
+            true,
+        ),
+        (
+            "Opening an account is free of charge.",
+            "Opening a personal account is free and there is no monthly fee.",
+            true,
+        ),
+        (
+            "Incoming transfers cost nothing.",
+            "Incoming transfers: $0.",
+            true,
+        ),
+        (
+            "There is no fee for incoming transfers.",
+            "Incoming transfers: 0%",
+            true,
+        ),
+        ("The fee is 0%.", "Incoming transfers are free.", true),
+        ("It costs $0.", "Virtual cards are free to issue.", true),
+        (
+            "The fee is waived.",
+            "International transfers cost 1.5%.",
+            false,
+        ),
+        (
+            "Card replacement is free.",
+            "A replacement card costs $5.",
+            false,
+        ),
+        (
+            "International transfers are commission-free.",
+            "International transfers cost 1.5%.",
+            false,
+        ),
+        (
+            "Withdrawals are free up to $200.",
+            "Free up to $200 per calendar month",
+            true,
+        ),
+        (
+            "Withdrawals are free up to $200.",
+            "ATM withdrawals cost 2%, at least $200.",
+            false,
+        ),
+        ("Переводы бесплатные.", "Комиссия за перевод — 1,5%.", false),
+        (
+            "Пополнение бесплатно.",
+            "Пополнение счёта — без комиссии.",
+            true,
+        ),
+        (
+            "Перевод без комиссии.",
+            "Входящие переводы — бесплатно.",
+            true,
+        ),
+        (
+            "Комиссия не взимается.",
+            "Обслуживание счёта: 0 ₽ в месяц.",
+            true,
+        ),
+        (
+            "Обслуживание бесплатное.",
+            "Обслуживание счёта: 99 ₽ в месяц.",
+            false,
+        ),
+        (
+            "Обслуживание без абонентской платы.",
+            "Обслуживание счёта: 99 ₽ в месяц.",
+            false,
+        ),
+        (
+            "Комиссия 0%.",
+            "Переводы между своими счетами — без комиссии.",
+            true,
+        ),
+        // Near misses: zero is not a small amount, and "free" that is not a price.
+        ("There is no fee.", "The fee is 0,5 %.", false),
+        ("It is free.", "The fee is $0.50.", false),
+        ("Снятие бесплатно.", "Комиссия за снятие — 0,5%.", false),
+        (
+            "Feel free to contact support.",
+            "International transfers cost 1.5%.",
+            true,
+        ),
+        (
+            "You are free to cancel a scheduled transfer.",
+            "Scheduled transfers can be cancelled.",
+            true,
+        ),
+        (
+            "Call the toll-free line.",
+            "Support answers by e-mail.",
+            true,
+        ),
+        (
+            "Free up space on your phone first.",
+            "The app needs 200 MB.",
+            true,
+        ),
+        (
+            "Card replacement is not free.",
+            "A replacement card costs $5.",
+            true,
+        ),
+        (
+            "Доставка карты не бесплатна.",
+            "Доставка карты стоит $5.",
+            true,
+        ),
+        (
+            "Небесплатный перевыпуск карты.",
+            "Перевыпуск карты стоит $5.",
+            true,
+        ),
     ];
 
     #[test]

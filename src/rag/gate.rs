@@ -12,6 +12,7 @@
 
 use serde::Serialize;
 
+use super::meaning::{MeaningConfig, MeaningSignals};
 use crate::index::bm25::{content_terms, Bm25Config};
 use crate::index::{Hit, TermStats};
 
@@ -43,6 +44,9 @@ pub struct GateSignals {
     pub agreement: bool,
     /// Each content word of the question, rarest first (for inspection and evaluation).
     pub words: Vec<WordSignal>,
+    /// What the embedder says at sentence level (measured when the lexical rules refuse, in a
+    /// language the embedder reads).
+    pub meaning: Option<MeaningSignals>,
 }
 
 /// One content word of the question.
@@ -76,6 +80,8 @@ pub struct GateConfig {
     pub min_similarity: f32,
     /// How many of the question's rarest words must be covered.
     pub rare_words: usize,
+    /// When the meaning of the best excerpt sentence rescues a lexical refusal.
+    pub meaning: MeaningConfig,
 }
 
 impl Default for GateConfig {
@@ -84,15 +90,38 @@ impl Default for GateConfig {
             min_weighted_coverage: 0.6,
             min_similarity: 0.2,
             rare_words: 2,
+            meaning: MeaningConfig::default(),
         }
     }
 }
 
 impl GateSignals {
+    /// The lexical rules, or a rescue by meaning.
     pub fn answerable(&self, config: &GateConfig) -> bool {
+        self.lexically_answerable(config) || self.rescued(config)
+    }
+
+    /// The rarest-word rule, the weighted coverage and the similarity floor.
+    pub fn lexically_answerable(&self, config: &GateConfig) -> bool {
         self.rare_covered
             && self.weighted_coverage >= config.min_weighted_coverage
             && self.similarity >= config.min_similarity
+    }
+
+    /// Whether a sentence of the top excerpts is close enough in meaning to the question to answer
+    /// it in other words (the similarity floor still holds).
+    pub fn rescued(&self, config: &GateConfig) -> bool {
+        self.rescued_at(config, config.meaning.min_sentence_similarity)
+    }
+
+    /// [`GateSignals::rescued`] at the sentence-similarity `threshold` (`None`: never).
+    pub fn rescued_at(&self, config: &GateConfig, threshold: Option<f32>) -> bool {
+        match (threshold, &self.meaning) {
+            (Some(t), Some(m)) => {
+                self.similarity >= config.min_similarity && m.rescues(&config.meaning, t)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -233,6 +262,7 @@ pub fn signals(
         best_excerpt_bm25,
         agreement,
         words,
+        meaning: None,
     }
 }
 
@@ -506,6 +536,11 @@ const QUESTION_WORDS: &[&str] = &[
     "так",
     "тоже",
 ];
+
+/// Whether `word` (lower case) frames a question rather than says what it is about.
+pub(crate) fn is_question_word(word: &str) -> bool {
+    QUESTION_WORDS.contains(&word)
+}
 
 /// `question` without its framing words.
 fn without_question_words(question: &str) -> String {

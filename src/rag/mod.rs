@@ -13,6 +13,7 @@ pub mod figures;
 pub mod gate;
 pub mod injection;
 pub mod library;
+pub mod meaning;
 pub mod metrics;
 pub mod prompt;
 pub mod report;
@@ -350,7 +351,14 @@ impl Assistant {
     /// See [`retrieve_with`]. Blocking.
     pub fn retrieve(&self, question: &str, history: &[Turn]) -> Result<Retrieval, RagError> {
         let kb = self.knowledge_base();
-        retrieve_with(&kb, &self.embedder, &self.config, question, history)
+        retrieve_with(
+            &kb,
+            &self.embedder,
+            &self.extractor,
+            &self.config,
+            question,
+            history,
+        )
     }
 
     fn fallback_text(&self, language: Language) -> String {
@@ -715,10 +723,13 @@ impl Assistant {
 
 /// Searches for `question`, and also for it joined to the previous user turns so that a follow-up
 /// ("and for international ones?") finds the topic it refers to. The fallback decision uses the
-/// question's own answerability signals, or, for a short follow-up, those with history. Blocking.
+/// question's own answerability signals, or, for a short follow-up, those with history; when the
+/// lexical rules refuse, the meaning of the top excerpts' sentences may rescue the question
+/// (`extractor` keeps their embeddings). Blocking.
 pub fn retrieve_with(
     kb: &KnowledgeBase,
     embedder: &Embedder,
+    extractor: &Extractor,
     config: &RagConfig,
     question: &str,
     history: &[Turn],
@@ -752,8 +763,8 @@ pub fn retrieve_with(
         .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
     let stats = kb.term_stats();
-    let gate = gate::signals(stats, question, best_similarity, top, &hits, &config.gate);
-    let gate_with_history = match queries.get(1) {
+    let mut gate = gate::signals(stats, question, best_similarity, top, &hits, &config.gate);
+    let mut gate_with_history = match queries.get(1) {
         Some(q) => gate::signals(
             stats,
             q,
@@ -765,14 +776,30 @@ pub fn retrieve_with(
         None => gate.clone(),
     };
     let words = question.split_whitespace().count();
-    let relevant = gate.answerable(&config.gate)
-        || (words <= config.follow_up_max_words
-            && queries.len() > 1
-            && gate_with_history.answerable(&config.gate));
+    let follow_up = words <= config.follow_up_max_words && queries.len() > 1;
+    let relevant = |gate: &GateSignals, with_history: &GateSignals| {
+        gate.answerable(&config.gate) || (follow_up && with_history.answerable(&config.gate))
+    };
+    // The embedder is asked only when the lexical rules refuse: an accepted question costs nothing more.
+    let rescue = &config.gate.meaning;
+    if !relevant(&gate, &gate_with_history)
+        && rescue.min_sentence_similarity.is_some()
+        && rescue.reads(language)
+    {
+        let measure = |text: &str, vector: &[f32], lexical: &GateSignals| {
+            meaning::signals(embedder, extractor, text, vector, top, lexical)
+                .map_err(|e| RagError::Retrieval(e.to_string()))
+        };
+        gate.meaning = Some(measure(question, &vectors[0], &gate)?);
+        if follow_up {
+            gate_with_history.meaning =
+                Some(measure(&queries[1], &vectors[1], &gate_with_history)?);
+        }
+    }
+    let relevant = relevant(&gate, &gate_with_history);
     // A short question after earlier turns is read with them when quoting the excerpts ("and for
     // international ones?" asks for a fee because the turn before did).
-    let follow_up_query =
-        (words <= config.follow_up_max_words && queries.len() > 1).then(|| queries[1].clone());
+    let follow_up_query = follow_up.then(|| queries[1].clone());
     Ok(Retrieval {
         hits,
         best_similarity,

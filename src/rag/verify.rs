@@ -35,7 +35,7 @@ impl FigureCheck {
     pub fn new(excerpts: &[String], always: &[&str]) -> Self {
         let mut all = FigurePool::new(excerpts);
         for t in always {
-            all.add(t);
+            all.add_non_source(t);
         }
         Self {
             excerpts: excerpts.iter().map(|e| FigurePool::new(&[e])).collect(),
@@ -77,12 +77,15 @@ impl FigureCheck {
         if cited.is_empty() {
             return self.all.unsupported(sentence);
         }
-        let mut texts: Vec<&str> = cited
+        let texts: Vec<&str> = cited
             .iter()
             .map(|n| self.excerpt_texts[n - 1].as_str())
             .collect();
-        texts.extend(self.always.iter().map(String::as_str));
-        FigurePool::new(&texts).unsupported(sentence)
+        let mut pool = FigurePool::new(&texts);
+        for t in &self.always {
+            pool.add_non_source(t);
+        }
+        pool.unsupported(sentence)
     }
 
     /// The sentences of `text` whose figures are all supported, and what was dropped.
@@ -338,6 +341,27 @@ mod tests {
                 removed: 1
             }
         );
+    }
+
+    #[test]
+    fn a_zero_cost_must_come_from_the_cited_excerpts_not_from_the_question() {
+        let c = FigureCheck::new(
+            &[
+                "Gift cards cost $15.".into(),
+                "Incoming transfers: Free.".into(),
+            ],
+            &["Are gift cards free? Is receiving money free?"],
+        );
+        let (text, v) = c.filter(
+            "Gift cards are free [1]. Receiving money is free [2]. Gift cards cost $15 [1].",
+        );
+        assert_eq!(
+            text,
+            "Receiving money is free [2]. Gift cards cost $15 [1]."
+        );
+        assert_eq!(v.removed, 1);
+        assert!(!c.unsupported("Бесплатно [1].").is_empty());
+        assert!(c.unsupported("Бесплатно [2].").is_empty());
     }
 
     #[test]

@@ -10,9 +10,10 @@ use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::eval::answers::{self, KbQuestion};
 use novapay::index::{build_index, IndexJob, IndexSettings, KnowledgeBase};
 use novapay::memory::{SessionId, SqliteStore};
+use novapay::rag::extract::Extractor;
 use novapay::rag::figures::FigurePool;
 use novapay::rag::prompt::SYSTEM_PROMPT;
-use novapay::rag::{AnswerMode, Assistant, Plan, RagConfig};
+use novapay::rag::{retrieve_with, AnswerMode, Assistant, Plan, RagConfig};
 use serde_json::json;
 
 use crate::knowledge_base::{embedder, shared_kb};
@@ -46,19 +47,46 @@ fn assistant_on(
 /// Every figure of `answer` is stated by its excerpts, the question or the support contacts.
 fn unsupported_figures(a: &Assistant, question: &str, answer: &str) -> Vec<String> {
     let r = a.retrieve(question, &[]).unwrap();
-    let mut texts: Vec<String> = r
+    let texts: Vec<String> = r
         .hits
         .iter()
         .take(a.config.top_k)
         .map(|h| format!("{}\n{}", h.chunk.heading, h.chunk.text))
         .collect();
-    texts.push(question.to_string());
-    texts.push(a.config.fallback_en.clone());
-    FigurePool::new(&texts)
-        .unsupported(answer)
+    let mut pool = FigurePool::new(&texts);
+    pool.add_non_source(question);
+    pool.add_non_source(&a.config.fallback_en);
+    pool.unsupported(answer)
         .iter()
         .map(ToString::to_string)
         .collect()
+}
+
+#[test]
+fn a_question_in_other_words_is_rescued_by_meaning_but_an_unknown_product_is_not() {
+    let kb = shared_kb();
+    let embedder = embedder();
+    let extractor = Extractor::default();
+    let config = RagConfig::default();
+    let retrieve = |q: &str| retrieve_with(&kb, &embedder, &extractor, &config, q, &[]).unwrap();
+    // "cash" is no word of data/ (it says "ATM withdrawals"): refused by the word rules, answered
+    // because a sentence of the excerpts says it in other words.
+    let r = retrieve("What's the most cash I can take out of ATMs in a day?");
+    assert!(!r.gate.lexically_answerable(&config.gate), "{:?}", r.gate);
+    assert!(r.relevant && r.gate.rescued(&config.gate), "{:?}", r.gate);
+    // "overdraft" is a product data/ never mentions: the card limits are close in meaning, but the
+    // question without "overdraft" gets closer to them, so they do not answer it.
+    let r = retrieve("What is the overdraft limit on a NovaPay account?");
+    let m = r
+        .gate
+        .meaning
+        .as_ref()
+        .expect("measured on a lexical refusal");
+    assert!(m.without_missing.unwrap() > m.best_sentence, "{m:?}");
+    assert!(!r.relevant, "{:?}", r.gate);
+    // The English-only test embedder does not read Russian: the word rules alone decide.
+    let r = retrieve("Есть ли у NovaPay детские карты для школьников?");
+    assert!(r.gate.meaning.is_none() && !r.relevant, "{:?}", r.gate);
 }
 
 #[test]
