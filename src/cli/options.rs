@@ -152,9 +152,9 @@ pub struct RagArgs {
     pub min_coverage: Option<f32>,
     /// Cosine similarity between the question and one sentence of the top excerpts that lets a
     /// question through when a rare word of it is not the knowledge base's (and the sentence
-    /// accounts for that word; see `novapay eval answerability`). Default: 0.50 for English-only
-    /// embedders such as all-MiniLM-L6-v2 (measured); none for e5 (not measured yet: calibrate with
-    /// `novapay eval answerability`); above 1: never.
+    /// accounts for that word; see `novapay eval answerability`). Default: none (the word rules
+    /// alone: at 0.50, all-MiniLM-L6-v2's tuned point, it let 3 of 27 off-topic held-out questions
+    /// through); calibrate with `novapay eval answerability` before setting it.
     #[arg(long, env = "NOVAPAY_MIN_SENTENCE_SIMILARITY")]
     pub min_sentence_similarity: Option<f32>,
     /// Excerpts given to the model at most.
