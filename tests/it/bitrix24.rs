@@ -3,6 +3,7 @@
 //! (PHP-style form fields for handler mode, `imbot.v2.Event.get` JSON for polling mode), with the
 //! real small models answering from the repository's knowledge base.
 
+use crate::support::assert_success;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -688,11 +689,7 @@ fn register_creates_the_bot_through_an_incoming_webhook_and_prints_the_settings(
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let calls = portal.calls("imbot.register");
     assert_eq!(calls.len(), 1);
     let r = &calls[0];
@@ -722,11 +719,7 @@ fn register_creates_the_bot_through_an_incoming_webhook_and_prints_the_settings(
         .arg(portal.webhook_url())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v2 = portal.calls("imbot.v2.Bot.register");
     assert_eq!(v2.len(), 1);
     assert_eq!(v2[0]["fields"]["eventMode"], "fetch");

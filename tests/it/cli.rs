@@ -1,4 +1,5 @@
 use crate::smollm2_path;
+use crate::support::assert_success;
 use crate::support::novapay;
 
 #[test]
@@ -9,11 +10,7 @@ fn tokenize_prints_ids_and_pieces_as_json() {
         .arg("Hello, мир!")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids = v["ids"].as_array().unwrap();
     assert_eq!(ids.len(), v["pieces"].as_array().unwrap().len());

@@ -1,6 +1,7 @@
 //! Feedback on answers and the support report: over HTTP on the real server (ownership, metrics, the
 //! admin-only stats), in both conversation stores, and `novapay report` on a state directory.
 
+use crate::support::assert_success;
 use std::sync::Arc;
 
 use novapay::http::ServerConfig;
@@ -252,11 +253,7 @@ fn novapay_report_reads_the_state_directorys_store() {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let json: Value = serde_json::from_str(&run(&["--json"])).unwrap();

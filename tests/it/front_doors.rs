@@ -12,6 +12,7 @@
 //! a cached prefix was reused), but its answers are counted by its own process, not by the server's
 //! `/metrics`.
 
+use crate::support::assert_success;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -301,11 +302,7 @@ fn every_front_door_gives_the_same_grounded_answer_with_the_same_sources() {
         .env("NOVAPAY_STATE_DIR", work.path().join("cli-state"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let cli: Value = serde_json::from_slice(&out.stdout).expect("ask --json prints JSON");
     assert_generated("cli", &cli);
     answers.push(DoorAnswer {

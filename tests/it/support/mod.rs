@@ -16,6 +16,16 @@ pub use portal::FakePortal;
 pub use python::{mcp_client, python, python_script};
 pub use serve::{index_small_kb, novapay, run_index, ServeProcess};
 
+/// Asserts that a finished `novapay` process succeeded, showing its stderr when it did not.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The value of one series in a `/metrics` text, e.g.
 /// `novapay_answers_total{door="rest",kind="generated"}` (labels in the order Prometheus writes
 /// them: alphabetical); `None` when the series is not there.

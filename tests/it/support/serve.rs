@@ -1,6 +1,7 @@
 //! A `novapay serve` process for end-to-end tests: started on a free port with the environment a
 //! test gives, its stderr collected, killed on drop.
 
+use super::assert_success;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -41,11 +42,7 @@ pub fn run_index(work: &Path, env: &[(String, OsString)]) -> String {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
