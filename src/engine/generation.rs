@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
 use super::gguf::GgufFile;
 use super::llama::{LlamaConfig, LlamaModel, LoadOptions};
+use super::load_phases::LoadPhases;
 use super::sampling::{Sampler, SamplingParams};
 use super::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
 use super::tokenizer::LlmTokenizer;
@@ -126,16 +127,41 @@ pub struct Llm {
 
 impl Llm {
     pub fn load(opts: &LlmOptions) -> Result<Self, EngineError> {
+        let mut phases = LoadPhases::start(opts.gguf.display().to_string());
         let device = opts.device.open()?;
-        let mut gguf = GgufFile::open(&opts.gguf)?;
-        let tokenizer = match &opts.tokenizer_json {
-            Some(path) => LlmTokenizer::from_file(path, Some(&gguf))?,
-            None => LlmTokenizer::from_gguf(&gguf)?,
-        };
-        check_tokenizer_fits(&gguf, &tokenizer, opts.tokenizer_json.as_deref())?;
+        let gguf = GgufFile::open(&opts.gguf)?;
+        phases.phase("gguf header");
+        // The tokenizer (a 128k-entry vocabulary and its merges for Llama 3) is built on a second
+        // thread while the weights are repacked: both only read the parsed header.
+        let (tokenizer, model) = std::thread::scope(|s| {
+            let tokenizer = std::thread::Builder::new()
+                .name("novapay-tokenizer".into())
+                .spawn_scoped(s, || {
+                    let mut phases = LoadPhases::start("tokenizer");
+                    let tokenizer = match &opts.tokenizer_json {
+                        Some(path) => LlmTokenizer::from_file(path, Some(&gguf))?,
+                        None => LlmTokenizer::from_gguf(&gguf)?,
+                    };
+                    check_tokenizer_fits(&gguf, &tokenizer, opts.tokenizer_json.as_deref())?;
+                    phases.phase("built");
+                    Ok(tokenizer)
+                });
+            let model = LlamaModel::load(&gguf, &device, &opts.load);
+            let tokenizer = match tokenizer {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(EngineError::Internal("tokenizer thread panicked".into()))
+                }),
+                Err(e) => Err(EngineError::Internal(format!("cannot start a thread: {e}"))),
+            };
+            (tokenizer, model)
+        });
+        // A tokenizer that does not fit is reported first, as when the two were built in turn.
+        let tokenizer = tokenizer?;
+        let model = model?;
         let template_src = gguf.get_str("tokenizer.chat_template").map(str::to_string);
         let template = ChatTemplate::select(&opts.template, template_src.as_deref(), &tokenizer)?;
-        let model = LlamaModel::load(&mut gguf, &device, &opts.load)?;
+        phases.phase("tokenizer and weights");
+        phases.done();
         let name = opts
             .gguf
             .file_name()

@@ -23,6 +23,7 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::attention;
 use super::gguf::GgufFile;
+use super::load_phases::LoadPhases;
 use super::packed::{self, PackedWeight};
 use super::EngineError;
 
@@ -467,11 +468,10 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    pub fn load(
-        gguf: &mut GgufFile,
-        device: &Device,
-        opts: &LoadOptions,
-    ) -> Result<Self, EngineError> {
+    /// Reads the weights of `gguf` (the header is only read, so the tokenizer can be built from it on
+    /// another thread meanwhile).
+    pub fn load(gguf: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let mut phases = LoadPhases::start("weights");
         let path = gguf.path.clone();
         let bad = |reason: String| EngineError::BadModel {
             path: path.clone(),
@@ -548,10 +548,17 @@ impl LlamaModel {
         } else {
             usize::MAX
         };
+        // A second handle on the open file: the caller's stays free for nothing else to move its offset.
+        let file = gguf
+            .reader
+            .get_ref()
+            .try_clone()
+            .map_err(|e| bad(format!("cannot reopen: {e}")))?;
+        let mut reader = std::io::BufReader::new(file);
         let mut r = TensorReader {
             dense_min_rows,
             content: &gguf.content,
-            reader: &mut gguf.reader,
+            reader: &mut reader,
             device,
             path: &path,
             opts,
@@ -575,6 +582,7 @@ impl LlamaModel {
             device,
         )
         .map_err(|e| bad(e.to_string()))?;
+        phases.phase("shape checks, rope tables");
 
         let embedding = match r.packed("token_embd.weight")? {
             Some(p) => Embedding::Packed(Arc::new(p)),
@@ -588,6 +596,7 @@ impl LlamaModel {
             }
         };
         let vocab = embedding.rows();
+        phases.phase("token embedding");
         let norm = r.norm("output_norm.weight", eps)?;
         // Models with tied embeddings (SmolLM2, Llama 3.2) have no output.weight.
         let output = if names.iter().any(|n| n == "output.weight") {
@@ -615,6 +624,8 @@ impl LlamaModel {
                 kv: KvCache::new(),
             });
         }
+        phases.phase("layers");
+        phases.done();
         let types = r.types;
         let weight_types = types
             .iter()
@@ -941,7 +952,12 @@ impl TensorReader<'_> {
             return Ok(None);
         };
         let dims = info.shape.dims();
-        if !PackedWeight::covers(info.ggml_dtype, dims) {
+        // Q4_1 (candle's dot product is a scalar loop) goes straight to Q8_0 tiles, as `requantize`
+        // would make it, without the f32 round trip.
+        let q4_1_to_q8_0 = info.ggml_dtype == GgmlDType::Q4_1
+            && self.opts.requantize == Requantize::Auto
+            && PackedWeight::covers_q4_1(dims);
+        if !q4_1_to_q8_0 && !PackedWeight::covers(info.ggml_dtype, dims) {
             return Ok(None);
         }
         let start = self.content.tensor_data_offset + info.offset;
@@ -962,13 +978,14 @@ impl TensorReader<'_> {
                 .map(self.reader.get_ref())
         }
         .map_err(|e| self.bad(format!("cannot map tensor `{name}`: {e}")))?;
-        let p = PackedWeight::from_bytes(info.ggml_dtype, dims[0], dims[1], &map[skip..])
-            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
+        let p = if q4_1_to_q8_0 {
+            PackedWeight::from_q4_1_bytes(dims[0], dims[1], &map[skip..])
+        } else {
+            PackedWeight::from_bytes(info.ggml_dtype, dims[0], dims[1], &map[skip..])
+        }
+        .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
         drop(map);
-        *self
-            .types
-            .entry(format!("{:?}", info.ggml_dtype))
-            .or_default() += 1;
+        *self.types.entry(format!("{:?}", p.dtype())).or_default() += 1;
         Ok(Some(p))
     }
 

@@ -7,6 +7,7 @@ pub mod generation;
 pub mod gguf;
 pub mod inspect;
 pub mod llama;
+mod load_phases;
 pub mod packed;
 pub mod sampling;
 pub mod spin_pool;

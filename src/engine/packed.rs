@@ -29,6 +29,9 @@ const Q6K_BLOCK_BYTES: usize = 210;
 /// Values per Q8_0 block.
 const QK8_0: usize = 32;
 const Q8_0_BLOCK_BYTES: usize = 34;
+/// Values and bytes per Q4_1 block (read at load only, requantized to Q8_0 tiles).
+const QK4_1: usize = 32;
+const Q4_1_BLOCK_BYTES: usize = 20;
 /// Activation rows multiplied against a weight tile while it is in registers / L1.
 const MAX_ROWS: usize = 4;
 
@@ -387,23 +390,45 @@ impl PackedWeight {
                 "{dtype:?} {rows}x{cols} is not covered by the packed kernels"
             )));
         }
+        let src = layout(dtype)
+            .ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
         let tiles = match dtype {
-            GgmlDType::Q4K => {
-                Tiles::Q4K(pack(data, rows, cols, dtype, TileQ4K::ZERO, pack_q4k_row)?)
-            }
-            GgmlDType::Q6K => {
-                Tiles::Q6K(pack(data, rows, cols, dtype, TileQ6K::ZERO, pack_q6k_row)?)
-            }
-            _ => Tiles::Q8_0(pack(
-                data,
-                rows,
-                cols,
-                dtype,
-                TileQ8_0::ZERO,
-                pack_q8_0_row,
-            )?),
+            GgmlDType::Q4K => Tiles::Q4K(pack(data, rows, cols, src, TileQ4K::ZERO, pack_q4k_row)?),
+            GgmlDType::Q6K => Tiles::Q6K(pack(data, rows, cols, src, TileQ6K::ZERO, pack_q6k_row)?),
+            _ => Tiles::Q8_0(pack(data, rows, cols, src, TileQ8_0::ZERO, pack_q8_0_row)?),
         };
         Ok(Self { tiles, rows, cols })
+    }
+
+    /// Whether `from_q4_1_bytes` takes a Q4_1 matrix of these dims: rows a multiple of 16, columns of 32.
+    pub fn covers_q4_1(dims: &[usize]) -> bool {
+        matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
+            && *c > 0 && c.is_multiple_of(QK8_0))
+    }
+
+    /// A Q4_1 matrix (the GGUF's blocks, row after row) requantized to Q8_0 tiles in one pass: the
+    /// same values, bit for bit, as candle's `dequantize` then `QTensor::quantize(.., Q8_0)` then
+    /// `from_bytes`, without the f32 copy of the matrix and the two intermediate buffers (most of
+    /// SmolLM2's load time). Needs `covers_q4_1`.
+    pub fn from_q4_1_bytes(rows: usize, cols: usize, data: &[u8]) -> std::io::Result<Self> {
+        if !Self::covers_q4_1(&[rows, cols]) {
+            return Err(std::io::Error::other(format!(
+                "Q4_1 {rows}x{cols} is not covered by the packed kernels"
+            )));
+        }
+        let tiles = pack(
+            data,
+            rows,
+            cols,
+            (QK4_1, Q4_1_BLOCK_BYTES),
+            TileQ8_0::ZERO,
+            pack_q4_1_row_as_q8_0,
+        )?;
+        Ok(Self {
+            tiles: Tiles::Q8_0(tiles),
+            rows,
+            cols,
+        })
     }
 
     /// Repacks a candle tensor; `None` when `covers` does not hold (the caller keeps candle's kernels).
@@ -643,25 +668,23 @@ fn layout(dtype: GgmlDType) -> Option<(usize, usize)> {
     }
 }
 
-/// Repacks (rows, cols) blocks of `block_bytes` (the GGUF's bytes, row after row, e.g. a memory map of
-/// the file) into tiles, 16-row tile columns in parallel.
+/// Repacks (rows, cols) source blocks of `(block, block_bytes)` = (values, bytes) (the GGUF's bytes,
+/// row after row, e.g. a memory map of the file) into tiles, 16-row tile columns in parallel.
 fn pack<T: Copy + Send + Sync>(
     data: &[u8],
     rows: usize,
     cols: usize,
-    dtype: GgmlDType,
+    (block, block_bytes): (usize, usize),
     zero: T,
     pack_row: fn(&[u8], &mut T, usize),
 ) -> std::io::Result<TileBuf<T>> {
-    let (block, block_bytes) =
-        layout(dtype).ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
     let kb = cols / block;
     let tile_cols = rows / TILE_ROWS;
     if data.len() < rows * kb * block_bytes {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             format!(
-                "{} bytes for a {dtype:?} {rows}x{cols} matrix of {} bytes",
+                "{} bytes for a {rows}x{cols} matrix of {} bytes",
                 data.len(),
                 rows * kb * block_bytes
             ),
@@ -707,6 +730,28 @@ fn pack_q8_0_row(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
         let w = u32::from_le_bytes(blk[2 + 4 * g..6 + 4 * g].try_into().expect("4 bytes"));
         // i8 + 128 as u8 is the sign bit flipped.
         put_u32(&mut tile.qs, (g * TILE_ROWS + r) * 4, w ^ 0x8080_8080);
+    }
+}
+
+/// One GGUF Q4_1 block (d, m: f16; qs: 16 bytes, value j low nibble of byte j, value j + 16 high)
+/// requantized into Q8_0 row `r` of a tile, with candle's arithmetic step for step: dequantized as
+/// `q * d + m` (`BlockQ4_1::to_float`), then `BlockQ8_0::from_float` (scale amax / 127 stored as f16,
+/// values `round(x / scale)` with the unrounded scale), so the tile equals the two-step result exactly.
+fn pack_q4_1_row_as_q8_0(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+    let m = f16::from_bits(u16::from_le_bytes([blk[2], blk[3]])).to_f32();
+    let mut xs = [0f32; QK4_1];
+    for (j, q) in blk[4..4 + QK4_1 / 2].iter().enumerate() {
+        xs[j] = (q & 0x0F) as f32 * d + m;
+        xs[j + QK4_1 / 2] = (q >> 4) as f32 * d + m;
+    }
+    let amax = xs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let scale = amax / 127.0;
+    let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    tile.d[r] = f16::from_f32(scale).to_bits();
+    for g in 0..QK8_0 / 4 {
+        let q: [u8; 4] = std::array::from_fn(|j| ((xs[4 * g + j] * id).round() as i8 as u8) ^ 0x80);
+        tile.qs[(g * TILE_ROWS + r) * 4..(g * TILE_ROWS + r) * 4 + 4].copy_from_slice(&q);
     }
 }
 
