@@ -13,6 +13,7 @@ pub mod sampling;
 pub mod spin_pool;
 pub mod stream_decoder;
 pub mod synth;
+pub mod tile_cache;
 pub mod tokenizer;
 pub mod worker;
 
