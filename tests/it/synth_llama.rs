@@ -607,7 +607,8 @@ fn tile_cache_is_mapped_on_later_loads_and_rebuilt_when_stale_or_damaged() {
         ("truncated", good[..good.len() / 2].to_vec()),
         ("entry table", {
             let mut b = good.clone();
-            b[70..90].iter_mut().for_each(|x| *x ^= 0x5a);
+            // The first entry's name, tile type and rows (entries start at byte 56).
+            b[60..90].iter_mut().for_each(|x| *x ^= 0x5a);
             b
         }),
         ("magic", {
@@ -626,7 +627,8 @@ fn tile_cache_is_mapped_on_later_loads_and_rebuilt_when_stale_or_damaged() {
     }
 
     // Stale: the GGUF replaced in place by another with the same header and size (another seed),
-    // even with the old modification time put back: the data samples differ, the cache is rebuilt.
+    // even with the old modification time put back (the cache does not compare it): the data samples
+    // differ, the cache is rebuilt.
     let mtime = std::fs::metadata(&gguf).unwrap().modified().unwrap();
     let other = work.path().join("other.gguf");
     let spec = SynthSpec {
