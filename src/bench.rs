@@ -24,6 +24,11 @@ pub struct LlmBenchReport {
     pub generation_tokens_per_s: f64,
     pub time_to_first_token_ms: f64,
     pub load_ms: f64,
+    /// The first request after the load (the warm-up: up to 32 prompt tokens, 4 generated), which
+    /// also pays the first touches of the weights (page faults of a mapped tile cache).
+    pub first_request_ms: f64,
+    /// What the tile cache did at this load (`off`, `mapped <path>`, `written <path>`, ...).
+    pub tile_cache: String,
     pub peak_rss_mb: f64,
     /// Weight bytes one generated token reads (every matrix once).
     pub weight_bytes_per_token: u64,
@@ -113,6 +118,7 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
     let never = || false;
     let mut sink = |_: &str| ControlFlow::Continue(());
     // Warm-up: first touches of the weights and the thread pools.
+    let first = Instant::now();
     llm.generate(
         &ids[..ids.len().min(32)],
         &SamplingParams {
@@ -122,6 +128,7 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
         &never,
         &mut sink,
     )?;
+    let first_request_ms = first.elapsed().as_secs_f64() * 1000.0;
     let (mut prompt, mut gen, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
     let mut generated = 0;
     for _ in 0..spec.rounds.max(1) {
@@ -164,6 +171,8 @@ pub fn bench_llm(llm: &mut Llm, spec: &LlmBenchSpec) -> Result<LlmBenchReport, E
         generation_tokens_per_s: gen_rate,
         time_to_first_token_ms: median(&mut ttft),
         load_ms: spec.load_ms,
+        first_request_ms,
+        tile_cache: llm.config().tile_cache.clone(),
         peak_rss_mb: peak_rss,
     })
 }

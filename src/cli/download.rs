@@ -25,4 +25,9 @@ pub struct DownloadArgs {
     /// status 0: all on disk or downloadable; 2: the Hub cannot be reached; 1: other errors).
     #[arg(long)]
     pub check: bool,
+    /// After downloading the LLM, load it once to write its tile cache next to it (the weights
+    /// repacked for AVX-512 VNNI kernels, about the model's size), so a server started on a copy of
+    /// the models folder maps it instead of repacking at its first start. Needs such a CPU here.
+    #[arg(long, conflicts_with = "embedder_only")]
+    pub build_tile_cache: bool,
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use novapay::device::DeviceChoice;
 use novapay::embed::{EmbedderOptions, ModelFamily};
 use novapay::engine::llama::{LoadOptions, PrefillKernel, Requantize};
+use novapay::engine::tile_cache::TileCacheMode;
 use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
 use novapay::index::chunk::ChunkSettings;
 use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
@@ -283,9 +284,27 @@ pub struct LlmArgs {
     /// a follow-up's earlier turns). false closes a timing side channel between callers (SECURITY.md).
     #[arg(long, env = "NOVAPAY_PROMPT_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub prompt_cache: bool,
+    /// Keep the weights repacked for this CPU's kernels in a file that later starts map instead of
+    /// repacking (about the model's size on disk): auto (`<model>.novapay-tiles` next to the model, or
+    /// in the models directory's `novapay-tiles` folder when the model's folder is read-only), off, or
+    /// a directory to keep it in.
+    #[arg(long, env = "NOVAPAY_LLM_TILE_CACHE", default_value = "auto")]
+    pub llm_tile_cache: String,
 }
 
 impl LlmArgs {
+    /// The tile cache setting; `fallback_dir` is where `auto` writes when the model's folder is
+    /// read-only.
+    pub fn tile_cache(&self, fallback_dir: PathBuf) -> TileCacheMode {
+        match self.llm_tile_cache.as_str() {
+            "auto" => TileCacheMode::Auto {
+                fallback_dir: Some(fallback_dir),
+            },
+            "off" | "none" | "" => TileCacheMode::Off,
+            dir => TileCacheMode::Dir(PathBuf::from(dir)),
+        }
+    }
+
     pub fn options(&self, gguf: PathBuf) -> LlmOptions {
         LlmOptions {
             tokenizer_json: self.llm_tokenizer.clone(),

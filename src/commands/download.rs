@@ -1,3 +1,5 @@
+use anyhow::Context;
+use novapay::engine::tile_cache::TileCacheMode;
 use novapay::models::{self, Availability};
 
 use crate::cli::DownloadArgs;
@@ -65,6 +67,9 @@ pub fn run(a: &DownloadArgs) -> anyhow::Result<()> {
     if want_llm {
         let path = models::resolve_llm(llm, &settings)?;
         println!("LLM       {llm}\n          -> {}", path.display());
+        if a.build_tile_cache {
+            build_tile_cache(path, &settings.cache_dir)?;
+        }
     }
     if want_embedder {
         let path = models::resolve_embedder(embedder, &settings)?;
@@ -74,5 +79,26 @@ pub fn run(a: &DownloadArgs) -> anyhow::Result<()> {
         "models are in {}; for an air-gapped server copy that folder and set NOVAPAY_MODELS_DIR to it",
         settings.cache_dir.display()
     );
+    Ok(())
+}
+
+/// Loads the LLM once on the CPU so that its tile cache is written next to it (or in the models
+/// folder's `novapay-tiles` when the model's folder is read-only, as `serve` would).
+fn build_tile_cache(gguf: std::path::PathBuf, models_dir: &std::path::Path) -> anyhow::Result<()> {
+    if !novapay::engine::packed::available() {
+        println!(
+            "          tile cache: not built, this CPU has no AVX-512 VNNI (a server that has it \
+             builds the cache at its first start)"
+        );
+        return Ok(());
+    }
+    let mut opts = novapay::engine::LlmOptions::new(gguf);
+    opts.device = novapay::device::DeviceChoice::Cpu;
+    opts.load.tile_cache = TileCacheMode::Auto {
+        fallback_dir: Some(models_dir.join("novapay-tiles")),
+    };
+    let llm =
+        novapay::engine::Llm::load(&opts).context("loading the LLM to build its tile cache")?;
+    println!("          tile cache: {}", llm.config().tile_cache);
     Ok(())
 }

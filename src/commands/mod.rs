@@ -172,10 +172,10 @@ fn load_llm_options(
 ) -> anyhow::Result<novapay::engine::LlmOptions> {
     let (device, _) = prepare_device(runtime)?;
     let (path, _) = resolve_llm(runtime, args)?;
-    Ok(novapay::engine::LlmOptions {
-        device,
-        ..args.options(path)
-    })
+    let mut opts = args.options(path);
+    opts.load.tile_cache =
+        args.tile_cache(runtime.hub.settings(false).cache_dir.join("novapay-tiles"));
+    Ok(novapay::engine::LlmOptions { device, ..opts })
 }
 
 #[allow(dead_code)]

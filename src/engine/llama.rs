@@ -23,7 +23,9 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::attention;
 use super::gguf::GgufFile;
+use super::load_phases::LoadPhases;
 use super::packed::{self, PackedWeight};
+use super::tile_cache::{self, Fingerprint, TileCache, TileCacheMode};
 use super::EngineError;
 
 /// How many KV positions the cache grows by at a time.
@@ -202,6 +204,8 @@ pub struct LoadOptions {
     /// Q4_K / Q6_K matrices in our AVX-512 VNNI layout (`packed.rs`) where the CPU has it; false keeps
     /// candle's kernels (A/B switch for `bench llm`).
     pub packed_weights: bool,
+    /// Keep the repacked tiles in a file that later loads map instead of repacking (`tile_cache.rs`).
+    pub tile_cache: TileCacheMode,
 }
 
 impl Default for LoadOptions {
@@ -213,6 +217,7 @@ impl Default for LoadOptions {
             max_context: 4096,
             dense_prefill_min_rows: 16,
             packed_weights: true,
+            tile_cache: TileCacheMode::Off,
         }
     }
 }
@@ -227,6 +232,9 @@ pub struct LlamaConfig {
     pub vocab: usize,
     pub context_length: usize,
     pub weight_types: String,
+    /// What the tile cache did at this load: `off`, `mapped <path>`, `written <path>` or
+    /// `not written: <why>`.
+    pub tile_cache: String,
 }
 
 /// Where a quantized matrix lives and which kernels multiply it.
@@ -467,11 +475,10 @@ pub struct LlamaModel {
 }
 
 impl LlamaModel {
-    pub fn load(
-        gguf: &mut GgufFile,
-        device: &Device,
-        opts: &LoadOptions,
-    ) -> Result<Self, EngineError> {
+    /// Reads the weights of `gguf` (the header is only read, so the tokenizer can be built from it on
+    /// another thread meanwhile).
+    pub fn load(gguf: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let mut phases = LoadPhases::start("weights");
         let path = gguf.path.clone();
         let bad = |reason: String| EngineError::BadModel {
             path: path.clone(),
@@ -548,10 +555,49 @@ impl LlamaModel {
         } else {
             usize::MAX
         };
+        // A second handle on the open file: the caller's stays free for nothing else to move its offset.
+        let file = gguf
+            .reader
+            .get_ref()
+            .try_clone()
+            .map_err(|e| bad(format!("cannot reopen: {e}")))?;
+        let mut reader = std::io::BufReader::new(file);
+        let packing = opts.packed_weights && device.is_cpu() && packed::available();
+        let cache_paths = if packing {
+            tile_cache::locate(&path, &opts.tile_cache)
+        } else {
+            Vec::new()
+        };
+        let fingerprint = if cache_paths.is_empty() {
+            None
+        } else {
+            Fingerprint::of(gguf, &format!("requantize={:?}", opts.requantize))
+                .inspect_err(|e| tracing::warn!(error = %e, "tile cache skipped: cannot fingerprint the GGUF"))
+                .ok()
+        };
+        let cache = fingerprint.as_ref().and_then(|fp| {
+            cache_paths.iter().find_map(|p| match TileCache::open(p, fp) {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    if p.exists() {
+                        tracing::info!(path = %p.display(), %why, "tile cache not used; rebuilding it");
+                    }
+                    None
+                }
+            })
+        });
+        if let Some(c) = &cache {
+            tracing::debug!(path = %c.path().display(), "weights mapped from the tile cache");
+        }
+        phases.phase("tile cache lookup");
         let mut r = TensorReader {
+            cache,
+            keep_for_cache: fingerprint.is_some(),
+            all_packed: Vec::new(),
+            repacked_now: 0,
             dense_min_rows,
             content: &gguf.content,
-            reader: &mut gguf.reader,
+            reader: &mut reader,
             device,
             path: &path,
             opts,
@@ -575,9 +621,10 @@ impl LlamaModel {
             device,
         )
         .map_err(|e| bad(e.to_string()))?;
+        phases.phase("shape checks, rope tables");
 
         let embedding = match r.packed("token_embd.weight")? {
-            Some(p) => Embedding::Packed(Arc::new(p)),
+            Some(p) => Embedding::Packed(p),
             None => {
                 let t = r.read("token_embd.weight")?;
                 let t = r.requantized(t, "token_embd.weight")?;
@@ -588,6 +635,7 @@ impl LlamaModel {
             }
         };
         let vocab = embedding.rows();
+        phases.phase("token embedding");
         let norm = r.norm("output_norm.weight", eps)?;
         // Models with tied embeddings (SmolLM2, Llama 3.2) have no output.weight.
         let output = if names.iter().any(|n| n == "output.weight") {
@@ -615,6 +663,27 @@ impl LlamaModel {
                 kv: KvCache::new(),
             });
         }
+        phases.phase("layers");
+        let mut tile_cache_use = match &r.cache {
+            Some(c) => format!("mapped {}", c.path().display()),
+            None => "off".to_string(),
+        };
+        if let Some(fp) = &fingerprint {
+            if !r.all_packed.is_empty() && (r.cache.is_none() || r.repacked_now > 0) {
+                tile_cache_use = match tile_cache::write(&cache_paths, fp, &r.all_packed) {
+                    Ok(p) => {
+                        tracing::info!(path = %p.display(), "tile cache written");
+                        format!("written {}", p.display())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the tile cache; weights are repacked at every load");
+                        format!("not written: {e}")
+                    }
+                };
+                phases.phase("tile cache written");
+            }
+        }
+        phases.done();
         let types = r.types;
         let weight_types = types
             .iter()
@@ -642,6 +711,7 @@ impl LlamaModel {
                 vocab,
                 context_length,
                 weight_types,
+                tile_cache: tile_cache_use,
             },
         })
     }
@@ -908,6 +978,13 @@ struct TensorReader<'a> {
     opts: &'a LoadOptions,
     dense_min_rows: usize,
     types: std::collections::BTreeMap<String, usize>,
+    /// Tiles of an earlier load, used in place when they match.
+    cache: Option<TileCache>,
+    /// Every packed matrix, in load order, when a tile cache may be written after the load.
+    keep_for_cache: bool,
+    all_packed: Vec<(String, Arc<PackedWeight>)>,
+    /// Matrices repacked from the GGUF (not found in the tile cache).
+    repacked_now: usize,
 }
 
 impl TensorReader<'_> {
@@ -933,7 +1010,7 @@ impl TensorReader<'_> {
 
     /// The tensor repacked for our kernels, streamed from the file, when they cover it (CPU with
     /// AVX-512 VNNI, Q4_K / Q6_K / Q8_0, `packed_weights`); `None` otherwise.
-    fn packed(&mut self, name: &str) -> Result<Option<PackedWeight>, EngineError> {
+    fn packed(&mut self, name: &str) -> Result<Option<Arc<PackedWeight>>, EngineError> {
         if !self.packing() {
             return Ok(None);
         }
@@ -941,9 +1018,48 @@ impl TensorReader<'_> {
             return Ok(None);
         };
         let dims = info.shape.dims();
-        if !PackedWeight::covers(info.ggml_dtype, dims) {
+        // Q4_1 (candle's dot product is a scalar loop) goes straight to Q8_0 tiles, as `requantize`
+        // would make it, without the f32 round trip.
+        let q4_1_to_q8_0 = info.ggml_dtype == GgmlDType::Q4_1
+            && self.opts.requantize == Requantize::Auto
+            && PackedWeight::covers_q4_1(dims);
+        if !q4_1_to_q8_0 && !PackedWeight::covers(info.ggml_dtype, dims) {
             return Ok(None);
         }
+        let tile_dtype = if q4_1_to_q8_0 {
+            GgmlDType::Q8_0
+        } else {
+            info.ggml_dtype
+        };
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.weight(name, tile_dtype, dims[0], dims[1]));
+        let p = match cached {
+            Some(p) => p,
+            None => {
+                self.repacked_now += 1;
+                self.packed_from_gguf(name, q4_1_to_q8_0)?
+            }
+        };
+        let p = Arc::new(p);
+        *self.types.entry(format!("{:?}", p.dtype())).or_default() += 1;
+        if self.keep_for_cache {
+            self.all_packed.push((name.to_string(), p.clone()));
+        }
+        Ok(Some(p))
+    }
+
+    /// Repacks tensor `name` (which `packed` checked our kernels cover) from the GGUF's bytes.
+    fn packed_from_gguf(
+        &mut self,
+        name: &str,
+        q4_1_to_q8_0: bool,
+    ) -> Result<PackedWeight, EngineError> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.bad(format!("the GGUF has no tensor `{name}`")));
+        };
+        let dims = info.shape.dims();
         let start = self.content.tensor_data_offset + info.offset;
         let (block, block_bytes) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
         let len = dims[0] * (dims[1] / block) * block_bytes;
@@ -962,14 +1078,14 @@ impl TensorReader<'_> {
                 .map(self.reader.get_ref())
         }
         .map_err(|e| self.bad(format!("cannot map tensor `{name}`: {e}")))?;
-        let p = PackedWeight::from_bytes(info.ggml_dtype, dims[0], dims[1], &map[skip..])
-            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
+        let p = if q4_1_to_q8_0 {
+            PackedWeight::from_q4_1_bytes(dims[0], dims[1], &map[skip..])
+        } else {
+            PackedWeight::from_bytes(info.ggml_dtype, dims[0], dims[1], &map[skip..])
+        }
+        .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))?;
         drop(map);
-        *self
-            .types
-            .entry(format!("{:?}", info.ggml_dtype))
-            .or_default() += 1;
-        Ok(Some(p))
+        Ok(p)
     }
 
     fn packing(&self) -> bool {
@@ -992,7 +1108,7 @@ impl TensorReader<'_> {
     fn linear(&mut self, name: &str) -> Result<Linear, EngineError> {
         if let Some(p) = self.packed(name)? {
             return Ok(Linear {
-                weight: Weight::Packed(Arc::new(p)),
+                weight: Weight::Packed(p),
                 dense_min_rows: self.dense_min_rows,
             });
         }

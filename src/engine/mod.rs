@@ -7,11 +7,13 @@ pub mod generation;
 pub mod gguf;
 pub mod inspect;
 pub mod llama;
+mod load_phases;
 pub mod packed;
 pub mod sampling;
 pub mod spin_pool;
 pub mod stream_decoder;
 pub mod synth;
+pub mod tile_cache;
 pub mod tokenizer;
 pub mod worker;
 

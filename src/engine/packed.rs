@@ -29,6 +29,9 @@ const Q6K_BLOCK_BYTES: usize = 210;
 /// Values per Q8_0 block.
 const QK8_0: usize = 32;
 const Q8_0_BLOCK_BYTES: usize = 34;
+/// Values and bytes per Q4_1 block (read at load only, requantized to Q8_0 tiles).
+const QK4_1: usize = 32;
+const Q4_1_BLOCK_BYTES: usize = 20;
 /// Activation rows multiplied against a weight tile while it is in registers / L1.
 const MAX_ROWS: usize = 4;
 
@@ -108,9 +111,19 @@ enum Tiles {
 /// step streams every tile once, and with 4 KB pages that is a TLB miss every 4 KB (500,000 per
 /// Llama 3.2 3B token) and 500,000 page faults at load. A kernel that refuses keeps 4 KB pages.
 struct TileBuf<T> {
-    map: memmap2::MmapMut,
+    mem: TileMem,
     len: usize,
     _tiles: std::marker::PhantomData<T>,
+}
+
+/// Where tiles live: repacked at load into anonymous memory, or read in place from a tile cache file
+/// (`tile_cache.rs`) mapped read-only, whose page-cache pages are shared with no copy and no zeroing.
+enum TileMem {
+    Owned(memmap2::MmapMut),
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        offset: usize,
+    },
 }
 
 impl<T: Copy> TileBuf<T> {
@@ -120,23 +133,48 @@ impl<T: Copy> TileBuf<T> {
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
         Ok(Self {
-            map,
+            mem: TileMem::Owned(map),
             len,
             _tiles: std::marker::PhantomData,
         })
     }
 
+    /// `len` tiles at `offset` of a file map; `None` when they do not fit in it or are misaligned.
+    fn mapped(map: std::sync::Arc<memmap2::Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>())?;
+        let end = offset.checked_add(bytes)?;
+        let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<T>());
+        (end <= map.len() && aligned).then_some(Self {
+            mem: TileMem::Mapped { map, offset },
+            len,
+            _tiles: std::marker::PhantomData,
+        })
+    }
+
+    /// Only tiles being packed are written, always into their own anonymous map.
     fn as_mut_ptr(&mut self) -> *mut T {
-        self.map.as_mut_ptr() as *mut T
+        match &mut self.mem {
+            TileMem::Owned(map) => map.as_mut_ptr() as *mut T,
+            TileMem::Mapped { .. } => unreachable!("mapped tiles are never written"),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let ptr = match &self.mem {
+            TileMem::Owned(map) => map.as_ptr(),
+            TileMem::Mapped { map, offset } => map[*offset..].as_ptr(),
+        };
+        // SAFETY: `len` tiles lie in the map from `ptr` (checked in `mapped`, allocated in `zeroed`).
+        unsafe { std::slice::from_raw_parts(ptr, self.len * std::mem::size_of::<T>()) }
     }
 }
 
-impl<T> std::ops::Deref for TileBuf<T> {
+impl<T: Copy> std::ops::Deref for TileBuf<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: the map holds `len` tiles, is page-aligned (more than any tile's alignment), and
-        // tiles are plain integers, valid for any bytes.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const T, self.len) }
+        // SAFETY: the map holds `len` tiles from an address aligned for `T` (page-aligned anonymous
+        // maps; checked for file regions), and tiles are plain integers, valid for any bytes.
+        unsafe { std::slice::from_raw_parts(self.bytes().as_ptr() as *const T, self.len) }
     }
 }
 
@@ -387,23 +425,100 @@ impl PackedWeight {
                 "{dtype:?} {rows}x{cols} is not covered by the packed kernels"
             )));
         }
+        let src = layout(dtype)
+            .ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
         let tiles = match dtype {
-            GgmlDType::Q4K => {
-                Tiles::Q4K(pack(data, rows, cols, dtype, TileQ4K::ZERO, pack_q4k_row)?)
-            }
-            GgmlDType::Q6K => {
-                Tiles::Q6K(pack(data, rows, cols, dtype, TileQ6K::ZERO, pack_q6k_row)?)
-            }
-            _ => Tiles::Q8_0(pack(
-                data,
-                rows,
-                cols,
-                dtype,
-                TileQ8_0::ZERO,
-                pack_q8_0_row,
-            )?),
+            GgmlDType::Q4K => Tiles::Q4K(pack(data, rows, cols, src, TileQ4K::ZERO, pack_q4k_row)?),
+            GgmlDType::Q6K => Tiles::Q6K(pack(data, rows, cols, src, TileQ6K::ZERO, pack_q6k_row)?),
+            _ => Tiles::Q8_0(pack(data, rows, cols, src, TileQ8_0::ZERO, pack_q8_0_row)?),
         };
         Ok(Self { tiles, rows, cols })
+    }
+
+    /// Whether `from_q4_1_bytes` takes a Q4_1 matrix of these dims: rows a multiple of 16, columns of 32.
+    pub fn covers_q4_1(dims: &[usize]) -> bool {
+        matches!(dims, [r, c] if *r > 0 && r.is_multiple_of(TILE_ROWS)
+            && *c > 0 && c.is_multiple_of(QK8_0))
+    }
+
+    /// A Q4_1 matrix (the GGUF's blocks, row after row) requantized to Q8_0 tiles in one pass: the
+    /// same values, bit for bit, as candle's `dequantize` then `QTensor::quantize(.., Q8_0)` then
+    /// `from_bytes`, without the f32 copy of the matrix and the two intermediate buffers (most of
+    /// SmolLM2's load time). Needs `covers_q4_1`.
+    pub fn from_q4_1_bytes(rows: usize, cols: usize, data: &[u8]) -> std::io::Result<Self> {
+        if !Self::covers_q4_1(&[rows, cols]) {
+            return Err(std::io::Error::other(format!(
+                "Q4_1 {rows}x{cols} is not covered by the packed kernels"
+            )));
+        }
+        let tiles = pack(
+            data,
+            rows,
+            cols,
+            (QK4_1, Q4_1_BLOCK_BYTES),
+            TileQ8_0::ZERO,
+            pack_q4_1_row_as_q8_0,
+        )?;
+        Ok(Self {
+            tiles: Tiles::Q8_0(tiles),
+            rows,
+            cols,
+        })
+    }
+
+    /// The tiles as bytes, for the tile cache (`tile_cache.rs`); `from_mapped` reads them back.
+    pub fn tile_bytes(&self) -> &[u8] {
+        match &self.tiles {
+            Tiles::Q4K(t) => t.bytes(),
+            Tiles::Q6K(t) => t.bytes(),
+            Tiles::Q8_0(t) => t.bytes(),
+        }
+    }
+
+    /// Size in bytes of the tiles of a `dtype` (rows, cols) matrix (`covers` must hold).
+    pub fn tile_bytes_len(dtype: GgmlDType, rows: usize, cols: usize) -> Option<usize> {
+        let (block, _) = layout(dtype)?;
+        let tiles = (rows / TILE_ROWS).checked_mul(cols / block)?;
+        let size = match dtype {
+            GgmlDType::Q4K => std::mem::size_of::<TileQ4K>(),
+            GgmlDType::Q6K => std::mem::size_of::<TileQ6K>(),
+            _ => std::mem::size_of::<TileQ8_0>(),
+        };
+        tiles.checked_mul(size)
+    }
+
+    /// A matrix whose tiles (`tile_bytes` of an earlier load) lie at `offset` of a read-only file map,
+    /// used in place. `None` when the type or shape is not ours, or the region is out of bounds or
+    /// misaligned: the caller repacks from the GGUF instead.
+    pub fn from_mapped(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        map: std::sync::Arc<memmap2::Mmap>,
+        offset: usize,
+    ) -> Option<Self> {
+        if !Self::covers(dtype, &[rows, cols]) {
+            return None;
+        }
+        let n = Self::tile_bytes_len(dtype, rows, cols)?;
+        let tiles = match dtype {
+            GgmlDType::Q4K => Tiles::Q4K(TileBuf::mapped(
+                map,
+                offset,
+                n / std::mem::size_of::<TileQ4K>(),
+            )?),
+            GgmlDType::Q6K => Tiles::Q6K(TileBuf::mapped(
+                map,
+                offset,
+                n / std::mem::size_of::<TileQ6K>(),
+            )?),
+            _ => Tiles::Q8_0(TileBuf::mapped(
+                map,
+                offset,
+                n / std::mem::size_of::<TileQ8_0>(),
+            )?),
+        };
+        Some(Self { tiles, rows, cols })
     }
 
     /// Repacks a candle tensor; `None` when `covers` does not hold (the caller keeps candle's kernels).
@@ -643,25 +758,23 @@ fn layout(dtype: GgmlDType) -> Option<(usize, usize)> {
     }
 }
 
-/// Repacks (rows, cols) blocks of `block_bytes` (the GGUF's bytes, row after row, e.g. a memory map of
-/// the file) into tiles, 16-row tile columns in parallel.
+/// Repacks (rows, cols) source blocks of `(block, block_bytes)` = (values, bytes) (the GGUF's bytes,
+/// row after row, e.g. a memory map of the file) into tiles, 16-row tile columns in parallel.
 fn pack<T: Copy + Send + Sync>(
     data: &[u8],
     rows: usize,
     cols: usize,
-    dtype: GgmlDType,
+    (block, block_bytes): (usize, usize),
     zero: T,
     pack_row: fn(&[u8], &mut T, usize),
 ) -> std::io::Result<TileBuf<T>> {
-    let (block, block_bytes) =
-        layout(dtype).ok_or_else(|| std::io::Error::other(format!("{dtype:?} is not packed")))?;
     let kb = cols / block;
     let tile_cols = rows / TILE_ROWS;
     if data.len() < rows * kb * block_bytes {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             format!(
-                "{} bytes for a {dtype:?} {rows}x{cols} matrix of {} bytes",
+                "{} bytes for a {rows}x{cols} matrix of {} bytes",
                 data.len(),
                 rows * kb * block_bytes
             ),
@@ -707,6 +820,46 @@ fn pack_q8_0_row(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
         let w = u32::from_le_bytes(blk[2 + 4 * g..6 + 4 * g].try_into().expect("4 bytes"));
         // i8 + 128 as u8 is the sign bit flipped.
         put_u32(&mut tile.qs, (g * TILE_ROWS + r) * 4, w ^ 0x8080_8080);
+    }
+}
+
+/// One GGUF Q4_1 block (d, m: f16; qs: 16 bytes, value j low nibble of byte j, value j + 16 high)
+/// requantized into Q8_0 row `r` of a tile, with candle's arithmetic step for step: dequantized as
+/// `q * d + m` (`BlockQ4_1::to_float`), then `BlockQ8_0::from_float` (scale amax / 127 stored as f16,
+/// values `round(x / scale)` with the unrounded scale), so the tile equals the two-step result exactly.
+fn pack_q4_1_row_as_q8_0(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX-512 (and so SSE4.1 and AVX2).
+        return unsafe { pack_q4_1_row_as_q8_0_avx512(blk, tile, r) };
+    }
+    pack_q4_1_row_as_q8_0_portable(blk, tile, r)
+}
+
+/// The same code compiled with SSE4.1 / AVX-512: `round` is an instruction instead of a libm call per
+/// value, and the loops are vectorized.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.1,avx2,avx512f,avx512bw")]
+unsafe fn pack_q4_1_row_as_q8_0_avx512(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    pack_q4_1_row_as_q8_0_portable(blk, tile, r)
+}
+
+#[inline(always)]
+fn pack_q4_1_row_as_q8_0_portable(blk: &[u8], tile: &mut TileQ8_0, r: usize) {
+    let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+    let m = f16::from_bits(u16::from_le_bytes([blk[2], blk[3]])).to_f32();
+    let mut xs = [0f32; QK4_1];
+    for (j, q) in blk[4..4 + QK4_1 / 2].iter().enumerate() {
+        xs[j] = (q & 0x0F) as f32 * d + m;
+        xs[j + QK4_1 / 2] = (q >> 4) as f32 * d + m;
+    }
+    let amax = xs.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let scale = amax / 127.0;
+    let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    tile.d[r] = f16::from_f32(scale).to_bits();
+    for g in 0..QK8_0 / 4 {
+        let q: [u8; 4] = std::array::from_fn(|j| ((xs[4 * g + j] * id).round() as i8 as u8) ^ 0x80);
+        tile.qs[(g * TILE_ROWS + r) * 4..(g * TILE_ROWS + r) * 4 + 4].copy_from_slice(&q);
     }
 }
 
@@ -1079,6 +1232,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn q4_1_requantized_in_one_pass_equals_candles_dequantize_then_quantize() {
+        let (rows, cols) = (48, 800);
+        let mut data = quantized(GgmlDType::Q4_1, rows, cols)
+            .data()
+            .unwrap()
+            .into_owned();
+        // Edge blocks: all zero (scale 0), constant (d = 0, m != 0), negative minimum with a large
+        // step (values of both signs), the largest f16 step.
+        data[..Q4_1_BLOCK_BYTES].fill(0);
+        let edge = |data: &mut Vec<u8>, b: usize, d: f32, m: f32| {
+            let at = b * Q4_1_BLOCK_BYTES;
+            data[at..at + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+            data[at + 2..at + 4].copy_from_slice(&f16::from_f32(m).to_le_bytes());
+        };
+        edge(&mut data, 1, 0.0, 0.37);
+        edge(&mut data, 2, 0.9, -6.5);
+        edge(&mut data, 3, 4000.0, -30000.0);
+        let storage = candle_core::quantized::QStorage::from_data(
+            std::borrow::Cow::Borrowed(&data),
+            &Device::Cpu,
+            GgmlDType::Q4_1,
+        )
+        .unwrap();
+        let q = QTensor::new(storage, (rows, cols)).unwrap();
+        let two_steps =
+            QTensor::quantize(&q.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+        let want = PackedWeight::from_qtensor(&two_steps).unwrap().unwrap();
+        let direct = PackedWeight::from_q4_1_bytes(rows, cols, &data).unwrap();
+        assert_eq!(direct.dtype(), GgmlDType::Q8_0);
+        assert!(direct.tile_bytes() == want.tile_bytes(), "tiles differ");
+        // Short input is an error, not a panic.
+        assert!(PackedWeight::from_q4_1_bytes(rows, cols, &data[..100]).is_err());
+    }
+
+    #[test]
+    fn mapped_tiles_are_the_packed_tiles() {
+        let q = quantized(GgmlDType::Q6K, 32, 512);
+        let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &[0u8; 4096]).unwrap();
+        std::io::Write::write_all(&mut file, packed.tile_bytes()).unwrap();
+        let map = std::sync::Arc::new(unsafe { memmap2::Mmap::map(&file).unwrap() });
+        let mapped = PackedWeight::from_mapped(GgmlDType::Q6K, 32, 512, map.clone(), 4096).unwrap();
+        assert_eq!(mapped.dequantize(), packed.dequantize());
+        // A region past the end of the file, or a shape the file cannot hold, is refused.
+        assert!(PackedWeight::from_mapped(GgmlDType::Q6K, 32, 512, map.clone(), 8192).is_none());
+        assert!(PackedWeight::from_mapped(GgmlDType::Q6K, 64, 512, map, 4096).is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use candle_core::Device;
 use novapay::engine::inspect::{self, LogitsRequest};
 use novapay::engine::llama::PrefillKernel;
 use novapay::engine::synth::{self, Quant, Shape, SynthSpec};
+use novapay::engine::tile_cache::TileCacheMode;
 use novapay::engine::{EngineError, Llm, LlmOptions};
 use sha2::{Digest, Sha256};
 
@@ -547,4 +548,116 @@ fn truncated_or_scrambled_generated_files_fail_cleanly() {
         // Some scrambles only touch a string and still load; none may panic.
         let _ = Llm::load(&LlmOptions::new(path));
     }
+}
+
+// ---------------------------------------------------------------- tile cache
+
+fn load_with_tile_cache(gguf: &Path, dir: &Path) -> (String, Vec<Vec<f32>>) {
+    let mut opts = LlmOptions::new(gguf.to_path_buf());
+    opts.load.tile_cache = TileCacheMode::Dir(dir.to_path_buf());
+    let mut llm = Llm::load(&opts).unwrap();
+    let logits = llm
+        .logits_all_positions(&[128000, 9906, 11, 1917, 0, 358, 1097, 264])
+        .unwrap();
+    (llm.config().tile_cache.clone(), logits)
+}
+
+fn cache_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one cache file, no temporary left: {files:?}"
+    );
+    files[0].clone()
+}
+
+#[test]
+fn tile_cache_is_mapped_on_later_loads_and_rebuilt_when_stale_or_damaged() {
+    if !novapay::engine::packed::available() {
+        eprintln!("no AVX-512 VNNI on this CPU: nothing is packed, nothing cached");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("tiles");
+    let gguf = work.path().join("model.gguf");
+    std::fs::copy(tiny("q4_k"), &gguf).unwrap();
+    let mut plain = LlmOptions::new(gguf.clone());
+    plain.load.tile_cache = TileCacheMode::Off;
+    let want = Llm::load(&plain)
+        .unwrap()
+        .logits_all_positions(&[128000, 9906, 11, 1917, 0, 358, 1097, 264])
+        .unwrap();
+    assert!(!cache.exists(), "off writes nothing");
+
+    let (status, got) = load_with_tile_cache(&gguf, &cache);
+    assert!(status.starts_with("written"), "{status}");
+    assert_eq!(got, want);
+    let file = cache_file(&cache);
+    let (status, got) = load_with_tile_cache(&gguf, &cache);
+    assert!(status.starts_with("mapped"), "{status}");
+    assert_eq!(got, want, "mapped tiles give the same logits bit for bit");
+
+    // Damaged: a truncated file, a scrambled entry table, a wrong magic. Each is rebuilt.
+    let good = std::fs::read(&file).unwrap();
+    let damaged: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("entry table", {
+            let mut b = good.clone();
+            // The first entry's name, tile type and rows (entries start at byte 56).
+            b[60..90].iter_mut().for_each(|x| *x ^= 0x5a);
+            b
+        }),
+        ("magic", {
+            let mut b = good.clone();
+            b[0] = b'X';
+            b
+        }),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in damaged {
+        std::fs::write(&file, &bytes).unwrap();
+        let (status, got) = load_with_tile_cache(&gguf, &cache);
+        assert!(status.starts_with("written"), "{what}: {status}");
+        assert_eq!(got, want, "{what}");
+        assert_eq!(std::fs::read(cache_file(&cache)).unwrap(), good, "{what}");
+    }
+
+    // Stale: the GGUF replaced in place by another with the same header and size (another seed),
+    // even with the old modification time put back (the cache does not compare it): the data samples
+    // differ, the cache is rebuilt.
+    let mtime = std::fs::metadata(&gguf).unwrap().modified().unwrap();
+    let other = work.path().join("other.gguf");
+    let spec = SynthSpec {
+        shape: Shape::TINY,
+        quant: Quant::Q4K,
+        seed: SEED + 1,
+    };
+    synth::write_synthetic_gguf(&spec, &other).unwrap();
+    std::fs::copy(&other, &gguf).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&gguf)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    plain.gguf = gguf.clone();
+    let want_other = Llm::load(&plain)
+        .unwrap()
+        .logits_all_positions(&[128000, 9906, 11, 1917, 0, 358, 1097, 264])
+        .unwrap();
+    assert_ne!(want_other, want);
+    let (status, got) = load_with_tile_cache(&gguf, &cache);
+    assert!(status.starts_with("written"), "{status}");
+    assert_eq!(got, want_other, "never the old model's tiles");
+
+    // A cache directory that cannot be created: the load works, repacking as without a cache.
+    let blocked = work.path().join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let (status, got) = load_with_tile_cache(&gguf, &blocked.join("tiles"));
+    assert!(status.starts_with("not written"), "{status}");
+    assert_eq!(got, want_other);
 }

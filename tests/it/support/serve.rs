@@ -54,7 +54,12 @@ pub fn novapay() -> Command {
         .env("HOME", std::env::temp_dir())
         .env("NOVAPAY_THREADS", "1")
         .env("RAYON_NUM_THREADS", "1")
-        .env("CANDLE_NUM_THREADS", "1");
+        .env("CANDLE_NUM_THREADS", "1")
+        // The LLM's tile cache in the test scratch folder, never next to the shared test models.
+        .env(
+            "NOVAPAY_LLM_TILE_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("tile-cache"),
+        );
     c
 }
 
