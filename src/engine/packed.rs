@@ -362,11 +362,10 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     rayon_parts(n, threads, f)
 }
 
-/// `parallel_for` for sections long enough (prefill: milliseconds each) that waking rayon's sleeping
-/// workers costs nothing, on rayon only. The spinning pool's helper would otherwise keep spinning
-/// after each such section, on a core the dense GEMM and candle's element-wise ops that follow
-/// (rayon, candle's barrier pool) need: measured as part of SmolLM2's prompt regression
-/// (515 -> 418-482 tok/s) when every section went through the spinning pool.
+/// `parallel_for` for long sections (prefill: milliseconds each), after which the spinning pool's
+/// helpers sleep at once instead of spinning on a core that the dense GEMM, attention and candle's
+/// ops that follow (on rayon's threads) need: SmolLM2's prompt lost ~10% to that contention when
+/// every section let its helpers spin.
 pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     let threads = rayon::current_num_threads().max(1);
     if n == 0 {
@@ -374,6 +373,10 @@ pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + S
     }
     if threads == 1 || n == 1 {
         f(0..n);
+        return;
+    }
+    if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
+        pool.run_then_sleep(n, n.div_ceil(threads * 16), &f);
         return;
     }
     rayon_parts(n, threads, f)
