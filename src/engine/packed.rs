@@ -364,8 +364,8 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
 
 /// `parallel_for` for long sections (prefill: milliseconds each), after which the spinning pool's
 /// helpers sleep at once instead of spinning on a core that the dense GEMM, attention and candle's
-/// ops that follow (on rayon's threads) need: SmolLM2's prompt lost ~10% to that contention when
-/// every section let its helpers spin.
+/// ops that follow (on rayon's threads) need. Part of SmolLM2's prompt regression after the pool
+/// came in (515 -> 418-482 tok/s); see the branch's measurements.
 pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     let threads = rayon::current_num_threads().max(1);
     if n == 0 {
