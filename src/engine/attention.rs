@@ -191,7 +191,9 @@ mod simd {
         true
     }
 
-    /// R query heads of C x 16 values each.
+    /// R query heads of C x 16 values each. Indexed loops over the register arrays: the
+    /// register-blocked form reads as the arithmetic it is.
+    #[allow(clippy::needless_range_loop)]
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn group_regs<const R: usize, const C: usize>(
@@ -303,7 +305,7 @@ mod simd {
             8.333_452e-3,
             4.166_579_6e-2,
             1.666_666_5e-1,
-            5.000_000_1e-1,
+            0.5,
         ] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
