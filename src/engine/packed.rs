@@ -354,9 +354,8 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
         return;
     }
     if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
-        // Chunks taken from a shared counter: several per thread balance a core that is slower,
-        // and the thread that runs out first waits for at most one chunk of the other's.
-        pool.run(n, n.div_ceil(threads * 16), &f);
+        // Chunks taken from a shared counter: several per thread balance a core that is slower.
+        pool.run(n, n.div_ceil(threads * 8), &f);
         return;
     }
     rayon_parts(n, threads, f)
