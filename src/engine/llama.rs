@@ -303,6 +303,62 @@ fn with_cpu_f32<R>(
     }
 }
 
+/// Element-wise `f(a, b)` of two same-shape f32 tensors, on the CPU in one pass: one allocation and,
+/// for prefill-sized inputs, one rayon section. candle's binary and unary ops hand inputs of 64 Ki
+/// values or more to its barrier pool, whose worker spins after every op on a core the next GEMM
+/// needs, and `silu(gate) * up` costs candle two passes and two allocations. Other devices and
+/// layouts keep candle's ops (`fallback`).
+fn elementwise(
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+    fallback: impl FnOnce() -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+    if !(cpu_f32(a) && cpu_f32(b) && a.shape() == b.shape()) {
+        return fallback();
+    }
+    let n = a.elem_count();
+    let mut out = vec![0f32; n];
+    with_cpu_f32(a, |xs| {
+        with_cpu_f32(b, |ys| {
+            const CHUNK: usize = 16 * 1024;
+            let dst = packed::SyncPtr(out.as_mut_ptr());
+            let run = |chunks: std::ops::Range<usize>| {
+                let (start, end) = (chunks.start * CHUNK, n.min(chunks.end * CHUNK));
+                // SAFETY: each chunk of `out` is written by exactly one worker.
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(dst.get().add(start), end - start) };
+                for ((o, x), y) in o.iter_mut().zip(&xs[start..end]).zip(&ys[start..end]) {
+                    *o = f(*x, *y);
+                }
+            };
+            if n >= 4 * CHUNK {
+                packed::parallel_for_long(n.div_ceil(CHUNK), run);
+            } else {
+                run(0..n.div_ceil(CHUNK));
+            }
+            Ok(())
+        })
+    })?;
+    Tensor::from_vec(out, a.shape(), a.device())
+}
+
+/// `silu(gate) * up`, computed as candle's `silu` and `mul` compute it (bit-identical).
+fn silu_mul(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    elementwise(
+        gate,
+        up,
+        |g, u| g / (1.0 + (-g).exp()) * u,
+        || candle_nn::ops::silu(gate)? * up,
+    )
+}
+
+/// `a + b` (residual connections).
+fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    elementwise(a, b, |x, y| x + y, || a + b)
+}
+
 /// `x @ W^T` through our kernels for several packed matrices; `x` is (..., cols).
 fn packed_matmul(weights: &[&PackedWeight], x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
     let dims = x.dims().to_vec();
@@ -886,15 +942,15 @@ impl LlamaModel {
                 y.transpose(1, 2)?.reshape((b, s, hidden))?
             };
             let y = layer.wo.forward(&y)?;
-            let x1 = (y + residual)?;
+            let x1 = add(&y, residual)?;
 
             let h = layer.ffn_norm.forward(&x1)?;
             let mut gate_up =
                 Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
             let up = gate_up.pop().expect("two outputs");
-            let gate = candle_nn::ops::silu(&gate_up.pop().expect("two outputs"))?;
-            let y = layer.w_down.forward(&(gate * up)?)?;
-            x = (y + x1)?;
+            let gate = gate_up.pop().expect("two outputs");
+            let y = layer.w_down.forward(&silu_mul(&gate, &up)?)?;
+            x = add(&y, &x1)?;
         }
         let x = self.norm.forward(&x)?;
         if all_positions {
@@ -1171,4 +1227,50 @@ fn rope_tables(
         .reshape((positions, 1))?;
     let freqs = t.matmul(&inv_freq)?;
     Ok((freqs.cos()?, freqs.sin()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 16.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_elementwise_ops_are_bit_identical_to_candles() {
+        let dev = Device::Cpu;
+        // Decode-sized (one pass) and prefill-sized (parallel chunks, a partial last one).
+        for n in [8192, 5 * 16 * 1024 + 77] {
+            let a = Tensor::from_vec(values(n, 1), (1, 1, n), &dev).unwrap();
+            let b = Tensor::from_vec(values(n, 2), (1, 1, n), &dev).unwrap();
+            let want = (candle_nn::ops::silu(&a).unwrap() * &b).unwrap();
+            let got = silu_mul(&a, &b).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+            let want = (&a + &b).unwrap().flatten_all().unwrap();
+            let got = add(&a, &b).unwrap().flatten_all().unwrap();
+            assert_eq!(
+                got.to_vec1::<f32>().unwrap(),
+                want.to_vec1::<f32>().unwrap()
+            );
+        }
+        // A layout the fused path does not take falls back to candle's ops.
+        let a = Tensor::from_vec(values(64, 3), (8, 8), &dev).unwrap();
+        let t = a.t().unwrap();
+        let got = add(&t, &t).unwrap().to_vec2::<f32>().unwrap();
+        let want = (&t + &t).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(got, want);
+    }
 }

@@ -311,7 +311,7 @@ fn quantize_blocks<Q: Copy + Send + Sync>(
         return out;
     }
     let dst = SyncPtr(out.as_mut_ptr());
-    parallel_for(m, |rows| {
+    parallel_for_long(m, |rows| {
         for r in rows {
             for b in 0..kb {
                 // SAFETY: each (row, block) slot is written by exactly one worker.
@@ -342,9 +342,9 @@ impl Activations {
 /// `Device::with_context`): on our spinning pool (`spin_pool.rs`) when it has that many, else on
 /// rayon. Either way the caller never waits for a worker that has not started: a part nobody took is
 /// run by the caller itself, so another process holding a core costs that core's share of the work,
-/// not a scheduling delay per parallel section.
+/// not a scheduling delay per parallel section. For the short sections of a decode step; long ones
+/// (prefill) take `parallel_for_long`.
 pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    use rayon::prelude::*;
     let threads = rayon::current_num_threads().max(1);
     if n == 0 {
         return;
@@ -358,6 +358,31 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
         pool.run(n, n.div_ceil(threads * 8), &f);
         return;
     }
+    rayon_parts(n, threads, f)
+}
+
+/// `parallel_for` for long sections (prefill: milliseconds each), after which the spinning pool's
+/// helpers sleep at once instead of spinning on a core that the dense GEMM, attention and candle's
+/// ops that follow (on rayon's threads) need. Part of SmolLM2's prompt regression after the pool
+/// came in (515 -> 418-482 tok/s); see the branch's measurements.
+pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = rayon::current_num_threads().max(1);
+    if n == 0 {
+        return;
+    }
+    if threads == 1 || n == 1 {
+        f(0..n);
+        return;
+    }
+    if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
+        pool.run_then_sleep(n, n.div_ceil(threads * 16), &f);
+        return;
+    }
+    rayon_parts(n, threads, f)
+}
+
+fn rayon_parts(n: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    use rayon::prelude::*;
     // A few parts per thread balance a core that is slower (shared) without many tiny tasks.
     let parts = (threads * 4).min(n);
     let chunk = n.div_ceil(parts);
@@ -608,12 +633,33 @@ impl PackedWeight {
         }
     }
 
-    /// The whole matrix as f32, (rows, cols) row-major (the dense prefill of small models).
+    /// The whole matrix as f32, (rows, cols) row-major (the dense prefill of small models), bit-identical
+    /// to `dequantize_row` of every row. Q8_0 (SmolLM2 after requantization) goes a 16-row tile at a
+    /// time, reading the tile's bytes in order: per value, `dequantize_row`'s index arithmetic cost
+    /// ~10% of a SmolLM2 prompt.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];
         let dst = SyncPtr(out.as_mut_ptr());
         let cols = self.cols;
-        parallel_for(self.rows, |rows| {
+        if let Tiles::Q8_0(tiles) = &self.tiles {
+            let kb = self.blocks_per_row();
+            parallel_for_long(self.rows / TILE_ROWS, |tile_cols| {
+                for t in tile_cols {
+                    // SAFETY: tile column t's 16 rows are written by exactly one worker.
+                    let rows = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.get().add(t * TILE_ROWS * cols),
+                            TILE_ROWS * cols,
+                        )
+                    };
+                    for b in 0..kb {
+                        dequantize_q8_0_tile(&tiles[t * kb + b], rows, cols, b * QK8_0);
+                    }
+                }
+            });
+            return out;
+        }
+        parallel_for_long(self.rows, |rows| {
             for r in rows {
                 // SAFETY: each row is written by exactly one worker.
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * cols), cols) };
@@ -700,7 +746,7 @@ impl PackedWeight {
             parts.push((total, *w, SyncPtr(out.as_mut_ptr())));
             total += w.rows / TILE_ROWS * row_groups;
         }
-        parallel_for(total, |units| {
+        let section = |units: std::ops::Range<usize>| {
             for unit in units {
                 let Some(&(first, w, dst)) = parts.iter().rev().find(|p| unit >= p.0) else {
                     continue;
@@ -718,7 +764,12 @@ impl PackedWeight {
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (w, dst, tile_col, m0, mt);
             }
-        });
+        };
+        if m == 1 {
+            parallel_for(total, section);
+        } else {
+            parallel_for_long(total, section);
+        }
         outs
     }
 }
@@ -746,6 +797,21 @@ fn q6k_value(tile: &TileQ6K, r: usize, v: usize) -> u8 {
 /// Q8_0 value `v` (0..32) of tile row `r`, as the signed weight.
 fn q8_0_value(tile: &TileQ8_0, r: usize, v: usize) -> i32 {
     tile.qs[((v / 4) * TILE_ROWS + r) * 4 + v % 4] as i32 - 128
+}
+
+/// One Q8_0 tile (16 rows x 32 values) into `rows` (16 rows of `cols` f32) at column `col0`, as
+/// `dequantize_row` computes each value.
+fn dequantize_q8_0_tile(tile: &TileQ8_0, rows: &mut [f32], cols: usize, col0: usize) {
+    let d: [f32; TILE_ROWS] = std::array::from_fn(|r| f16::from_bits(tile.d[r]).to_f32());
+    for g in 0..QK8_0 / 4 {
+        for (r, d) in d.iter().enumerate() {
+            let q = &tile.qs[(g * TILE_ROWS + r) * 4..(g * TILE_ROWS + r) * 4 + 4];
+            let at = r * cols + col0 + g * 4;
+            for (y, q) in rows[at..at + 4].iter_mut().zip(q) {
+                *y = d * (*q as i32 - 128) as f32;
+            }
+        }
+    }
 }
 
 /// (values, bytes) per GGUF block of the types the kernels take.
@@ -1126,6 +1192,15 @@ mod kernels {
                 _mm512_and_si512(_mm512_srli_epi16::<2>(h), m30),
             );
             let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(t.scales[s].as_ptr() as *const __m128i));
+            // The tile two ahead, a quarter of it per sub-block: measured on one thread, a 8192 x
+            // 3072 Q6_K mat-vec read 9.8 GB/s from memory without (21.5 with the weights in cache)
+            // and 22-24 GB/s with; Q4_K and Q8_0 tiles stream at 22-29 GB/s without and did not
+            // gain. Past the last tile the address is only a hint (prefetches do not fault).
+            let ahead = (t as *const TileQ6K as *const i8)
+                .wrapping_add(2 * std::mem::size_of::<TileQ6K>() + s * 256);
+            for l in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(l * 64));
+            }
             for i in 0..MT {
                 let a = acts[i];
                 let off = s * 16;
@@ -1290,5 +1365,58 @@ mod tests {
         assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
         let q = quantized(GgmlDType::Q4K, 40, 512);
         assert!(PackedWeight::from_qtensor(&q).unwrap().is_none());
+    }
+
+    /// Timing, not a check: `cargo test --release --lib kernel_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn kernel_timing() {
+        if !available() {
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let (rows, cols) = (8192, 3072);
+            let q = quantized(dtype, rows, cols);
+            let packed = PackedWeight::from_qtensor(&q).unwrap().unwrap();
+            // Several copies so that the weights come from memory, not the cache.
+            let copies: Vec<PackedWeight> = (0..8)
+                .map(|_| PackedWeight::from_qtensor(&q).unwrap().unwrap())
+                .collect();
+            drop(packed);
+            let x = values(cols, 5);
+            let small = PackedWeight::from_qtensor(&quantized(dtype, 256, cols))
+                .unwrap()
+                .unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..400 {
+                pool.install(|| PackedWeight::matmul(&[&small], &x, 1));
+            }
+            eprintln!(
+                "{dtype:?} 256x{cols} mat-vec in cache, one thread: {:.2} GB/s",
+                400.0 * small.size_in_bytes() as f64 / t.elapsed().as_secs_f64() / 1e9
+            );
+            let pool2 = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            for round in 0..3 {
+                let pool = if round == 2 { &pool2 } else { &pool };
+                let t = std::time::Instant::now();
+                for w in &copies {
+                    pool.install(|| PackedWeight::matmul(&[w], &x, 1));
+                }
+                let s = t.elapsed().as_secs_f64();
+                let bytes: usize = copies.iter().map(|w| w.size_in_bytes()).sum();
+                eprintln!(
+                    "{dtype:?} {rows}x{cols} mat-vec, {} thread(s): {:.2} GB/s",
+                    pool.current_num_threads(),
+                    bytes as f64 / s / 1e9
+                );
+            }
+        }
     }
 }

@@ -23,6 +23,9 @@ struct Job<'a> {
     f: &'a (dyn Fn(Range<usize>) + Sync),
     n: usize,
     chunk: usize,
+    /// Whether helpers keep spinning for the next section after this one (decode), or go to sleep
+    /// at once (long prefill sections, followed by work on rayon's threads that needs the cores).
+    linger: bool,
     next: AtomicUsize,
 }
 
@@ -99,8 +102,20 @@ impl SpinPool {
         self.helpers
     }
 
-    /// Runs `f` over 0..n in chunks of `chunk`, on the caller and whichever helpers join.
+    /// Runs `f` over 0..n in chunks of `chunk`, on the caller and whichever helpers join; the helpers
+    /// then spin for the next section for `SPIN`.
     pub fn run(&self, n: usize, chunk: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        self.run_section(n, chunk, true, f)
+    }
+
+    /// `run` for a long section (milliseconds: prefill) after which the helpers sleep at once
+    /// instead of spinning on a core that the caller's next work (a dense GEMM on rayon's threads,
+    /// candle's ops) needs; the wake-up before the next section costs nothing at that length.
+    pub fn run_then_sleep(&self, n: usize, chunk: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        self.run_section(n, chunk, false, f)
+    }
+
+    fn run_section(&self, n: usize, chunk: usize, linger: bool, f: &(dyn Fn(Range<usize>) + Sync)) {
         let chunk = chunk.max(1);
         let Ok(_guard) = self.submit.try_lock() else {
             f(0..n);
@@ -110,6 +125,7 @@ impl SpinPool {
             f,
             n,
             chunk,
+            linger,
             next: AtomicUsize::new(0),
         };
         let s = &*self.shared;
@@ -133,6 +149,7 @@ impl SpinPool {
 
 fn helper(s: &Shared) {
     let mut seen = s.epoch.load(SeqCst);
+    let mut spin = SPIN;
     loop {
         let idle_since = Instant::now();
         let mut spins = 0u32;
@@ -143,7 +160,7 @@ fn helper(s: &Shared) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) && idle_since.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && idle_since.elapsed() >= spin {
                 s.sleeping.fetch_add(1, SeqCst);
                 let l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 let _l = s
@@ -160,7 +177,10 @@ fn helper(s: &Shared) {
         if !job.is_null() {
             // SAFETY: `busy` was raised before this load; the caller clears `job` and then waits
             // for `busy` to fall to 0 before the job goes out of scope.
-            unsafe { (*job).work() };
+            unsafe {
+                spin = if (*job).linger { SPIN } else { Duration::ZERO };
+                (*job).work();
+            }
         }
         s.busy.fetch_sub(1, SeqCst);
     }
@@ -189,6 +209,19 @@ mod tests {
         }
         // After the helpers fell asleep, a section still completes (and wakes them).
         std::thread::sleep(SPIN * 4);
+        let sum = AtomicUsize::new(0);
+        pool.run(100, 10, &|r| {
+            sum.fetch_add(r.sum::<usize>(), SeqCst);
+        });
+        assert_eq!(sum.load(SeqCst), 4950);
+        // Sections after which the helpers sleep at once complete too, and so does the next one.
+        for _ in 0..50 {
+            let sum = AtomicUsize::new(0);
+            pool.run_then_sleep(100, 7, &|r| {
+                sum.fetch_add(r.sum::<usize>(), SeqCst);
+            });
+            assert_eq!(sum.load(SeqCst), 4950);
+        }
         let sum = AtomicUsize::new(0);
         pool.run(100, 10, &|r| {
             sum.fetch_add(r.sum::<usize>(), SeqCst);
