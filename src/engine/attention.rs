@@ -436,40 +436,4 @@ mod tests {
             }
         }
     }
-
-    /// Timing, not a check: `cargo test --release --lib attention_timing -- --ignored --nocapture`.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    #[ignore]
-    fn attention_timing() {
-        if !simd::available() {
-            return;
-        }
-        let (n_kv_head, hd, capacity, len) = (8, 128, 768, 600);
-        let n = n_kv_head * capacity * hd;
-        let k: Vec<f16> = values(n, 5).into_iter().map(f16::from_f32).collect();
-        let v: Vec<f16> = values(n, 7).into_iter().map(f16::from_f32).collect();
-        let q = values(3 * hd, 9);
-        let mut out = vec![0f32; 3 * hd];
-        let rows = |b: &[f16]| b[..len * hd].to_vec();
-        let (k0, v0) = (rows(&k), rows(&v));
-        for round in 0..3 {
-            let t = std::time::Instant::now();
-            for _ in 0..28 * n_kv_head {
-                // SAFETY: AVX-512F checked above.
-                unsafe { simd::group(&q, &k0, &v0, len, hd, &mut out) };
-            }
-            let old = t.elapsed();
-            let t = std::time::Instant::now();
-            for _ in 0..28 * n_kv_head {
-                // SAFETY: as above.
-                unsafe { simd::group_in_registers(&q, &k0, &v0, len, hd, &mut out) };
-            }
-            eprintln!(
-                "round {round}: 28 layers x 8 KV heads at {len} positions, one thread: \
-                 group {old:?}, group_in_registers {:?}",
-                t.elapsed()
-            );
-        }
-    }
 }
