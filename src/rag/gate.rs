@@ -279,7 +279,7 @@ const MIN_ROOT_CHARS: usize = 5;
 /// "verif" for "verify", "verifi" for "verified"), so stems of one root share a long start. Short
 /// stems must match exactly (five letters are often a different word: "inter" for "interest" and
 /// "international").
-fn same_root(asked: &str, found: &str) -> bool {
+pub(crate) fn same_root(asked: &str, found: &str) -> bool {
     let shared = common_prefix(asked, found);
     let len = asked.chars().count();
     shared >= MIN_ROOT_CHARS && shared * 4 >= len * 3

@@ -4,6 +4,7 @@
 //! plain functions that async callers run on blocking threads.
 
 pub mod answer;
+pub mod binding;
 pub mod cache;
 pub mod documents;
 pub mod embeddings;

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::binding::Bindings;
 use super::figures::{Figure, FigurePool};
 use super::injection::echoes_system_prompt;
 
@@ -25,6 +26,10 @@ pub struct FigureCheck {
     all: FigurePool,
     /// The question and the support contacts, added to a sentence's cited excerpts.
     always: Vec<String>,
+    /// The figures of `always` alone: stated by the customer or the operator, not bound to a line.
+    given: FigurePool,
+    /// Clauses of all excerpts, for figures taken from a neighbouring line (`binding.rs`).
+    bindings: Bindings,
     excerpt_texts: Vec<String>,
     /// Check figures (`verified` mode); echoes of the system prompt are dropped either way.
     figures: bool,
@@ -34,13 +39,17 @@ impl FigureCheck {
     /// `excerpts` in prompt order; `always` holds the question and the operator's fallback text.
     pub fn new(excerpts: &[String], always: &[&str]) -> Self {
         let mut all = FigurePool::new(excerpts);
+        let mut given = FigurePool::default();
         for t in always {
             all.add_non_source(t);
+            given.add_non_source(t);
         }
         Self {
             excerpts: excerpts.iter().map(|e| FigurePool::new(&[e])).collect(),
             all,
             always: always.iter().map(|s| s.to_string()).collect(),
+            given,
+            bindings: Bindings::new(excerpts),
             excerpt_texts: excerpts.to_vec(),
             figures: true,
         }
@@ -68,24 +77,32 @@ impl FigureCheck {
         bad.is_empty()
     }
 
-    /// The figures of `sentence` that its sources do not state.
+    /// The figures of `sentence` that its sources do not state, or state for another subject (a
+    /// neighbouring line's figure, `binding.rs`).
     pub fn unsupported(&self, sentence: &str) -> Vec<Figure> {
         let cited: Vec<usize> = citations(sentence)
             .into_iter()
             .filter(|n| *n >= 1 && *n <= self.excerpts.len())
             .collect();
-        if cited.is_empty() {
-            return self.all.unsupported(sentence);
-        }
-        let texts: Vec<&str> = cited
-            .iter()
-            .map(|n| self.excerpt_texts[n - 1].as_str())
-            .collect();
-        let mut pool = FigurePool::new(&texts);
-        for t in &self.always {
-            pool.add_non_source(t);
-        }
-        pool.unsupported(sentence)
+        let mut bad = if cited.is_empty() {
+            let mut bad = self.all.unsupported(sentence);
+            bad.extend(self.bindings.misbound(sentence, &self.given));
+            bad
+        } else {
+            let texts: Vec<&str> = cited
+                .iter()
+                .map(|n| self.excerpt_texts[n - 1].as_str())
+                .collect();
+            let mut pool = FigurePool::new(&texts);
+            for t in &self.always {
+                pool.add_non_source(t);
+            }
+            let mut bad = pool.unsupported(sentence);
+            bad.extend(Bindings::new(&texts).misbound(sentence, &self.given));
+            bad
+        };
+        bad.dedup();
+        bad
     }
 
     /// The sentences of `text` whose figures are all supported, and what was dropped.
@@ -323,6 +340,19 @@ mod tests {
             citations("cost [1] and [2, 3]; [x] [12]"),
             vec![1, 2, 3, 12]
         );
+    }
+
+    #[test]
+    fn a_figure_from_the_neighbouring_line_is_removed_cited_or_not() {
+        let (text, v) = check().filter(
+            "Domestic transfers cost 1.5% [2]. Domestic transfers cost 0.5% [2]. \
+             A domestic transfer costs 1.5%. International transfers cost 1.5%.",
+        );
+        assert_eq!(
+            text,
+            "Domestic transfers cost 0.5% [2]. International transfers cost 1.5%."
+        );
+        assert_eq!(v.removed, 2);
     }
 
     #[test]
