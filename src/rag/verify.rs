@@ -72,7 +72,7 @@ impl FigureCheck {
         }
         let bad = self.unsupported(sentence);
         if !bad.is_empty() {
-            tracing::info!(unsupported = ?bad.iter().map(ToString::to_string).collect::<Vec<_>>(), "answer sentence removed: figure not in its sources");
+            tracing::info!(unsupported = ?bad.iter().map(ToString::to_string).collect::<Vec<_>>(), "answer sentence removed: a figure its sources do not state, or state for another subject");
         }
         bad.is_empty()
     }
