@@ -366,15 +366,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 4.0
-            })
-            .collect()
+        crate::engine::test_values(n, seed, 4.0)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -345,6 +345,18 @@ impl Activations {
 /// not a scheduling delay per parallel section. For the short sections of a decode step; long ones
 /// (prefill) take `parallel_for_long`.
 pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    parallel_sections(n, false, f)
+}
+
+/// `parallel_for` for long sections (prefill: milliseconds each), after which the spinning pool's
+/// helpers sleep at once instead of spinning on a core that the dense GEMM, attention and candle's
+/// ops that follow (on rayon's threads) need. Part of SmolLM2's prompt regression after the pool
+/// came in (515 -> 418-482 tok/s); see the branch's measurements.
+pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    parallel_sections(n, true, f)
+}
+
+fn parallel_sections(n: usize, long: bool, f: impl Fn(std::ops::Range<usize>) + Sync) {
     let threads = rayon::current_num_threads().max(1);
     if n == 0 {
         return;
@@ -355,27 +367,11 @@ pub(crate) fn parallel_for(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     }
     if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
         // Chunks taken from a shared counter: several per thread balance a core that is slower.
-        pool.run(n, n.div_ceil(threads * 8), &f);
-        return;
-    }
-    rayon_parts(n, threads, f)
-}
-
-/// `parallel_for` for long sections (prefill: milliseconds each), after which the spinning pool's
-/// helpers sleep at once instead of spinning on a core that the dense GEMM, attention and candle's
-/// ops that follow (on rayon's threads) need. Part of SmolLM2's prompt regression after the pool
-/// came in (515 -> 418-482 tok/s); see the branch's measurements.
-pub(crate) fn parallel_for_long(n: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = rayon::current_num_threads().max(1);
-    if n == 0 {
-        return;
-    }
-    if threads == 1 || n == 1 {
-        f(0..n);
-        return;
-    }
-    if let Some(pool) = super::spin_pool::SpinPool::global(threads) {
-        pool.run_then_sleep(n, n.div_ceil(threads * 16), &f);
+        if long {
+            pool.run_then_sleep(n, n.div_ceil(threads * 16), &f);
+        } else {
+            pool.run(n, n.div_ceil(threads * 8), &f);
+        }
         return;
     }
     rayon_parts(n, threads, f)
@@ -1231,15 +1227,7 @@ mod tests {
 
     /// Deterministic values with the spread of real activations / weights.
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 2.0
-            })
-            .collect()
+        crate::engine::test_values(n, seed, 2.0)
     }
 
     fn quantized(dtype: GgmlDType, rows: usize, cols: usize) -> QTensor {

@@ -44,6 +44,8 @@ fn kind(figure: &Figure) -> Option<Kind> {
 /// One clause of an excerpt that states at least one comparable figure.
 #[derive(Debug, Clone)]
 struct Clause {
+    /// Which excerpt (0-based) the clause is from.
+    excerpt: usize,
     pool: FigurePool,
     kinds: Vec<Kind>,
     words: Vec<String>,
@@ -58,7 +60,7 @@ pub struct Bindings {
 impl Bindings {
     pub fn new<S: AsRef<str>>(excerpts: &[S]) -> Self {
         let mut clauses = Vec::new();
-        for excerpt in excerpts {
+        for (i, excerpt) in excerpts.iter().enumerate() {
             for sentence in split_sentences(excerpt.as_ref()) {
                 for clause in split_clauses(sentence) {
                     let kinds: Vec<Kind> = extract(clause).iter().filter_map(kind).collect();
@@ -66,6 +68,7 @@ impl Bindings {
                         continue;
                     }
                     clauses.push(Clause {
+                        excerpt: i,
                         pool: FigurePool::new(&[clause]),
                         kinds,
                         words: words(clause),
@@ -78,8 +81,14 @@ impl Bindings {
 
     /// The figures of `sentence` whose clause shares more words with an excerpt clause stating another
     /// figure of the same kind than with any excerpt clause stating this one. `given` holds figures the
-    /// customer stated themselves (the question), which are never checked.
-    pub fn misbound(&self, sentence: &str, given: &FigurePool) -> Vec<Figure> {
+    /// customer stated themselves (the question), which are never checked. `cited`: compare with these
+    /// excerpts only (0-based, the sentence's citations); `None` for all.
+    pub fn misbound(
+        &self,
+        sentence: &str,
+        given: &FigurePool,
+        cited: Option<&[usize]>,
+    ) -> Vec<Figure> {
         let mut out = Vec::new();
         for clause in split_clauses(sentence) {
             let figures = extract(clause);
@@ -94,7 +103,8 @@ impl Bindings {
                 }
                 let mut own: Option<usize> = None;
                 let mut other = 0;
-                for c in &self.clauses {
+                let in_scope = |c: &&Clause| cited.is_none_or(|ids| ids.contains(&c.excerpt));
+                for c in self.clauses.iter().filter(in_scope) {
                     let shared = shared_words(&asked, &c.words);
                     if c.pool.supports(&figure) {
                         own = Some(own.map_or(shared, |o| o.max(shared)));
@@ -191,7 +201,7 @@ mod tests {
 
     fn misbound(sentence: &str) -> Vec<String> {
         Bindings::new(FEES)
-            .misbound(sentence, &FigurePool::default())
+            .misbound(sentence, &FigurePool::default(), None)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -240,7 +250,7 @@ mod tests {
     fn figures_the_customer_gave_and_other_kinds_are_not_checked() {
         let given = FigurePool::new(&["Is the fee for domestic transfers 1.5%?"]);
         assert!(Bindings::new(FEES)
-            .misbound("Domestic transfers cost 1.5%.", &given)
+            .misbound("Domestic transfers cost 1.5%.", &given, None)
             .is_empty());
         // Times of day, phone numbers and bare numbers are not compared.
         assert!(misbound("A domestic transfer sent at 9:00 arrives by 18:00.").is_empty());

@@ -86,7 +86,7 @@ impl FigureCheck {
             .collect();
         let mut bad = if cited.is_empty() {
             let mut bad = self.all.unsupported(sentence);
-            bad.extend(self.bindings.misbound(sentence, &self.given));
+            bad.extend(self.bindings.misbound(sentence, &self.given, None));
             bad
         } else {
             let texts: Vec<&str> = cited
@@ -98,7 +98,8 @@ impl FigureCheck {
                 pool.add_non_source(t);
             }
             let mut bad = pool.unsupported(sentence);
-            bad.extend(Bindings::new(&texts).misbound(sentence, &self.given));
+            let ids: Vec<usize> = cited.iter().map(|n| n - 1).collect();
+            bad.extend(self.bindings.misbound(sentence, &self.given, Some(&ids)));
             bad
         };
         bad.dedup();
