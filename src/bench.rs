@@ -473,10 +473,10 @@ pub struct AnswerReplayReport {
 
 /// Asks each question `rounds` times, each time in a new session (no history), in order. Blocking.
 pub fn bench_answers(
-    assistant: &std::sync::Arc<crate::rag::Assistant>,
+    assistant: &std::sync::Arc<crate::assistant::Assistant>,
     questions: &[String],
     rounds: usize,
-) -> Result<AnswerReplayReport, crate::rag::AnswerError> {
+) -> Result<AnswerReplayReport, crate::assistant::AnswerError> {
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut first = Vec::new();

@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use novapay::assistant::answerability::GateConfig;
+use novapay::assistant::answerability::MeaningConfig;
+use novapay::assistant::cache::CacheConfig;
+use novapay::assistant::{AnswerMode, RagConfig};
 use novapay::device::DeviceChoice;
 use novapay::embed::{EmbedderOptions, ModelFamily};
 use novapay::engine::llama::{LoadOptions, PrefillKernel, Requantize};
@@ -13,10 +17,6 @@ use novapay::engine::{LlmOptions, SamplingParams, TemplateChoice};
 use novapay::index::chunk::ChunkSettings;
 use novapay::memory::{self, ConversationStore, MemoryError, MemorySpec};
 use novapay::models::{self, HubSettings};
-use novapay::rag::cache::CacheConfig;
-use novapay::rag::gate::GateConfig;
-use novapay::rag::meaning::MeaningConfig;
-use novapay::rag::{AnswerMode, RagConfig};
 
 /// Everything that builds the assistant: models, knowledge base, answering and generation settings.
 #[derive(Args, Debug, Clone)]

@@ -1,7 +1,7 @@
 use std::io::Write;
 
+use novapay::assistant::{AnswerEvent, Ask, Conversation, Door, SessionId};
 use novapay::index::KnowledgeBase;
-use novapay::rag::{AnswerEvent, Ask, Conversation, Door, SessionId};
 
 use crate::cli::AssistantArgs;
 
@@ -27,8 +27,8 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         let config = a.rag.config(&a.embed.embedder, a.sampling.params());
         let history = memory.history(&session, config.history_turns)?;
         // Retrieval needs no LLM: build the assistant's retrieval part only.
-        let extractor = novapay::rag::extract::Extractor::default();
-        let retrieval = novapay::rag::retrieve_with(
+        let extractor = novapay::assistant::extract::Extractor::default();
+        let retrieval = novapay::assistant::retrieve_with(
             &kb,
             &embedder,
             &extractor,

@@ -200,7 +200,7 @@ fn load_embedder(
 
 /// The assistant as `load_assistant` assembles it, with what `serve` reports and watches.
 pub(crate) struct Loaded {
-    pub assistant: std::sync::Arc<novapay::rag::Assistant>,
+    pub assistant: std::sync::Arc<novapay::assistant::Assistant>,
     pub index_settings: IndexSettings,
     pub llm_name: String,
     pub embedder_name: String,
@@ -231,7 +231,7 @@ fn load_assistant(
     let embedder = std::sync::Arc::new(embedder);
     Ok(Loaded {
         embedder: embedder.clone(),
-        assistant: std::sync::Arc::new(novapay::rag::Assistant::new(
+        assistant: std::sync::Arc::new(novapay::assistant::Assistant::new(
             std::sync::Arc::new(kb),
             embedder,
             llm,

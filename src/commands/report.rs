@@ -2,8 +2,8 @@
 //! directory's SQLite file, or Redis): it works while the server is down and needs no API key, only
 //! access to the store (the state directory is private to its owner).
 
+use novapay::assistant::report::{support_report, SupportReport};
 use novapay::memory::now_ms;
-use novapay::rag::report::{support_report, SupportReport};
 
 use crate::cli::ReportArgs;
 

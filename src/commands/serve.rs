@@ -3,6 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use novapay::assistant::documents::Documents;
+use novapay::assistant::Assistant;
 use novapay::embed::Embedder;
 use novapay::http::{self, ServerConfig, Services};
 use novapay::index::{GenerationWatcher, IndexSettings, Library};
@@ -10,8 +12,6 @@ use novapay::integrations::bitrix24::{
     check_webhook_url, BotTexts, PollConfig, Poller, Portal, RetryPolicy, WebhookConfig,
     WebhookHandler,
 };
-use novapay::rag::documents::Documents;
-use novapay::rag::Assistant;
 
 use crate::cli::{AssistantArgs, Bitrix24Args, Bitrix24Mode, ServerArgs};
 

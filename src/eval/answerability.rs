@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::KbQuestion;
 use super::{embed_passages_with_progress, read_jsonl, EvalError};
+use crate::assistant::answerability::meaning;
+use crate::assistant::answerability::{GateConfig, GateSignals};
+use crate::assistant::checks::injection;
+use crate::assistant::extract::Extractor;
+use crate::assistant::{retrieve_with, RagConfig, Retrieval};
 use crate::embed::Embedder;
 use crate::index::chunk::{Chunk, ChunkSettings};
 use crate::index::{IndexSettings, KnowledgeBase};
 use crate::memory::{Speaker, Turn};
-use crate::rag::extract::Extractor;
-use crate::rag::gate::{GateConfig, GateSignals};
-use crate::rag::{injection, meaning, retrieve_with, RagConfig, Retrieval};
 
 /// One question's signals and whether it is answerable.
 #[derive(Debug, Clone, Serialize)]

@@ -10,9 +10,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{read_jsonl, EvalError};
+use crate::assistant::checks::figures::FigurePool;
+use crate::assistant::Assistant;
 use crate::memory::{SessionId, Speaker, Turn};
-use crate::rag::figures::FigurePool;
-use crate::rag::Assistant;
 
 /// One line of the questions file.
 #[derive(Debug, Clone, Deserialize)]
@@ -130,7 +130,7 @@ pub fn evaluate(
     questions: &[KbQuestion],
     progress: &dyn Fn(&str, usize, usize),
 ) -> Result<AnswersReport, EvalError> {
-    let failed = |e: crate::rag::AnswerError| EvalError::Failed(e.to_string());
+    let failed = |e: crate::assistant::AnswerError| EvalError::Failed(e.to_string());
     let mut results = Vec::new();
     for (n, q) in questions.iter().enumerate() {
         let session = SessionId::new_random();

@@ -9,13 +9,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{read_jsonl, EvalError};
+use crate::assistant::extract::Extractor;
+use crate::assistant::{retrieve_with, RagConfig};
 use crate::embed::Embedder;
 use crate::index::chunk::{ChunkSettings, Chunker};
 use crate::index::extract::DocKind;
 use crate::index::{IndexSettings, KnowledgeBase};
 use crate::memory::{Speaker, Turn};
-use crate::rag::extract::Extractor;
-use crate::rag::{retrieve_with, RagConfig};
 
 #[derive(Deserialize)]
 struct Document {

@@ -21,10 +21,10 @@ use super::wire::{
     SessionHistory, SessionMessage, SessionQuery, TextEvent,
 };
 use super::Shared;
-use crate::logsafe;
-use crate::rag::{
+use crate::assistant::{
     parse_session_id, Access, AnswerEvent, AnswerStream, Ask, Conversation, Door, Speaker,
 };
+use crate::logsafe;
 
 /// Longest `user_id`, in characters.
 pub const MAX_USER_ID_CHARS: usize = 128;
@@ -61,7 +61,7 @@ fn access(caller: &Caller, user_id: Option<String>) -> Access {
     }
 }
 
-/// `POST /api/v1/query`: the REST door of [`crate::rag::Assistant::ask`], as one JSON answer or as
+/// `POST /api/v1/query`: the REST door of [`crate::assistant::Assistant::ask`], as one JSON answer or as
 /// server-sent events.
 pub async fn query(
     State(state): State<Shared>,

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::FormBody;
 use super::Shared;
+use crate::assistant::Assistant;
 use crate::integrations::bitrix24::{Accepted, Bitrix24Error, Job};
-use crate::rag::Assistant;
 
 /// How long a job accepted during start-up waits for the models before it is dropped.
 const WAIT_FOR_MODELS: Duration = Duration::from_secs(600);

@@ -16,8 +16,8 @@ use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::extract::{raw_body, unsupported};
 use super::Shared;
+use crate::assistant::documents::Documents;
 use crate::logsafe;
-use crate::rag::documents::Documents;
 
 /// Room for the multipart framing around the file.
 const MULTIPART_OVERHEAD: usize = 64 * 1024;

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::wire::{ErrorBody, ErrorDetail};
-use crate::rag::AnswerError;
+use crate::assistant::AnswerError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -124,9 +124,9 @@ impl From<AnswerError> for ApiError {
     }
 }
 
-impl From<crate::rag::documents::DocumentError> for ApiError {
-    fn from(e: crate::rag::documents::DocumentError) -> Self {
-        use crate::rag::documents::DocumentError as D;
+impl From<crate::assistant::documents::DocumentError> for ApiError {
+    fn from(e: crate::assistant::documents::DocumentError) -> Self {
+        use crate::assistant::documents::DocumentError as D;
         let message = e.to_string();
         match e {
             D::InvalidName(_) => Self::bad_request("invalid_document_name", message),

@@ -13,8 +13,8 @@ use super::error::{blocking, ApiError};
 use super::extract::JsonBody;
 use super::wire::{FeedbackRequest, FeedbackStored, StatsQuery};
 use super::Shared;
-use crate::rag::feedback::{query_id_ok, RateOutcome, MAX_COMMENT_CHARS};
-use crate::rag::Access;
+use crate::assistant::feedback::{query_id_ok, RateOutcome, MAX_COMMENT_CHARS};
+use crate::assistant::Access;
 
 pub async fn feedback(
     State(state): State<Shared>,

@@ -21,8 +21,8 @@ use tower::ServiceExt as _;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{extract, Shared};
+use crate::assistant::Access;
 use crate::mcp::{KnowledgeServer, McpContext};
-use crate::rag::Access;
 
 pub type McpService = StreamableHttpService<KnowledgeServer, NeverSessionManager>;
 

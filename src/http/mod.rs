@@ -40,8 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::assistant::Assistant;
 use crate::integrations::bitrix24::WebhookHandler;
-use crate::rag::Assistant;
 use auth::Caller;
 use error::ApiError;
 use metrics::Metrics;
@@ -112,7 +112,7 @@ pub struct AppState {
     /// (see `host`).
     loopback_only: bool,
     /// Knowledge-base management, when the server knows its data folder.
-    documents: OnceLock<Arc<crate::rag::documents::Documents>>,
+    documents: OnceLock<Arc<crate::assistant::documents::Documents>>,
 }
 
 impl AppState {
@@ -198,7 +198,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 #[derive(Clone, Copy)]
 pub(crate) struct ErrorCode(pub &'static str);
 
-pub use crate::rag::BUSY_EXTRACT_MAX;
+pub use crate::assistant::BUSY_EXTRACT_MAX;
 
 /// Request headers larger than this (in all) are refused with a JSON 431. hyper's own limits, past
 /// which it answers 431 without a body, are set well above ours.
@@ -466,7 +466,7 @@ impl RunningServer {
     }
 
     /// Enables the knowledge-base management routes (documents, reindex).
-    pub fn set_documents(&self, documents: Arc<crate::rag::documents::Documents>) {
+    pub fn set_documents(&self, documents: Arc<crate::assistant::documents::Documents>) {
         let _ = self.state.documents.set(documents);
     }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::rag::{Answered, Source, WhenBusy};
+use crate::assistant::{Answered, Source, WhenBusy};
 
 /// A question, as the Flask prototype's clients send it.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -358,7 +358,7 @@ pub enum RatingField {
     Down,
 }
 
-impl From<RatingField> for crate::rag::feedback::Rating {
+impl From<RatingField> for crate::assistant::feedback::Rating {
     fn from(r: RatingField) -> Self {
         match r {
             RatingField::Up => Self::Up,

@@ -7,9 +7,10 @@ use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, INDEXED, STORED,
 };
-use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-};
+use tantivy::tokenizer::Language;
+
+use crate::text::words::analyzer;
+pub use crate::text::words::content_terms;
 use tantivy::{doc, Index, IndexReader, TantivyDocument, Term};
 
 pub struct Bm25Index {
@@ -38,38 +39,6 @@ impl Bm25Config {
         languages: &[Language::English],
         stop_words: true,
     };
-}
-
-fn analyzer(language: Language, stop_words: bool) -> TextAnalyzer {
-    let base = TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser);
-    match StopWordFilter::new(language).filter(|_| stop_words) {
-        Some(stop) => base.filter(stop).filter(Stemmer::new(language)).build(),
-        None => base.filter(Stemmer::new(language)).build(),
-    }
-}
-
-/// The distinct content terms of `text`: each word goes through the analyzer of its script (Cyrillic
-/// words through the Russian one, others through the first language's), stop words dropped, stemmed.
-pub fn content_terms(text: &str, languages: &[Language]) -> std::collections::HashSet<String> {
-    let mut terms = std::collections::HashSet::new();
-    for (i, lang) in languages.iter().enumerate() {
-        let mut analyzer = analyzer(*lang, true);
-        let mut stream = analyzer.token_stream(text);
-        while stream.advance() {
-            let token = &stream.token().text;
-            let cyrillic = token.chars().any(|c| ('\u{400}'..='\u{4FF}').contains(&c));
-            let mine = match lang {
-                Language::Russian => cyrillic,
-                _ => !cyrillic && (i == 0 || !languages.contains(&Language::English)),
-            };
-            if mine {
-                terms.insert(token.clone());
-            }
-        }
-    }
-    terms
 }
 
 /// Share of the query's content terms found in `texts`; 0 when the query has no content term.

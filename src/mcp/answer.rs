@@ -9,8 +9,8 @@ use rmcp::ErrorData;
 use serde_json::json;
 
 use super::{from_answer_error, tool_error, McpContext, MAX_SEARCH_RESULTS};
-use crate::rag::injection::without_instructions;
-use crate::rag::{parse_session_id, Answered, Ask, Conversation, Door};
+use crate::assistant::checks::injection::without_instructions;
+use crate::assistant::{parse_session_id, Answered, Ask, Conversation, Door};
 
 pub async fn search(
     context: McpContext,

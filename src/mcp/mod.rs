@@ -4,9 +4,9 @@
 //! resources. Served over stdio (`novapay mcp`, [`serve_stdio`]) and over streamable HTTP under `/mcp`
 //! on `novapay serve` (mounted by `http`, which authenticates the caller first).
 //!
-//! A thin adapter over `rag`: it names neither candle nor axum. Who calls, and what answers them, come
+//! A thin adapter over `assistant`: it names neither candle nor axum. Who calls, and what answers them, come
 //! in an [`McpContext`]: fixed for stdio, put into each HTTP request by the HTTP layer. Answering,
-//! admission, timeouts, question logging and metrics are `rag`'s (`Assistant::ask`, `Door::Mcp`).
+//! admission, timeouts, question logging and metrics are `assistant`'s (`Assistant::ask`, `Door::Mcp`).
 
 mod answer;
 mod resources;
@@ -24,7 +24,7 @@ use rmcp::service::RequestContext;
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 use serde::Deserialize;
 
-use crate::rag::{self, AnswerError, Assistant};
+use crate::assistant::{self, AnswerError, Assistant};
 
 pub use resources::{document_uri, RESOURCE_PREFIX};
 
@@ -35,20 +35,20 @@ pub const MAX_SEARCH_RESULTS: usize = 20;
 pub const LOCAL_OWNER: &str = "local:mcp";
 
 /// The caller of `novapay mcp` (stdio): the local user, no administrator rights.
-pub fn local_caller() -> rag::Access {
-    rag::Access {
+pub fn local_caller() -> assistant::Access {
+    assistant::Access {
         owner: LOCAL_OWNER.into(),
         user_id: None,
         admin: false,
     }
 }
 
-/// What a call may use: the assistant and who calls (for the session rules of `rag`, which also
+/// What a call may use: the assistant and who calls (for the session rules of `assistant`, which also
 /// admits, times out, logs and counts every answer).
 #[derive(Clone)]
 pub struct McpContext {
     pub assistant: Arc<Assistant>,
-    pub caller: rag::Access,
+    pub caller: assistant::Access,
 }
 
 /// Finds the [`McpContext`] of a request in its extensions (the HTTP layer puts it there).

@@ -5,7 +5,7 @@
 use rmcp::model::{ReadResourceResult, Resource, ResourceContents};
 use rmcp::ErrorData;
 
-use crate::rag::Assistant;
+use crate::assistant::Assistant;
 
 /// Every document resource's URI starts with this.
 pub const RESOURCE_PREFIX: &str = "novapay://kb/";

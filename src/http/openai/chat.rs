@@ -15,14 +15,14 @@ use utoipa::ToSchema;
 
 use super::error::openai_kind;
 use super::{unix_now, OpenAiError, OpenAiJson, CHAT_MODEL, MAX_MESSAGES, MAX_MESSAGE_CHARS};
+use crate::assistant::{
+    AnswerEvent, AnswerStream, Answered, Ask, Conversation, Door, FinishReason, PastTurn, Speaker,
+};
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::wire::{CheckSummary, SourceDocument};
 use crate::http::Shared;
 use crate::logsafe;
-use crate::rag::{
-    AnswerEvent, AnswerStream, Answered, Ask, Conversation, Door, FinishReason, PastTurn, Speaker,
-};
 
 /// Where the answer's citations start in the text; also how they are recognised (and left out) when
 /// a client sends the answer back as history.

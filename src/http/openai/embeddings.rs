@@ -12,11 +12,11 @@ use super::{
     blocking, OpenAiError, OpenAiJson, EMBEDDING_MODEL, MAX_EMBEDDING_INPUTS,
     MAX_EMBEDDING_INPUT_CHARS,
 };
+use crate::assistant::embeddings::{EmbeddingError, TextKind};
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::Shared;
 use crate::logsafe;
-use crate::rag::embeddings::{EmbeddingError, TextKind};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {

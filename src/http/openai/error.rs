@@ -46,12 +46,12 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
-impl From<crate::rag::AnswerError> for OpenAiError {
-    fn from(e: crate::rag::AnswerError) -> Self {
+impl From<crate::assistant::AnswerError> for OpenAiError {
+    fn from(e: crate::assistant::AnswerError) -> Self {
         let invalid = matches!(
             e,
-            crate::rag::AnswerError::InvalidQuestion(_)
-                | crate::rag::AnswerError::ContextOverflow(_)
+            crate::assistant::AnswerError::InvalidQuestion(_)
+                | crate::assistant::AnswerError::ContextOverflow(_)
         );
         Self {
             error: e.into(),

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::events::{IncomingMessage, JoinChat};
 use super::rest::{RestClient, RestError};
 use super::Bitrix24Error;
-use crate::rag::{
+use crate::assistant::{
     detect_language, Answer, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door,
     Language, SessionId, WhenBusy,
 };

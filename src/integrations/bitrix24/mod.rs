@@ -23,7 +23,7 @@ pub use register::{register_bot, Registration, RegistrationMode};
 pub use rest::{check_webhook_url, Portal, RestClient, RestError, RetryPolicy};
 pub use webhook::{Accepted, Job, WebhookConfig, WebhookHandler};
 
-use crate::rag::AnswerError;
+use crate::assistant::AnswerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Bitrix24Error {

@@ -17,7 +17,7 @@ use super::events::{parse_v2, Event};
 use super::rest::{RestClient, RetryPolicy};
 use super::state_file;
 use super::Bitrix24Error;
-use crate::rag::Assistant;
+use crate::assistant::Assistant;
 
 #[derive(Debug, Clone)]
 pub struct PollConfig {

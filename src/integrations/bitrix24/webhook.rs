@@ -19,8 +19,8 @@ use super::register::{register_bot, Registration, RegistrationMode};
 use super::rest::{Portal, RestClient, RetryPolicy};
 use super::state_file;
 use super::Bitrix24Error;
+use crate::assistant::Assistant;
 use crate::logsafe;
-use crate::rag::Assistant;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {

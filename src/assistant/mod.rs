@@ -4,21 +4,17 @@
 //! plain functions that async callers run on blocking threads.
 
 pub mod answer;
-pub mod binding;
+pub mod answerability;
 pub mod cache;
+pub mod checks;
 pub mod documents;
 pub mod embeddings;
 pub mod extract;
 pub mod feedback;
-pub mod figures;
-pub mod gate;
-pub mod injection;
 pub mod library;
-pub mod meaning;
 pub mod metrics;
 pub mod prompt;
 pub mod report;
-pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +23,16 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use answerability::{GateConfig, GateSignals};
 use cache::{AnswerCache, CacheConfig};
+use checks::{FigureCheck, Verification};
 use extract::Extractor;
-use gate::{GateConfig, GateSignals};
-use verify::{FigureCheck, Verification};
 
 /// Why a served answer's generation stopped ([`Answered::finish_reason`]).
 pub use crate::engine::FinishReason;
 /// Conversation types the doors name (re-exported so that they need not reach into `memory`).
 pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
+pub use crate::text::{detect_language, Language};
 pub use answer::{
     parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
     Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,
@@ -60,27 +57,6 @@ pub enum RagError {
     Retrieval(String),
     #[error("invalid question: {0}")]
     InvalidQuestion(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    En,
-    Ru,
-}
-
-/// Russian when Cyrillic letters outnumber Latin ones.
-pub fn detect_language(text: &str) -> Language {
-    let cyr = text
-        .chars()
-        .filter(|c| ('\u{400}'..='\u{4FF}').contains(c))
-        .count();
-    let lat = text.chars().filter(|c| c.is_ascii_alphabetic()).count();
-    if cyr > lat {
-        Language::Ru
-    } else {
-        Language::En
-    }
 }
 
 /// How an answer is produced.
@@ -406,7 +382,7 @@ impl Assistant {
                 return Ok(p);
             }
         }
-        let probe = injection::probes_instructions(question);
+        let probe = checks::injection::probes_instructions(question);
         if probe {
             tracing::info!("question asks for the assistant's instructions: fallback");
         }
@@ -433,7 +409,7 @@ impl Assistant {
         let mut sources = Vec::new();
         let mut used = 0;
         for hit in retrieval.hits.iter().take(self.config.top_k) {
-            let (body, dropped) = injection::without_instructions(&hit.chunk.text);
+            let (body, dropped) = checks::injection::without_instructions(&hit.chunk.text);
             if dropped > 0 {
                 tracing::warn!(source = %hit.chunk.source, sentences = dropped, "instruction-like sentences left out of an excerpt");
             }
@@ -591,8 +567,8 @@ impl Assistant {
         let verified = self.config.answer_mode == AnswerMode::Verified;
         // Something was cut, and what is left says nothing, or no longer states any figure (the
         // model tried to give one and it was wrong): the quotes from the excerpts answer instead.
-        let emptied =
-            !verify::has_substance(&shown) || (verified && figures::extract(&shown).is_empty());
+        let emptied = !checks::has_substance(&shown)
+            || (verified && checks::figures::extract(&shown).is_empty());
         if verification.removed > 0 && emptied {
             return Ok(Finished {
                 text: self.extractive_answer(prepared)?,
@@ -764,9 +740,10 @@ pub fn retrieve_with(
         .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
     let stats = kb.term_stats();
-    let mut gate = gate::signals(stats, question, best_similarity, top, &hits, &config.gate);
+    let mut gate =
+        answerability::signals(stats, question, best_similarity, top, &hits, &config.gate);
     let mut gate_with_history = match queries.get(1) {
-        Some(q) => gate::signals(
+        Some(q) => answerability::signals(
             stats,
             q,
             best_similarity_with_history,
@@ -788,7 +765,7 @@ pub fn retrieve_with(
         && rescue.reads(language)
     {
         let measure = |text: &str, vector: &[f32], lexical: &GateSignals| {
-            meaning::signals(embedder, extractor, text, vector, top, lexical)
+            answerability::meaning::signals(embedder, extractor, text, vector, top, lexical)
                 .map_err(|e| RagError::Retrieval(e.to_string()))
         };
         gate.meaning = Some(measure(question, &vectors[0], &gate)?);

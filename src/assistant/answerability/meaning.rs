@@ -1,5 +1,5 @@
 //! Meaning-based answerability: whether the top excerpts say what a question asks in other words.
-//! The lexical gate ([`super::gate`]) refuses a question whose rarest word the knowledge base never
+//! The lexical gate ([`super::lexical`]) refuses a question whose rarest word the knowledge base never
 //! uses; a customer who writes "cash" where the knowledge base says "withdrawal" is refused with it.
 //! Here the embedder compares meaning at sentence level (the sentences and the vector cache of the
 //! extractive answers): a lexical refusal is rescued when one sentence of the top excerpts is close to
@@ -11,124 +11,11 @@
 //! the embedder family (cosines of different models are not comparable) and are measured with
 //! `novapay eval answerability`.
 
-use serde::Serialize;
-
-use super::extract::{sentences_of, Extractor};
-use super::gate::{is_question_word, GateSignals};
-use crate::embed::{EmbedError, Embedder, ModelFamily};
+use super::signals::{GateSignals, MeaningSignals, WordMatch};
+use crate::assistant::extract::Extractor;
+use crate::embed::{EmbedError, Embedder};
 use crate::index::Hit;
-
-/// When meaning rescues a lexical refusal.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct MeaningConfig {
-    /// Cosine similarity between the question and the best sentence of the top excerpts that a
-    /// lexically refused question needs to be rescued; `None`: no rescue (lexical gate only).
-    pub min_sentence_similarity: Option<f32>,
-    /// How much closer the question may get to the excerpts' sentences when its missing rare words
-    /// are taken out: a sentence that says what the missing word means does not get closer without
-    /// it; a sentence only about the rest of the question ("overdraft limit" against the card
-    /// limits) does.
-    pub max_gain_without_missing: f32,
-    /// How far the best excerpt's cosine must stand above the mean of the other top excerpts': one
-    /// place in the knowledge base answers, rather than everything on the topic looking alike.
-    pub min_dense_margin: f32,
-    /// Whether the embedder reads Russian: an English-only embedder rates any two Cyrillic texts as
-    /// alike, so it rescues English questions only.
-    pub multilingual: bool,
-}
-
-impl Default for MeaningConfig {
-    fn default() -> Self {
-        Self::for_family(ModelFamily::Other)
-    }
-}
-
-impl MeaningConfig {
-    /// The default of an embedder family: no rescue (the lexical gate alone) for every family.
-    /// all-MiniLM-L6-v2's operating point ([`MINILM_MIN_SENTENCE_SIMILARITY`]) was chosen on
-    /// eval/questions.jsonl, eval/tune-3/* and squad2-sample and rescued no unanswerable question of
-    /// them, but on two held-out sets written afterwards (eval/heldout-3, eval/heldout-4) it let 3 of
-    /// 27 off-topic questions through ("buy bitcoin", "buy stocks", "exchange rate for buying
-    /// dollars") while cutting false refusals from 80% to 59%: a leak is worse than a refusal, so it
-    /// is opt-in (`NOVAPAY_MIN_SENTENCE_SIMILARITY=0.5`). The e5 family could not be measured here
-    /// (no Hub access), and its cosines sit in a narrow high band (its similarity floor is 0.80).
-    pub fn for_family(family: ModelFamily) -> Self {
-        match family {
-            ModelFamily::E5 => Self {
-                min_sentence_similarity: None,
-                max_gain_without_missing: MINILM_MAX_GAIN_WITHOUT_MISSING,
-                min_dense_margin: MINILM_MIN_DENSE_MARGIN,
-                multilingual: true,
-            },
-            ModelFamily::Other => Self {
-                min_sentence_similarity: None,
-                max_gain_without_missing: MINILM_MAX_GAIN_WITHOUT_MISSING,
-                min_dense_margin: MINILM_MIN_DENSE_MARGIN,
-                multilingual: false,
-            },
-        }
-    }
-
-    /// Whether the meaning of `question` can be compared with this embedder.
-    pub fn reads(&self, language: super::Language) -> bool {
-        self.multilingual || language == super::Language::En
-    }
-}
-
-/// The English-only test embedder's (all-MiniLM-L6-v2) operating point, chosen on the tuning sets
-/// (eval/README.md): no unanswerable question of them rescued; opt-in, see [`MeaningConfig::for_family`].
-pub const MINILM_MIN_SENTENCE_SIMILARITY: f32 = 0.5;
-pub const MINILM_MAX_GAIN_WITHOUT_MISSING: f32 = 0.03;
-pub const MINILM_MIN_DENSE_MARGIN: f32 = 0.1;
-
-/// What the embedder says about a question and its top excerpts.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct MeaningSignals {
-    /// Highest cosine similarity of the question to one sentence of the top excerpts.
-    pub best_sentence: f32,
-    /// 1-based excerpt of that sentence.
-    pub best_sentence_excerpt: usize,
-    /// The same for the question without its missing rare words (when some are missing): a sentence
-    /// that says what the missing word means loses similarity when the word goes; one that is only
-    /// about the rest of the question gains.
-    pub without_missing: Option<f32>,
-    /// Each missing rare word and the excerpt word closest to it in meaning.
-    pub words: Vec<WordMatch>,
-    /// Missing rare words that are numbers or names (capitalised inside the sentence): they identify
-    /// a thing (a year, a city, a product), and another thing is not a wording difference.
-    pub missing_identifiers: Vec<String>,
-    /// Best chunk's cosine similarity minus the mean of the other top excerpts'.
-    pub dense_margin: f32,
-}
-
-/// A question word the excerpts do not contain, and their word nearest to it in meaning.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct WordMatch {
-    pub word: String,
-    pub nearest: String,
-    pub similarity: f32,
-}
-
-impl MeaningSignals {
-    /// Whether the excerpts rescue a lexical refusal, with the best sentence's `threshold`: a
-    /// sentence close to the question, that also accounts for the question's missing rare words
-    /// (none of them a number or a name), in an excerpt that stands out. A question refused for low coverage alone (no rare word
-    /// missing) is not rescued: nothing says which words the excerpts lack.
-    pub fn rescues(&self, config: &MeaningConfig, threshold: f32) -> bool {
-        self.best_sentence >= threshold
-            && self.missing_identifiers.is_empty()
-            && self
-                .without_missing
-                .is_some_and(|w| w - self.best_sentence <= config.max_gain_without_missing)
-            && self.dense_margin >= config.min_dense_margin
-    }
-
-    /// The lowest similarity of a missing rare word to its nearest excerpt word (1 when none is
-    /// missing).
-    pub fn weakest_word(&self) -> f32 {
-        self.words.iter().map(|w| w.similarity).fold(1.0, f32::min)
-    }
-}
+use crate::text::{is_question_word, sentences_of};
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -269,6 +156,8 @@ pub fn signals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assistant::answerability::{MeaningConfig, MINILM_MIN_SENTENCE_SIMILARITY};
+    use crate::embed::ModelFamily;
 
     #[test]
     fn excerpt_words_skip_framing_and_short_words() {
@@ -345,8 +234,8 @@ mod tests {
     #[test]
     fn only_a_multilingual_embedder_reads_russian() {
         let english = MeaningConfig::for_family(ModelFamily::Other);
-        assert!(english.reads(super::super::Language::En));
-        assert!(!english.reads(super::super::Language::Ru));
-        assert!(MeaningConfig::for_family(ModelFamily::E5).reads(super::super::Language::Ru));
+        assert!(english.reads(crate::text::Language::En));
+        assert!(!english.reads(crate::text::Language::Ru));
+        assert!(MeaningConfig::for_family(ModelFamily::E5).reads(crate::text::Language::Ru));
     }
 }

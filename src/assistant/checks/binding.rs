@@ -15,9 +15,7 @@
 use tantivy::tokenizer::Language;
 
 use super::figures::{extract, Figure, FigurePool, Unit};
-use super::gate::same_root;
-use super::verify::split_sentences;
-use crate::index::bm25::content_terms;
+use crate::text::{content_terms, same_root, split_sentences};
 
 const LANGUAGES: &[Language] = &[Language::English, Language::Russian];
 

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::prompt::SYSTEM_PROMPT;
-use super::verify::split_sentences;
+use crate::assistant::prompt::SYSTEM_PROMPT;
+use crate::text::split_sentences;
 
 fn probe_regex() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::verify::{StreamingCheck, Verification};
+use super::checks::{StreamingCheck, Verification};
 use super::{Answer, AnswerMode, Assistant, Language, Plan, Prepared, RagError, Source, WhenBusy};
 use crate::engine::{EngineError, FinishReason, GenerationEvent, Timings, Usage};
 use crate::logsafe;

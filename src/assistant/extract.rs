@@ -10,12 +10,11 @@ use std::sync::Mutex;
 use lru::LruCache;
 use serde::Serialize;
 
-use super::figures::{self, Figure, Unit};
-use super::verify::split_sentences;
-use super::{detect_language, Language};
+use super::checks::figures::{self, Figure, Unit};
 use crate::embed::Embedder;
-use crate::index::bm25::{content_terms, Bm25Config};
+use crate::index::bm25::Bm25Config;
 use crate::index::{Hit, TermStats};
+use crate::text::{content_terms, detect_language, sentences_of, Language};
 
 /// A sentence quoted from an excerpt.
 #[derive(Debug, Clone, Serialize)]
@@ -262,68 +261,6 @@ fn format_quotes(quotes: &[Quote], language: Language) -> String {
         text.push_str(&format!("\n{} [{}]", q.text, q.source_index));
     }
     text
-}
-
-/// The sentences of a chunk, as shown to a customer: table rows become "cell: cell", list markers
-/// and Markdown emphasis go, headings and table rules are skipped.
-pub fn sentences_of(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut header_row = true;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            header_row = true;
-            continue;
-        }
-        // FAQ question lines ask, they do not answer; "A:" only labels the answer.
-        if line.starts_with("Q:") || line.starts_with("В:") {
-            continue;
-        }
-        let line = line
-            .strip_prefix("A:")
-            .or_else(|| line.strip_prefix("О:"))
-            .map_or(line, str::trim_start);
-        let plain = if line.starts_with('|') {
-            if line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' ')) {
-                continue;
-            }
-            let cells: Vec<&str> = line
-                .trim_matches('|')
-                .split('|')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect();
-            // The first row of a table names its columns.
-            let is_header = std::mem::replace(&mut header_row, false);
-            if is_header {
-                continue;
-            }
-            cells.join(": ")
-        } else {
-            header_row = true;
-            strip_list_marker(line).to_string()
-        };
-        let plain = plain.replace("**", "").replace('`', "");
-        for s in split_sentences(&plain) {
-            let s = s.trim();
-            if s.split_whitespace().count() >= 3 && !s.ends_with('?') {
-                out.push(s.to_string());
-            }
-        }
-    }
-    out
-}
-
-fn strip_list_marker(line: &str) -> &str {
-    let l = line.trim_start_matches(['-', '*', '•']).trim_start();
-    if l.len() != line.len() {
-        return l;
-    }
-    let digits = line.chars().take_while(char::is_ascii_digit).count();
-    if digits > 0 && line[digits..].starts_with(['.', ')']) {
-        return line[digits + 1..].trim_start();
-    }
-    line
 }
 
 #[cfg(test)]

@@ -5,9 +5,14 @@
 
 use serde::Serialize;
 
-use super::binding::Bindings;
-use super::figures::{Figure, FigurePool};
-use super::injection::echoes_system_prompt;
+pub mod binding;
+pub mod figures;
+pub mod injection;
+
+use crate::text::split_sentences;
+use binding::Bindings;
+use figures::{Figure, FigurePool};
+use injection::echoes_system_prompt;
 
 /// What the check did to one answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -148,65 +153,6 @@ pub fn citations(text: &str) -> Vec<usize> {
         rest = &after[close..];
     }
     out
-}
-
-/// Splits after ".", "!", "?", "…" or ":" followed by whitespace, and at line breaks; the pieces keep
-/// their trailing whitespace so that joining them gives the text back. A dot between digits
-/// ("1.5%") or in an abbreviation followed by a lower-case word ("e.g. the") does not end a
-/// sentence.
-pub fn split_sentences(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let (at, c) = chars[i];
-        let end_here = if c == '\n' {
-            true
-        } else if c == '.' && is_list_number(&text[start..at]) {
-            // "1. Open the app": the dot of a list number does not end a sentence.
-            false
-        } else if matches!(c, '.' | '!' | '?' | '…') {
-            // Closing brackets and quotes stay with the sentence: "cost 1.5% [1]." or "(…)."
-            let next = chars.get(i + 1).map(|(_, c)| *c);
-            match next {
-                Some(n) if n.is_whitespace() => {
-                    let following = chars[i + 1..]
-                        .iter()
-                        .map(|(_, c)| *c)
-                        .find(|c| !c.is_whitespace());
-                    following.is_none_or(|f| !f.is_lowercase())
-                }
-                None => true,
-                _ => false,
-            }
-        } else {
-            false
-        };
-        if end_here {
-            // Take the whitespace that follows.
-            let mut j = i + 1;
-            while j < chars.len() && chars[j].1.is_whitespace() {
-                j += 1;
-            }
-            let end = chars.get(j).map_or(text.len(), |(b, _)| *b);
-            out.push(&text[start..end]);
-            start = end;
-            i = j;
-            let _ = at;
-            continue;
-        }
-        i += 1;
-    }
-    if start < text.len() {
-        out.push(&text[start..]);
-    }
-    out
-}
-
-fn is_list_number(before: &str) -> bool {
-    let t = before.trim();
-    (1..=2).contains(&t.len()) && t.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether an answer still says something: at least one sentence of three words or more.
