@@ -495,7 +495,7 @@ pub fn bench_answers(
             latencies.push(ms);
             first.push(first_ms.unwrap_or(ms));
             cached += answer.cached as usize;
-            extractive += answer.extractive as usize;
+            extractive += answer.extractive() as usize;
         }
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod answerability;
+pub mod ask;
 pub mod cache;
 pub mod checks;
 pub mod documents;
@@ -33,7 +34,8 @@ pub use crate::engine::FinishReason;
 /// Conversation types the doors name (re-exported so that they need not reach into `memory`).
 pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
 pub use crate::text::{detect_language, Language};
-pub use answer::{
+pub use answer::{snippet, suggestion_text, Answer, AnswerKind, Outcome, Source, Suggestion};
+pub use ask::{
     parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
     Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,
 };
@@ -152,29 +154,6 @@ impl Default for RagConfig {
     }
 }
 
-/// A cited piece of the knowledge base.
-#[derive(Debug, Clone, Serialize)]
-pub struct Source {
-    pub source: String,
-    pub title: String,
-    pub heading: String,
-    pub snippet: String,
-    /// Cosine similarity of the chunk to the question (0 when only keyword search found it).
-    pub score: f32,
-}
-
-impl Source {
-    pub fn from_hit(hit: &Hit) -> Self {
-        Self {
-            source: hit.chunk.source.clone(),
-            title: hit.chunk.title.clone(),
-            heading: hit.chunk.heading.clone(),
-            snippet: snippet(&hit.chunk.text, 240),
-            score: hit.dense.unwrap_or(0.0),
-        }
-    }
-}
-
 /// What retrieval found for a question.
 #[derive(Debug, Clone, Serialize)]
 pub struct Retrieval {
@@ -186,6 +165,8 @@ pub struct Retrieval {
     pub gate: GateSignals,
     pub gate_with_history: GateSignals,
     pub relevant: bool,
+    /// What the gate decided: answer, suggest the closest sections, or hand off.
+    pub decision: Decision,
     pub language: Language,
     /// The question's embedding (for the answer cache's near-duplicate lookup).
     #[serde(skip)]
@@ -195,11 +176,30 @@ pub struct Retrieval {
     pub follow_up_query: Option<String>,
 }
 
+/// What the answerability gate decides for a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The excerpts answer it: generate (or quote).
+    Answer,
+    /// Retrieval found something, but not an answer to trust: offer the closest sections.
+    Suggest,
+    /// Nothing relevant: hand off to an operator.
+    #[default]
+    HandOff,
+}
+
+/// Sections offered at most when no answer can be trusted.
+pub const MAX_SUGGESTIONS: usize = 3;
+
 /// The answer plan for one question.
 pub enum Plan {
-    /// Nothing relevant (or a question about the assistant's instructions): this text, without
+    /// Nothing relevant (or a question about the assistant's instructions): this hand-off text,
+    /// without calling the LLM.
+    HandOff(String),
+    /// Retrieval found sections but no answer can be trusted: this text offering them, without
     /// calling the LLM.
-    Fallback(String),
+    Suggest(String, Vec<Suggestion>),
     Generate(GenerateRequest),
     /// Extract mode: sentences quoted from the excerpts, without calling the LLM.
     Extract(String),
@@ -386,14 +386,26 @@ impl Assistant {
         if probe {
             tracing::info!("question asks for the assistant's instructions: fallback");
         }
-        if !retrieval.relevant || probe {
-            let text = self.fallback_text(retrieval.language);
+        if probe || retrieval.decision != Decision::Answer {
+            let suggestions = if probe || retrieval.decision == Decision::HandOff {
+                Vec::new()
+            } else {
+                suggestions_of(&retrieval.hits)
+            };
+            let plan = if suggestions.is_empty() {
+                Plan::HandOff(self.fallback_text(retrieval.language))
+            } else {
+                Plan::Suggest(
+                    suggestion_text(retrieval.language, &suggestions),
+                    suggestions,
+                )
+            };
             return Ok(Prepared {
                 question: question.to_string(),
                 retrieval,
                 sources: Vec::new(),
                 excerpts: Vec::new(),
-                plan: Plan::Fallback(text),
+                plan,
                 cacheable,
                 generation,
             });
@@ -487,7 +499,12 @@ impl Assistant {
                 best_similarity_with_history: 0.0,
                 gate: GateSignals::default(),
                 gate_with_history: GateSignals::default(),
-                relevant: !answer.fallback,
+                relevant: answer.is_answered(),
+                decision: match answer.outcome() {
+                    Outcome::Answered => Decision::Answer,
+                    Outcome::Suggested => Decision::Suggest,
+                    Outcome::HandedOff => Decision::HandOff,
+                },
                 language: detect_language(question),
                 question_vector: Vec::new(),
                 follow_up_query: None,
@@ -640,23 +657,6 @@ impl Assistant {
     }
 }
 
-/// A finished answer.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Answer {
-    pub text: String,
-    pub sources: Vec<Source>,
-    /// True when the knowledge base had nothing relevant and the fallback replied (no LLM call).
-    pub fallback: bool,
-    /// True when the text is quoted from the excerpts (extract mode, a full queue, or a generated
-    /// answer the figure check emptied).
-    pub extractive: bool,
-    /// True when the answer was reused from an earlier identical question.
-    pub cached: bool,
-    /// What the figure check did (`verified` mode with a generated answer).
-    pub verification: Option<Verification>,
-    pub usage: Option<crate::engine::Usage>,
-}
-
 /// What a blocking caller wants when the generation queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WhenBusy {
@@ -775,6 +775,13 @@ pub fn retrieve_with(
         }
     }
     let relevant = relevant(&gate, &gate_with_history);
+    let decision = if relevant {
+        Decision::Answer
+    } else if gate.found_anything() {
+        Decision::Suggest
+    } else {
+        Decision::HandOff
+    };
     // A short question after earlier turns is read with them when quoting the excerpts ("and for
     // international ones?" asks for a fee because the turn before did).
     let follow_up_query = follow_up.then(|| queries[1].clone());
@@ -785,6 +792,7 @@ pub fn retrieve_with(
         gate,
         gate_with_history,
         relevant,
+        decision,
         language,
         question_vector: vectors.into_iter().next().unwrap_or_default(),
         follow_up_query,
@@ -828,24 +836,25 @@ fn promote_list_winners(hits: &mut Vec<Hit>, k: usize) {
     hits.extend(taken.into_iter().flatten());
 }
 
+/// The closest distinct sections of the ranked hits, at most [`MAX_SUGGESTIONS`].
+fn suggestions_of(hits: &[Hit]) -> Vec<Suggestion> {
+    let mut out: Vec<Suggestion> = Vec::new();
+    for hit in hits {
+        if out.len() == MAX_SUGGESTIONS {
+            break;
+        }
+        let same = |s: &Suggestion| s.source == hit.chunk.source && s.section == hit.chunk.heading;
+        if !out.iter().any(same) {
+            out.push(Suggestion::from_hit(out.len() + 1, hit));
+        }
+    }
+    out
+}
+
 /// Where a small model starts echoing its prompt (a new excerpt header, the prompt's own labels)
 /// the answer is over.
 fn answer_stops() -> Vec<String> {
     let mut stops: Vec<String> = (1..=9).map(|i| format!("\n[{i}] (")).collect();
     stops.extend(["\nExcerpts:", "\nQuestion:", "\n\n\n"].map(String::from));
     stops
-}
-
-/// The first `max` characters of `text` on a word boundary, with an ellipsis when cut.
-pub fn snippet(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let cut: String = flat.chars().take(max).collect();
-    let cut = match cut.rfind(' ') {
-        Some(i) if i > max / 2 => cut[..i].to_string(),
-        _ => cut,
-    };
-    format!("{cut}…")
 }

@@ -130,8 +130,10 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
                 "sources": answer.sources.iter().map(|s| serde_json::json!({
                     "source": s.source, "heading": s.heading, "snippet": s.snippet, "score": s.score,
                 })).collect::<Vec<_>>(),
-                "fallback": answer.fallback,
-                "extractive": answer.extractive,
+                "outcome": answer.outcome(),
+                "suggestions": answer.suggestions,
+                "fallback": answer.fallback(),
+                "extractive": answer.extractive(),
                 "cached": answer.cached,
                 "verification": answer.verification,
             })

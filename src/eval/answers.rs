@@ -202,7 +202,7 @@ pub fn evaluate(
                 .iter()
                 .any(|s| answer.text.contains(s.as_str()))
         });
-        let refused = answer.fallback;
+        let refused = answer.fallback();
         let passed = source_in_top3 != Some(false)
             && expected_present != Some(false)
             && forbidden_found.is_empty()
@@ -215,7 +215,7 @@ pub fn evaluate(
             answer: answer.text.clone(),
             unanswerable: q.unanswerable,
             refused,
-            extractive: answer.extractive,
+            extractive: answer.extractive(),
             cached: answer.cached,
             top_sources,
             source_in_top3,

@@ -75,7 +75,7 @@ async fn run_job(state: &Shared, job: Box<Job>) -> &'static str {
         Ok(Ok(Some(outcome))) => {
             tracing::info!(
                 dialog,
-                fallback = outcome.answer.as_ref().map(|a| a.fallback),
+                fallback = outcome.answer.as_ref().map(|a| a.fallback()),
                 handed_off = outcome.handed_off,
                 "Bitrix24 message answered"
             );

@@ -19,7 +19,7 @@ use super::routes;
 use super::wire::{
     Bitrix24Ack, CheckSummary, CreateSession, ErrorBody, ErrorDetail, Health, HealthIndex,
     HealthQueue, QueryRequest, QueryResponse, SessionCreated, SessionDeleted, SessionHistory,
-    SessionMessage, SessionQuery, SourceDocument, TextEvent, WhenBusyField,
+    SessionMessage, SessionQuery, SourceDocument, SuggestionDocument, TextEvent, WhenBusyField,
 };
 use super::wire::{FeedbackRequest, FeedbackStored, RatingField, StatsQuery};
 
@@ -38,7 +38,7 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
         delete_document, reindex
     ),
     components(schemas(
-        QueryRequest, WhenBusyField, QueryResponse, SourceDocument, CheckSummary, TextEvent,
+        QueryRequest, WhenBusyField, QueryResponse, SourceDocument, SuggestionDocument, CheckSummary, TextEvent,
         CreateSession, SessionCreated, SessionHistory, SessionMessage, SessionDeleted, ErrorBody,
         ErrorDetail, Health, HealthIndex, HealthQueue, Bitrix24Ack, ChatCompletionRequest,
         MessageIn, StreamOptions, ChatCompletion, Choice, MessageOut, Usage, NovapayExtension,

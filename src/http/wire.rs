@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::assistant::{Answered, Source, WhenBusy};
+use crate::assistant::{Answered, Source, Suggestion, WhenBusy};
 
 /// A question, as the Flask prototype's clients send it.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -80,12 +80,40 @@ impl From<&Source> for SourceDocument {
     fn from(s: &Source) -> Self {
         Self {
             source: s.source.clone(),
-            title: if s.heading.is_empty() {
-                s.title.clone()
-            } else {
-                s.heading.clone()
-            },
+            title: s.label().to_string(),
             snippet: s.snippet.clone(),
+            score: s.score,
+        }
+    }
+}
+
+/// A section offered instead of an answer (`outcome: "suggested"`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SuggestionDocument {
+    /// 1-based: what the customer picks, and what feedback's `suggestion` names.
+    pub id: usize,
+    /// The document's file name in the knowledge base.
+    pub source: String,
+    /// The document's title.
+    pub title: String,
+    /// The section's heading path.
+    pub section: String,
+    /// One line of the section.
+    pub snippet: String,
+    /// The section's text, shown when the customer picks it.
+    pub text: String,
+    pub score: f32,
+}
+
+impl From<&Suggestion> for SuggestionDocument {
+    fn from(s: &Suggestion) -> Self {
+        Self {
+            id: s.id,
+            source: s.source.clone(),
+            title: s.title.clone(),
+            section: s.section.clone(),
+            snippet: s.snippet.clone(),
+            text: s.text.clone(),
             score: s.score,
         }
     }
@@ -115,6 +143,8 @@ pub struct CheckSummary {
     }],
     "timestamp": "2026-12-01T14:00:00.000Z",
     "processing_time_ms": 2140,
+    "outcome": "answered",
+    "suggestions": [],
     "fallback": false,
     "extractive": false,
     "cached": false,
@@ -131,7 +161,14 @@ pub struct QueryResponse {
     #[schema(format = DateTime)]
     pub timestamp: String,
     pub processing_time_ms: u64,
-    /// True when the knowledge base had no answer and the fallback (with the support contacts) replied.
+    /// `answered` (a checked generated or quoted answer, with its sources), `suggested` (no answer
+    /// could be trusted: the closest sections are offered in `suggestions`, and the way to an operator)
+    /// or `handed_off` (nothing relevant: the support contacts).
+    #[schema(pattern = "^(answered|suggested|handed_off)$")]
+    pub outcome: String,
+    /// The sections offered (`suggested` only; otherwise empty).
+    pub suggestions: Vec<SuggestionDocument>,
+    /// True unless `outcome` is `answered` (the seed API's flag, kept for its clients).
     pub fallback: bool,
     /// True when the answer quotes the knowledge base verbatim instead of a generated text (extract
     /// mode, a full queue with `when_busy: "extract"`, or a generation the figure check emptied).
@@ -159,8 +196,15 @@ impl From<&Answered> for QueryResponse {
             source_documents: a.answer.sources.iter().map(SourceDocument::from).collect(),
             timestamp: now_rfc3339(),
             processing_time_ms: a.elapsed_ms,
-            fallback: a.answer.fallback,
-            extractive: a.answer.extractive,
+            outcome: a.answer.outcome().as_str().to_string(),
+            suggestions: a
+                .answer
+                .suggestions
+                .iter()
+                .map(SuggestionDocument::from)
+                .collect(),
+            fallback: a.answer.fallback(),
+            extractive: a.answer.extractive(),
             cached: a.answer.cached,
             verification: a.answer.verification.as_ref().map(|v| CheckSummary {
                 checked: v.checked,

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use novapay::engine::SamplingParams;
-use novapay::rag::{
+use novapay::assistant::{
     Access, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door, FinishReason, PastTurn,
     SessionId, Speaker, WhenBusy,
 };
+use novapay::engine::SamplingParams;
 
 use crate::support::test_assistant;
 
@@ -79,7 +79,7 @@ fn a_stateless_caller_passes_the_history_and_nothing_is_stored() {
         )))
         .unwrap();
     assert_eq!(answered.session, None);
-    assert!(!answered.answer.fallback, "{:?}", answered.answer);
+    assert!(!answered.answer.fallback(), "{:?}", answered.answer);
     assert!(
         answered
             .answer
@@ -160,7 +160,7 @@ fn errors_before_the_first_event_say_what_the_caller_should_do() {
             ),
         )
         .unwrap();
-    assert!(quoted.answer.extractive && !quoted.answer.cached);
+    assert!(quoted.answer.extractive() && !quoted.answer.cached);
     assert!(!quoted.answer.sources.is_empty());
     let first = rt.block_on(running.collect()).unwrap();
     assert_eq!(first.session.as_ref(), Some(&mine));
@@ -244,6 +244,6 @@ fn a_served_answer_says_why_its_generation_stopped() {
     assert_eq!(cut.finish_reason, Some(FinishReason::Length), "{cut:?}");
     // No generation, no reason: the fallback is a complete text.
     let fallback = ask("How do I bake a chocolate cake?", None);
-    assert!(fallback.answer.fallback, "{fallback:?}");
+    assert!(fallback.answer.fallback(), "{fallback:?}");
     assert_eq!(fallback.finish_reason, None);
 }

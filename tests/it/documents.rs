@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use novapay::assistant::documents::Documents;
+use novapay::assistant::{AnswerMode, Assistant, RagConfig};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::http::ServerConfig;
 use novapay::index::chunk::ChunkSettings;
 use novapay::index::{build_index, IndexJob, IndexSettings, KnowledgeBase, Library};
 use novapay::memory::SqliteStore;
-use novapay::rag::documents::Documents;
-use novapay::rag::{AnswerMode, Assistant, RagConfig};
 use serde_json::{json, Value};
 
 use crate::knowledge_base::embedder;

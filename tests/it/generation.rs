@@ -1,10 +1,10 @@
 use std::ops::ControlFlow;
 
+use novapay::assistant::prompt::{grounded_messages, Excerpt};
 use novapay::engine::llama::LoadOptions;
 use novapay::engine::{
     ChatMessage, EngineError, FinishReason, Llm, LlmOptions, Role, SamplingParams,
 };
-use novapay::rag::prompt::{grounded_messages, Excerpt};
 
 use crate::{load_smollm2, smollm2_path};
 

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
+use novapay::assistant::{AnswerKind, Assistant, Plan, RagConfig};
 use novapay::embed::{Embedder, EmbedderOptions};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::index::chunk::ChunkSettings;
@@ -9,7 +10,6 @@ use novapay::index::{
     build_index, GenerationWatcher, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase,
 };
 use novapay::memory::{ConversationStore, SessionId, SqliteStore};
-use novapay::rag::{Assistant, Plan, RagConfig};
 
 use crate::{minilm_dir, smollm2_path};
 
@@ -102,7 +102,7 @@ fn fee_question_is_answered_from_the_fees_document_with_sources() {
             &mut |_| {},
         )
         .unwrap();
-    assert!(!answer.fallback);
+    assert!(!answer.fallback());
     assert_eq!(
         answer.sources[0].source,
         "fees-and-limits.md",
@@ -134,7 +134,7 @@ fn follow_up_question_retrieves_the_previous_topic() {
     let follow_up = "And for international ones?";
     let with = a.retrieve(follow_up, &history).unwrap();
     let alone = a.retrieve(follow_up, &[]).unwrap();
-    let about_international_fees = |r: &novapay::rag::Retrieval| {
+    let about_international_fees = |r: &novapay::assistant::Retrieval| {
         r.hits
             .iter()
             .take(4)
@@ -169,7 +169,7 @@ fn unanswerable_question_gets_the_fallback_without_calling_the_llm() {
     let en = a
         .answer_blocking(&session, "How do I bake a chocolate cake?", &mut |_| {})
         .unwrap();
-    assert!(en.fallback);
+    assert_eq!(en.kind, AnswerKind::HandedOff, "{en:?}");
     assert!(en.sources.is_empty());
     assert!(en.text.contains("support@novapay.com"));
     let ru = a
@@ -179,7 +179,7 @@ fn unanswerable_question_gets_the_fallback_without_calling_the_llm() {
             &mut |_| {},
         )
         .unwrap();
-    assert!(ru.fallback);
+    assert_eq!(ru.kind, AnswerKind::HandedOff, "{ru:?}");
     assert!(ru.text.contains("поддержку"), "{}", ru.text);
     let stats = a.llm().stats();
     assert_eq!(
@@ -415,7 +415,7 @@ fn fallback_plan_is_chosen_before_any_generation() {
             "What's the weather in Paris tomorrow?",
         )
         .unwrap();
-    assert!(matches!(p.plan, Plan::Fallback(_)));
+    assert!(matches!(p.plan, Plan::HandOff(_)));
     assert!(!p.retrieval.relevant);
     let p = a
         .prepare(

@@ -82,6 +82,12 @@ impl Default for GateConfig {
 }
 
 impl GateSignals {
+    /// Whether retrieval found anything worth showing: a content word of the question in the top
+    /// excerpts, above the similarity floor.
+    pub fn found_anything(&self) -> bool {
+        self.coverage > 0.0 && self.similarity > 0.0
+    }
+
     /// The lexical rules, or a rescue by meaning.
     pub fn answerable(&self, config: &GateConfig) -> bool {
         self.lexically_answerable(config) || self.rescued(config)

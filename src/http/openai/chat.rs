@@ -392,8 +392,8 @@ impl Reply {
         NovapayExtension {
             query_id: answered.query_id.clone(),
             sources: self.documents.clone(),
-            fallback: a.fallback,
-            extractive: a.extractive,
+            fallback: a.fallback(),
+            extractive: a.extractive(),
             cached: a.cached,
             verification: a.verification.as_ref().map(|v| CheckSummary {
                 checked: v.checked,

@@ -170,7 +170,7 @@ pub fn format_reply(answer: &Answer, language: Language) -> String {
             names.push(name);
         }
     }
-    if !answer.fallback && !names.is_empty() {
+    if !answer.fallback() && !names.is_empty() {
         let label = match language {
             Language::Ru => "Источники",
             Language::En => "Sources",
@@ -220,7 +220,8 @@ pub fn handle_message(
         &msg.dialog_id,
         &format_reply(&answer, language),
     )?;
-    let handed_off = answer.fallback && hand_off_if_open_line(outbox, msg)?;
+    let handed_off = answer.kind == crate::assistant::AnswerKind::HandedOff
+        && hand_off_if_open_line(outbox, msg)?;
     Ok(Outcome {
         answer: Some(answer),
         handed_off,

@@ -4,11 +4,11 @@
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
+use novapay::assistant::documents::Documents;
+use novapay::assistant::{Assistant, RagConfig};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::http::{self, RunningServer, ServerConfig, Services};
 use novapay::memory::SqliteStore;
-use novapay::rag::documents::Documents;
-use novapay::rag::{Assistant, RagConfig};
 use serde_json::Value;
 
 use super::models::smollm2_path;
