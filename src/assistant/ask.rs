@@ -795,17 +795,27 @@ impl Turning {
                 Ok(f) => f,
                 Err(e) => return self.fail(e),
             };
-        if finished.extractive && !self.send(AnswerEvent::Replaced(finished.text.clone())) {
+        let replaced = finished.extractive || finished.suggestions.is_some();
+        if replaced && !self.send(AnswerEvent::Replaced(finished.text.clone())) {
             return;
         }
+        let kind = if finished.suggestions.is_some() {
+            AnswerKind::Suggested
+        } else if finished.extractive {
+            AnswerKind::Quoted
+        } else {
+            AnswerKind::Generated
+        };
+        let suggested = finished.suggestions.is_some();
         let answer = Answer {
             text: finished.text,
-            sources: self.prepared.sources.clone(),
-            kind: if finished.extractive {
-                AnswerKind::Quoted
+            sources: if suggested {
+                Vec::new()
             } else {
-                AnswerKind::Generated
+                self.prepared.sources.clone()
             },
+            kind,
+            suggestions: finished.suggestions.unwrap_or_default(),
             verification: finished.verification,
             usage: Some(summary.usage),
             ..Answer::default()
@@ -813,7 +823,7 @@ impl Turning {
         let generated = Generated {
             timings: summary.timings,
             // A quote that replaced the generated text was not cut by anything.
-            finish_reason: (!answer.extractive()).then_some(summary.finish_reason),
+            finish_reason: (answer.kind == AnswerKind::Generated).then_some(summary.finish_reason),
         };
         self.complete(answer, Some(generated), true).await;
     }

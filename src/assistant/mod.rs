@@ -35,6 +35,7 @@ pub use crate::engine::FinishReason;
 pub use crate::memory::{SessionId, SessionInfo, Speaker, Turn};
 pub use crate::text::{detect_language, Language};
 pub use answer::{snippet, suggestion_text, Answer, AnswerKind, Outcome, Source, Suggestion};
+pub use answerability::Decision;
 pub use ask::{
     parse_session_id, validate_question, Access, AnswerError, AnswerEvent, AnswerStream, Answered,
     Ask, Conversation, Door, Found, PastTurn, MAX_QUESTION_CHARS,
@@ -176,19 +177,6 @@ pub struct Retrieval {
     pub follow_up_query: Option<String>,
 }
 
-/// What the answerability gate decides for a question.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// The excerpts answer it: generate (or quote).
-    Answer,
-    /// Retrieval found something, but not an answer to trust: offer the closest sections.
-    Suggest,
-    /// Nothing relevant: hand off to an operator.
-    #[default]
-    HandOff,
-}
-
 /// Sections offered at most when no answer can be trusted.
 pub const MAX_SUGGESTIONS: usize = 3;
 
@@ -258,6 +246,9 @@ pub struct Finished {
     pub verification: Option<Verification>,
     /// True when the extractive answer replaced a generation with nothing of substance left.
     pub extractive: bool,
+    /// A generated sentence claimed something about a word of the question no article uses ("Yes,
+    /// you can buy bitcoin in the app"): the closest sections are offered instead.
+    pub suggestions: Option<Vec<Suggestion>>,
 }
 
 impl Assistant {
@@ -582,6 +573,20 @@ impl Assistant {
         verification: Verification,
     ) -> Result<Finished, RagError> {
         let verified = self.config.answer_mode == AnswerMode::Verified;
+        if let Some(word) = claims_unknown_word(&prepared.retrieval, &shown) {
+            tracing::info!(
+                "the generated answer speaks of {word:?}, which no article uses: suggested"
+            );
+            let suggestions = suggestions_of(&prepared.retrieval.hits);
+            if !suggestions.is_empty() {
+                return Ok(Finished {
+                    text: suggestion_text(prepared.retrieval.language, &suggestions),
+                    verification: verified.then_some(verification),
+                    extractive: false,
+                    suggestions: Some(suggestions),
+                });
+            }
+        }
         // Something was cut, and what is left says nothing, or no longer states any figure (the
         // model tried to give one and it was wrong): the quotes from the excerpts answer instead.
         let emptied = !checks::has_substance(&shown)
@@ -591,12 +596,14 @@ impl Assistant {
                 text: self.extractive_answer(prepared)?,
                 verification: verified.then_some(verification),
                 extractive: true,
+                suggestions: None,
             });
         }
         Ok(Finished {
             text: shown.trim().to_string(),
             verification: verified.then_some(verification),
             extractive: false,
+            suggestions: None,
         })
     }
 
@@ -774,14 +781,41 @@ pub fn retrieve_with(
                 Some(measure(&queries[1], &vectors[1], &gate_with_history)?);
         }
     }
-    let relevant = relevant(&gate, &gate_with_history);
-    let decision = if relevant {
+    let decision = if config.gate.weighing {
+        let model = answerability::GateModel::builtin();
+        gate.score = Some(model.score(&gate));
+        gate_with_history.score = Some(model.score(&gate_with_history));
+        let decide = |g: &GateSignals| {
+            let found = g.found_anything() && g.similarity >= config.gate.min_similarity;
+            let hard_rule = !g.unknown_identifiers.is_empty();
+            // The word rules still answer what they accept (no off-topic question of the held-out
+            // sets passed them); the model answers beyond them, and suggests below its threshold.
+            let d = if g.lexically_answerable(&config.gate) && !hard_rule {
+                Decision::Answer
+            } else {
+                model.decide(g.score.unwrap_or(0.0), hard_rule, found)
+            };
+            // The meaning rescue (opt-in) still answers what the words refused.
+            if d != Decision::Answer && g.rescued(&config.gate) && !hard_rule {
+                Decision::Answer
+            } else {
+                d
+            }
+        };
+        let alone = decide(&gate);
+        if follow_up {
+            alone.max(decide(&gate_with_history))
+        } else {
+            alone
+        }
+    } else if relevant(&gate, &gate_with_history) {
         Decision::Answer
     } else if gate.found_anything() {
         Decision::Suggest
     } else {
         Decision::HandOff
     };
+    let relevant = decision == Decision::Answer;
     // A short question after earlier turns is read with them when quoting the excerpts ("and for
     // international ones?" asks for a fee because the turn before did).
     let follow_up_query = follow_up.then(|| queries[1].clone());
@@ -834,6 +868,29 @@ fn promote_list_winners(hits: &mut Vec<Hit>, k: usize) {
         }
     }
     hits.extend(taken.into_iter().flatten());
+}
+
+/// A question word no chunk of the knowledge base uses, when the generated `text` uses it too: the
+/// model then says something the articles do not.
+fn claims_unknown_word(retrieval: &Retrieval, text: &str) -> Option<String> {
+    let unknown: Vec<&str> = retrieval
+        .gate
+        .words
+        .iter()
+        .filter(|w| w.document_frequency == 0 && !w.covered)
+        .map(|w| w.term.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let said = crate::text::content_terms(
+        text,
+        crate::index::bm25::Bm25Config::KNOWLEDGE_BASE.languages,
+    );
+    unknown
+        .into_iter()
+        .find(|t| said.contains(*t))
+        .map(str::to_string)
 }
 
 /// The closest distinct sections of the ranked hits, at most [`MAX_SUGGESTIONS`].

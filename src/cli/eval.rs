@@ -64,6 +64,17 @@ pub enum EvalCommand {
         /// Only the first N SQuAD questions.
         #[arg(long)]
         limit: Option<usize>,
+        /// Fit the weighing gate, leaving one knowledge base out at a time (data/ with its question
+        /// files, eval/tune-3/kb, eval/heldout-3/kb, and each doc2dial domain), print every fold and
+        /// write the model that ships to this file (src/assistant/answerability/gate-model.json).
+        #[arg(long, value_name = "MODEL.json")]
+        fit: Option<PathBuf>,
+        /// doc2dial folder for `--fit`.
+        #[arg(long, default_value = "../shared/eval/doc2dial")]
+        doc2dial: PathBuf,
+        /// Opening questions per doc2dial domain for `--fit`.
+        #[arg(long, default_value_t = 40)]
+        per_domain: usize,
         #[arg(long)]
         json: bool,
     },

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use novapay::embed::Embedder;
@@ -227,6 +227,18 @@ pub fn answers(
             t.cached,
             t.mean_ms
         );
+        println!(
+            "  outcomes — answerable: answered {}, suggested {}, handed off {}; right source in front \
+             of the customer {}/{}; off-topic: answered {}, suggested {}, handed off {}",
+            t.answerable_answered,
+            t.answerable_suggested,
+            t.answerable_handed_off,
+            t.source_in_front,
+            t.with_expected_source,
+            t.unanswerable_answered,
+            t.unanswerable_suggested,
+            t.unanswerable_handed_off
+        );
     };
     for (label, t) in &report.splits {
         show(label, t);
@@ -346,5 +358,119 @@ pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
             println!("     {:.2}  | {:<20} | {}", p.threshold, cell(p), cell(w));
         }
     }
+    Ok(())
+}
+
+/// The question files of each knowledge base the gate is fitted on (paths from the repository root).
+const FIT_FOLDS: &[(&str, &str, &[&str])] = &[
+    (
+        "data",
+        "data",
+        &[
+            "eval/questions.jsonl",
+            "eval/tune-3/data-questions.jsonl",
+            "eval/heldout-3/data-questions.jsonl",
+            "eval/heldout-4/data-questions.jsonl",
+        ],
+    ),
+    (
+        "tune-3-kb",
+        "eval/tune-3/kb",
+        &["eval/tune-3/kb-questions.jsonl"],
+    ),
+    (
+        "kedr-kb",
+        "eval/heldout-3/kb",
+        &[
+            "eval/heldout-3/kb-questions.jsonl",
+            "eval/heldout-4/kb-questions.jsonl",
+        ],
+    ),
+];
+
+/// `eval answerability --fit`: the weighing gate fitted leaving one knowledge base out, every fold
+/// printed, the model written to `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_gate(
+    runtime: &RuntimeArgs,
+    embed: &EmbedArgs,
+    kb: &KbArgs,
+    rag: &RagArgs,
+    out: &Path,
+    doc2dial_dir: &Path,
+    per_domain: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let embedder = super::load_embedder(runtime, embed, 32)?;
+    let mut config = rag.config(&embed.embedder, Default::default());
+    config.gate.weighing = false;
+    let mut folds = Vec::new();
+    for (name, data, files) in FIT_FOLDS {
+        let mut qs = Vec::new();
+        for f in *files {
+            qs.extend(answers::read_questions(Path::new(f))?);
+        }
+        let kb_args = KbArgs {
+            data_dir: PathBuf::from(data),
+            ..kb.clone()
+        };
+        let index = index_of_data(&embedder, embed, &kb_args)?;
+        let settings = super::index_settings(&embedder, embed, &kb_args);
+        let base = KnowledgeBase::open(index.path(), &settings)
+            .with_context(|| format!("opening the temporary index of {data}"))?;
+        folds.push(answerability::Fold {
+            name: name.to_string(),
+            samples: answerability::kb_samples(&base, &embedder, &config, &qs)?,
+        });
+    }
+    let settings = super::index_settings(&embedder, embed, kb);
+    for d in doc2dial::domain_folds(doc2dial_dir, &embedder, settings, per_domain, &progress)? {
+        folds.push(answerability::Fold {
+            name: format!("doc2dial-{}", d.domain),
+            samples: answerability::kb_samples(&d.kb, &embedder, &config, &d.questions)?,
+        });
+    }
+    for f in &folds {
+        anyhow::ensure!(
+            f.samples.iter().any(|s| s.answerable) && f.samples.iter().any(|s| !s.answerable),
+            "fold {} needs answerable and off-topic questions",
+            f.name
+        );
+    }
+    let report = answerability::fit_leave_one_out(&folds, &config.gate, &embed.embedder)?;
+    let text = serde_json::to_string_pretty(&report.model)?;
+    std::fs::write(out, format!("{text}\n"))
+        .with_context(|| format!("writing {}", out.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("fold | answerable: answered / suggested / handed off | off-topic: answered / suggested / handed off | AUC | answer at | leaks");
+    for r in &report.folds {
+        println!(
+            "{} | {}: {} / {} / {} | {}: {} / {} / {} | {:.3} | {:.3} | {}",
+            r.fold,
+            r.answerable,
+            r.answered,
+            r.suggested,
+            r.handed_off,
+            r.off_topic,
+            r.off_topic_answered,
+            r.off_topic_suggested,
+            r.off_topic_handed_off,
+            r.auc,
+            r.answer_at,
+            r.leaks.join(" ")
+        );
+    }
+    let m = &report.model;
+    println!(
+        "model (all folds): answer at {:.4}, suggest at {:.4}",
+        m.answer_at, m.suggest_at
+    );
+    for (f, w) in m.features.iter().zip(&m.weights) {
+        println!("  {f}: {w:+.3}");
+    }
+    println!("written to {}", out.display());
     Ok(())
 }

@@ -121,10 +121,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 embed,
                 kb,
                 rag,
+                squad: _,
+                questions: _,
+                limit: _,
+                fit: Some(out),
+                doc2dial,
+                per_domain,
+                json,
+            } => eval::fit_gate(
+                &runtime, &embed, &kb, &rag, &out, &doc2dial, per_domain, json,
+            ),
+            EvalCommand::Answerability {
+                runtime,
+                embed,
+                kb,
+                rag,
                 squad,
                 questions,
                 limit,
+                fit: None,
                 json,
+                ..
             } => eval::answerability(eval::AnswerabilityArgs {
                 runtime: &runtime,
                 embed: &embed,

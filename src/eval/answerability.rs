@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::answers::KbQuestion;
 use super::{embed_passages_with_progress, read_jsonl, EvalError};
 use crate::assistant::answerability::meaning;
-use crate::assistant::answerability::{GateConfig, GateSignals};
+use crate::assistant::answerability::weighing::{self, Labelled};
+use crate::assistant::answerability::{Decision, GateConfig, GateModel, GateSignals};
 use crate::assistant::checks::injection;
 use crate::assistant::extract::Extractor;
 use crate::assistant::{retrieve_with, RagConfig, Retrieval};
@@ -340,4 +341,191 @@ pub fn squad_samples(
         progress("questions", i + 1, questions.len());
     }
     Ok(samples)
+}
+
+/// The questions of one knowledge base, for the leave-one-knowledge-base-out fit.
+pub struct Fold {
+    pub name: String,
+    pub samples: Vec<Sample>,
+}
+
+/// How the gate fitted without a fold decides that fold's questions.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldReport {
+    pub fold: String,
+    pub answerable: usize,
+    pub off_topic: usize,
+    /// The threshold fitted on the other folds (their highest off-topic score).
+    pub answer_at: f32,
+    /// Answerable questions answered / suggested / handed off.
+    pub answered: usize,
+    pub suggested: usize,
+    pub handed_off: usize,
+    /// Off-topic questions answered (must be 0) / suggested / handed off.
+    pub off_topic_answered: usize,
+    pub off_topic_suggested: usize,
+    pub off_topic_handed_off: usize,
+    /// Area under the ROC curve of the score on this fold.
+    pub auc: f64,
+    /// Ids of off-topic questions answered, for reading.
+    pub leaks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub model: GateModel,
+    pub folds: Vec<FoldReport>,
+}
+
+/// L2 strength of the gate's logistic fit.
+const FIT_LAMBDA: f32 = 1e-3;
+/// Share of answerable questions allowed below the low threshold.
+const SUGGEST_QUANTILE: f64 = 0.05;
+
+fn labelled(samples: &[&Sample]) -> Vec<Labelled> {
+    let mut out = Vec::new();
+    for s in samples.iter().filter(|s| !s.probe) {
+        out.push(Labelled {
+            x: weighing::features(&s.signals),
+            answerable: s.answerable,
+        });
+    }
+    out
+}
+
+/// A sample's score (a short follow-up may pass on its signals with history) and whether the hard
+/// rule and "found anything" hold.
+fn scored(m: &GateModel, s: &Sample, config: &GateConfig) -> (f32, Decision) {
+    let one = |g: &GateSignals| {
+        let score = m.score(g);
+        let found = g.found_anything() && g.similarity >= config.min_similarity;
+        let hard_rule = !g.unknown_identifiers.is_empty();
+        let d = if g.lexically_answerable(config) && !hard_rule {
+            Decision::Answer
+        } else {
+            m.decide(score, hard_rule, found)
+        };
+        (score, d)
+    };
+    if s.probe {
+        return (0.0, Decision::HandOff);
+    }
+    let alone = one(&s.signals);
+    match &s.follow_up_signals {
+        Some(h) => {
+            let with = one(h);
+            (alone.0.max(with.0), alone.1.max(with.1))
+        }
+        None => alone,
+    }
+}
+
+/// Thresholds of a model from the questions it was fitted on: answer at or above the highest
+/// off-topic score (the hard rule aside), suggest down to the answerable questions' 5% quantile.
+fn thresholds(m: &mut GateModel, samples: &[&Sample], config: &GateConfig) {
+    let mut top_off = 0f32;
+    let mut answerable = Vec::new();
+    for s in samples.iter().filter(|s| !s.probe) {
+        let (score, _) = scored(m, s, config);
+        let hard = !s.signals.unknown_identifiers.is_empty();
+        if s.answerable {
+            answerable.push(score);
+        } else if !hard {
+            top_off = top_off.max(score);
+        }
+    }
+    answerable.sort_by(|a, b| a.total_cmp(b));
+    m.answer_at = (top_off + 1e-4).min(1.0);
+    let q = answerable
+        .get((answerable.len() as f64 * SUGGEST_QUANTILE) as usize)
+        .copied()
+        .unwrap_or(0.0);
+    m.suggest_at = q.min(m.answer_at);
+}
+
+fn auc(pos: &[f32], neg: &[f32]) -> f64 {
+    if pos.is_empty() || neg.is_empty() {
+        return f64::NAN;
+    }
+    let mut wins = 0f64;
+    for p in pos {
+        for n in neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / (pos.len() * neg.len()) as f64
+}
+
+/// Fits the weighing gate leaving each fold out in turn (its model and thresholds from the other
+/// folds, judged on it), then on every fold for the model that ships.
+pub fn fit_leave_one_out(
+    folds: &[Fold],
+    config: &GateConfig,
+    fitted_with: &str,
+) -> Result<FitReport, EvalError> {
+    let all: Vec<&Sample> = folds.iter().flat_map(|f| f.samples.iter()).collect();
+    let mut reports = Vec::new();
+    for (k, fold) in folds.iter().enumerate() {
+        let train: Vec<&Sample> = folds
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .flat_map(|(_, f)| f.samples.iter())
+            .collect();
+        let mut m = weighing::fit(&labelled(&train), FIT_LAMBDA).map_err(EvalError::Failed)?;
+        thresholds(&mut m, &train, config);
+        let mut r = FoldReport {
+            fold: fold.name.clone(),
+            answerable: 0,
+            off_topic: 0,
+            answer_at: m.answer_at,
+            answered: 0,
+            suggested: 0,
+            handed_off: 0,
+            off_topic_answered: 0,
+            off_topic_suggested: 0,
+            off_topic_handed_off: 0,
+            auc: 0.0,
+            leaks: Vec::new(),
+        };
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for s in &fold.samples {
+            let (score, d) = scored(&m, s, config);
+            if s.answerable {
+                r.answerable += 1;
+                pos.push(score);
+                match d {
+                    Decision::Answer => r.answered += 1,
+                    Decision::Suggest => r.suggested += 1,
+                    Decision::HandOff => r.handed_off += 1,
+                }
+            } else {
+                r.off_topic += 1;
+                neg.push(score);
+                match d {
+                    Decision::Answer => {
+                        r.off_topic_answered += 1;
+                        r.leaks.push(s.id.clone());
+                    }
+                    Decision::Suggest => r.off_topic_suggested += 1,
+                    Decision::HandOff => r.off_topic_handed_off += 1,
+                }
+            }
+        }
+        r.auc = auc(&pos, &neg);
+        reports.push(r);
+    }
+    let mut model = weighing::fit(&labelled(&all), FIT_LAMBDA).map_err(EvalError::Failed)?;
+    thresholds(&mut model, &all, config);
+    model.fitted_with = fitted_with.to_string();
+    Ok(FitReport {
+        model,
+        folds: reports,
+    })
 }

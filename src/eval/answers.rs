@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{read_jsonl, EvalError};
 use crate::assistant::checks::figures::FigurePool;
-use crate::assistant::Assistant;
+use crate::assistant::{Assistant, Outcome};
 use crate::memory::{SessionId, Speaker, Turn};
 
 /// One line of the questions file.
@@ -77,8 +77,13 @@ pub struct QuestionResult {
     pub question: String,
     pub answer: String,
     pub unanswerable: bool,
-    /// The fallback replied.
+    /// Not answered (suggested or handed off).
     pub refused: bool,
+    /// `answered`, `suggested` or `handed_off`.
+    pub outcome: Outcome,
+    /// The expected source was in front of the customer: among the cited sources of an answer, or
+    /// among the suggestions. None when the question names no expected source.
+    pub source_in_front: Option<bool>,
     pub extractive: bool,
     pub cached: bool,
     /// The first three sources retrieval found.
@@ -107,6 +112,16 @@ pub struct Totals {
     pub forbidden_found: usize,
     pub unanswerable_refused: usize,
     pub answerable_refused: usize,
+    /// Answerable questions per outcome.
+    pub answerable_answered: usize,
+    pub answerable_suggested: usize,
+    pub answerable_handed_off: usize,
+    /// Off-topic questions per outcome (answered must be 0).
+    pub unanswerable_answered: usize,
+    pub unanswerable_suggested: usize,
+    pub unanswerable_handed_off: usize,
+    /// Answerable questions with an expected source that had it in front of the customer.
+    pub source_in_front: usize,
     pub answers_with_unsupported_figures: usize,
     pub sentences_removed: usize,
     pub extractive: usize,
@@ -203,6 +218,12 @@ pub fn evaluate(
                 .any(|s| answer.text.contains(s.as_str()))
         });
         let refused = answer.fallback();
+        let outcome = answer.outcome();
+        let source_in_front = q.expect_source.as_ref().map(|e| match outcome {
+            Outcome::Answered => answer.sources.iter().any(|s| e.contains(&s.source)),
+            Outcome::Suggested => answer.suggestions.iter().any(|s| e.contains(&s.source)),
+            Outcome::HandedOff => false,
+        });
         let passed = source_in_top3 != Some(false)
             && expected_present != Some(false)
             && forbidden_found.is_empty()
@@ -215,6 +236,8 @@ pub fn evaluate(
             answer: answer.text.clone(),
             unanswerable: q.unanswerable,
             refused,
+            outcome,
+            source_in_front,
             extractive: answer.extractive(),
             cached: answer.cached,
             top_sources,
@@ -253,12 +276,24 @@ fn totals<'a>(results: impl Iterator<Item = &'a QuestionResult>) -> Totals {
     for r in results {
         t.questions += 1;
         ms += r.elapsed_ms;
+        let (answered, suggested, handed_off) = (
+            (r.outcome == Outcome::Answered) as usize,
+            (r.outcome == Outcome::Suggested) as usize,
+            (r.outcome == Outcome::HandedOff) as usize,
+        );
         if r.unanswerable {
             t.unanswerable += 1;
             t.unanswerable_refused += r.refused as usize;
+            t.unanswerable_answered += answered;
+            t.unanswerable_suggested += suggested;
+            t.unanswerable_handed_off += handed_off;
         } else {
             t.answerable += 1;
             t.answerable_refused += r.refused as usize;
+            t.answerable_answered += answered;
+            t.answerable_suggested += suggested;
+            t.answerable_handed_off += handed_off;
+            t.source_in_front += (r.source_in_front == Some(true)) as usize;
         }
         if let Some(ok) = r.source_in_top3 {
             t.with_expected_source += 1;

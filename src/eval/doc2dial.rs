@@ -181,3 +181,94 @@ pub fn evaluate(
         },
     })
 }
+
+/// One doc2dial domain as a knowledge base of its own, with the opening questions of its dialogues
+/// (answerable on it) and those of the other domains (off-topic for it): a fold of the answerability
+/// gate's leave-one-knowledge-base-out fit. The domains overlap (benefits appear in `va` and `ssa`), so a
+/// question of another domain is off-topic only as far as the labels go: read the leaks.
+pub struct DomainFold {
+    pub domain: String,
+    pub kb: KnowledgeBase,
+    pub questions: Vec<super::answers::KbQuestion>,
+}
+
+#[derive(Deserialize)]
+struct DomainDocument {
+    doc_id: String,
+    domain: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct DomainQuestion {
+    id: String,
+    domain: String,
+    turn_id: usize,
+    user_query: String,
+}
+
+/// Every domain of `dir` as a fold: its first `per_domain` opening questions answerable, and
+/// `per_domain` opening questions of the other domains off-topic. Blocking (embeds every chunk).
+pub fn domain_folds(
+    dir: &Path,
+    embedder: &Embedder,
+    settings: IndexSettings,
+    per_domain: usize,
+    progress: Progress,
+) -> Result<Vec<DomainFold>, EvalError> {
+    let docs: Vec<DomainDocument> = read_jsonl(&dir.join("documents.jsonl"))?;
+    let questions: Vec<DomainQuestion> = read_jsonl(&dir.join("questions.jsonl"))?;
+    let mut domains: Vec<String> = docs.iter().map(|d| d.domain.clone()).collect();
+    domains.sort();
+    domains.dedup();
+    let chunker = Chunker::new(embedder.tokenizer(), settings.chunk).map_err(EvalError::Failed)?;
+    let openers = |domain: &str| -> Vec<&DomainQuestion> {
+        let mut seen = std::collections::HashSet::new();
+        questions
+            .iter()
+            .filter(|q| q.domain == domain && q.turn_id == 1)
+            .filter(|q| seen.insert(q.user_query.to_lowercase()))
+            .take(per_domain)
+            .collect()
+    };
+    let mut folds = Vec::new();
+    for domain in &domains {
+        let mut chunks = Vec::new();
+        for d in docs.iter().filter(|d| &d.domain == domain) {
+            chunks.extend(chunker.chunk(&d.doc_id, &d.text, DocKind::Plain));
+        }
+        let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
+        let vectors = super::embed_passages_with_progress(embedder, &texts, domain, progress)?;
+        let kb = KnowledgeBase::from_chunks(chunks, &vectors, settings.clone())
+            .map_err(|e| EvalError::Failed(e.to_string()))?;
+        let question = |q: &DomainQuestion, unanswerable: bool| super::answers::KbQuestion {
+            id: q.id.clone(),
+            turns: vec![q.user_query.clone()],
+            expect_source: None,
+            expect_any: Vec::new(),
+            expect_none: Vec::new(),
+            unanswerable,
+            split: Some(format!("doc2dial-{domain}")),
+        };
+        let mut qs: Vec<_> = openers(domain)
+            .into_iter()
+            .map(|q| question(q, false))
+            .collect();
+        let others: Vec<&String> = domains.iter().filter(|d| *d != domain).collect();
+        let each = per_domain.div_ceil(others.len().max(1));
+        for other in others {
+            qs.extend(
+                openers(other)
+                    .into_iter()
+                    .take(each)
+                    .map(|q| question(q, true)),
+            );
+        }
+        folds.push(DomainFold {
+            domain: domain.clone(),
+            kb,
+            questions: qs,
+        });
+    }
+    Ok(folds)
+}

@@ -5,7 +5,9 @@
 pub mod lexical;
 pub mod meaning;
 pub mod signals;
+pub mod weighing;
 
 pub use lexical::signals;
 pub use signals::MINILM_MIN_SENTENCE_SIMILARITY;
 pub use signals::{GateConfig, GateSignals, MeaningConfig, MeaningSignals, WordMatch, WordSignal};
+pub use weighing::{Decision, GateModel};

@@ -33,6 +33,19 @@ pub struct GateSignals {
     /// What the embedder says at sentence level (measured when the lexical rules refuse, in a
     /// language the embedder reads).
     pub meaning: Option<MeaningSignals>,
+    /// The best chunk's cosine against the spread of the next ones: (top - mean) / std. Cosines of
+    /// one embedder sit in a band of their own; their spread per question carries across embedders.
+    pub dense_z: f32,
+    /// Share of the question's rarity mass in words no chunk of the knowledge base uses, in the
+    /// sentence that asks ("... what rate do you pay on a deposit?")...
+    pub unknown_ask: f32,
+    /// ... and in the sentences that tell the customer's story ("I was on the bus and ...").
+    pub unknown_story: f32,
+    /// Numbers and names in the question (capitalised inside a sentence) that no chunk has: another
+    /// thing than the knowledge base talks about. A hard rule: never answered.
+    pub unknown_identifiers: Vec<String>,
+    /// The weighing gate's score (the probability that the excerpts answer), when it decided.
+    pub score: Option<f32>,
 }
 
 /// One content word of the question.
@@ -59,6 +72,9 @@ pub struct WordSignal {
 /// How the signals decide.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct GateConfig {
+    /// Decide with the weighing gate (`weighing.rs`: signals combined by a fitted model, two
+    /// thresholds); false: the former word rules alone (answer or hand off).
+    pub weighing: bool,
     /// Idf-weighted coverage the top excerpts must reach.
     pub min_weighted_coverage: f32,
     /// Cosine similarity the best chunk must reach in any case (embedders rate unrelated text as
@@ -73,6 +89,7 @@ pub struct GateConfig {
 impl Default for GateConfig {
     fn default() -> Self {
         Self {
+            weighing: true,
             min_weighted_coverage: 0.6,
             min_similarity: 0.2,
             rare_words: 2,
