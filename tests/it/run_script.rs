@@ -83,7 +83,15 @@ fn run_script_uses_the_demo_model_only_when_the_hub_cannot_be_reached() {
             "export NOVAPAY_LLM=models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             "export NOVAPAY_EMBEDDER=models/test/all-MiniLM-L6-v2",
             "export NOVAPAY_DEMO_MODEL=1",
+            "export NOVAPAY_ANSWER_MODE=extract",
         ]
+    );
+    assert!(stderr.contains("NOVAPAY_ANSWER_MODE=extract"), "{stderr}");
+    // An answer mode the operator chose is kept.
+    let chosen = choose_models(&[hub[0], hub[1], ("NOVAPAY_ANSWER_MODE", "verified")]);
+    assert!(
+        String::from_utf8_lossy(&chosen.stdout).contains("export NOVAPAY_ANSWER_MODE=verified"),
+        "{chosen:?}"
     );
     let announced: Vec<&str> = stderr
         .lines()
