@@ -180,11 +180,18 @@ pub fn evaluate(
             .take(3)
             .map(|h| h.chunk.source.clone())
             .collect();
+        // An answer draws on the top excerpts; a suggestion quotes the sections it offers.
         let pool_texts: Vec<String> = retrieval
             .hits
             .iter()
             .take(assistant.config.top_k)
             .map(|h| format!("{}\n{}", h.chunk.heading, h.chunk.text))
+            .chain(
+                answer
+                    .suggestions
+                    .iter()
+                    .map(|s| format!("{}\n{}\n{}", s.title, s.section, s.text)),
+            )
             .collect();
         let mut pool = FigurePool::new(&pool_texts);
         // The customer's words and the support contacts may be repeated; a zero cost must come
