@@ -133,7 +133,10 @@ pub fn decode_reference(view: &CacheView, q: &[f32], out: &mut [f32]) {
     let scale = 1.0 / (hd as f32).sqrt();
     for h in 0..view.n_head {
         let g = h / n_rep;
-        let (k, v) = (view.rows(view.k, g, view.len), view.rows(view.v, g, view.len));
+        let (k, v) = (
+            view.rows(view.k, g, view.len),
+            view.rows(view.v, g, view.len),
+        );
         let qh = &q[h * hd..(h + 1) * hd];
         let scores: Vec<f32> = (0..view.len)
             .map(|p| {
@@ -477,7 +480,11 @@ mod tests {
                 out
             };
             let one = prefill_on(1);
-            assert_eq!(bits(&one), bits(&prefill_on(2)), "{n_head}/{n_kv_head}x{hd}");
+            assert_eq!(
+                bits(&one),
+                bits(&prefill_on(2)),
+                "{n_head}/{n_kv_head}x{hd}"
+            );
             for i in 0..rows {
                 let mut alone = vec![0f32; width];
                 let qi = &q[i * width..(i + 1) * width];

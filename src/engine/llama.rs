@@ -808,9 +808,11 @@ impl LlamaModel {
             .join(",");
         let neg_inf = Tensor::new(f32::NEG_INFINITY, device).map_err(|e| bad(e.to_string()))?;
         let all_packed = std::iter::once(&output)
-            .chain(layers.iter().flat_map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-            }))
+            .chain(
+                layers
+                    .iter()
+                    .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]),
+            )
             .all(|l| matches!(l.weight, Weight::Packed(_)));
         let split_invariant = device.is_cpu() && !dense_prefill && all_packed;
         Ok(Self {
@@ -992,7 +994,9 @@ impl LlamaModel {
                 // Our kernel over the f16 cache in place (`attention.rs`), every prompt row as the
                 // decode step of that token: (b, heads, s, hd) -> (b, s, heads, hd) rows.
                 let q = if s == 1 { q } else { q.transpose(1, 2)? };
-                let out = layer.kv.attend_cpu(&q.contiguous()?, b * s, n_head, head_dim)?;
+                let out = layer
+                    .kv
+                    .attend_cpu(&q.contiguous()?, b * s, n_head, head_dim)?;
                 Tensor::from_vec(out, (b, s, n_head * head_dim), &self.device)?
             } else if s == 1 {
                 // Decode elsewhere: the query heads that share a KV head attend as one group, so the

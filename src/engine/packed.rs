@@ -1305,7 +1305,12 @@ mod tests {
         }
         let pools: Vec<rayon::ThreadPool> = [1, 2]
             .into_iter()
-            .map(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
             .collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
@@ -1323,7 +1328,8 @@ mod tests {
                 assert_eq!(bits(&again), bits(&batch), "{dtype:?}: thread count");
                 for (start, len) in [(0, 1), (5, 1), (10, 1), (1, 4), (3, 5), (6, 5)] {
                     let part = &x[start * cols..(start + len) * cols];
-                    let got = pool.install(|| PackedWeight::matmul(&[&packed], part, len).remove(0));
+                    let got =
+                        pool.install(|| PackedWeight::matmul(&[&packed], part, len).remove(0));
                     assert_eq!(
                         bits(&got),
                         bits(&batch[start * rows..(start + len) * rows]),

@@ -320,7 +320,11 @@ pub(crate) fn assert_logits_independent_of_the_split(llm: &mut Llm, prompt: &[u3
     let shared = common_prefix(other, prompt);
     assert!(shared > 0 && shared < n);
     let got = llm.logits_after(shared, &prompt[shared..]).unwrap();
-    assert_same_bits(&got, &full, "after another prompt, cut back to the shared prefix");
+    assert_same_bits(
+        &got,
+        &full,
+        "after another prompt, cut back to the shared prefix",
+    );
 }
 
 /// The greedy continuation as (token ids fed back to the cache, text) and the run's summary.
@@ -334,14 +338,22 @@ fn greedy(llm: &mut Llm, prompt: &[u32]) -> (Continuation, novapay::engine::Gene
     };
     let (text, _, summary) = run(llm, prompt, &params);
     let ids = llm.cached_tokens()[prompt.len()..].to_vec();
-    assert_eq!(ids.len(), GREEDY_TOKENS - 1, "every token but the last is fed back");
+    assert_eq!(
+        ids.len(),
+        GREEDY_TOKENS - 1,
+        "every token but the last is fed back"
+    );
     ((ids, text), summary)
 }
 
 /// The same prompt gives the same greedy continuation whatever the worker ran before: from an empty
 /// cache, asked again four times (the cache holds the prompt and its answer: all but the last token
 /// reused), after another prompt sharing its beginning, and in 7-token prefill chunks.
-pub(crate) fn assert_answer_independent_of_history(opts: &LlmOptions, prompt: &[u32], other: &[u32]) {
+pub(crate) fn assert_answer_independent_of_history(
+    opts: &LlmOptions,
+    prompt: &[u32],
+    other: &[u32],
+) {
     let mut llm = Llm::load(opts).unwrap();
     let (fresh, s) = greedy(&mut llm, prompt);
     assert_eq!(s.usage.cached_prompt_tokens, 0);
@@ -355,7 +367,10 @@ pub(crate) fn assert_answer_independent_of_history(opts: &LlmOptions, prompt: &[
         assert_eq!(again, fresh, "ask {ask} of the same prompt");
     }
     let (_, s) = greedy(&mut llm, other);
-    assert!(s.usage.cached_prompt_tokens > 0, "the other prompt reused the shared part");
+    assert!(
+        s.usage.cached_prompt_tokens > 0,
+        "the other prompt reused the shared part"
+    );
     let (after_other, s) = greedy(&mut llm, prompt);
     assert_eq!(
         s.usage.cached_prompt_tokens,
@@ -369,7 +384,11 @@ pub(crate) fn assert_answer_independent_of_history(opts: &LlmOptions, prompt: &[
         ..opts.clone()
     })
     .unwrap();
-    assert_eq!(greedy(&mut chunked, prompt).0, fresh, "in 7-token prefill chunks");
+    assert_eq!(
+        greedy(&mut chunked, prompt).0,
+        fresh,
+        "in 7-token prefill chunks"
+    );
 }
 
 /// Last-position logits and the greedy continuation on one thread and on two, bit for bit.

@@ -377,7 +377,8 @@ fn follow_up_reuses_the_cached_prefix_and_gives_the_same_answer() {
 fn scaled_q4_k_m() -> PathBuf {
     static MADE: OnceLock<PathBuf> = OnceLock::new();
     MADE.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scaled-q4_k_m-{SEED}.gguf"));
+        let path =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scaled-q4_k_m-{SEED}.gguf"));
         let spec = SynthSpec {
             shape: Shape {
                 n_layer: 2,
@@ -436,7 +437,10 @@ fn q4_k_m_logits_are_the_same_on_one_and_two_threads() {
         return;
     }
     let (prompt, _) = synthetic_pair();
-    crate::generation::assert_same_on_one_and_two_threads(&LlmOptions::new(scaled_q4_k_m()), &prompt);
+    crate::generation::assert_same_on_one_and_two_threads(
+        &LlmOptions::new(scaled_q4_k_m()),
+        &prompt,
+    );
 }
 
 // ---------------------------------------------------------------- damaged files
