@@ -23,19 +23,28 @@
 //!   more by dequantized f32 weights with the `gemm` crate, and fewer rows (a short tail, decode) by
 //!   the quantized kernel: a token's hidden state depended on the batch it was computed in.
 //! - Prefill attention was candle's batched matmul and masked softmax over the f32-widened cache.
-//!   `gemm` blocks the reduction depth by the matrix shape: against a cache of 700 positions, a batch
-//!   of up to 64 rows sums P·V as 512 + 188, a larger one as 2 x 350. Prompts over 512 tokens also ran
-//!   in chunks. Asked again, a question ran only its last 16 tokens (the rest came from the cache), so
-//!   its first answer token came from other bits than the first time. Greedy decoding amplifies a last
-//!   bit into another word.
+//!   The softmax sums a row 32 values at a time with AVX2 and the rest one by one. A row of a prefix
+//!   run alone is shorter than the same row in the whole prompt (where masked positions add zeros),
+//!   so the 32-value blocks end elsewhere and the sum rounds differently. `gemm` also blocks the
+//!   reduction depth by the matrix shape: against a cache of 700 positions, a batch of up to 64 rows
+//!   sums P·V as 512 + 188, a larger one as 2 x 350. Decode used another kernel (`attention.rs`).
+//!   Prompts over 512 tokens ran in chunks.
+//!
+//!   Measured on SmolLM2 with a 120-token prompt: a prefix + tail split changed up to all 49,152
+//!   last-position logits, by up to 0.37, for 1-, 4-, 5-, 60- and 119-token tails. Only 16- and
+//!   20-token tails were exact. At 700 tokens the argmax changed. A repeated question ran only its
+//!   last 16 tokens (the rest came from the cache), so its first answer token came from other bits
+//!   than the first time. Greedy decoding amplifies a last bit into another word.
 //! - Across hosts: `gemm`'s f32 kernels here are its AVX2/FMA ones on every x86 host (its AVX-512
 //!   kernels are not built without the `x86-v4` feature). It sizes the depth block kc from the L1 data
 //!   cache that sysfs reports: 64 x the next power of two of the ways, at least 512, then splits k
 //!   evenly (`gemm-common` `cache::kernel_params`). AMD Zen 4 (32 KB, 8-way) gives 512: SmolLM2's
 //!   576-wide products sum as 2 x 288 and ffn_down's 1536 as 3 x 512. Intel Sapphire Rapids (48 KB,
-//!   12-way) gives 1024: 576 in one block, 1536 as 2 x 768. So every prefill row rounded differently.
-//!   Measured on the AMD host by giving `gemm` the Intel L1/L2 geometry through sysfs (the branch's
-//!   report): other logits and other greedy text from the same binary.
+//!   12-way) gives 1024: 576 in one block, 1536 as 2 x 768. So every dense prefill row rounded
+//!   differently. Measured on the AMD host: with Sapphire Rapids' L1d geometry bind-mounted over
+//!   sysfs, the same binary gave other logits at every position (up to 0.02) and, on one of two
+//!   prompts, other greedy tokens. Its L2 geometry alone changed nothing, nor did 2 threads instead
+//!   of 1.
 //!
 //! What guarantees it now, on x86 CPUs with AVX-512 F/BW/VNNI where every matrix is in our packed
 //! tiles (`split_invariant()`; SmolLM2, Llama 3.2 Q4_K_M):
@@ -44,16 +53,18 @@
 //!   one fixed order by explicit AVX-512 instructions. No width or block comes from cache sizes, so a
 //!   row's result does not depend on its batch, the thread count or the host;
 //! - prefill attention computes each row with the decode kernel over positions `0..=row`
-//!   (`attention::prefill`), one thread per (row, KV head);
+//!   (`attention::prefill`); each (row, KV head) is run whole by one thread;
 //! - the rest works row by row or value by value: embedding rows, RMS norm, RoPE (tables indexed by
 //!   absolute position), the f16 cache, residual adds, `silu * up`, the last row's logits.
 //!
 //! So a token's logits are the same bits whether its prompt ran whole, in chunks, after a reused prefix
 //! or one token at a time, on one thread or two. Generation then reuses every cached position but the
 //! prompt's last (`Llm::generate`). The tests compare such runs bit for bit (`tests/it/generation.rs`,
-//! `synth_llama.rs`). Two things can still differ. The libm calls (`expf` in SiLU, the RoPE tables'
-//! `sinf` / `cosf`) are glibc's FMA variants on every AVX-512 host, so only another libc could change
-//! them. `PrefillKernel::Dense`, now an explicit opt-in, keeps the old behaviour.
+//! `synth_llama.rs`). What could still change the bits: another libc (`expf` in SiLU and the RoPE
+//! tables' `sinf` / `cosf` come from libm; glibc picks its FMA variants on every AVX-512 host), and
+//! `PrefillKernel::Dense`, now an explicit opt-in that keeps the old behaviour. It cost no speed:
+//! SmolLM2's prompt rate doubled on the AMD host (int8 VNNI dot products against dequantizing every
+//! matrix for an f32 GEMM), generation is the same kernels as before (figures in the branch's report).
 //!
 //! Elsewhere there is no such guarantee. Without AVX-512 VNNI (or with `packed_weights` off) prefill is
 //! dense for small models and candle's quantized kernels otherwise. Those have AVX2, AVX-VNNI and AMX
