@@ -88,8 +88,9 @@ pub fn decode(view: &CacheView, q: &[f32], out: &mut [f32]) {
     });
 }
 
-/// True when the kernels run vectorized (AVX-512F). Without it, prompt batches are faster through
-/// candle's matmuls than through `prefill`'s scalar rows, and nothing is split-invariant there anyway.
+/// True when the kernels run vectorized (AVX-512F). Without it `prefill` would run every row on the
+/// portable kernel (not measured against candle's matmuls, which prompt batches keep there); nothing
+/// is split-invariant on such CPUs anyway.
 pub fn vectorized() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
