@@ -1,4 +1,5 @@
-//! Decode attention: one new query token against the f16 KV cache, read in place.
+//! Attention over the f16 KV cache, read in place: one new query token (decode) or every token of a
+//! prompt batch (prefill), through the same per-row kernel.
 //!
 //! Why this is ours: through candle tensors a decode step ran, per layer, a batched f32 GEMM per KV head
 //! for Q·Kᵀ and again for P·V (16 small GEMM calls, each with its own parallel section), a softmax
@@ -6,10 +7,18 @@
 //! the bytes read. Here the query heads that share a KV head (GQA) read each cached key and value row
 //! once, converted from f16 in registers, one parallel section per layer. `decode_reference` is the
 //! scalar definition the kernel is tested against.
+//!
+//! Why prefill runs the decode kernel row by row: a prompt row's attention through a GEMM and a
+//! masked softmax over the whole batch depends on the batch (the GEMM's blocking follows the matrix
+//! sizes; the softmax's vector lanes run over a row as long as the batch's last position), so the
+//! same token got different bits when the prompt was split differently (a reused prefix, prefill
+//! chunks, decode). `prefill` computes row i exactly as `decode` computes that token alone, over
+//! positions `0..=its own`: one unit per (row, KV head), each run whole by one thread, so the result
+//! depends neither on the split nor on the thread count.
 
 use half::f16;
 
-use super::packed::{parallel_for, SyncPtr};
+use super::packed::{parallel_for, parallel_for_long, SyncPtr};
 
 /// One layer's cache and the shape of its heads.
 pub struct CacheView<'a> {
@@ -40,9 +49,27 @@ impl CacheView<'_> {
     }
 
     /// Key (or value) rows of KV head `g`, positions 0..len.
-    fn rows<'b>(&self, buf: &'b [f16], g: usize) -> &'b [f16] {
+    fn rows<'b>(&self, buf: &'b [f16], g: usize, len: usize) -> &'b [f16] {
         let start = g * self.capacity * self.head_dim;
-        &buf[start..start + self.len * self.head_dim]
+        &buf[start..start + len * self.head_dim]
+    }
+
+    /// The attention of one query token for KV head `g`: `q` and `out` are that head's query group
+    /// (n_rep x head_dim), attending to positions `0..len`. Decode and prefill both run exactly this.
+    fn attend_group(&self, g: usize, len: usize, q: &[f32], out: &mut [f32]) {
+        let n_rep = self.n_head / self.n_kv_head;
+        let (k, v) = (self.rows(self.k, g, len), self.rows(self.v, g, len));
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() && self.head_dim.is_multiple_of(16) && n_rep <= simd::MAX_REP {
+            // SAFETY: AVX-512F checked; the slices' lengths were checked by `check`.
+            if unsafe { simd::group_in_registers(q, k, v, len, self.head_dim, out) } {
+                return;
+            }
+            // SAFETY: as above.
+            unsafe { simd::group(q, k, v, len, self.head_dim, out) };
+            return;
+        }
+        group_portable(q, k, v, len, self.head_dim, out);
     }
 }
 
@@ -50,26 +77,52 @@ impl CacheView<'_> {
 /// h reading KV head h / (n_head / n_kv_head), as llama.cpp and candle's `repeat_kv` pair them.
 pub fn decode(view: &CacheView, q: &[f32], out: &mut [f32]) {
     view.check(q, out);
-    let n_rep = view.n_head / view.n_kv_head;
-    let group = n_rep * view.head_dim;
+    let group = view.n_head / view.n_kv_head * view.head_dim;
     let dst = SyncPtr(out.as_mut_ptr());
     parallel_for(view.n_kv_head, |groups| {
         for g in groups {
             // SAFETY: KV head g's query group is written by exactly one worker.
             let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(g * group), group) };
-            let q = &q[g * group..(g + 1) * group];
-            let (k, v) = (view.rows(view.k, g), view.rows(view.v, g));
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() && view.head_dim.is_multiple_of(16) && n_rep <= simd::MAX_REP {
-                // SAFETY: AVX-512F checked; the slices' lengths were checked by `view.check`.
-                if unsafe { simd::group_in_registers(q, k, v, view.len, view.head_dim, out) } {
-                    continue;
-                }
-                // SAFETY: as above.
-                unsafe { simd::group(q, k, v, view.len, view.head_dim, out) };
-                continue;
-            }
-            group_portable(q, k, v, view.len, view.head_dim, out);
+            view.attend_group(g, view.len, &q[g * group..(g + 1) * group], out);
+        }
+    });
+}
+
+/// True when the kernels run vectorized (AVX-512F). Without it `prefill` would run every row on the
+/// portable kernel (not measured against candle's matmuls, which prompt batches keep there); nothing
+/// is split-invariant on such CPUs anyway.
+pub fn vectorized() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Causal attention of the last `rows` positions of the cache (a prompt batch whose keys and values
+/// were just appended): `q` and `out` are (rows, n_head, head_dim), and row i attends to positions
+/// `0..view.len - rows + i + 1`, computed exactly as `decode` computes that token on its own (the
+/// module's note says why).
+pub fn prefill(view: &CacheView, q: &[f32], rows: usize, out: &mut [f32]) {
+    let width = view.n_head * view.head_dim;
+    assert!(
+        rows > 0 && rows <= view.len && q.len() == rows * width && out.len() == q.len(),
+        "prefill attention on mismatched buffers"
+    );
+    view.check(&q[..width], &out[..width]);
+    let group = view.n_head / view.n_kv_head * view.head_dim;
+    let first_len = view.len - rows + 1;
+    let dst = SyncPtr(out.as_mut_ptr());
+    parallel_for_long(rows * view.n_kv_head, |units| {
+        for unit in units {
+            let (i, g) = (unit / view.n_kv_head, unit % view.n_kv_head);
+            let at = i * width + g * group;
+            // SAFETY: each (row, KV head) unit writes its own query group of its own row.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(at), group) };
+            view.attend_group(g, first_len + i, &q[at..at + group], out);
         }
     });
 }
@@ -81,7 +134,10 @@ pub fn decode_reference(view: &CacheView, q: &[f32], out: &mut [f32]) {
     let scale = 1.0 / (hd as f32).sqrt();
     for h in 0..view.n_head {
         let g = h / n_rep;
-        let (k, v) = (view.rows(view.k, g), view.rows(view.v, g));
+        let (k, v) = (
+            view.rows(view.k, g, view.len),
+            view.rows(view.v, g, view.len),
+        );
         let qh = &q[h * hd..(h + 1) * hd];
         let scores: Vec<f32> = (0..view.len)
             .map(|p| {
@@ -387,6 +443,59 @@ mod tests {
                 (got - want).abs() <= 2.0 * f32::EPSILON * want,
                 "exp({x}) = {got}, libm {want}"
             );
+        }
+    }
+
+    /// Bits of every value: equal means bit-identical, not within a tolerance.
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn prefill_rows_are_bit_identical_to_decoding_each_token_on_one_or_two_threads() {
+        // SmolLM2 (9/3 x 64), Llama 3 (24/8 x 128, in the register kernel), 5 query heads per KV head
+        // (AVX-512 `group`), an odd head size (portable path).
+        for (n_head, n_kv_head, hd) in [(9, 3, 64), (24, 8, 128), (10, 2, 64), (4, 2, 24)] {
+            let (capacity, len, rows) = (512, 300, 37);
+            let n = n_kv_head * capacity * hd;
+            let k: Vec<f16> = values(n, 11).into_iter().map(f16::from_f32).collect();
+            let v: Vec<f16> = values(n, 13).into_iter().map(f16::from_f32).collect();
+            let view = |len| CacheView {
+                n_head,
+                n_kv_head,
+                head_dim: hd,
+                k: &k,
+                v: &v,
+                capacity,
+                len,
+            };
+            let width = n_head * hd;
+            let q = values(rows * width, 17);
+            let prefill_on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0f32; q.len()];
+                pool.install(|| prefill(&view(len), &q, rows, &mut out));
+                out
+            };
+            let one = prefill_on(1);
+            assert_eq!(
+                bits(&one),
+                bits(&prefill_on(2)),
+                "{n_head}/{n_kv_head}x{hd}"
+            );
+            for i in 0..rows {
+                let mut alone = vec![0f32; width];
+                let qi = &q[i * width..(i + 1) * width];
+                decode(&view(len - rows + i + 1), qi, &mut alone);
+                assert_eq!(
+                    bits(&alone),
+                    bits(&one[i * width..(i + 1) * width]),
+                    "{n_head}/{n_kv_head}x{hd}: row {i}"
+                );
+            }
         }
     }
 

@@ -141,6 +141,15 @@ impl Llm {
         check_tokenizer_fits(&gguf, &tokenizer, opts.tokenizer_json.as_deref())?;
         phases.phase("tokenizer");
         let model = LlamaModel::load(&gguf, &device, &opts.load)?;
+        // Where the kernels give a token the same bits however the prompt is split, a reused prefix
+        // cannot change an answer and only the last token needs running again; elsewhere the last
+        // `dense_prefill_min_rows` tokens run as one batch, so a repeated question at least runs
+        // its final rows through the same kernel as the first time.
+        let recompute_tail = if model.split_invariant() {
+            1
+        } else {
+            opts.load.dense_prefill_min_rows
+        };
         let template_src = gguf.get_str("tokenizer.chat_template").map(str::to_string);
         let template = ChatTemplate::select(&opts.template, template_src.as_deref(), &tokenizer)?;
         phases.phase("weights");
@@ -159,7 +168,7 @@ impl Llm {
             cached: Vec::new(),
             reuse_prefix: opts.reuse_prefix,
             pool_context: opts.pool_context,
-            recompute_tail: opts.load.dense_prefill_min_rows,
+            recompute_tail,
             device,
         })
     }
@@ -205,6 +214,18 @@ impl Llm {
         let rows = self.model.forward_all(tokens)?;
         self.cached.extend_from_slice(tokens);
         Ok(rows.to_vec2::<f32>()?)
+    }
+
+    /// Keeps the first `keep` cached positions (at most what the cache holds), runs `tokens` after them
+    /// in one forward pass and returns the logits of the last one: how a prompt split into a reused
+    /// prefix and a tail is computed, for the determinism checks.
+    pub fn logits_after(&mut self, keep: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let keep = keep.min(self.cached.len());
+        self.model.truncate(keep);
+        self.cached.truncate(keep);
+        let row = self.forward(tokens)?.to_vec1::<f32>()?;
+        self.cached.extend_from_slice(tokens);
+        Ok(row)
     }
 
     /// Logits after one more token on top of what the cache holds.
@@ -265,10 +286,7 @@ impl Llm {
 
         let start = Instant::now();
         // Positions shared with what the cache already holds (the system prompt, earlier turns) are
-        // kept; at least one token is run to get logits.
-        // The last `recompute_tail` prompt tokens always run as one batch, so the logits of the first
-        // answer token come from the same kernel whether or not a prefix was reused: asking the same
-        // question twice gives the same greedy answer.
+        // kept; at least the last `recompute_tail` prompt tokens are run (see `load`).
         let reused = if self.reuse_prefix {
             let tail = self.recompute_tail.clamp(1, prompt.len());
             common_prefix(&self.cached, prompt).min(prompt.len() - tail)

@@ -12,8 +12,65 @@
 //!   (`packed.rs`) and the GGUF blocks dropped: candle's own VNNI kernels keep a larger second copy
 //!   next to the blocks (Llama 3.2 3B Q4_K_M: 4.75 GB instead of ~2.3 GB);
 //! - the KV cache is f16, grows in blocks instead of being re-concatenated at every token, and the
-//!   position is tracked here, so a wrong `index_pos` cannot silently corrupt the cache; decode
-//!   attention reads it in place (`attention.rs`).
+//!   position is tracked here, so a wrong `index_pos` cannot silently corrupt the cache; attention
+//!   reads it in place (`attention.rs`).
+//!
+//! # Same prompt, same tokens
+//!
+//! Greedy text used to depend on the server's history and on the host (issue 25). Both came from
+//! prefill kernels whose rounding follows the shape of the batch or the machine:
+//! - Dense prefill (the default below 600 MB of weights, SmolLM2) multiplied batches of 16 rows or
+//!   more by dequantized f32 weights with the `gemm` crate, and fewer rows (a short tail, decode) by
+//!   the quantized kernel: a token's hidden state depended on the batch it was computed in.
+//! - Prefill attention was candle's batched matmul and masked softmax over the f32-widened cache.
+//!   The softmax sums a row 32 values at a time with AVX2 and the rest one by one. A row of a prefix
+//!   run alone is shorter than the same row in the whole prompt (where masked positions add zeros),
+//!   so the 32-value blocks end elsewhere and the sum rounds differently. `gemm` also blocks the
+//!   reduction depth by the matrix shape: against a cache of 700 positions, a batch of up to 64 rows
+//!   sums P·V as 512 + 188, a larger one as 2 x 350. Decode used another kernel (`attention.rs`).
+//!   Prompts over 512 tokens ran in chunks.
+//!
+//!   Measured on SmolLM2 with a 120-token prompt: a prefix + tail split changed up to all 49,152
+//!   last-position logits, by up to 0.37, for 1-, 4-, 5-, 60- and 119-token tails. Only 16- and
+//!   20-token tails were exact. At 700 tokens the argmax changed. A repeated question ran only its
+//!   last 16 tokens (the rest came from the cache), so its first answer token came from other bits
+//!   than the first time. Greedy decoding amplifies a last bit into another word.
+//! - Across hosts: `gemm`'s f32 kernels here are its AVX2/FMA ones on every x86 host (its AVX-512
+//!   kernels are not built without the `x86-v4` feature). It sizes the depth block kc from the L1 data
+//!   cache that sysfs reports: 64 x the next power of two of the ways, at least 512, then splits k
+//!   evenly (`gemm-common` `cache::kernel_params`). AMD Zen 4 (32 KB, 8-way) gives 512: SmolLM2's
+//!   576-wide products sum as 2 x 288 and ffn_down's 1536 as 3 x 512. Intel Sapphire Rapids (48 KB,
+//!   12-way) gives 1024: 576 in one block, 1536 as 2 x 768. So every dense prefill row rounded
+//!   differently. Measured on the AMD host: with Sapphire Rapids' L1d geometry bind-mounted over
+//!   sysfs, the same binary gave other logits at every position (up to 0.02) and, on one of two
+//!   prompts, other greedy tokens. Its L2 geometry alone changed nothing, nor did 2 threads instead
+//!   of 1.
+//!
+//! What guarantees it now, on x86 CPUs with AVX-512 F/BW/VNNI where every matrix is in our packed
+//! tiles (`split_invariant()`; SmolLM2, Llama 3.2 Q4_K_M):
+//! - prefill multiplies by the same packed kernels as decode (`PrefillKernel::Auto`). Activations are
+//!   quantized per row, the dot products are exact integers, and each row's blocks are accumulated in
+//!   one fixed order by explicit AVX-512 instructions. No width or block comes from cache sizes, so a
+//!   row's result does not depend on its batch, the thread count or the host;
+//! - prefill attention computes each row with the decode kernel over positions `0..=row`
+//!   (`attention::prefill`); each (row, KV head) is run whole by one thread;
+//! - the rest works row by row or value by value: embedding rows, RMS norm, RoPE (tables indexed by
+//!   absolute position), the f16 cache, residual adds, `silu * up`, the last row's logits.
+//!
+//! So a token's logits are the same bits whether its prompt ran whole, in chunks, after a reused prefix
+//! or one token at a time, on one thread or two. Generation then reuses every cached position but the
+//! prompt's last (`Llm::generate`). The tests compare such runs bit for bit (`tests/it/generation.rs`,
+//! `synth_llama.rs`). What could still change the bits: another libc (`expf` in SiLU and the RoPE
+//! tables' `sinf` / `cosf` come from libm; glibc picks its FMA variants on every AVX-512 host), and
+//! `PrefillKernel::Dense`, now an explicit opt-in that keeps the old behaviour. It cost no speed:
+//! SmolLM2's prompt rate doubled on the AMD host (int8 VNNI dot products against dequantizing every
+//! matrix for an f32 GEMM), generation is the same kernels as before (figures in the branch's report).
+//!
+//! Elsewhere there is no such guarantee. Without AVX-512 VNNI (or with `packed_weights` off) prefill is
+//! dense for small models and candle's quantized kernels otherwise. Those have AVX2, AVX-VNNI and AMX
+//! tiers (AMX for Q4_K batches of 32 rows or more). Without AVX-512F, prompt attention is candle's
+//! matmuls again. The last 16 prompt tokens are still run again as one batch there. Results differ
+//! between those tiers, and on GPUs.
 
 use std::sync::Arc;
 
@@ -103,17 +160,19 @@ impl KvCache {
         Ok((widen(kb)?, widen(vb)?))
     }
 
-    /// Decode attention of one query token `q` (n_head x head_dim values) over the whole cache, on
-    /// the CPU buffers in place (`attention.rs`).
+    /// Causal attention of the last `rows` cached positions, whose queries `q` are (rows, n_head,
+    /// head_dim) values, on the CPU buffers in place (`attention.rs`): one token is decode, several
+    /// are a prompt batch, and each row gets the bits it would get as a decode step.
     fn attend_cpu(
         &self,
         q: &Tensor,
+        rows: usize,
         n_head: usize,
         head_dim: usize,
     ) -> candle_core::Result<Vec<f32>> {
         let (kb, vb) = self.buffers()?;
         let (_, n_kv_head, capacity, _) = kb.dims4()?;
-        let mut out = vec![0f32; n_head * head_dim];
+        let mut out = vec![0f32; rows * n_head * head_dim];
         let (ks, kl) = kb.storage_and_layout();
         let (vs, vl) = vb.storage_and_layout();
         let (Some((k0, k1)), Some((v0, v1))) = (kl.contiguous_offsets(), vl.contiguous_offsets())
@@ -132,11 +191,15 @@ impl KvCache {
                     len: self.len,
                 };
                 with_cpu_f32(q, |qs| {
-                    attention::decode(&view, qs, &mut out);
+                    if rows == 1 {
+                        attention::decode(&view, qs, &mut out);
+                    } else {
+                        attention::prefill(&view, qs, rows, &mut out);
+                    }
                     Ok(())
                 })?;
             }
-            _ => candle_core::bail!("CPU decode attention on a non-CPU cache"),
+            _ => candle_core::bail!("CPU attention on a non-CPU cache"),
         }
         Ok(out)
     }
@@ -165,11 +228,16 @@ impl std::str::FromStr for Requantize {
 /// Which kernel multiplies prompt batches (CPU only; decode always uses the quantized dot product).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrefillKernel {
-    /// Dense below `DENSE_PREFILL_MAX_WEIGHT_BYTES` of weights, quantized above.
+    /// Quantized wherever our packed kernels hold the weights (AVX-512 VNNI), so a prompt row gets
+    /// the bits it gets in decode whatever the batch (the module's note). Without them: dense below
+    /// `DENSE_PREFILL_MAX_WEIGHT_BYTES` of weights, quantized above.
     Auto,
-    /// Dequantize each matrix to f32 and run a dense GEMM: fastest while the weights are small.
+    /// Dequantize each matrix to f32 and run a dense GEMM (the `gemm` crate). Not split-invariant: a
+    /// row's result depends on the batch it is in, so the same prompt can give other text after a
+    /// reused prefix or at another prefill chunk size. Was the fastest prefill of small models.
     Dense,
-    /// candle's quantized matmul (activations quantized to Q8): what llama.cpp computes.
+    /// The quantized kernels (activations quantized per row to Q8, as llama.cpp does): ours where
+    /// the weights are packed, candle's otherwise.
     Quantized,
 }
 
@@ -527,6 +595,9 @@ pub struct LlamaModel {
     pos: usize,
     /// Use candle's fused multi-matrix quantized kernel where it applies.
     fused: bool,
+    /// Every token's logits are the same bits however the prompt is split into forward passes
+    /// (`split_invariant`).
+    split_invariant: bool,
     pub config: LlamaConfig,
 }
 
@@ -600,11 +671,12 @@ impl LlamaModel {
                 (t.shape.elem_count() / t.ggml_dtype.block_size() * t.ggml_dtype.type_size()) as u64
             })
             .sum();
+        let packing = opts.packed_weights && device.is_cpu() && packed::available();
         let dense_prefill = device.is_cpu()
             && match opts.prefill {
                 PrefillKernel::Dense => true,
                 PrefillKernel::Quantized => false,
-                PrefillKernel::Auto => weight_bytes <= DENSE_PREFILL_MAX_WEIGHT_BYTES,
+                PrefillKernel::Auto => !packing && weight_bytes <= DENSE_PREFILL_MAX_WEIGHT_BYTES,
             };
         let dense_min_rows = if dense_prefill {
             opts.dense_prefill_min_rows
@@ -618,7 +690,6 @@ impl LlamaModel {
             .try_clone()
             .map_err(|e| bad(format!("cannot reopen: {e}")))?;
         let mut reader = std::io::BufReader::new(file);
-        let packing = opts.packed_weights && device.is_cpu() && packed::available();
         let cache_paths = if packing {
             tile_cache::locate(&path, &opts.tile_cache)
         } else {
@@ -747,6 +818,14 @@ impl LlamaModel {
             .collect::<Vec<_>>()
             .join(",");
         let neg_inf = Tensor::new(f32::NEG_INFINITY, device).map_err(|e| bad(e.to_string()))?;
+        let all_packed = std::iter::once(&output)
+            .chain(
+                layers
+                    .iter()
+                    .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]),
+            )
+            .all(|l| matches!(l.weight, Weight::Packed(_)));
+        let split_invariant = device.is_cpu() && !dense_prefill && all_packed;
         Ok(Self {
             embedding,
             layers,
@@ -758,6 +837,7 @@ impl LlamaModel {
             device: device.clone(),
             pos: 0,
             fused: opts.fused_matmul,
+            split_invariant,
             config: LlamaConfig {
                 n_layer,
                 n_head,
@@ -805,6 +885,14 @@ impl LlamaModel {
         }
         self.output.forward(&h)?;
         Ok(())
+    }
+
+    /// True when a token's logits do not depend on how the tokens before it were split into forward
+    /// passes (a reused prefix, prefill chunks, decode) nor on the thread count: CPU, every matrix in
+    /// our packed kernels, quantized prefill (the module's note). Generation then reuses every cached
+    /// position it can.
+    pub fn split_invariant(&self) -> bool {
+        self.split_invariant
     }
 
     /// Positions already in the KV cache.
@@ -870,7 +958,8 @@ impl LlamaModel {
     ) -> candle_core::Result<Tensor> {
         let seq_len = tokens.len();
         let index_pos = self.pos;
-        let mask = if seq_len > 1 {
+        let cpu = self.device.is_cpu();
+        let mask = if seq_len > 1 && !(cpu && attention::vectorized()) {
             Some(candle_transformers::utils::build_causal_mask(
                 seq_len,
                 index_pos,
@@ -912,9 +1001,13 @@ impl LlamaModel {
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             layer.kv.append(&k, &v)?;
             let scale = 1.0 / (head_dim as f64).sqrt();
-            let y = if s == 1 && self.device.is_cpu() {
-                // Decode: our kernel over the f16 cache in place (`attention.rs`).
-                let out = layer.kv.attend_cpu(&q.contiguous()?, n_head, head_dim)?;
+            let y = if cpu && (s == 1 || attention::vectorized()) {
+                // Our kernel over the f16 cache in place (`attention.rs`), every prompt row as the
+                // decode step of that token: (b, heads, s, hd) -> (b, s, heads, hd) rows.
+                let q = if s == 1 { q } else { q.transpose(1, 2)? };
+                let out = layer
+                    .kv
+                    .attend_cpu(&q.contiguous()?, b * s, n_head, head_dim)?;
                 Tensor::from_vec(out, (b, s, n_head * head_dim), &self.device)?
             } else if s == 1 {
                 // Decode elsewhere: the query heads that share a KV head attend as one group, so the

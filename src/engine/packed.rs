@@ -1298,6 +1298,50 @@ mod tests {
     }
 
     #[test]
+    fn a_row_gets_the_same_bits_in_any_batch_and_on_any_thread_count() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU: kernels not exercised");
+            return;
+        }
+        let pools: Vec<rayon::ThreadPool> = [1, 2]
+            .into_iter()
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let (rows, cols) = (64, if dtype == GgmlDType::Q8_0 { 576 } else { 768 });
+            let packed = PackedWeight::from_qtensor(&quantized(dtype, rows, cols))
+                .unwrap()
+                .unwrap();
+            // 11 rows: two full MAX_ROWS units and a 3-row one; each row again alone and in other
+            // batches (offsets inside a unit differ).
+            let m = 11;
+            let x = values(m * cols, 29);
+            let batch = pools[1].install(|| PackedWeight::matmul(&[&packed], &x, m).remove(0));
+            for pool in &pools {
+                let again = pool.install(|| PackedWeight::matmul(&[&packed], &x, m).remove(0));
+                assert_eq!(bits(&again), bits(&batch), "{dtype:?}: thread count");
+                for (start, len) in [(0, 1), (5, 1), (10, 1), (1, 4), (3, 5), (6, 5)] {
+                    let part = &x[start * cols..(start + len) * cols];
+                    let got =
+                        pool.install(|| PackedWeight::matmul(&[&packed], part, len).remove(0));
+                    assert_eq!(
+                        bits(&got),
+                        bits(&batch[start * rows..(start + len) * rows]),
+                        "{dtype:?}: rows {start}..{} computed apart",
+                        start + len
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn q4_1_requantized_in_one_pass_equals_candles_dequantize_then_quantize() {
         let (rows, cols) = (48, 800);
         let mut data = quantized(GgmlDType::Q4_1, rows, cols)

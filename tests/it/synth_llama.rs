@@ -220,9 +220,9 @@ fn check_parity(quant: &str) {
     let reference = expected(&model["reference"]);
     let llama = expected(&model["llama_cpp"]);
 
-    // The default path on a small model (dense prefill, quantized decode) against exact arithmetic:
-    // every argmax and the whole greedy continuation identical.
-    let ours = run_ours(quant, PrefillKernel::Auto);
+    // The dense prefill (f32 GEMM on dequantized weights) against exact arithmetic: every argmax and
+    // the whole greedy continuation identical. (Not the default: its rows depend on the batch.)
+    let ours = run_ours(quant, PrefillKernel::Dense);
     let (diff, wrong) = compare(&ours, &reference, &select, 0.0);
     eprintln!("{quant}: novapay vs exact reference: max |diff| {diff:.6}");
     assert!(
@@ -247,7 +247,9 @@ fn check_parity(quant: &str) {
         .chain(&reference.greedy[..31])
         .copied()
         .collect();
-    let mut llm = Llm::load(&LlmOptions::new(tiny(quant))).unwrap();
+    let mut dense = LlmOptions::new(tiny(quant));
+    dense.load.prefill = PrefillKernel::Dense;
+    let mut llm = Llm::load(&dense).unwrap();
     let rows = llm.logits_all_positions(&forced).unwrap();
     for (step, want) in reference.greedy.iter().enumerate() {
         let row = &rows[fx_ids.len() - 1 + step];
@@ -292,8 +294,8 @@ fn check_parity(quant: &str) {
         "{quant}: greedy vs llama.cpp"
     );
 
-    // The quantized prefill kernel (what large models use) has llama.cpp-like noise, no more.
-    let quantized = run_ours(quant, PrefillKernel::Quantized);
+    // The quantized prefill kernel (the default) has llama.cpp-like noise, no more.
+    let quantized = run_ours(quant, PrefillKernel::Auto);
     let (diff, wrong) = compare(&quantized, &reference, &select, NOISY_TOLERANCE);
     eprintln!("{quant}: quantized prefill vs exact reference: max |diff| {diff:.4}");
     assert!(
@@ -356,10 +358,89 @@ fn follow_up_reuses_the_cached_prefix_and_gives_the_same_answer() {
     let (again, reused) = run(&mut llm, &prompt);
     assert_eq!(reused, 40);
     assert_eq!(again, fresh);
-    // The same prompt again: all but the last 16 tokens (one dense batch) come from the cache.
+    // The same prompt again: all but the last token come from the cache where the kernels are
+    // split-invariant (AVX-512 VNNI), all but the last 16 (one dense batch) elsewhere.
     let (same, reused) = run(&mut llm, &prompt);
-    assert_eq!(reused, prompt.len() - 16);
+    let tail = if novapay::engine::packed::available() {
+        1
+    } else {
+        16
+    };
+    assert_eq!(reused, prompt.len() - tail);
     assert_eq!(same, fresh);
+}
+
+// ------------------------------------------------------------------------------------ determinism
+
+/// Llama 3.2 3B's architecture scaled down: GQA 3:1 with head_dim 128, llama.cpp's Q4_K_M mix (Q4_K,
+/// Q6_K for attn_v / ffn_down and the tied embedding), widths our packed kernels take.
+fn scaled_q4_k_m() -> PathBuf {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let path =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scaled-q4_k_m-{SEED}.gguf"));
+        let spec = SynthSpec {
+            shape: Shape {
+                n_layer: 2,
+                hidden: 768,
+                n_head: 6,
+                n_kv_head: 2,
+                ffn: 2048,
+            },
+            quant: Quant::Q4KM,
+            seed: SEED,
+        };
+        synth::write_synthetic_gguf(&spec, &path).expect("scaled model is written");
+        path
+    })
+    .clone()
+}
+
+/// The fixture's prompt twice over (~100 tokens), and another that shares its first 20 tokens.
+fn synthetic_pair() -> (Vec<u32>, Vec<u32>) {
+    let fx = fixture("llama_cpp_parity.json");
+    let once = ids(&fx["ids"]);
+    let prompt: Vec<u32> = once.iter().chain(&once[1..]).copied().collect();
+    let mut other = prompt[..20].to_vec();
+    other.extend(prompt[20..].iter().rev().take(30));
+    (prompt, other)
+}
+
+#[test]
+fn q4_k_m_prompt_logits_do_not_depend_on_how_the_prompt_is_split() {
+    if !crate::generation::split_invariance_guaranteed() {
+        return;
+    }
+    let mut llm = Llm::load(&LlmOptions::new(scaled_q4_k_m())).unwrap();
+    let types = &llm.config().weight_types;
+    assert!(types.contains("Q4K") && types.contains("Q6K"), "{types}");
+    let (prompt, other) = synthetic_pair();
+    crate::generation::assert_logits_independent_of_the_split(&mut llm, &prompt, &other);
+}
+
+#[test]
+fn q4_k_m_same_prompt_gives_the_same_greedy_tokens_whatever_ran_before() {
+    if !crate::generation::split_invariance_guaranteed() {
+        return;
+    }
+    let (prompt, other) = synthetic_pair();
+    crate::generation::assert_answer_independent_of_history(
+        &LlmOptions::new(scaled_q4_k_m()),
+        &prompt,
+        &other,
+    );
+}
+
+#[test]
+fn q4_k_m_logits_are_the_same_on_one_and_two_threads() {
+    if !crate::generation::split_invariance_guaranteed() {
+        return;
+    }
+    let (prompt, _) = synthetic_pair();
+    crate::generation::assert_same_on_one_and_two_threads(
+        &LlmOptions::new(scaled_q4_k_m()),
+        &prompt,
+    );
 }
 
 // ---------------------------------------------------------------- damaged files
