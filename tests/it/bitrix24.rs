@@ -506,9 +506,9 @@ fn a_suggestion_is_a_numbered_list_with_buttons_a_number_shows_the_section_and_o
         assistant: Some(suggesting_assistant(dir.path())),
         ..AppOptions::default()
     });
-    let session = SessionId::internal("bitrix24", "chat1500").unwrap();
+    let session = SessionId::internal("bitrix24", "chat1407").unwrap();
 
-    let (status, _) = post_message(&app, &portal, "chat1500", IN_KB_QUESTION, true);
+    let (status, _) = post_message(&app, &portal, "chat1407", IN_KB_QUESTION, true);
     assert_eq!(status, 200);
     let sent = portal.wait_for("imbot.message.add", 1);
     let list = sent[0]["MESSAGE"].as_str().unwrap();
@@ -533,7 +533,7 @@ fn a_suggestion_is_a_numbered_list_with_buttons_a_number_shows_the_section_and_o
 
     // The customer picks the last section: its text, and the pick is filed as the one that helped.
     let pick = offered.last().unwrap();
-    let (status, _) = post_message(&app, &portal, "chat1500", &pick.id.to_string(), true);
+    let (status, _) = post_message(&app, &portal, "chat1407", &pick.id.to_string(), true);
     assert_eq!(status, 200);
     let sent = portal.wait_for("imbot.message.add", 2);
     let shown = sent[1]["MESSAGE"].as_str().unwrap();
@@ -549,7 +549,7 @@ fn a_suggestion_is_a_numbered_list_with_buttons_a_number_shows_the_section_and_o
         Some(pick.id)
     );
     // A number the list did not offer is answered with the list's range.
-    let (status, _) = post_message(&app, &portal, "chat1500", "9", true);
+    let (status, _) = post_message(&app, &portal, "chat1407", "9", true);
     assert_eq!(status, 200);
     let sent = portal.wait_for("imbot.message.add", 3);
     let range = sent[2]["MESSAGE"].as_str().unwrap();
@@ -560,10 +560,10 @@ fn a_suggestion_is_a_numbered_list_with_buttons_a_number_shows_the_section_and_o
 
     // "operator": the Open Lines chat goes to an operator, and the suggestion is filed as followed
     // by one.
-    let (status, _) = post_message(&app, &portal, "chat1500", "operator", true);
+    let (status, _) = post_message(&app, &portal, "chat1407", "operator", true);
     assert_eq!(status, 200);
     let handoff = portal.wait_for("imopenlines.bot.session.operator", 1);
-    assert_eq!(handoff[0]["CHAT_ID"], 1500);
+    assert_eq!(handoff[0]["CHAT_ID"], 1407);
     let after = app
         .assistant
         .memory()
