@@ -262,7 +262,7 @@ mod tests {
                 r.feedback = fb;
                 r
             };
-        let records = vec![
+        let mut records = vec![
             filed(1, "en", Some(FiledOutcome::Answered), None),
             filed(
                 2,
@@ -281,6 +281,7 @@ mod tests {
             // Filed before outcomes and languages were: the fallback flag decides.
             filed(6, "", None, None),
         ];
+        records[5].fallback = false;
         let report = build(&records, 0, false);
         let en = &report.outcomes_by_language["en"];
         assert_eq!(
