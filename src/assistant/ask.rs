@@ -845,7 +845,8 @@ impl Turning {
                     self.prepared.clone(),
                     answer.text.clone(),
                 );
-                let (query_id, fallback) = (self.query_id.clone(), answer.fallback());
+                let (query_id, outcome) = (self.query_id.clone(), answer.outcome());
+                let suggestions = answer.suggestions.clone();
                 let latency_ms = self.started.elapsed().as_millis() as u64;
                 blocking(move || {
                     if let Some(owner) = &create {
@@ -859,7 +860,9 @@ impl Turning {
                         question: &prepared.question,
                         answer: &text,
                         sources: &prepared.sources,
-                        fallback,
+                        outcome,
+                        language: prepared.retrieval.language,
+                        suggestions: &suggestions,
                         latency_ms,
                     })
                 })

@@ -5,11 +5,11 @@
 //!
 //! The report contains customers' question text: it is for administrators only (see SECURITY.md).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::memory::{AnswerRecord, ConversationStore, MemoryError, Rating};
+use crate::memory::{AnswerRecord, ConversationStore, FiledOutcome, MemoryError, Rating};
 
 /// Records read at most for one report (the newest).
 pub const MAX_RECORDS: usize = 100_000;
@@ -21,8 +21,12 @@ pub struct SupportReport {
     /// Unix ms; records from this time on are counted.
     pub since_ms: i64,
     pub questions_answered: usize,
-    /// Answered by the fallback (nothing relevant in the knowledge base).
+    /// Not answered: sections suggested, or handed off (the seed's count).
     pub fallback_answers: usize,
+    /// What customers were given, over all languages.
+    pub outcomes: OutcomeCounts,
+    /// The same per language (`en`, `ru`; `unknown` for records filed before languages were).
+    pub outcomes_by_language: BTreeMap<String, OutcomeCounts>,
     /// Fallback questions grouped by their text (case and spacing ignored), most frequent first.
     pub unanswered_questions: Vec<UnansweredQuestion>,
     pub feedback: FeedbackCounts,
@@ -39,6 +43,40 @@ pub struct UnansweredQuestion {
     pub question: String,
     pub count: usize,
     pub last_asked_ms: i64,
+}
+
+/// Answered / suggested (and what followed) / handed off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    /// A checked generated or quoted answer.
+    pub answered: usize,
+    /// Sections offered instead of an answer (all of them, whatever followed).
+    pub suggested: usize,
+    /// Of those, the customer said an offered section answered the question.
+    pub suggested_and_helped: usize,
+    /// Of those, the customer asked for an operator.
+    pub suggested_then_operator: usize,
+    /// Nothing relevant: the hand-off text.
+    pub handed_off: usize,
+}
+
+impl OutcomeCounts {
+    fn count(&mut self, r: &AnswerRecord) {
+        match r.outcome() {
+            FiledOutcome::Answered => self.answered += 1,
+            FiledOutcome::HandedOff => self.handed_off += 1,
+            FiledOutcome::Suggested => {
+                self.suggested += 1;
+                match &r.feedback {
+                    Some(f) if f.operator => self.suggested_then_operator += 1,
+                    Some(f) if f.suggestion.is_some() && f.rating == Rating::Up => {
+                        self.suggested_and_helped += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -105,8 +143,20 @@ pub fn build(records: &[AnswerRecord], since_ms: i64, truncated: bool) -> Suppor
     let mut feedback = FeedbackCounts::default();
     let mut thumbs_down = Vec::new();
     let mut latencies: Vec<u64> = Vec::with_capacity(records.len());
+    let mut outcomes = OutcomeCounts::default();
+    let mut by_language: BTreeMap<String, OutcomeCounts> = BTreeMap::new();
     for r in records {
         latencies.push(r.latency_ms);
+        outcomes.count(r);
+        let language = if r.language.is_empty() {
+            "unknown"
+        } else {
+            r.language.as_str()
+        };
+        by_language
+            .entry(language.to_string())
+            .or_default()
+            .count(r);
         if r.fallback {
             let entry = unanswered
                 .entry(normalized(&r.question))
@@ -153,6 +203,8 @@ pub fn build(records: &[AnswerRecord], since_ms: i64, truncated: bool) -> Suppor
         since_ms,
         questions_answered: records.len(),
         fallback_answers: records.iter().filter(|r| r.fallback).count(),
+        outcomes,
+        outcomes_by_language: by_language,
         unanswered_questions: unanswered,
         feedback,
         thumbs_down,
@@ -184,7 +236,72 @@ mod tests {
             latency_ms,
             created_at_ms: n,
             feedback: None,
+            outcome: None,
+            language: String::new(),
+            suggestions: Vec::new(),
         }
+    }
+
+    fn feedback(rating: Rating, suggestion: Option<usize>, operator: bool) -> Feedback {
+        Feedback {
+            rating,
+            comment: None,
+            created_at_ms: 0,
+            suggestion,
+            operator,
+        }
+    }
+
+    #[test]
+    fn outcomes_are_counted_per_language_with_what_followed_a_suggestion() {
+        let filed =
+            |n: i64, language: &str, outcome: Option<FiledOutcome>, fb: Option<Feedback>| {
+                let mut r = record(n, "q", outcome != Some(FiledOutcome::Answered), 10);
+                r.outcome = outcome;
+                r.language = language.into();
+                r.feedback = fb;
+                r
+            };
+        let mut records = vec![
+            filed(1, "en", Some(FiledOutcome::Answered), None),
+            filed(
+                2,
+                "en",
+                Some(FiledOutcome::Suggested),
+                Some(feedback(Rating::Up, Some(2), false)),
+            ),
+            filed(
+                3,
+                "ru",
+                Some(FiledOutcome::Suggested),
+                Some(feedback(Rating::Down, None, true)),
+            ),
+            filed(4, "ru", Some(FiledOutcome::Suggested), None),
+            filed(5, "ru", Some(FiledOutcome::HandedOff), None),
+            // Filed before outcomes and languages were: the fallback flag decides.
+            filed(6, "", None, None),
+        ];
+        records[5].fallback = false;
+        let report = build(&records, 0, false);
+        let en = &report.outcomes_by_language["en"];
+        assert_eq!(
+            (en.answered, en.suggested, en.suggested_and_helped),
+            (1, 1, 1)
+        );
+        let ru = &report.outcomes_by_language["ru"];
+        assert_eq!(
+            (
+                ru.suggested,
+                ru.suggested_then_operator,
+                ru.suggested_and_helped,
+                ru.handed_off
+            ),
+            (2, 1, 0, 1)
+        );
+        assert_eq!(report.outcomes_by_language["unknown"].answered, 1);
+        assert_eq!(report.outcomes.answered, 2);
+        assert_eq!(report.outcomes.suggested, 3);
+        assert_eq!(report.outcomes.handed_off, 1);
     }
 
     #[test]
@@ -197,15 +314,11 @@ mod tests {
             record(5, "Do you support crypto?!", true, 50),
         ];
         records[2].feedback = Some(Feedback {
-            rating: Rating::Down,
             comment: Some("wrong fee".into()),
             created_at_ms: 6,
+            ..feedback(Rating::Down, None, false)
         });
-        records[3].feedback = Some(Feedback {
-            rating: Rating::Up,
-            comment: None,
-            created_at_ms: 7,
-        });
+        records[3].feedback = Some(feedback(Rating::Up, None, false));
         records.reverse();
         let report = build(&records, 0, false);
         assert_eq!(report.questions_answered, 5);

@@ -43,6 +43,24 @@ fn human(r: &SupportReport, days: u32) -> String {
     );
     let _ = writeln!(
         out,
+        "  outcomes (answered / suggested, then helped / suggested, then operator / handed off):"
+    );
+    let row = |c: &novapay::assistant::report::OutcomeCounts| {
+        format!(
+            "{} / {} ({} helped, {} operator) / {}",
+            c.answered,
+            c.suggested,
+            c.suggested_and_helped,
+            c.suggested_then_operator,
+            c.handed_off
+        )
+    };
+    let _ = writeln!(out, "    all: {}", row(&r.outcomes));
+    for (language, counts) in &r.outcomes_by_language {
+        let _ = writeln!(out, "    {language}: {}", row(counts));
+    }
+    let _ = writeln!(
+        out,
         "  feedback: {} up, {} down",
         r.feedback.up, r.feedback.down
     );

@@ -13,8 +13,8 @@ use super::error::{blocking, ApiError};
 use super::extract::JsonBody;
 use super::wire::{FeedbackRequest, FeedbackStored, StatsQuery};
 use super::Shared;
-use crate::assistant::feedback::{query_id_ok, RateOutcome, MAX_COMMENT_CHARS};
-use crate::assistant::Access;
+use crate::assistant::feedback::{query_id_ok, Rate, RateOutcome, MAX_COMMENT_CHARS};
+use crate::assistant::{parse_session_id, Access};
 
 pub async fn feedback(
     State(state): State<Shared>,
@@ -43,10 +43,28 @@ pub async fn feedback(
         }
         Some(c) => Some(c.to_string()),
     };
+    if req.suggestion == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_suggestion",
+            "`suggestion` is the 1-based id of an offered section",
+        ));
+    }
+    let session = req
+        .session_id
+        .as_deref()
+        .map(parse_session_id)
+        .transpose()?;
     let assistant = state.services()?.assistant.clone();
     let field = req.rating;
-    let rating = field.into();
-    let query_id = req.query_id.clone();
+    let operator = req.operator.unwrap_or(false);
+    let rate = Rate {
+        query_id: req.query_id.clone(),
+        rating: field.into(),
+        comment,
+        suggestion: req.suggestion,
+        operator,
+        session,
+    };
     let who = caller.owner.clone();
     // The session's owner only (with its user_id when it has one); not even an administrator rates
     // someone else's answer.
@@ -55,22 +73,48 @@ pub async fn feedback(
         user_id: req.user_id.clone(),
         admin: false,
     };
-    let outcome = blocking(move || {
-        Ok(assistant.rate_answer(&query_id, rating, comment, |info| {
-            access.may_use(info, false)
-        })?)
-    })
-    .await?;
-    if outcome == RateOutcome::NotFound {
-        return Err(ApiError::not_found(format!(
-            "no answer {} in your conversations",
-            req.query_id
-        )));
+    let outcome =
+        blocking(move || Ok(assistant.rate_answer(rate, |info| access.may_use(info, false))?))
+            .await?;
+    match outcome {
+        RateOutcome::Stored => {}
+        RateOutcome::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "no answer {} in your conversations",
+                req.query_id
+            )))
+        }
+        RateOutcome::OtherSession => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "session_mismatch",
+                format!(
+                    "answer {} was given in another session than `session_id`; nothing was stored",
+                    req.query_id
+                ),
+            ))
+        }
+        RateOutcome::NoSuchSuggestion { offered } => {
+            let offered = match offered {
+                0 => "it offered no suggestions".to_string(),
+                n => format!("it offered suggestions 1-{n}"),
+            };
+            return Err(ApiError::bad_request(
+                "invalid_suggestion",
+                format!(
+                    "answer {} has no suggestion {}: {offered}; nothing was stored",
+                    req.query_id,
+                    req.suggestion.unwrap_or_default()
+                ),
+            ));
+        }
     }
-    tracing::info!(query_id = %req.query_id, rating = ?field, caller = %who, "feedback");
+    tracing::info!(query_id = %req.query_id, rating = ?field, suggestion = ?req.suggestion, operator, caller = %who, "feedback");
     Ok(Json(FeedbackStored {
         query_id: req.query_id,
         rating: field,
+        suggestion: req.suggestion,
+        operator,
         stored: true,
     })
     .into_response())

@@ -392,6 +392,18 @@ pub struct FeedbackRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 128)]
     pub user_id: Option<String>,
+    /// For a `suggested` answer: the id of the offered section that answered the question (with
+    /// `rating: "up"`). An id the answer did not offer is a 400 (`invalid_suggestion`).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub suggestion: Option<usize>,
+    /// The customer asked for an operator after this answer ("talk to an operator").
+    #[serde(default)]
+    pub operator: Option<bool>,
+    /// When given, the answer must have been given in this session (else 409, `session_mismatch`).
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    pub session_id: Option<String>,
 }
 
 /// Thumbs up or down.
@@ -413,10 +425,15 @@ impl From<RatingField> for crate::assistant::feedback::Rating {
 
 /// A stored rating.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"query_id": "8d0c6a0e-2f4b-4c61-9b8e-3f1d2a7c5e90", "rating": "down", "stored": true}))]
+#[schema(example = json!({"query_id": "8d0c6a0e-2f4b-4c61-9b8e-3f1d2a7c5e90", "rating": "up", "suggestion": 2, "operator": false, "stored": true}))]
 pub struct FeedbackStored {
     pub query_id: String,
     pub rating: RatingField,
+    /// The offered section that helped, when one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<usize>,
+    /// The customer asked for an operator.
+    pub operator: bool,
     pub stored: bool,
 }
 

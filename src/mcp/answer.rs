@@ -100,7 +100,8 @@ pub async fn ask(
     }
 }
 
-/// The answer as text with numbered sources (what a model reads) and as structured content.
+/// The answer as text with numbered sources (what a model reads) and as structured content: the
+/// outcome, and for a suggestion the sections offered (the text already lists them, numbered).
 fn answered_result(answered: &Answered) -> CallToolResult {
     let answer = &answered.answer;
     let mut text = answer.text.trim().to_string();
@@ -122,10 +123,28 @@ fn answered_result(answered: &Answered) -> CallToolResult {
             "\n\n(session_id {id}: pass it to ask a follow-up question)"
         );
     }
+    let suggestions: Vec<serde_json::Value> = answer
+        .suggestions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "source": s.source,
+                "title": s.title,
+                "section": s.section,
+                "snippet": s.snippet,
+                // The calling model reads it: instruction-like sentences are left out.
+                "text": without_instructions(&s.text).0,
+                "score": s.score,
+            })
+        })
+        .collect();
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     result.structured_content = Some(json!({
         "answer": answer.text.trim(),
         "session_id": session,
+        "outcome": answer.outcome().as_str(),
+        "suggestions": suggestions,
         "sources": answer.sources,
         "fallback": answer.fallback(),
         "extractive": answer.extractive(),

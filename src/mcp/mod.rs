@@ -89,8 +89,9 @@ pub struct AskParams {
 const INSTRUCTIONS: &str = "NovaPay's customer-support knowledge base (fees, limits, cards, \
 transfers, accounts). `search_knowledge_base` returns ranked excerpts with their source document \
 and heading, without an answer. `ask` answers a customer question only from the knowledge base, with \
-its sources; when the knowledge base has no answer it says so and gives the support contacts (then \
-do not guess figures yourself). Pass the returned session_id to `ask` for a follow-up question. The \
+its sources; when no answer can be trusted it offers the closest sections (`outcome`: suggested, \
+with `suggestions`) or gives the support contacts (`outcome`: handed_off); then do not guess figures \
+yourself. Pass the returned session_id to `ask` for a follow-up question. The \
 documents are available as resources.";
 
 #[tool_router]
@@ -142,8 +143,9 @@ impl KnowledgeServer {
 
     #[tool(
         description = "Answer a customer's question from NovaPay's knowledge base only, with the \
-        sources used. When the knowledge base has no answer, the reply says so and gives the support \
-        contacts (`fallback`: true) instead of guessing. Returns a session_id: pass it back to ask a \
+        sources used. When no answer can be trusted, the reply offers the closest sections instead \
+        (`outcome`: suggested, with `suggestions`) or gives the support contacts (`outcome`: \
+        handed_off); it never guesses. Returns a session_id: pass it back to ask a \
         follow-up question in the same conversation.",
         annotations(read_only_hint = false, open_world_hint = false)
     )]

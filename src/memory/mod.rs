@@ -173,6 +173,57 @@ pub struct Feedback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub created_at_ms: i64,
+    /// The offered section (1-based id) that answered the question, when the answer was a
+    /// suggestion and one helped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<usize>,
+    /// The customer asked for an operator after this answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
+}
+
+/// What the customer was given, as filed (the assistant's `Outcome`, kept here so that storage does
+/// not depend on the answering code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FiledOutcome {
+    Answered,
+    Suggested,
+    HandedOff,
+}
+
+impl FiledOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Suggested => "suggested",
+            Self::HandedOff => "handed_off",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "answered" => Some(Self::Answered),
+            "suggested" => Some(Self::Suggested),
+            "handed_off" => Some(Self::HandedOff),
+            _ => None,
+        }
+    }
+}
+
+/// A section offered instead of an answer, as filed: what a customer who picks it later is shown
+/// (a Bitrix24 customer answers "2"), and what feedback may name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FiledSuggestion {
+    /// 1-based.
+    pub id: usize,
+    pub source: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub section: String,
+    #[serde(default)]
+    pub text: String,
 }
 
 /// One answered question, filed with the session's turns (and deleted with them) so that the
@@ -187,13 +238,34 @@ pub struct AnswerRecord {
     /// Documents cited.
     #[serde(default)]
     pub sources: Vec<String>,
-    /// The knowledge base had no answer (the fallback replied).
+    /// The customer got no answer (sections were suggested, or the hand-off text replied).
     pub fallback: bool,
     /// From the question's arrival to the answer's end.
     pub latency_ms: u64,
     pub created_at_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+    /// Absent in records filed before outcomes were: see [`AnswerRecord::outcome`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FiledOutcome>,
+    /// `en` or `ru`; empty in records filed before languages were.
+    #[serde(default)]
+    pub language: String,
+    /// The sections offered (a suggestion only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<FiledSuggestion>,
+}
+
+impl AnswerRecord {
+    /// What the customer was given; a record from before outcomes were filed was answered unless
+    /// the fallback replied.
+    pub fn outcome(&self) -> FiledOutcome {
+        self.outcome.unwrap_or(if self.fallback {
+            FiledOutcome::HandedOff
+        } else {
+            FiledOutcome::Answered
+        })
+    }
 }
 
 /// Longest `query_id` accepted from a caller (a UUID is 36).
@@ -227,6 +299,8 @@ pub trait ConversationStore: Send + Sync {
     /// Records filed since `since_ms`, newest first, at most `limit`.
     fn answer_records(&self, since_ms: i64, limit: usize)
         -> Result<Vec<AnswerRecord>, MemoryError>;
+    /// The session's latest record (what a customer's "2" or "operator" refers to).
+    fn last_answer(&self, session: &SessionId) -> Result<Option<AnswerRecord>, MemoryError>;
 }
 
 pub fn now_ms() -> i64 {

@@ -356,6 +356,31 @@ impl ConversationStore for RedisStore {
         Ok(set.is_some())
     }
 
+    fn last_answer(&self, session: &SessionId) -> Result<Option<AnswerRecord>, MemoryError> {
+        let ids: Vec<String> = self.with(|c| {
+            ::redis::cmd("SMEMBERS")
+                .arg(session_answers_key(session))
+                .query(c)
+        })?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = ids.iter().map(|q| answer_key(q)).collect();
+        let stored: Vec<Option<String>> =
+            self.with(|c| ::redis::cmd("MGET").arg(&keys).query(c))?;
+        let mut last: Option<AnswerRecord> = None;
+        for json in stored.into_iter().flatten() {
+            let record = self.decode_answer(&json)?;
+            if last
+                .as_ref()
+                .is_none_or(|l| record.created_at_ms >= l.created_at_ms)
+            {
+                last = Some(record);
+            }
+        }
+        Ok(last)
+    }
+
     fn answer_records(
         &self,
         since_ms: i64,

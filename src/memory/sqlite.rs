@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    now_ms, AnswerRecord, ConversationStore, Feedback, MemoryError, Rating, SessionId, SessionInfo,
-    SessionOwner, Speaker, Turn,
+    now_ms, AnswerRecord, ConversationStore, Feedback, FiledOutcome, MemoryError, Rating,
+    SessionId, SessionInfo, SessionOwner, Speaker, Turn,
 };
 
 /// How often the background task deletes expired conversations.
@@ -156,7 +156,8 @@ impl SqliteStore {
 }
 
 const ANSWER_COLUMNS: &str = "SELECT a.query_id, a.session_id, a.question, a.answer, a.sources,
-    a.fallback, a.latency_ms, a.created_at_ms, a.rating, a.comment, a.feedback_at_ms
+    a.fallback, a.latency_ms, a.created_at_ms, a.rating, a.comment, a.feedback_at_ms,
+    a.outcome, a.language, a.suggestions, a.helped, a.operator
     FROM answers a JOIN sessions s ON s.id = a.session_id";
 
 /// A row of [`ANSWER_COLUMNS`]; `None` for a session id this version cannot read.
@@ -177,9 +178,15 @@ fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AnswerRecord>> {
             rating,
             comment: r.get(9)?,
             created_at_ms: r.get::<_, Option<i64>>(10)?.unwrap_or(0),
+            suggestion: r
+                .get::<_, Option<i64>>(14)?
+                .and_then(|n| usize::try_from(n).ok()),
+            operator: r.get(15)?,
         })
     })
     .transpose()?;
+    let outcome: Option<String> = r.get(11)?;
+    let suggestions: String = r.get(13)?;
     Ok(Some(AnswerRecord {
         query_id: r.get(0)?,
         session,
@@ -190,6 +197,9 @@ fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<AnswerRecord>> {
         latency_ms: r.get::<_, i64>(6)?.max(0) as u64,
         created_at_ms: r.get(7)?,
         feedback,
+        outcome: outcome.as_deref().and_then(FiledOutcome::parse),
+        language: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
+        suggestions: serde_json::from_str(&suggestions).unwrap_or_default(),
     }))
 }
 
@@ -213,7 +223,27 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions(last_active_ms);",
-    )
+    )?;
+    // Outcomes, suggestions and which suggestion helped. Records from before stay readable: their
+    // outcome follows from `fallback`, they offered nothing and no suggestion helped.
+    let mut stmt = conn.prepare("PRAGMA table_info(answers)")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, definition) in [
+        ("outcome", "TEXT"),
+        ("language", "TEXT"),
+        ("suggestions", "TEXT NOT NULL DEFAULT '[]'"),
+        ("helped", "INTEGER"),
+        ("operator", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE answers ADD COLUMN {column} {definition};"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Purges `store` every `every` until it is dropped.
@@ -371,12 +401,14 @@ impl ConversationStore for SqliteStore {
 
     fn record_answer(&self, record: &AnswerRecord) -> Result<(), MemoryError> {
         let sources = serde_json::to_string(&record.sources).map_err(unavailable)?;
+        let suggestions = serde_json::to_string(&record.suggestions).map_err(unavailable)?;
         let feedback = record.feedback.as_ref();
         self.with(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO answers (query_id, session_id, question, answer, sources,
-                     fallback, latency_ms, created_at_ms, rating, comment, feedback_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     fallback, latency_ms, created_at_ms, rating, comment, feedback_at_ms,
+                     outcome, language, suggestions, helped, operator)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     record.query_id,
                     record.session.as_str(),
@@ -389,6 +421,11 @@ impl ConversationStore for SqliteStore {
                     feedback.map(|f| f.rating.as_str()),
                     feedback.and_then(|f| f.comment.clone()),
                     feedback.map(|f| f.created_at_ms),
+                    record.outcome.map(FiledOutcome::as_str),
+                    record.language,
+                    suggestions,
+                    feedback.and_then(|f| f.suggestion).map(|n| n as i64),
+                    feedback.is_some_and(|f| f.operator),
                 ],
             )?;
             Ok(())
@@ -411,7 +448,8 @@ impl ConversationStore for SqliteStore {
         let cutoff = self.cutoff();
         self.with(|c| {
             Ok(c.execute(
-                "UPDATE answers SET rating = ?2, comment = ?3, feedback_at_ms = ?4
+                "UPDATE answers SET rating = ?2, comment = ?3, feedback_at_ms = ?4, helped = ?6,
+                     operator = ?7
                  WHERE query_id = ?1 AND EXISTS (SELECT 1 FROM sessions s
                      WHERE s.id = answers.session_id AND s.last_active_ms >= ?5)",
                 params![
@@ -419,10 +457,25 @@ impl ConversationStore for SqliteStore {
                     feedback.rating.as_str(),
                     feedback.comment,
                     feedback.created_at_ms,
-                    cutoff
+                    cutoff,
+                    feedback.suggestion.map(|n| n as i64),
+                    feedback.operator,
                 ],
             )? > 0)
         })
+    }
+
+    fn last_answer(&self, session: &SessionId) -> Result<Option<AnswerRecord>, MemoryError> {
+        let cutoff = self.cutoff();
+        let mut found = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{ANSWER_COLUMNS} WHERE a.session_id = ?1 AND s.last_active_ms >= ?2
+                 ORDER BY a.created_at_ms DESC, a.rowid DESC LIMIT 1"
+            ))?;
+            let rows = stmt.query_map(params![session.as_str(), cutoff], answer_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(found.pop().flatten())
     }
 
     fn answer_records(
@@ -574,5 +627,76 @@ mod tests {
             .unwrap();
         assert_eq!(info.owner, None);
         assert_eq!(info.user_id.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn answers_filed_before_outcomes_open_readable_and_take_feedback_on_a_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("answers.sqlite");
+        let now = now_ms();
+        {
+            // The answers table as it was before outcomes, suggestions and their feedback.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT, created_at_ms INTEGER NOT NULL,
+                     owner TEXT, last_active_ms INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE answers (query_id TEXT PRIMARY KEY, session_id TEXT NOT NULL
+                     REFERENCES sessions(id) ON DELETE CASCADE, question TEXT NOT NULL,
+                     answer TEXT NOT NULL, sources TEXT NOT NULL DEFAULT '[]', fallback INTEGER NOT NULL,
+                     latency_ms INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, rating TEXT,
+                     comment TEXT, feedback_at_ms INTEGER);
+                 INSERT INTO sessions VALUES ('s-1', NULL, {now}, 'k', {now});
+                 INSERT INTO answers VALUES ('q-old', 's-1', 'Crypto?', 'Write to support', '[]', 1,
+                     10, {now}, 'down', NULL, {now});"
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.answer_record("q-old").unwrap().unwrap();
+        assert_eq!(old.outcome, None);
+        assert_eq!(old.outcome(), FiledOutcome::HandedOff);
+        assert!(old.suggestions.is_empty());
+        let feedback = old.feedback.clone().unwrap();
+        assert_eq!(
+            (feedback.rating, feedback.suggestion, feedback.operator),
+            (Rating::Down, None, false)
+        );
+
+        let session = SessionId::parse("s-1").unwrap();
+        let suggested = AnswerRecord {
+            query_id: "q-new".into(),
+            question: "A metal card?".into(),
+            answer: "1. Cards".into(),
+            fallback: true,
+            created_at_ms: now + 1,
+            feedback: None,
+            outcome: Some(FiledOutcome::Suggested),
+            language: "en".into(),
+            suggestions: vec![super::super::FiledSuggestion {
+                id: 1,
+                source: "cards.md".into(),
+                title: "Cards".into(),
+                section: "Cards > Ordering".into(),
+                text: "Order a card in the app.".into(),
+            }],
+            ..old
+        };
+        store.record_answer(&suggested).unwrap();
+        assert_eq!(store.last_answer(&session).unwrap().unwrap(), suggested);
+        let helped = Feedback {
+            rating: Rating::Up,
+            comment: None,
+            created_at_ms: now + 2,
+            suggestion: Some(1),
+            operator: false,
+        };
+        assert!(store.set_feedback("q-new", &helped).unwrap());
+        let read = store.answer_record("q-new").unwrap().unwrap();
+        assert_eq!(read.feedback, Some(helped));
+        assert_eq!(read.suggestions, suggested.suggestions);
+        // Reopening a migrated file changes nothing.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.answer_records(0, 10).unwrap().len(), 2);
     }
 }

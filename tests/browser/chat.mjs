@@ -3,6 +3,10 @@
 // to check the conversation is kept (localStorage session), and switches the UI to Russian; rates the
 // answer with the thumbs-down button.
 // With "demo": only checks that the page warns that a demo model answers (in English and Russian).
+// With "suggest" (a server whose gate answers nothing): the sections offered come as cards that expand
+// to the section's text; "this answered my question" on the first answer's first card and "talk to
+// an operator" under the second answer send feedback; the page's Markdown renders as elements, HTML
+// in the text stays text, and nothing breaks the Content-Security-Policy.
 import { chromium } from "playwright-core";
 
 const [base, shot, mode] = process.argv.slice(2);
@@ -22,7 +26,64 @@ try {
   await page.goto(base + "/");
   await health;
   const banner = page.locator("#demo");
-  if (mode === "demo") {
+  const violations = [];
+  page.on("console", (m) => { if (/Content.Security.Policy|Refused to/i.test(m.text())) violations.push(m.text()); });
+  if (mode === "suggest") {
+    await page.fill("#q", "How much does a domestic transfer cost?");
+    await page.click("#send");
+    const first = page.locator(".msg.bot").last();
+    await first.locator(".cards details.card").first().waitFor({ timeout: 120000 });
+    const cards = first.locator("details.card");
+    const count = await cards.count();
+    if (count < 1 || count > 3) fail("cards: " + count);
+    const intro = await first.locator("p").first().innerText();
+    if (!intro.includes("closest")) fail("intro: " + intro);
+    // Collapsed: the section's text is hidden until the card is opened.
+    const card = cards.first();
+    if (await card.locator(".section").isVisible()) fail("a card is open before it is clicked");
+    await card.locator("summary").click();
+    await card.locator(".section").waitFor({ state: "visible", timeout: 5000 });
+    const section = await card.locator(".section").innerText();
+    if (!section.trim()) fail("empty section text");
+    if (section.includes("**") || /^#+ /m.test(section)) fail("Markdown shown raw: " + section);
+    const helpedReq = page.waitForRequest((r) => r.url().endsWith("/api/v1/feedback"));
+    const helpedResp = page.waitForResponse((r) => r.url().endsWith("/api/v1/feedback"));
+    await card.locator('button[data-action="helped"]').click();
+    const helpedBody = JSON.parse((await helpedReq).postData());
+    if ((await helpedResp).status() !== 200) fail("helped feedback answered " + (await helpedResp).status());
+    if (helpedBody.suggestion !== 1 || helpedBody.rating !== "up") fail("helped feedback: " + JSON.stringify(helpedBody));
+    await card.locator(".thanks").waitFor({ timeout: 10000 });
+
+    await page.fill("#q", "Как перевести деньги на карту другого банка?");
+    await page.click("#send");
+    await page.waitForFunction(() => document.querySelectorAll(".msg.bot .cards").length >= 2, null, { timeout: 120000 });
+    const second = page.locator(".msg.bot").last();
+    const opReq = page.waitForRequest((r) => r.url().endsWith("/api/v1/feedback"));
+    const opResp = page.waitForResponse((r) => r.url().endsWith("/api/v1/feedback"));
+    await second.locator('.cards > .actions button[data-action="operator"]').click();
+    const opBody = JSON.parse((await opReq).postData());
+    if ((await opResp).status() !== 200) fail("operator feedback answered " + (await opResp).status());
+    if (opBody.operator !== true) fail("operator feedback: " + JSON.stringify(opBody));
+    await page.locator(".msg.bot.operator").waitFor({ timeout: 10000 });
+    const contacts = await page.locator(".msg.bot.operator").innerText();
+    if (!contacts.includes("support@novapay.com")) fail("operator text: " + contacts);
+
+    // The page's Markdown: elements for headings, bold and lists; HTML in the text stays text.
+    const rendered = await page.evaluate(() => {
+      const d = document.createElement("div");
+      renderMarkdown(d, "## Комиссия за перевод\n**1,5% от суммы**, не менее *30 ₽*\n- one\n- two\n<img src=x onerror=\"window.pwned=1\">");
+      document.body.appendChild(d);
+      return { html: d.innerHTML, pwned: window.pwned === 1 };
+    });
+    for (const part of ["<h4>Комиссия за перевод</h4>", "<strong>1,5% от суммы</strong>", "<em>30 ₽</em>",
+                        "<ul><li>one</li><li>two</li></ul>", "&lt;img src=x"]) {
+      if (!rendered.html.includes(part)) fail("rendered Markdown lacks " + part + ": " + rendered.html);
+    }
+    if (rendered.pwned || rendered.html.includes("<img")) fail("HTML in the text was parsed: " + rendered.html);
+    if (violations.length) fail("CSP violations: " + violations.join("; "));
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log("OK suggest " + JSON.stringify({ cards: count, helped: helpedBody.query_id, operator: opBody.query_id }));
+  } else if (mode === "demo") {
     await banner.waitFor({ state: "visible", timeout: 10000 });
     const en = await banner.innerText();
     if (!en.includes("Demo model: answers are not reliable")) fail("demo banner text: " + en);

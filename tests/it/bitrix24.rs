@@ -21,8 +21,8 @@ use crate::support::portal::{
     BOT_ACCESS_TOKEN,
 };
 use crate::support::{
-    index_small_kb, novapay, send, spawn_app, test_assistant, AppOptions, FakePortal, ServeProcess,
-    TestApp,
+    index_small_kb, novapay, send, spawn_app, suggesting_assistant, test_assistant, AppOptions,
+    FakePortal, ServeProcess, TestApp,
 };
 
 const IN_KB_QUESTION: &str = "How much does a domestic transfer cost?";
@@ -484,6 +484,96 @@ fn an_open_lines_chat_without_an_answer_goes_to_an_operator_after_retries_on_503
             "imopenlines.bot.session.operator"
         ]
     );
+}
+
+#[test]
+fn a_suggestion_is_a_numbered_list_with_buttons_a_number_shows_the_section_and_operator_hands_off()
+{
+    let portal = FakePortal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions {
+        config: ServerConfig {
+            bitrix24: Some(Arc::new(
+                WebhookHandler::open(webhook_config(
+                    Some(APP_TOKEN),
+                    &dir.path().join("token"),
+                    &portal,
+                ))
+                .unwrap(),
+            )),
+            ..ServerConfig::default()
+        },
+        assistant: Some(suggesting_assistant(dir.path())),
+        ..AppOptions::default()
+    });
+    let session = SessionId::internal("bitrix24", "chat1407").unwrap();
+
+    let (status, _) = post_message(&app, &portal, "chat1407", IN_KB_QUESTION, true);
+    assert_eq!(status, 200);
+    let sent = portal.wait_for("imbot.message.add", 1);
+    let list = sent[0]["MESSAGE"].as_str().unwrap();
+    let record = app.assistant.last_answer(&session).unwrap().unwrap();
+    assert_eq!(record.outcome(), novapay::memory::FiledOutcome::Suggested);
+    let offered = &record.suggestions;
+    assert!(!offered.is_empty(), "{record:?}");
+    for s in offered {
+        assert!(list.contains(&format!("[B]{}.[/B] ", s.id)), "{list}");
+    }
+    assert!(list.contains("operator"), "{list}");
+    assert!(!list.contains("[B]Sources:[/B]"), "{list}");
+    // Keyboard buttons: one per section, then the operator; each sends its value as the customer.
+    let buttons = sent[0]["KEYBOARD"]["BUTTONS"].as_array().unwrap();
+    assert_eq!(buttons.len(), offered.len() + 1, "{:#}", sent[0]);
+    for (button, s) in buttons.iter().zip(offered) {
+        assert_eq!(button["ACTION"], "SEND");
+        assert_eq!(button["ACTION_VALUE"], s.id.to_string());
+    }
+    assert_eq!(buttons.last().unwrap()["ACTION_VALUE"], "operator");
+    assert!(portal.calls("imopenlines.bot.session.operator").is_empty());
+
+    // The customer picks the last section: its text, and the pick is filed as the one that helped.
+    let pick = offered.last().unwrap();
+    let (status, _) = post_message(&app, &portal, "chat1407", &pick.id.to_string(), true);
+    assert_eq!(status, 200);
+    let sent = portal.wait_for("imbot.message.add", 2);
+    let shown = sent[1]["MESSAGE"].as_str().unwrap();
+    assert!(shown.contains(pick.text.trim()), "{shown}");
+    let helped = app
+        .assistant
+        .memory()
+        .answer_record(&record.query_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        helped.feedback.as_ref().and_then(|f| f.suggestion),
+        Some(pick.id)
+    );
+    // A number the list did not offer is answered with the list's range.
+    let (status, _) = post_message(&app, &portal, "chat1407", "9", true);
+    assert_eq!(status, 200);
+    let sent = portal.wait_for("imbot.message.add", 3);
+    let range = sent[2]["MESSAGE"].as_str().unwrap();
+    assert!(
+        range.contains(&format!("1 to {}", offered.len())),
+        "{range}"
+    );
+
+    // "operator": the Open Lines chat goes to an operator, and the suggestion is filed as followed
+    // by one.
+    let (status, _) = post_message(&app, &portal, "chat1407", "operator", true);
+    assert_eq!(status, 200);
+    let handoff = portal.wait_for("imopenlines.bot.session.operator", 1);
+    assert_eq!(handoff[0]["CHAT_ID"], 1407);
+    let after = app
+        .assistant
+        .memory()
+        .answer_record(&record.query_id)
+        .unwrap()
+        .unwrap();
+    assert!(after.feedback.unwrap().operator, "{record:?}");
+    let report = app.assistant.support_report(0).unwrap();
+    assert_eq!(report.outcomes.suggested_then_operator, 1, "{report:?}");
+    wait_for_jobs(&portal, &app, 4);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use novapay::http::ServerConfig;
 
-use crate::support::{spawn_app, AppOptions};
+use crate::support::{spawn_app, suggesting_assistant, AppOptions};
 
 /// Runs tests/browser/chat.mjs against `base`; returns its stdout.
 fn chat_page_script(base: &str, shot: &Path, mode: Option<&str>) -> String {
@@ -62,4 +62,21 @@ fn chat_page_warns_when_a_demo_model_answers_in_chromium() {
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chat-page-demo.png");
     let stdout = chat_page_script(&app.base, &shot, Some("demo"));
     assert!(stdout.starts_with("OK demo banner"), "{stdout}");
+}
+
+#[test]
+fn chat_page_shows_suggestions_as_cards_that_expand_and_take_feedback_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(AppOptions {
+        assistant: Some(suggesting_assistant(dir.path())),
+        ..AppOptions::default()
+    });
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/chat-page-suggest.png");
+    let stdout = chat_page_script(&app.base, &shot, Some("suggest"));
+    assert!(stdout.starts_with("OK suggest"), "{stdout}");
+    let report = app.assistant.support_report(0).unwrap();
+    assert_eq!(report.outcomes.suggested, 2, "{report:?}");
+    assert_eq!(report.outcomes.suggested_and_helped, 1, "{report:?}");
+    assert_eq!(report.outcomes.suggested_then_operator, 1, "{report:?}");
+    assert_eq!(report.outcomes_by_language["ru"].suggested_then_operator, 1);
 }

@@ -155,6 +155,9 @@ fn answer_records_round_trip(store: &dyn ConversationStore) {
                 latency_ms: 100 * n as u64,
                 created_at_ms: start + n,
                 feedback: None,
+                outcome: None,
+                language: String::new(),
+                suggestions: Vec::new(),
             })
             .unwrap();
     }
@@ -163,6 +166,8 @@ fn answer_records_round_trip(store: &dyn ConversationStore) {
         rating: Rating::Down,
         comment: Some("wrong".into()),
         created_at_ms: now_ms(),
+        suggestion: None,
+        operator: false,
     };
     assert!(store.set_feedback(&q1, &feedback).unwrap());
     assert!(!store.set_feedback("no-such-answer", &feedback).unwrap());
@@ -231,6 +236,9 @@ fn novapay_report_reads_the_state_directorys_store() {
                     latency_ms: 1000 * n as u64,
                     created_at_ms: now + n,
                     feedback: None,
+                    outcome: None,
+                    language: String::new(),
+                    suggestions: Vec::new(),
                 })
                 .unwrap();
         }
@@ -241,6 +249,8 @@ fn novapay_report_reads_the_state_directorys_store() {
                     rating: Rating::Down,
                     comment: None,
                     created_at_ms: now,
+                    suggestion: None,
+                    operator: false,
                 },
             )
             .unwrap();
@@ -266,8 +276,16 @@ fn novapay_report_reads_the_state_directorys_store() {
     );
     assert_eq!(json["thumbs_down"][0]["question"], "What is the ATM fee?");
     assert_eq!(json["latency_ms"], json!({ "p50": 2000, "p95": 4000 }));
+    // Filed before outcomes and languages were: counted from `fallback`, under `unknown`.
+    assert_eq!(json["outcomes"]["answered"], 1);
+    assert_eq!(json["outcomes"]["handed_off"], 3);
+    assert_eq!(json["outcomes_by_language"]["unknown"]["handed_off"], 3);
     let text = run(&[]);
     assert!(text.contains("questions answered: 4"), "{text}");
+    assert!(
+        text.contains("    all: 1 / 0 (0 helped, 0 operator) / 3"),
+        "{text}"
+    );
     assert!(text.contains("2 x  do you support apple pay"), "{text}");
     assert!(text.contains("sources: cards.md"), "{text}");
 }

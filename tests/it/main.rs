@@ -23,6 +23,7 @@ mod openapi;
 mod redis_memory;
 mod run_script;
 mod security;
+mod suggestions;
 mod synth_llama;
 mod templates;
 mod tokenizer;

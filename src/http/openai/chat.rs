@@ -20,7 +20,7 @@ use crate::assistant::{
 };
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
-use crate::http::wire::{CheckSummary, SourceDocument};
+use crate::http::wire::{CheckSummary, SourceDocument, SuggestionDocument};
 use crate::http::Shared;
 use crate::logsafe;
 
@@ -91,7 +91,14 @@ pub struct NovapayExtension {
     pub query_id: String,
     /// The excerpts the answer was drawn from, numbered as the citations in the text ([1] first).
     pub sources: Vec<SourceDocument>,
-    /// True when the knowledge base had no answer and the fallback (with the support contacts) replied.
+    /// `answered`, `suggested` (no answer could be trusted: the message lists the closest sections,
+    /// numbered as in `suggestions`, and the way to an operator) or `handed_off` (nothing relevant:
+    /// the support contacts).
+    #[schema(pattern = "^(answered|suggested|handed_off)$")]
+    pub outcome: String,
+    /// The sections offered (`suggested` only; otherwise empty).
+    pub suggestions: Vec<SuggestionDocument>,
+    /// True unless `outcome` is `answered`.
     pub fallback: bool,
     /// True when the answer quotes the knowledge base instead of a generated text.
     pub extractive: bool,
@@ -392,6 +399,8 @@ impl Reply {
         NovapayExtension {
             query_id: answered.query_id.clone(),
             sources: self.documents.clone(),
+            outcome: a.outcome().as_str().to_string(),
+            suggestions: a.suggestions.iter().map(SuggestionDocument::from).collect(),
             fallback: a.fallback(),
             extractive: a.extractive(),
             cached: a.cached,

@@ -110,6 +110,24 @@ pub fn test_assistant(
     ))
 }
 
+/// [`test_assistant`] whose gate answers nothing: every question that retrieval finds something
+/// for gets the closest sections (`suggested`), however the gate is tuned. The weighted coverage
+/// cannot exceed 1 and no meaning rescue is tried, while the gate's "found anything" still holds.
+pub fn suggesting_assistant(state_dir: &std::path::Path) -> Arc<Assistant> {
+    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 4).unwrap();
+    let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
+    let mut config = RagConfig {
+        sampling: SamplingParams {
+            max_new_tokens: 16,
+            ..SamplingParams::default()
+        },
+        ..RagConfig::default()
+    };
+    config.gate.min_weighted_coverage = 2.0;
+    config.gate.meaning.min_sentence_similarity = None;
+    Arc::new(Assistant::new(shared_kb(), embedder(), llm, memory, config))
+}
+
 impl TestApp {
     pub fn make_ready(&mut self) {
         if let (Some(server), Some(services)) = (&self.server, self.services.take()) {

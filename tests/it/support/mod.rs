@@ -9,7 +9,8 @@ mod python;
 mod serve;
 
 pub use app::{
-    error_code, response, send, spawn_app, sse_events, test_assistant, AppOptions, TestApp,
+    error_code, response, send, spawn_app, sse_events, suggesting_assistant, test_assistant,
+    AppOptions, TestApp,
 };
 pub use models::{fixture, load_smollm2, minilm_dir, smollm2_path};
 pub use portal::FakePortal;
