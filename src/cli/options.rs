@@ -277,7 +277,9 @@ pub struct LlmArgs {
     /// auto: requantize weight types candle multiplies slowly (Q4_1, Q5_x) to Q8_0 at load; off.
     #[arg(long, env = "NOVAPAY_REQUANTIZE", default_value = "auto")]
     pub requantize: Requantize,
-    /// Prompt matmuls on CPU: auto (dense f32 for small models, quantized for large), dense, quantized.
+    /// Prompt matmuls on CPU: auto (the packed int8 kernels where the CPU has AVX-512 VNNI: a token gets
+    /// the same logits however its prompt is split; else dense f32 for small models, quantized for
+    /// large), dense (faster on small models, not split-invariant), quantized.
     #[arg(long, env = "NOVAPAY_PREFILL_KERNEL", default_value = "auto")]
     pub prefill_kernel: PrefillKernel,
     /// Reuse the KV cache of the longest prefix a prompt shares with the previous one (system prompt,
