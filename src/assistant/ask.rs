@@ -19,7 +19,7 @@ use super::checks::{StreamingCheck, Verification};
 use super::{
     Answer, AnswerKind, AnswerMode, Assistant, Language, Plan, Prepared, RagError, Source, WhenBusy,
 };
-use crate::engine::{EngineError, FinishReason, GenerationEvent, Timings, Usage};
+use crate::engine::{EngineError, FinishReason, GenerateRequest, GenerationEvent, Timings, Usage};
 use crate::logsafe;
 use crate::memory::{MemoryError, SessionId, SessionInfo, SessionOwner, Speaker, Turn};
 
@@ -405,8 +405,21 @@ impl Assistant {
     /// unknown session, full queue, storage down) come back here, so a door can still choose its
     /// status code; later ones arrive as [`AnswerEvent::Error`]. Runs on a tokio runtime.
     pub async fn ask(self: &Arc<Self>, ask: Ask) -> Result<AnswerStream, AnswerError> {
+        let llm = self.llm.clone();
+        self.ask_submitting(ask, Box::new(move |request| llm.submit(request)))
+            .await
+    }
+
+    /// [`Assistant::ask`] with the generation's events taken from `submit` instead of the model
+    /// worker: the one path from the token stream to the served text, for the LLM worker and for
+    /// tests that script a generation ([`super::testing`]).
+    pub(super) async fn ask_submitting(
+        self: &Arc<Self>,
+        ask: Ask,
+        submit: Submit,
+    ) -> Result<AnswerStream, AnswerError> {
         let door = ask.door;
-        let result = self.clone().start(ask).await;
+        let result = self.clone().start(ask, submit).await;
         if let Err(e) = &result {
             self.count_failure(door, e);
         }
@@ -425,8 +438,19 @@ impl Assistant {
         ask: Ask,
         on_event: &mut dyn FnMut(&AnswerEvent),
     ) -> Result<Answered, AnswerError> {
+        let llm = self.llm.clone();
+        self.ask_blocking_submitting(ask, Box::new(move |request| llm.submit(request)), on_event)
+    }
+
+    /// [`Assistant::ask_blocking`] over [`Assistant::ask_submitting`].
+    pub(super) fn ask_blocking_submitting(
+        self: &Arc<Self>,
+        ask: Ask,
+        submit: Submit,
+        on_event: &mut dyn FnMut(&AnswerEvent),
+    ) -> Result<Answered, AnswerError> {
         let run = async {
-            let mut stream = self.ask(ask).await?;
+            let mut stream = self.ask_submitting(ask, submit).await?;
             while let Some(event) = stream.next().await {
                 on_event(&event);
                 match event {
@@ -497,7 +521,7 @@ impl Assistant {
         }
     }
 
-    async fn start(self: Arc<Self>, ask: Ask) -> Result<AnswerStream, AnswerError> {
+    async fn start(self: Arc<Self>, ask: Ask, submit: Submit) -> Result<AnswerStream, AnswerError> {
         let started = Instant::now();
         let question = validate_question(&ask.question)?;
         if let Conversation::Stateless(turns) = &ask.conversation {
@@ -603,7 +627,7 @@ impl Assistant {
                         queue_depth: self.llm.info().queue_depth,
                     })
                 } else {
-                    self.llm.submit(request)
+                    submit(request)
                 };
                 match submitted {
                     Ok(rx) => {
@@ -667,6 +691,13 @@ impl Assistant {
         })
     }
 }
+
+/// Queues a generation and returns its events: the model worker's [`crate::engine::LlmHandle::submit`],
+/// or a scripted generation in tests.
+pub(super) type Submit = Box<
+    dyn FnOnce(GenerateRequest) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, EngineError>
+        + Send,
+>;
 
 /// What the worker reported about a generation whose text is served.
 #[derive(Clone, Copy)]

@@ -16,6 +16,8 @@ pub mod library;
 pub mod metrics;
 pub mod prompt;
 pub mod report;
+#[doc(hidden)]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

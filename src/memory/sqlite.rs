@@ -563,7 +563,8 @@ mod tests {
         let path = dir.path().join("state/memory.sqlite");
         let store = SqliteStore::open(&path)
             .unwrap()
-            .with_ttl(Some(Duration::from_millis(200)));
+            // Long enough that a slow host still reads the session back before it expires.
+            .with_ttl(Some(Duration::from_millis(1000)));
         let id = SessionId::parse("short-lived").unwrap();
         let owner = SessionOwner {
             owner: Some("k1".into()),
@@ -583,7 +584,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.history(&id, 10).unwrap().len(), 1);
-        std::thread::sleep(Duration::from_millis(350));
+        std::thread::sleep(Duration::from_millis(1200));
         assert!(store.session(&id).unwrap().is_none(), "expired is gone");
         assert!(store.history(&id, 10).unwrap().is_empty());
         assert_eq!(store.purge_expired().unwrap(), 1);

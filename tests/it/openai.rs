@@ -54,7 +54,14 @@ fn the_openai_python_sdk_gets_grounded_answers_embeddings_and_openai_errors() {
         "max_tokens=6 caps the generation: {usage}"
     );
     assert_eq!(usage["total_tokens"].as_u64(), Some(prompt + completion));
-    assert_eq!(chat["finish_reason"], "length", "{chat}");
+    // Cut by max_tokens, unless the figure check left nothing of the six tokens this CPU's model
+    // said (issue 25) and quotes replaced them: a quote is a complete text.
+    let cut = if ext["extractive"] == true {
+        "stop"
+    } else {
+        "length"
+    };
+    assert_eq!(chat["finish_reason"], cut, "{chat}");
 
     // Streamed: role chunk, content chunks, citations, the finish chunk with the extension, usage.
     let stream = &seen["stream"];

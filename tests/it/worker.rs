@@ -99,16 +99,19 @@ async fn a_full_queue_answers_overloaded_at_once() {
     first_token(&mut running).await; // the worker is busy with it
     let waiting = handle.submit(long_request(4)).unwrap(); // takes the one queue slot
     assert_eq!(handle.queued(), 1);
-    let started = std::time::Instant::now();
     let err = handle.submit(long_request(4)).unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "refusal must not wait"
-    );
     assert!(
         matches!(err, EngineError::Overloaded { queue_depth: 1 }),
         "{err:?}"
     );
+    // Refused without waiting for a place: the running job has not finished yet. (Compared with
+    // the job on this host, not with a fixed time, which depends on the CPU.)
+    while let Ok(event) = running.try_recv() {
+        assert!(
+            matches!(event, GenerationEvent::Token(_)),
+            "the refusal waited for the running job: {event:?}"
+        );
+    }
     // Callers that went away are skipped, and the worker keeps serving.
     drop(waiting);
     drop(running);

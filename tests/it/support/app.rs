@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
 use novapay::assistant::documents::Documents;
-use novapay::assistant::{Assistant, RagConfig};
+use novapay::assistant::{AnswerMode, Assistant, RagConfig};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::http::{self, RunningServer, ServerConfig, Services};
 use novapay::memory::SqliteStore;
@@ -96,6 +96,16 @@ pub fn test_assistant(
     queue_depth: usize,
     sampling: SamplingParams,
 ) -> Arc<Assistant> {
+    test_assistant_in_mode(state_dir, queue_depth, sampling, AnswerMode::default())
+}
+
+/// [`test_assistant`] answering in `mode`.
+pub fn test_assistant_in_mode(
+    state_dir: &std::path::Path,
+    queue_depth: usize,
+    sampling: SamplingParams,
+    answer_mode: AnswerMode,
+) -> Arc<Assistant> {
     let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
     let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
     Arc::new(Assistant::new(
@@ -105,6 +115,7 @@ pub fn test_assistant(
         memory,
         RagConfig {
             sampling,
+            answer_mode,
             ..RagConfig::default()
         },
     ))

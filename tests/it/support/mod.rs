@@ -10,6 +10,7 @@ mod serve;
 
 pub use app::{
     error_code, response, send, spawn_app, sse_events, suggesting_assistant, test_assistant,
+    test_assistant_in_mode,
     AppOptions, TestApp,
 };
 pub use models::{fixture, load_smollm2, minilm_dir, smollm2_path};
@@ -36,4 +37,30 @@ pub fn metric(metrics: &str, series: &str) -> Option<f64> {
             .and_then(|rest| rest.strip_prefix(' '))
             .and_then(|value| value.trim().parse().ok())
     })
+}
+
+/// The figures of a served answer that the knowledge base in `data` (every file), the question and
+/// the default support contacts do not state. What the model says differs between CPUs (issue 25);
+/// that no served figure is absent from these holds on every host.
+pub fn figures_absent_from_the_knowledge_base(
+    data: &std::path::Path,
+    question: &str,
+    answer: &str,
+) -> Vec<String> {
+    use novapay::assistant::checks::figures::FigurePool;
+    let texts: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().is_file())
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    let mut pool = FigurePool::new(&texts);
+    let config = novapay::assistant::RagConfig::default();
+    for t in [question, &config.fallback_en, &config.fallback_ru] {
+        pool.add_non_source(t);
+    }
+    pool.unsupported(answer)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }

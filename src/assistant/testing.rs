@@ -1,0 +1,126 @@
+//! Test support: answering with a scripted generation. Everything [`Assistant::ask`] does (admission,
+//! retrieval, the plan, the streaming figure check, the extractive replacement, storing, caching,
+//! metrics) runs as for a real question; only the model's token stream is given: `text` cut into
+//! the pieces the real model's tokenizer and stream decoder would send. What a model generates
+//! differs between CPUs; with a given text a test can check what the server does with it on any
+//! host. Not a mock model: the assistant keeps its real LLM handle (whose tokenizer cuts the text),
+//! which is simply not asked.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::ask::Submit;
+use super::{AnswerError, AnswerEvent, AnswerStream, Answered, Ask, Assistant};
+use crate::engine::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
+use crate::engine::tokenizer::LlmTokenizer;
+use crate::engine::{
+    EngineError, FinishReason, GenerateRequest, GenerationEvent, GenerationSummary, Timings, Usage,
+};
+
+/// The events the model worker would send if the model generated `text` for `request`: `text`
+/// encoded by `tokenizer`, each token's bytes through the stream decoder and the request's stop
+/// strings, cut at its `max_new_tokens` (finish reason `length`), else ended as the model ending
+/// its turn (`stop`).
+pub fn scripted_events(
+    tokenizer: &LlmTokenizer,
+    request: &GenerateRequest,
+    text: &str,
+) -> Result<Vec<GenerationEvent>, EngineError> {
+    request.params.validate()?;
+    let ids = tokenizer.encode(text, false)?;
+    let mut events = Vec::new();
+    let mut decoder = Utf8StreamDecoder::new();
+    let mut stops = StopMatcher::new(&request.params.stop);
+    let mut completion_tokens = 0;
+    let mut reason = FinishReason::Stop;
+    let mut hit_stop_string = false;
+    for id in ids {
+        completion_tokens += 1;
+        let piece = decoder.push(tokenizer.output_bytes(id));
+        let (piece, stopped) = match stops.push(&piece) {
+            StopOutcome::Continue(t) => (t, false),
+            StopOutcome::Stopped(t) => (t, true),
+        };
+        if !piece.is_empty() {
+            events.push(GenerationEvent::Token(piece));
+        }
+        if stopped {
+            hit_stop_string = true;
+            break;
+        }
+        if completion_tokens >= request.params.max_new_tokens {
+            reason = FinishReason::Length;
+            break;
+        }
+    }
+    // As the worker does: what the stop matcher and the decoder held back, unless a stop string
+    // ended the text.
+    let rest = stops.finish() + &decoder.finish();
+    if !rest.is_empty() && !hit_stop_string {
+        events.push(GenerationEvent::Token(rest));
+    }
+    events.push(GenerationEvent::Done(GenerationSummary {
+        usage: Usage {
+            prompt_tokens: 0,
+            completion_tokens,
+            cached_prompt_tokens: 0,
+        },
+        timings: Timings::default(),
+        finish_reason: reason,
+    }));
+    Ok(events)
+}
+
+/// Submits to a scripted generation of `text` instead of the model worker.
+fn scripted(assistant: &Arc<Assistant>, text: &str) -> Submit {
+    let tokenizer = assistant.llm().tokenizer().clone();
+    let text = text.to_string();
+    Box::new(move |request| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for event in scripted_events(&tokenizer, &request, &text)? {
+            // The receiver is returned below: sending cannot fail.
+            let _ = tx.send(event);
+        }
+        Ok(rx)
+    })
+}
+
+/// [`Assistant::ask`], with `text` as what the model generates.
+pub async fn ask_with_generation(
+    assistant: &Arc<Assistant>,
+    ask: Ask,
+    text: &str,
+) -> Result<AnswerStream, AnswerError> {
+    assistant
+        .ask_submitting(ask, scripted(assistant, text))
+        .await
+}
+
+/// [`Assistant::ask_blocking`], with `text` as what the model generates.
+pub fn ask_blocking_with_generation(
+    assistant: &Arc<Assistant>,
+    ask: Ask,
+    text: &str,
+    on_event: &mut dyn FnMut(&AnswerEvent),
+) -> Result<Answered, AnswerError> {
+    assistant.ask_blocking_submitting(ask, scripted(assistant, text), on_event)
+}
+
+/// The pieces `text` streams in when generated: the `Token` events of [`scripted_events`].
+pub fn token_pieces(tokenizer: &LlmTokenizer, text: &str) -> Result<Vec<String>, EngineError> {
+    let request = GenerateRequest {
+        prompt: crate::engine::Prompt::Tokens(Vec::new()),
+        params: crate::engine::SamplingParams {
+            max_new_tokens: usize::MAX / 2,
+            ..Default::default()
+        },
+    };
+    Ok(scripted_events(tokenizer, &request, text)?
+        .into_iter()
+        .filter_map(|e| match e {
+            GenerationEvent::Token(t) => Some(t),
+            _ => None,
+        })
+        .collect())
+}
