@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::checks::Verification;
 use crate::index::Hit;
-use crate::text::Language;
+use crate::text::{sentences_of, Language};
 
 /// How a reply came about. One type for the pipeline, the metrics, the answer log and every door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
@@ -160,15 +160,43 @@ impl Suggestion {
             source: hit.chunk.source.clone(),
             title: hit.chunk.title.clone(),
             section: hit.chunk.heading.clone(),
-            snippet: snippet(&hit.chunk.text, 140),
+            snippet: first_line(&hit.chunk.text),
             text: hit.chunk.text.trim().to_string(),
             score: hit.dense.unwrap_or(0.0),
         }
     }
 
-    /// Its section heading, else its document's title.
+    /// Its section heading, else its document's title, without a leading list number ("3. Refunds").
     pub fn label(&self) -> &str {
-        label(&self.section, &self.title)
+        without_list_number(label(&self.section, &self.title))
+    }
+}
+
+/// One line of a section as a customer reads it: its first sentences (list markers, emphasis and
+/// headings dropped, so that no list number reads as a figure), at most about 140 characters.
+fn first_line(text: &str) -> String {
+    let sentences = sentences_of(text);
+    let mut line = String::new();
+    for s in &sentences {
+        if !line.is_empty() && line.chars().count() + s.chars().count() > 140 {
+            break;
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(s);
+    }
+    if line.is_empty() {
+        return snippet(text, 140);
+    }
+    snippet(&line, 160)
+}
+
+fn without_list_number(label: &str) -> &str {
+    let digits = label.chars().take_while(char::is_ascii_digit).count();
+    match label[digits..].strip_prefix(['.', ')']) {
+        Some(rest) if digits > 0 && rest.starts_with(' ') => rest.trim_start(),
+        _ => label,
     }
 }
 
@@ -187,10 +215,11 @@ pub fn suggestion_text(language: Language, suggestions: &[Suggestion]) -> String
     };
     let mut text = String::from(intro);
     for s in suggestions {
-        let title = if s.title.trim().is_empty() || s.title == s.label() {
+        let title = without_list_number(&s.title);
+        let title = if title.trim().is_empty() || title == s.label() {
             String::new()
         } else {
-            format!("{} — ", s.title)
+            format!("{title} — ")
         };
         text.push_str(&format!("\n{}. {title}{}: {}", s.id, s.label(), s.snippet));
     }
@@ -211,4 +240,33 @@ pub fn snippet(text: &str, max: usize) -> String {
         _ => cut,
     };
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suggestion_reads_its_section_without_list_numbers_that_look_like_figures() {
+        let text =
+            "## 4. Wrong recipient\n\n1. Open **Transfers**.\n2. Tap Dispute within 30 days.";
+        let line = first_line(text);
+        assert_eq!(line, "Open Transfers. Tap Dispute within 30 days.");
+        assert_eq!(without_list_number("4. Wrong recipient"), "Wrong recipient");
+        assert_eq!(without_list_number("2024 fees"), "2024 fees");
+        let s = Suggestion {
+            id: 1,
+            source: "t.md".into(),
+            title: "2. Transfers".into(),
+            section: "4. Wrong recipient".into(),
+            snippet: line,
+            text: text.into(),
+            score: 0.5,
+        };
+        let reply = suggestion_text(Language::En, &[s]);
+        assert!(
+            reply.contains("\n1. Transfers — Wrong recipient: Open Transfers."),
+            "{reply}"
+        );
+    }
 }
