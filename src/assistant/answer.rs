@@ -249,9 +249,9 @@ mod tests {
     #[test]
     fn a_suggestion_reads_its_section_without_list_numbers_that_look_like_figures() {
         let text =
-            "## 4. Wrong recipient\n\n1. Open **Transfers**.\n2. Tap Dispute within 30 days.";
+            "## 4. Wrong recipient\n\n1. Open the **Transfers** tab.\n2. Tap Dispute within 30 days.";
         let line = first_line(text);
-        assert_eq!(line, "Open Transfers. Tap Dispute within 30 days.");
+        assert_eq!(line, "Open the Transfers tab. Tap Dispute within 30 days.");
         assert_eq!(without_list_number("4. Wrong recipient"), "Wrong recipient");
         assert_eq!(without_list_number("2024 fees"), "2024 fees");
         let s = Suggestion {
@@ -265,7 +265,7 @@ mod tests {
         };
         let reply = suggestion_text(Language::En, &[s]);
         assert!(
-            reply.contains("\n1. Transfers — Wrong recipient: Open Transfers."),
+            reply.contains("\n1. Transfers — Wrong recipient: Open the Transfers tab."),
             "{reply}"
         );
     }
