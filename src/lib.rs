@@ -1,5 +1,8 @@
-//! novapay: an offline customer-support assistant. The library holds the engine (LLM and embedder on
-//! candle), model resolution and download; the `novapay` binary is a thin CLI over it.
+//! novapay: an offline customer-support assistant. Layers, from the bottom: `text` (sentences, words,
+//! language), `engine` (the GGUF LLM on candle), `embed`, `memory`, `index` (the knowledge base);
+//! `assistant` (the one entry point every door calls: retrieval, the answerability gate, the checks,
+//! answered / suggested / handed off); the doors `http`, `mcp`, `integrations`; `eval` and `bench`. The
+//! `novapay` binary is a thin CLI over it.
 
 pub mod assistant;
 pub mod bench;
