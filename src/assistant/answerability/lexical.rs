@@ -176,6 +176,104 @@ fn rarity(stats: &TermStats, term: &str) -> f32 {
     (stats.idf(term) - everywhere).max(0.0)
 }
 
+/// Cosines of the next candidates a z-score is taken against.
+const DENSE_SPREAD: usize = 10;
+
+/// The best dense hit's cosine against the mean and spread of the next ones.
+pub fn dense_z(hits: &[Hit]) -> f32 {
+    let mut cos: Vec<f32> = hits.iter().filter_map(|h| h.dense).collect();
+    cos.sort_by(|a, b| b.total_cmp(a));
+    if cos.len() < 3 {
+        return 0.0;
+    }
+    let rest = &cos[1..cos.len().min(DENSE_SPREAD + 1)];
+    let mean = rest.iter().sum::<f32>() / rest.len() as f32;
+    let var = rest.iter().map(|c| (c - mean).powi(2)).sum::<f32>() / rest.len() as f32;
+    ((cos[0] - mean) / var.sqrt().max(0.01)).min(10.0)
+}
+
+/// Which sentences of a question ask: those ending in "?" (the last one when none does). The
+/// others tell the customer's story.
+fn asking_sentences(question: &str) -> (String, String) {
+    let sentences: Vec<&str> = split_sentences(question)
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let asks = |s: &&str| s.ends_with('?');
+    let any_asks = sentences.iter().any(asks);
+    let (mut ask, mut story) = (String::new(), String::new());
+    for (i, s) in sentences.iter().enumerate() {
+        let is_ask = if any_asks {
+            asks(s)
+        } else {
+            i + 1 == sentences.len()
+        };
+        let into = if is_ask { &mut ask } else { &mut story };
+        into.push_str(s);
+        into.push(' ');
+    }
+    (ask.to_lowercase(), story.to_lowercase())
+}
+
+/// Shares of the question's rarity mass `total` in words no chunk uses, in the asking sentence and
+/// in the story.
+fn unknown_mass(question: &str, words: &[WordSignal], total: f32) -> (f32, f32) {
+    if total <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let (ask, _story) = asking_sentences(question);
+    let (mut in_ask, mut in_story) = (0.0, 0.0);
+    for w in words
+        .iter()
+        .filter(|w| w.document_frequency == 0 && !w.covered)
+    {
+        if !w.surface.is_empty() && ask.contains(&w.surface) {
+            in_ask += w.weight;
+        } else {
+            in_story += w.weight;
+        }
+    }
+    (in_ask / total, in_story / total)
+}
+
+/// Numbers and names (capitalised, not first in their sentence) of the question that no chunk of
+/// the knowledge base contains and no top excerpt covers.
+fn unknown_identifiers(
+    question: &str,
+    stats: &TermStats,
+    covered: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let languages = Bm25Config::KNOWLEDGE_BASE.languages;
+    let mut out = Vec::new();
+    for sentence in split_sentences(question) {
+        let words: Vec<&str> = sentence
+            .split(|c: char| {
+                c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '«' | '»')
+            })
+            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            let number = w.chars().any(|c| c.is_ascii_digit());
+            let name = i > 0
+                && w.chars().next().is_some_and(char::is_uppercase)
+                && w.chars().count() > 1
+                && *w != "I";
+            if !(number || name) {
+                continue;
+            }
+            for t in content_terms(w, languages) {
+                let known = stats.document_frequency.get(&t).copied().unwrap_or(0) > 0;
+                if !known && !covered(&t) && !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -347,102 +445,4 @@ mod tests {
             "fee sign, abroad"
         );
     }
-}
-
-/// Cosines of the next candidates a z-score is taken against.
-const DENSE_SPREAD: usize = 10;
-
-/// The best dense hit's cosine against the mean and spread of the next ones.
-pub fn dense_z(hits: &[Hit]) -> f32 {
-    let mut cos: Vec<f32> = hits.iter().filter_map(|h| h.dense).collect();
-    cos.sort_by(|a, b| b.total_cmp(a));
-    if cos.len() < 3 {
-        return 0.0;
-    }
-    let rest = &cos[1..cos.len().min(DENSE_SPREAD + 1)];
-    let mean = rest.iter().sum::<f32>() / rest.len() as f32;
-    let var = rest.iter().map(|c| (c - mean).powi(2)).sum::<f32>() / rest.len() as f32;
-    ((cos[0] - mean) / var.sqrt().max(0.01)).min(10.0)
-}
-
-/// Which sentences of a question ask: those ending in "?" (the last one when none does). The
-/// others tell the customer's story.
-fn asking_sentences(question: &str) -> (String, String) {
-    let sentences: Vec<&str> = split_sentences(question)
-        .into_iter()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let asks = |s: &&str| s.ends_with('?');
-    let any_asks = sentences.iter().any(asks);
-    let (mut ask, mut story) = (String::new(), String::new());
-    for (i, s) in sentences.iter().enumerate() {
-        let is_ask = if any_asks {
-            asks(s)
-        } else {
-            i + 1 == sentences.len()
-        };
-        let into = if is_ask { &mut ask } else { &mut story };
-        into.push_str(s);
-        into.push(' ');
-    }
-    (ask.to_lowercase(), story.to_lowercase())
-}
-
-/// Shares of the question's rarity mass `total` in words no chunk uses, in the asking sentence and
-/// in the story.
-fn unknown_mass(question: &str, words: &[WordSignal], total: f32) -> (f32, f32) {
-    if total <= 0.0 {
-        return (0.0, 0.0);
-    }
-    let (ask, _story) = asking_sentences(question);
-    let (mut in_ask, mut in_story) = (0.0, 0.0);
-    for w in words
-        .iter()
-        .filter(|w| w.document_frequency == 0 && !w.covered)
-    {
-        if !w.surface.is_empty() && ask.contains(&w.surface) {
-            in_ask += w.weight;
-        } else {
-            in_story += w.weight;
-        }
-    }
-    (in_ask / total, in_story / total)
-}
-
-/// Numbers and names (capitalised, not first in their sentence) of the question that no chunk of
-/// the knowledge base contains and no top excerpt covers.
-fn unknown_identifiers(
-    question: &str,
-    stats: &TermStats,
-    covered: &dyn Fn(&str) -> bool,
-) -> Vec<String> {
-    let languages = Bm25Config::KNOWLEDGE_BASE.languages;
-    let mut out = Vec::new();
-    for sentence in split_sentences(question) {
-        let words: Vec<&str> = sentence
-            .split(|c: char| {
-                c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '«' | '»')
-            })
-            .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
-            .filter(|w| !w.is_empty())
-            .collect();
-        for (i, w) in words.iter().enumerate() {
-            let number = w.chars().any(|c| c.is_ascii_digit());
-            let name = i > 0
-                && w.chars().next().is_some_and(char::is_uppercase)
-                && w.chars().count() > 1
-                && *w != "I";
-            if !(number || name) {
-                continue;
-            }
-            for t in content_terms(w, languages) {
-                let known = stats.document_frequency.get(&t).copied().unwrap_or(0) > 0;
-                if !known && !covered(&t) && !out.contains(&t) {
-                    out.push(t);
-                }
-            }
-        }
-    }
-    out
 }

@@ -122,6 +122,8 @@ pub struct Labelled {
 
 /// Fits standardisation, weights and bias (classes weighted to balance, L2 `lambda`). Errors on an
 /// empty or one-class set.
+// Several arrays are indexed by one feature: index loops read clearer than zipped iterators.
+#[allow(clippy::needless_range_loop)]
 pub fn fit(samples: &[Labelled], lambda: f32) -> Result<GateModel, String> {
     let n = samples.len();
     let positives = samples.iter().filter(|s| s.answerable).count();
