@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     error_code, figures_absent_from_the_knowledge_base, response, send, spawn_app, sse_events,
-    AppOptions,
+    test_assistant_configured, AppOptions,
 };
 
 #[test]
@@ -442,5 +442,44 @@ fn a_demo_model_is_announced_by_health_and_the_chat_page() {
         assert!(page.contains("Demo model: answers are not reliable"));
         assert!(page.contains("Демо-модель: ответы ненадёжны"));
         rt.block_on(server.shutdown());
+    }
+}
+
+#[test]
+fn the_same_question_gets_one_answer_from_one_server_whatever_ran_before() {
+    // A reused prompt prefix (the previous question's system prompt and excerpts) must not change
+    // the numerics of the rest of the prompt: with the answer cache off, the model's own text (generate
+    // mode: no check replaces it) is the same five times, with another question in between. Two runs
+    // on one host are compared, never a text one host produced.
+    let state = tempfile::tempdir().unwrap();
+    let sampling = SamplingParams {
+        max_new_tokens: 24,
+        ..SamplingParams::default()
+    };
+    let mut config = novapay::assistant::RagConfig {
+        sampling,
+        answer_mode: novapay::assistant::AnswerMode::Generate,
+        ..Default::default()
+    };
+    config.cache.capacity = 0;
+    let assistant = test_assistant_configured(state.path(), 4, config);
+    let app = spawn_app(AppOptions {
+        assistant: Some(assistant),
+        ..AppOptions::default()
+    });
+    let ask = |q: &str| {
+        let (status, v) = app.post_json("/api/v1/query", &json!({ "query": q }));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["cached"], false, "{v}");
+        v["response"].as_str().unwrap().to_string()
+    };
+    let q = "How much does an international transfer cost?";
+    let first = ask(q);
+    assert!(!first.trim().is_empty());
+    for i in 0..4 {
+        if i == 2 {
+            ask("How do I block my card if it is stolen?");
+        }
+        assert_eq!(ask(q), first, "answer {} of the same question", i + 2);
     }
 }

@@ -121,6 +121,17 @@ pub fn test_assistant_in_mode(
     ))
 }
 
+/// An assistant on the test models and data/ with `config`.
+pub fn test_assistant_configured(
+    state_dir: &std::path::Path,
+    queue_depth: usize,
+    config: RagConfig,
+) -> Arc<Assistant> {
+    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
+    let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
+    Arc::new(Assistant::new(shared_kb(), embedder(), llm, memory, config))
+}
+
 /// [`test_assistant`] whose gate answers nothing: every question that retrieval finds something
 /// for gets the closest sections (`suggested`), however the gate is tuned. The weighted coverage
 /// cannot exceed 1 and no meaning rescue is tried, while the gate's "found anything" still holds.
@@ -136,6 +147,8 @@ pub fn suggesting_assistant(state_dir: &std::path::Path) -> Arc<Assistant> {
     };
     config.gate.min_weighted_coverage = 2.0;
     config.gate.meaning.min_sentence_similarity = None;
+    // The word rules alone decide (the weighing gate's model could still answer).
+    config.gate.weighing = false;
     Arc::new(Assistant::new(shared_kb(), embedder(), llm, memory, config))
 }
 

@@ -10,7 +10,7 @@ mod serve;
 
 pub use app::{
     error_code, response, send, spawn_app, sse_events, suggesting_assistant, test_assistant,
-    test_assistant_in_mode, AppOptions, TestApp,
+    test_assistant_configured, test_assistant_in_mode, AppOptions, TestApp,
 };
 pub use models::{fixture, load_smollm2, minilm_dir, smollm2_path};
 pub use portal::FakePortal;
