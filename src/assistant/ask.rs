@@ -521,7 +521,11 @@ impl Assistant {
         }
     }
 
-    async fn start(self: Arc<Self>, ask: Ask, submit: Submit) -> Result<AnswerStream, AnswerError> {
+    async fn start(
+        self: Arc<Self>,
+        ask: Ask,
+        mut submit: Submit,
+    ) -> Result<AnswerStream, AnswerError> {
         let started = Instant::now();
         let question = validate_question(&ask.question)?;
         if let Conversation::Stateless(turns) = &ask.conversation {
@@ -568,12 +572,32 @@ impl Assistant {
         } else {
             tracing::debug!(%query_id, session_id = %session_label, door = ask.door.as_str(), query = %logsafe::user_text(&question), "question");
         }
-        let prepared = {
+        let mut prepared = {
             let assistant = self.clone();
             let history = resolved.history.clone();
             let q = question.clone();
             blocking(move || Ok(assistant.prepare_with_history(&q, &history)?)).await?
         };
+        // The judge (opt-in) settles an unsure question before anything is sent.
+        if let Plan::Judge { .. } = prepared.plan {
+            let plan = std::mem::replace(&mut prepared.plan, Plan::HandOff(String::new()));
+            let Plan::Judge {
+                judge,
+                answer,
+                suggest,
+            } = plan
+            else {
+                unreachable!("matched above")
+            };
+            let timeout = ask.timeout.or(self.config.generation_timeout);
+            prepared.plan = if !busy && self.judge(&mut submit, judge, timeout, &query_id).await {
+                Plan::Generate(answer)
+            } else {
+                prepared.sources.clear();
+                prepared.excerpts.clear();
+                Plan::Suggest(suggest.0, suggest.1)
+            };
+        }
         self.metrics
             .observe("retrieval", started.elapsed().as_secs_f64());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -584,7 +608,6 @@ impl Assistant {
             question: question.clone(),
             sources: prepared.sources.clone(),
         };
-        let mut prepared = prepared;
         let plan = std::mem::replace(&mut prepared.plan, Plan::HandOff(String::new()));
         let turn = Turning {
             assistant: self.clone(),
@@ -610,6 +633,11 @@ impl Assistant {
                     a.suggestions = suggestions;
                 });
                 tokio::spawn(turn.finish_now(answer));
+            }
+            Plan::Judge { .. } => {
+                return Err(AnswerError::Internal(
+                    "the judge's verdict was not taken".into(),
+                ))
             }
             Plan::Extract(text) => {
                 let answer = turn.answer_with(text, |a| a.kind = AnswerKind::Quoted);
@@ -648,6 +676,44 @@ impl Assistant {
             }
         }
         Ok(stream)
+    }
+
+    /// The model's own judgement of an unsure question: its short reply to the judge prompt says yes
+    /// or not. A full queue, an error or a timeout count as not (the sections are offered).
+    async fn judge(
+        &self,
+        submit: &mut Submit,
+        request: GenerateRequest,
+        timeout: Option<Duration>,
+        query_id: &str,
+    ) -> bool {
+        let mut rx = match submit(request) {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::info!(%query_id, error = %e, "judge not asked");
+                return false;
+            }
+        };
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut reply = String::new();
+        loop {
+            match recv_until(&mut rx, deadline).await {
+                Ok(Some(GenerationEvent::Token(t))) => reply.push_str(&t),
+                Ok(Some(GenerationEvent::Done(_))) => break,
+                Ok(Some(GenerationEvent::Error(e))) => {
+                    tracing::info!(%query_id, error = %e, "judge failed");
+                    return false;
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        let yes = super::judged_yes(&reply);
+        self.metrics
+            .judge_verdicts
+            .with_label_values(&[if yes { "yes" } else { "no" }])
+            .inc();
+        tracing::info!(%query_id, yes, "the model judged whether the excerpts answer");
+        yes
     }
 
     fn overloaded(&self) -> AnswerError {
@@ -695,7 +761,7 @@ impl Assistant {
 /// Queues a generation and returns its events: the model worker's [`crate::engine::LlmHandle::submit`],
 /// or a scripted generation in tests.
 pub(super) type Submit = Box<
-    dyn FnOnce(GenerateRequest) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, EngineError>
+    dyn FnMut(GenerateRequest) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, EngineError>
         + Send,
 >;
 

@@ -30,6 +30,8 @@ pub struct AnswerMetrics {
     pub extractive_answers: IntCounter,
     /// Ratings of answers by customers (`up`, `down`).
     pub feedback: IntCounterVec,
+    /// The model's verdicts on questions the gate was unsure of (the opt-in judge), by verdict.
+    pub judge_verdicts: IntCounterVec,
 }
 
 impl AnswerMetrics {
@@ -97,6 +99,15 @@ impl AnswerMetrics {
             "novapay_extractive_answers_total",
             "Answers quoted from the knowledge base (extract mode, full queue, emptied generation)",
         )?;
+        let judge_verdicts = IntCounterVec::new(
+            Opts::new(
+                "novapay_judge_verdicts_total",
+                "The model's judgement of questions the answerability gate was unsure of \
+                 (NOVAPAY_GATE_JUDGE), by verdict (yes: answered, no: sections offered)",
+            ),
+            &["verdict"],
+        )?;
+        registry.register(Box::new(judge_verdicts.clone()))?;
         registry.register(Box::new(answers.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(searches.clone()))?;
@@ -121,6 +132,7 @@ impl AnswerMetrics {
             cache_hits,
             extractive_answers,
             feedback,
+            judge_verdicts,
         })
     }
 

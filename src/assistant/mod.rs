@@ -191,6 +191,15 @@ pub enum Plan {
     /// calling the LLM.
     Suggest(String, Vec<Suggestion>),
     Generate(GenerateRequest),
+    /// The gate was unsure (between its thresholds) and the model's own judgement is on: `judge`
+    /// asks the model whether the excerpts answer the question (the answer's own prompt with one
+    /// line more, so the answer reuses its prefix); "yes" runs `answer`, anything else offers
+    /// `suggest`.
+    Judge {
+        judge: GenerateRequest,
+        answer: GenerateRequest,
+        suggest: (String, Vec<Suggestion>),
+    },
     /// Extract mode: sentences quoted from the excerpts, without calling the LLM.
     Extract(String),
     /// The same question was answered before, for the same knowledge base.
@@ -385,24 +394,92 @@ impl Assistant {
             } else {
                 suggestions_of(&retrieval.hits)
             };
-            let plan = if suggestions.is_empty() {
-                Plan::HandOff(self.fallback_text(retrieval.language))
-            } else {
-                Plan::Suggest(
-                    suggestion_text(retrieval.language, &suggestions),
-                    suggestions,
-                )
-            };
+            if suggestions.is_empty() {
+                return Ok(Prepared {
+                    question: question.to_string(),
+                    plan: Plan::HandOff(self.fallback_text(retrieval.language)),
+                    retrieval,
+                    sources: Vec::new(),
+                    excerpts: Vec::new(),
+                    cacheable,
+                    generation,
+                });
+            }
+            let suggest = (
+                suggestion_text(retrieval.language, &suggestions),
+                suggestions,
+            );
+            if probe || !self.judges(&retrieval) {
+                return Ok(Prepared {
+                    question: question.to_string(),
+                    retrieval,
+                    sources: Vec::new(),
+                    excerpts: Vec::new(),
+                    plan: Plan::Suggest(suggest.0, suggest.1),
+                    cacheable,
+                    generation,
+                });
+            }
+            let (excerpts, sources) = self.excerpts_of(&retrieval);
+            let answer = self.answer_request(question, &excerpts, history);
+            let judge = judge_request(&answer, retrieval.language);
             return Ok(Prepared {
                 question: question.to_string(),
                 retrieval,
-                sources: Vec::new(),
-                excerpts: Vec::new(),
-                plan,
+                sources,
+                excerpts: excerpts.into_iter().map(|e| e.text).collect(),
+                plan: Plan::Judge {
+                    judge,
+                    answer,
+                    suggest,
+                },
                 cacheable,
                 generation,
             });
         }
+        let (excerpts, sources) = self.excerpts_of(&retrieval);
+        if mode == AnswerMode::Extract {
+            let text = self.extractive_text(question, sources.len(), &retrieval)?;
+            return Ok(Prepared {
+                question: question.to_string(),
+                retrieval,
+                sources,
+                excerpts: excerpts.into_iter().map(|e| e.text).collect(),
+                plan: Plan::Extract(text),
+                cacheable,
+                generation,
+            });
+        }
+        let request = self.answer_request(question, &excerpts, history);
+        Ok(Prepared {
+            question: question.to_string(),
+            retrieval,
+            sources,
+            excerpts: excerpts.into_iter().map(|e| e.text).collect(),
+            plan: Plan::Generate(request),
+            cacheable,
+            generation,
+        })
+    }
+
+    /// Whether the model is asked to judge a question the gate would offer sections for: the judge
+    /// is on, the answer mode generates, and the gate was unsure (its score between the two
+    /// thresholds, no number or name of the question unknown to the knowledge base).
+    fn judges(&self, retrieval: &Retrieval) -> bool {
+        if !self.config.gate.judge || self.config.answer_mode == AnswerMode::Extract {
+            return false;
+        }
+        let model = answerability::GateModel::builtin();
+        [&retrieval.gate, &retrieval.gate_with_history]
+            .into_iter()
+            .any(|g| {
+                g.unknown_identifiers.is_empty() && g.score.is_some_and(|s| s >= model.suggest_at)
+            })
+    }
+
+    /// The top excerpts that fit the context budget (instruction-like sentences left out), with the
+    /// sources they are cited as.
+    fn excerpts_of(&self, retrieval: &Retrieval) -> (Vec<Excerpt>, Vec<Source>) {
         let tokenizer = self.llm.tokenizer();
         let count = |t: &str| {
             tokenizer
@@ -434,19 +511,24 @@ impl Assistant {
             });
             sources.push(Source::from_hit(hit));
         }
-        let excerpt_texts: Vec<String> = excerpts.iter().map(|e| e.text.clone()).collect();
-        if mode == AnswerMode::Extract {
-            let text = self.extractive_text(question, sources.len(), &retrieval)?;
-            return Ok(Prepared {
-                question: question.to_string(),
-                retrieval,
-                sources,
-                excerpts: excerpt_texts,
-                plan: Plan::Extract(text),
-                cacheable,
-                generation,
-            });
-        }
+        (excerpts, sources)
+    }
+
+    /// The grounded prompt: the excerpts, the most recent turns that fit the history budget, the
+    /// question.
+    fn answer_request(
+        &self,
+        question: &str,
+        excerpts: &[Excerpt],
+        history: &[Turn],
+    ) -> GenerateRequest {
+        let tokenizer = self.llm.tokenizer();
+        let count = |t: &str| {
+            tokenizer
+                .encode(t, false)
+                .map(|ids| ids.len())
+                .unwrap_or(usize::MAX)
+        };
         // Most recent turns first, within the budget, then back in order.
         let mut kept = Vec::new();
         let mut budget = self.config.history_tokens;
@@ -463,22 +545,13 @@ impl Assistant {
             kept.push(ChatMessage::new(role, turn.content.clone()));
         }
         kept.reverse();
-        let messages = grounded_messages(question, &excerpts, &kept);
-        Ok(Prepared {
-            question: question.to_string(),
-            retrieval,
-            sources,
-            excerpts: excerpt_texts,
-            plan: Plan::Generate(GenerateRequest {
-                prompt: Prompt::Chat(messages),
-                params: SamplingParams {
-                    stop: answer_stops(),
-                    ..self.config.sampling.clone()
-                },
-            }),
-            cacheable,
-            generation,
-        })
+        GenerateRequest {
+            prompt: Prompt::Chat(grounded_messages(question, excerpts, &kept)),
+            params: SamplingParams {
+                stop: answer_stops(),
+                ..self.config.sampling.clone()
+            },
+        }
     }
 
     fn cached_plan(&self, question: &str, mut answer: Answer) -> Prepared {
@@ -895,19 +968,79 @@ fn claims_unknown_word(retrieval: &Retrieval, text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The closest distinct sections of the ranked hits, at most [`MAX_SUGGESTIONS`].
+/// The closest distinct sections of the ranked hits, at most [`MAX_SUGGESTIONS`], from as many
+/// articles as there are suggestions: the best section of each article first (three sections of one
+/// wrong article hide the right one; the customer who opens the right article finds its other
+/// sections), then further sections of the same articles when fewer articles were found. Listed in
+/// rank order.
 fn suggestions_of(hits: &[Hit]) -> Vec<Suggestion> {
-    let mut out: Vec<Suggestion> = Vec::new();
-    for hit in hits {
-        if out.len() == MAX_SUGGESTIONS {
+    let mut picked: Vec<usize> = Vec::new();
+    let section = |i: usize| (&hits[i].chunk.source, &hits[i].chunk.heading);
+    for (i, hit) in hits.iter().enumerate() {
+        if picked.len() == MAX_SUGGESTIONS {
             break;
         }
-        let same = |s: &Suggestion| s.source == hit.chunk.source && s.section == hit.chunk.heading;
-        if !out.iter().any(same) {
-            out.push(Suggestion::from_hit(out.len() + 1, hit));
+        if !picked
+            .iter()
+            .any(|&p| hits[p].chunk.source == hit.chunk.source)
+        {
+            picked.push(i);
         }
     }
-    out
+    for i in 0..hits.len() {
+        if picked.len() == MAX_SUGGESTIONS {
+            break;
+        }
+        if !picked.iter().any(|&p| section(p) == section(i)) {
+            picked.push(i);
+        }
+    }
+    picked.sort_unstable();
+    picked
+        .into_iter()
+        .enumerate()
+        .map(|(n, i)| Suggestion::from_hit(n + 1, &hits[i]))
+        .collect()
+}
+
+/// The judge's question: the answer's own prompt with one line more in the last user turn (so the
+/// answer that may follow reuses the prompt's cached prefix), a greedy reply of a few tokens.
+fn judge_request(answer: &GenerateRequest, language: Language) -> GenerateRequest {
+    let ask = match language {
+        Language::Ru => "Есть ли ответ на этот вопрос в приведённых выше фрагментах? Ответьте только «да» или «нет».",
+        Language::En => "Do the excerpts above contain the answer to this question? Reply with yes or no only.",
+    };
+    let prompt = match &answer.prompt {
+        Prompt::Chat(messages) => {
+            let mut messages = messages.clone();
+            if let Some(last) = messages.last_mut() {
+                last.content = format!("{}\n\n{ask}", last.content);
+            }
+            Prompt::Chat(messages)
+        }
+        Prompt::Tokens(t) => Prompt::Tokens(t.clone()),
+    };
+    GenerateRequest {
+        prompt,
+        params: SamplingParams {
+            temperature: 0.0,
+            max_new_tokens: 3,
+            stop: vec!["\n".into()],
+            ..SamplingParams::default()
+        },
+    }
+}
+
+/// Whether the judge's reply says yes: its first word is "yes" or "да", in any case, whatever
+/// punctuation follows.
+pub fn judged_yes(reply: &str) -> bool {
+    let first = reply
+        .trim_start()
+        .split(|c: char| !c.is_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
+    first == "yes" || first == "да"
 }
 
 /// Where a small model starts echoing its prompt (a new excerpt header, the prompt's own labels)
@@ -916,4 +1049,58 @@ fn answer_stops() -> Vec<String> {
     let mut stops: Vec<String> = (1..=9).map(|i| format!("\n[{i}] (")).collect();
     stops.extend(["\nExcerpts:", "\nQuestion:", "\n\n\n"].map(String::from));
     stops
+}
+
+#[cfg(test)]
+mod judge_tests {
+    use super::*;
+
+    #[test]
+    fn the_judges_reply_is_yes_only_when_its_first_word_says_so() {
+        for yes in ["Yes", "yes.", " Yes, they do", "Да", "да, есть", "YES!"] {
+            assert!(judged_yes(yes), "{yes:?}");
+        }
+        for not in [
+            "No",
+            "нет.",
+            "Yesterday",
+            "I think yes",
+            "",
+            "Maybe",
+            "Дальше",
+        ] {
+            assert!(!judged_yes(not), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn the_judge_asks_in_the_answers_own_prompt_with_one_line_more() {
+        let answer = GenerateRequest {
+            prompt: Prompt::Chat(vec![
+                ChatMessage::new(Role::System, "rules and excerpts"),
+                ChatMessage::new(Role::User, "earlier"),
+                ChatMessage::new(Role::Assistant, "reply"),
+                ChatMessage::new(Role::User, "How much is a transfer?"),
+            ]),
+            params: SamplingParams {
+                max_new_tokens: 256,
+                ..SamplingParams::default()
+            },
+        };
+        for language in [Language::En, Language::Ru] {
+            let judge = judge_request(&answer, language);
+            let (Prompt::Chat(a), Prompt::Chat(j)) = (&answer.prompt, &judge.prompt) else {
+                panic!("chat prompts");
+            };
+            assert_eq!(a.len(), j.len());
+            for (x, y) in a.iter().zip(j).take(a.len() - 1) {
+                assert_eq!((x.role, &x.content), (y.role, &y.content));
+            }
+            let last = &j.last().unwrap().content;
+            assert!(last.starts_with("How much is a transfer?\n\n"), "{last}");
+            assert!(last.len() > "How much is a transfer?".len() + 20);
+            assert_eq!(judge.params.temperature, 0.0);
+            assert!(judge.params.max_new_tokens <= 4);
+        }
+    }
 }

@@ -74,9 +74,22 @@ pub fn scripted_events(
 
 /// Submits to a scripted generation of `text` instead of the model worker.
 fn scripted(assistant: &Arc<Assistant>, text: &str) -> Submit {
+    scripted_in_turn(assistant, &[text])
+}
+
+/// Submits to scripted generations: the first request gets `texts[0]`, the next `texts[1]`, and so
+/// on (the last one again once they run out).
+fn scripted_in_turn(assistant: &Arc<Assistant>, texts: &[&str]) -> Submit {
     let tokenizer = assistant.llm().tokenizer().clone();
-    let text = text.to_string();
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let mut next = 0;
     Box::new(move |request| {
+        let text = texts
+            .get(next)
+            .or(texts.last())
+            .cloned()
+            .unwrap_or_default();
+        next += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         for event in scripted_events(&tokenizer, &request, &text)? {
             // The receiver is returned below: sending cannot fail.
@@ -94,6 +107,18 @@ pub async fn ask_with_generation(
 ) -> Result<AnswerStream, AnswerError> {
     assistant
         .ask_submitting(ask, scripted(assistant, text))
+        .await
+}
+
+/// [`Assistant::ask`], with `texts` as what the model generates for each request in turn (the
+/// judge's reply, then the answer).
+pub async fn ask_with_generations(
+    assistant: &Arc<Assistant>,
+    ask: Ask,
+    texts: &[&str],
+) -> Result<AnswerStream, AnswerError> {
+    assistant
+        .ask_submitting(ask, scripted_in_turn(assistant, texts))
         .await
 }
 

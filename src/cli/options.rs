@@ -158,6 +158,12 @@ pub struct RagArgs {
     /// through); calibrate with `novapay eval answerability` before setting it.
     #[arg(long, env = "NOVAPAY_MIN_SENTENCE_SIMILARITY")]
     pub min_sentence_similarity: Option<f32>,
+    /// Ask the LLM whether the excerpts answer a question the answerability gate is unsure of
+    /// (between its two thresholds) before offering sections: yes generates a (checked) answer.
+    /// Costs a few tokens (the answer reuses the judge's prompt) but only pays with a model that
+    /// judges well: measure it with `novapay eval answers` on your model first (docs: trusted answers).
+    #[arg(long, env = "NOVAPAY_GATE_JUDGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub gate_judge: bool,
     /// Excerpts given to the model at most.
     #[arg(long, env = "NOVAPAY_TOP_K", default_value_t = 4)]
     pub top_k: usize,
@@ -203,6 +209,7 @@ impl RagArgs {
                         ..m
                     }
                 },
+                judge: self.gate_judge,
                 ..defaults.gate
             },
             answer_mode: self.answer_mode,

@@ -386,6 +386,11 @@ const FIT_FOLDS: &[(&str, &str, &[&str])] = &[
             "eval/heldout-4/kb-questions.jsonl",
         ],
     ),
+    (
+        "lastochka-kb",
+        "eval/heldout-5/kb",
+        &["eval/heldout-5/kb-questions.jsonl"],
+    ),
 ];
 
 /// `eval answerability --fit`: the weighing gate fitted leaving one knowledge base out, every fold
@@ -436,6 +441,22 @@ pub fn fit_gate(
             "fold {} needs answerable and off-topic questions",
             f.name
         );
+    }
+    // Every sample's signals, for studying the gate outside the fit (not a documented interface).
+    if let Some(path) = std::env::var_os("NOVAPAY_FIT_DUMP") {
+        let mut lines = String::new();
+        for f in &folds {
+            for s in &f.samples {
+                let row = serde_json::json!({
+                    "fold": f.name, "id": s.id, "answerable": s.answerable, "probe": s.probe,
+                    "signals": s.signals, "follow_up_signals": s.follow_up_signals,
+                    "lexical": s.signals.lexically_answerable(&config.gate),
+                    "lexical_follow_up": s.follow_up_signals.as_ref().map(|g| g.lexically_answerable(&config.gate)),
+                });
+                lines.push_str(&format!("{row}\n"));
+            }
+        }
+        std::fs::write(&path, lines).with_context(|| format!("writing {path:?}"))?;
     }
     let report = answerability::fit_leave_one_out(&folds, &config.gate, &embed.embedder)?;
     let text = serde_json::to_string_pretty(&report.model)?;

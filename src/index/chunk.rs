@@ -92,7 +92,16 @@ impl Chunker {
             .map(|h| h.title.clone())
             .unwrap_or_else(|| file_stem(source));
         let pieces: Vec<(usize, &str)> = match kind {
-            DocKind::Markdown => self.markdown.chunk_indices(text).collect(),
+            // One section at a time: a chunk never runs from one section into the next under the
+            // first one's heading, and a heading is never a chunk of its own (its path is in every
+            // chunk's search text instead).
+            DocKind::Markdown => section_bodies(text, &headings)
+                .flat_map(|(start, body)| {
+                    self.markdown
+                        .chunk_indices(body)
+                        .map(move |(offset, piece)| (start + offset, piece))
+                })
+                .collect(),
             DocKind::Plain => self.plain.chunk_indices(text).collect(),
         };
         pieces
@@ -140,6 +149,27 @@ fn markdown_headings(text: &str) -> Vec<Heading> {
     out
 }
 
+/// The text between one heading line and the next heading (and before the first heading), with its
+/// byte offset; heading lines themselves are left out.
+fn section_bodies<'t>(
+    text: &'t str,
+    headings: &'t [Heading],
+) -> impl Iterator<Item = (usize, &'t str)> + 't {
+    let starts = std::iter::once(0).chain(headings.iter().map(|h| {
+        text[h.offset..]
+            .find('\n')
+            .map_or(text.len(), |n| h.offset + n + 1)
+    }));
+    let ends = headings
+        .iter()
+        .map(|h| h.offset)
+        .chain(std::iter::once(text.len()));
+    starts
+        .zip(ends)
+        .filter(|(start, end)| start < end)
+        .map(move |(start, end)| (start, &text[start..end]))
+}
+
 /// The chain of headings in force at `offset` (a heading that starts the chunk counts).
 fn heading_path_at(headings: &[Heading], offset: usize) -> String {
     let mut stack: Vec<&Heading> = Vec::new();
@@ -177,6 +207,20 @@ mod tests {
         assert_eq!((tiny.max_tokens, tiny.overlap_tokens), (32, 16));
     }
     use super::*;
+
+    #[test]
+    fn sections_are_cut_at_every_heading_and_leave_heading_lines_out() {
+        let text = "Preface line\n# Fees\nintro\n## Domestic\n0.5%\n## Empty\n### Business\nvaries\n## Last";
+        let hs = markdown_headings(text);
+        let bodies: Vec<&str> = section_bodies(text, &hs).map(|(_, b)| b).collect();
+        // "## Empty" has no text of its own and "## Last" none at all: neither becomes a section.
+        assert_eq!(bodies, ["Preface line\n", "intro\n", "0.5%\n", "varies\n"]);
+        for (offset, body) in section_bodies(text, &hs) {
+            assert_eq!(&text[offset..offset + body.len()], body);
+        }
+        let at = |needle: &str| heading_path_at(&hs, text.find(needle).unwrap());
+        assert_eq!(at("varies"), "Fees > Empty > Business");
+    }
 
     #[test]
     fn heading_path_follows_nesting() {

@@ -35,7 +35,7 @@ pub use generations::{current_generation, Cleanup, GenerationWatcher, Lease};
 pub use knowledge_base::{Hit, KnowledgeBase, SearchResult, TermStats};
 pub use library::{DocumentError, DocumentInfo, DocumentStatus, Library, LibraryChange};
 
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const CURRENT: &str = "CURRENT";
 const LOCK: &str = "index.lock";
 const MANIFEST: &str = "manifest.json";

@@ -292,3 +292,113 @@ fn a_question_near_the_knowledge_base_is_rendered_as_the_gate_decides() {
         assert_eq!(body["suggestions"], json!([]), "{body:#}");
     }
 }
+
+/// Questions in customers' words, one of which the product's gate is unsure of (its score between
+/// the two thresholds): what the opt-in judge is asked about.
+const UNSURE_CANDIDATES: &[&str] = &[
+    "my card got nicked on the bus, what do I do now?",
+    "how much will you charge me to wire money to my cousin in Germany",
+    "Can I get a metal card with my name engraved?",
+    "Is there a fee to close my account?",
+    "can I pay my rent with the card?",
+    "I forgot my password, help",
+    "how long until my documents are checked?",
+    "Can I send money to another country?",
+    "I lost my phone, can someone log into my account?",
+    "my salary comes in euros, can I keep it on the card?",
+    "what happens if somebody else uses my card online?",
+];
+
+/// The opt-in judge: for a question the gate is unsure of, the model's "yes" turns the offered
+/// sections into a generated answer (with its sources, through the figure check), its "no" keeps the
+/// sections; with the judge off (the default) the same question gets the sections and the model is
+/// never asked. The model's replies are scripted (what SmolLM2 would say differs between CPUs); the
+/// retrieval, the gate and everything after the generation are the real ones.
+#[test]
+fn the_models_judgement_answers_an_unsure_question_only_when_it_says_yes() {
+    use novapay::assistant::answerability::{Decision, GateModel};
+    use novapay::assistant::testing::ask_with_generations;
+    use novapay::assistant::{AnswerMode, Ask, Conversation, Door, Outcome, RagConfig};
+    use novapay::engine::SamplingParams;
+
+    let dir = tempfile::tempdir().unwrap();
+    let assistant_with = |judge: bool, sub: &str| {
+        let mut config = RagConfig {
+            answer_mode: AnswerMode::Verified,
+            sampling: SamplingParams {
+                max_new_tokens: 48,
+                ..SamplingParams::default()
+            },
+            ..RagConfig::default()
+        };
+        config.cache.capacity = 0;
+        config.gate.judge = judge;
+        let state = dir.path().join(sub);
+        std::fs::create_dir_all(&state).unwrap();
+        crate::support::test_assistant_configured(&state, 4, config)
+    };
+    let on = assistant_with(true, "on");
+    let off = assistant_with(false, "off");
+    let model = GateModel::builtin();
+    let unsure = UNSURE_CANDIDATES
+        .iter()
+        .copied()
+        .find(|q| {
+            let r = on.retrieve(q, &[]).unwrap();
+            r.decision == Decision::Suggest
+                && r.gate.unknown_identifiers.is_empty()
+                && r.gate.score.is_some_and(|s| s >= model.suggest_at)
+        })
+        .expect("one of the candidates is between the gate's thresholds");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |a: &std::sync::Arc<novapay::assistant::Assistant>, replies: &[&str]| {
+        let question = Ask::new(unsure, Conversation::Stateless(Vec::new()), Door::Eval);
+        rt.block_on(async {
+            ask_with_generations(a, question, replies)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        })
+    };
+    let answer_text = "You can find this in the app under Settings. [1]";
+
+    let yes = ask(&on, &["Yes.", answer_text]);
+    assert_eq!(yes.answer.outcome(), Outcome::Answered, "{unsure}: {yes:?}");
+    assert!(
+        yes.answer.text.contains("Settings"),
+        "{:?}",
+        yes.answer.text
+    );
+    assert!(!yes.answer.sources.is_empty() && yes.answer.suggestions.is_empty());
+    let tokens = on
+        .llm()
+        .tokenizer()
+        .encode(answer_text, false)
+        .unwrap()
+        .len();
+    assert_eq!(yes.usage().map(|u| u.completion_tokens), Some(tokens));
+
+    for reply in ["No.", "нет", "I am not sure", ""] {
+        let no = ask(&on, &[reply, answer_text]);
+        assert_eq!(no.answer.outcome(), Outcome::Suggested, "{reply:?}: {no:?}");
+        assert!(no.answer.sources.is_empty() && !no.answer.suggestions.is_empty());
+        assert!(!no.answer.text.contains("Settings"), "{:?}", no.answer.text);
+    }
+
+    let never_asked = ask(&off, &["Yes.", answer_text]);
+    assert_eq!(never_asked.answer.outcome(), Outcome::Suggested);
+    assert!(never_asked.usage().is_none(), "{never_asked:?}");
+
+    let verdicts = on.metrics().gather();
+    let judged: Vec<_> = verdicts
+        .iter()
+        .filter(|f| f.get_name() == "novapay_judge_verdicts_total")
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .collect();
+    assert_eq!(judged.iter().sum::<f64>(), 5.0, "{judged:?}");
+}

@@ -84,6 +84,10 @@ pub struct GateConfig {
     pub rare_words: usize,
     /// When the meaning of the best excerpt sentence rescues a lexical refusal.
     pub meaning: MeaningConfig,
+    /// Ask the LLM itself, for a question the weighing gate is unsure of (between its two
+    /// thresholds), whether the excerpts answer it; "yes" generates an answer (still checked),
+    /// anything else offers the sections. Opt-in: measured only where the product's 3B model runs.
+    pub judge: bool,
 }
 
 impl Default for GateConfig {
@@ -94,6 +98,7 @@ impl Default for GateConfig {
             min_similarity: 0.2,
             rare_words: 2,
             meaning: MeaningConfig::default(),
+            judge: false,
         }
     }
 }
