@@ -149,3 +149,23 @@ pub fn token_pieces(tokenizer: &LlmTokenizer, text: &str) -> Result<Vec<String>,
         })
         .collect())
 }
+
+/// The plan for `question` (history, retrieval, the gate, the prompt) as the assistant makes it,
+/// without answering: what a test of the plan itself looks at.
+pub fn prepare(
+    assistant: &Assistant,
+    session: &super::SessionId,
+    question: &str,
+) -> Result<super::Prepared, super::RagError> {
+    assistant.prepare(session, question)
+}
+
+/// What the assistant serves for `generated` after `prepared` (the figure check, the extractive
+/// replacement, the claim check), without streaming.
+pub fn finish(
+    assistant: &Assistant,
+    prepared: &super::Prepared,
+    generated: &str,
+) -> Result<super::Finished, super::RagError> {
+    assistant.finish(prepared, generated)
+}

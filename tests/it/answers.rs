@@ -11,7 +11,7 @@ use novapay::assistant::checks::figures::FigurePool;
 use novapay::assistant::checks::Verification;
 use novapay::assistant::extract::Extractor;
 use novapay::assistant::prompt::SYSTEM_PROMPT;
-use novapay::assistant::testing::{ask_blocking_with_generation, token_pieces};
+use novapay::assistant::testing::{self, ask_blocking_with_generation, token_pieces};
 use novapay::assistant::{
     retrieve_with, AnswerEvent, AnswerKind, AnswerMode, Answered, Ask, Assistant, Conversation,
     Door, FinishReason, Plan, RagConfig,
@@ -432,7 +432,7 @@ fn a_poisoned_document_does_not_change_the_answers_figures() {
     let state = tempfile::tempdir().unwrap();
     let a = assistant_on(kb, state.path(), AnswerMode::Verified, 40);
     let q = "How much does an international transfer cost?";
-    let prepared = a.prepare(&SessionId::new_random(), q).unwrap();
+    let prepared = testing::prepare(&a, &SessionId::new_random(), q).unwrap();
     assert!(matches!(prepared.plan, Plan::Generate(_)));
     assert!(
         prepared
@@ -483,14 +483,14 @@ fn questions_about_the_instructions_never_echo_the_system_prompt() {
     }
     assert_eq!(a.llm().stats().jobs_finished.load(Ordering::SeqCst), 0);
     // And a generation that repeats the prompt is cut, whatever the question.
-    let prepared = a
-        .prepare(
-            &SessionId::new_random(),
-            "How much does a domestic transfer cost?",
-        )
-        .unwrap();
+    let prepared = testing::prepare(
+        &a,
+        &SessionId::new_random(),
+        "How much does a domestic transfer cost?",
+    )
+    .unwrap();
     let echoed = format!("{SYSTEM_PROMPT} Domestic transfers cost 0.5%.");
-    let finished = a.finish(&prepared, &echoed).unwrap();
+    let finished = testing::finish(&a, &prepared, &echoed).unwrap();
     assert!(
         !finished.text.contains("numbered excerpts"),
         "{}",

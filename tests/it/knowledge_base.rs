@@ -409,20 +409,20 @@ fn an_index_built_with_other_settings_asks_for_a_rebuild() {
 fn fallback_plan_is_chosen_before_any_generation() {
     let state = tempfile::tempdir().unwrap();
     let a = assistant(&state.path().join("m.sqlite"));
-    let p = a
-        .prepare(
-            &SessionId::new_random(),
-            "What's the weather in Paris tomorrow?",
-        )
-        .unwrap();
+    let p = novapay::assistant::testing::prepare(
+        &a,
+        &SessionId::new_random(),
+        "What's the weather in Paris tomorrow?",
+    )
+    .unwrap();
     assert!(matches!(p.plan, Plan::HandOff(_)));
     assert!(!p.retrieval.relevant);
-    let p = a
-        .prepare(
-            &SessionId::new_random(),
-            "What is the daily transfer limit for verified accounts?",
-        )
-        .unwrap();
+    let p = novapay::assistant::testing::prepare(
+        &a,
+        &SessionId::new_random(),
+        "What is the daily transfer limit for verified accounts?",
+    )
+    .unwrap();
     assert!(matches!(p.plan, Plan::Generate(_)));
     assert!(
         p.sources.iter().any(|s| s.snippet.contains("$10,000")),

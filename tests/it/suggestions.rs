@@ -397,7 +397,7 @@ fn the_models_judgement_answers_an_unsure_question_only_when_it_says_yes() {
     let verdicts = on.metrics().gather();
     let judged: Vec<_> = verdicts
         .iter()
-        .filter(|f| f.get_name() == "novapay_judge_verdicts_total")
+        .filter(|f| f.name() == "novapay_judge_verdicts_total")
         .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
         .collect();
     assert_eq!(judged.iter().sum::<f64>(), 5.0, "{judged:?}");
