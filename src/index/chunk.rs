@@ -91,24 +91,32 @@ impl Chunker {
             .or(headings.first())
             .map(|h| h.title.clone())
             .unwrap_or_else(|| file_stem(source));
-        let pieces: Vec<(usize, &str)> = match kind {
+        // (where the heading path is read, where the piece starts, the piece)
+        let pieces: Vec<(usize, usize, &str)> = match kind {
             // One section at a time: a chunk never runs from one section into the next under the
-            // first one's heading, and a heading is never a chunk of its own (its path is in every
-            // chunk's search text instead).
-            DocKind::Markdown => section_bodies(text, &headings)
-                .flat_map(|(start, body)| {
+            // first one's heading, and a heading always stays with the text under it.
+            DocKind::Markdown => sections(text, &headings)
+                .into_iter()
+                .flat_map(|section| {
                     self.markdown
-                        .chunk_indices(body)
-                        .map(move |(offset, piece)| (start + offset, piece))
+                        .chunk_indices(&text[section.start..section.end])
+                        .map(move |(offset, piece)| {
+                            let at = (section.start + offset).max(section.body);
+                            (at, section.start + offset, piece)
+                        })
                 })
                 .collect(),
-            DocKind::Plain => self.plain.chunk_indices(text).collect(),
+            DocKind::Plain => self
+                .plain
+                .chunk_indices(text)
+                .map(|(offset, piece)| (offset, offset, piece))
+                .collect(),
         };
         pieces
             .into_iter()
-            .filter(|(_, t)| !t.trim().is_empty())
+            .filter(|(_, _, t)| !t.trim().is_empty())
             .enumerate()
-            .map(|(position, (offset, piece))| Chunk {
+            .map(|(position, (offset, _, piece))| Chunk {
                 source: source.to_string(),
                 title: title.clone(),
                 heading: heading_path_at(&headings, offset),
@@ -149,25 +157,40 @@ fn markdown_headings(text: &str) -> Vec<Heading> {
     out
 }
 
-/// The text between one heading line and the next heading (and before the first heading), with its
-/// byte offset; heading lines themselves are left out.
-fn section_bodies<'t>(
-    text: &'t str,
-    headings: &'t [Heading],
-) -> impl Iterator<Item = (usize, &'t str)> + 't {
-    let starts = std::iter::once(0).chain(headings.iter().map(|h| {
-        text[h.offset..]
+/// A section of a Markdown document: its heading lines (a heading with no text of its own stays with
+/// the heading under it) and its text, up to the next heading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Section {
+    start: usize,
+    /// Where the section's text starts (after its heading lines): its heading path is read here.
+    body: usize,
+    end: usize,
+}
+
+fn sections(text: &str, headings: &[Heading]) -> Vec<Section> {
+    let mut out = Vec::new();
+    let first = headings.first().map_or(text.len(), |h| h.offset);
+    if !text[..first].trim().is_empty() {
+        out.push(Section {
+            start: 0,
+            body: 0,
+            end: first,
+        });
+    }
+    let mut pending: Option<usize> = None;
+    for (i, h) in headings.iter().enumerate() {
+        let body = text[h.offset..]
             .find('\n')
-            .map_or(text.len(), |n| h.offset + n + 1)
-    }));
-    let ends = headings
-        .iter()
-        .map(|h| h.offset)
-        .chain(std::iter::once(text.len()));
-    starts
-        .zip(ends)
-        .filter(|(start, end)| start < end)
-        .map(move |(start, end)| (start, &text[start..end]))
+            .map_or(text.len(), |n| h.offset + n + 1);
+        let end = headings.get(i + 1).map_or(text.len(), |next| next.offset);
+        let start = *pending.get_or_insert(h.offset);
+        if text[body.min(end)..end].trim().is_empty() && i + 1 < headings.len() {
+            continue;
+        }
+        out.push(Section { start, body, end });
+        pending = None;
+    }
+    out
 }
 
 /// The chain of headings in force at `offset` (a heading that starts the chunk counts).
@@ -209,17 +232,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sections_are_cut_at_every_heading_and_leave_heading_lines_out() {
+    fn sections_are_cut_at_every_heading_and_a_heading_stays_with_its_text() {
         let text = "Preface line\n# Fees\nintro\n## Domestic\n0.5%\n## Empty\n### Business\nvaries\n## Last";
         let hs = markdown_headings(text);
-        let bodies: Vec<&str> = section_bodies(text, &hs).map(|(_, b)| b).collect();
-        // "## Empty" has no text of its own and "## Last" none at all: neither becomes a section.
-        assert_eq!(bodies, ["Preface line\n", "intro\n", "0.5%\n", "varies\n"]);
-        for (offset, body) in section_bodies(text, &hs) {
-            assert_eq!(&text[offset..offset + body.len()], body);
-        }
-        let at = |needle: &str| heading_path_at(&hs, text.find(needle).unwrap());
-        assert_eq!(at("varies"), "Fees > Empty > Business");
+        let cut = sections(text, &hs);
+        let pieces: Vec<&str> = cut.iter().map(|s| &text[s.start..s.end]).collect();
+        // "## Empty" has no text of its own: it stays with "### Business"; the pieces cover the text.
+        assert_eq!(
+            pieces,
+            [
+                "Preface line\n",
+                "# Fees\nintro\n",
+                "## Domestic\n0.5%\n",
+                "## Empty\n### Business\nvaries\n",
+                "## Last"
+            ]
+        );
+        assert_eq!(pieces.concat(), text);
+        let paths: Vec<String> = cut.iter().map(|s| heading_path_at(&hs, s.body)).collect();
+        assert_eq!(paths[3], "Fees > Empty > Business");
+        assert_eq!(paths[1], "Fees");
+        assert_eq!(paths[0], "");
     }
 
     #[test]
