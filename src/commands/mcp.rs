@@ -3,10 +3,15 @@
 
 use anyhow::Context;
 use novapay::mcp::{local_caller, serve_stdio, KnowledgeServer, McpContext};
+use super::options::AssistantArgs;
 
-use crate::cli::McpArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub assistant: AssistantArgs,
+}
 
-pub fn run(args: &McpArgs) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
     // Models load before the protocol starts: a client sees a working server or an exit with the
     // reason on stderr.
     let assistant = super::load_assistant(&args.assistant, 1, false)?.assistant;

@@ -92,17 +92,26 @@ impl clap::builder::TypedValueParser for MemorySpecParser {
     }
 }
 
+/// Where the models run and the models' source: the device flags and the Hub.
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// CPU threads for inference (default: all cores). Ignored on a GPU.
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// The device the models run on, and its CPU threads.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// CPU threads for inference (default: all cores; leave one free on a shared machine). Ignored on
+    /// a GPU.
     #[arg(long, env = "NOVAPAY_THREADS")]
     pub threads: Option<usize>,
     /// Where the models run: cpu, cuda (GPU 0), cuda:N, or auto (GPU 0 when this binary has CUDA
     /// support and the machine a GPU, else the CPU).
     #[arg(long, env = "NOVAPAY_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
-    #[command(flatten)]
-    pub hub: HubArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -356,17 +365,21 @@ impl EmbedArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
+    /// Tokens a generated answer may have at most.
     #[arg(long, env = "NOVAPAY_MAX_NEW_TOKENS", default_value_t = 256)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
     #[arg(long, env = "NOVAPAY_TEMPERATURE", default_value_t = 0.0)]
     pub temperature: f64,
+    /// Nucleus sampling: sample only from the most likely tokens whose probabilities add up to this.
     #[arg(long, env = "NOVAPAY_TOP_P")]
     pub top_p: Option<f64>,
     #[arg(long, env = "NOVAPAY_TOP_K")]
     pub top_k: Option<usize>,
+    /// Seed of the sampler (a fixed seed gives the same answer to the same prompt).
     #[arg(long, env = "NOVAPAY_SEED", default_value_t = 299_792_458)]
     pub seed: u64,
+    /// Penalty on tokens the answer already used (1 = none).
     #[arg(long, env = "NOVAPAY_REPEAT_PENALTY", default_value_t = 1.1)]
     pub repeat_penalty: f32,
 }
