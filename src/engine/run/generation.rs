@@ -10,14 +10,14 @@ use candle_core::Device;
 
 use serde::Serialize;
 
-use super::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
-use super::gguf::GgufFile;
-use super::llama::{LlamaConfig, LlamaModel, LoadOptions};
-use super::load_phases::LoadPhases;
-use super::sampling::{Sampler, SamplingParams};
-use super::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
-use super::tokenizer::LlmTokenizer;
-use super::EngineError;
+use crate::engine::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
+use crate::engine::gguf::GgufFile;
+use crate::engine::llama::{LlamaConfig, LlamaModel, LoadOptions};
+use crate::engine::load_phases::LoadPhases;
+use crate::engine::sampling::{Sampler, SamplingParams};
+use crate::engine::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
+use crate::engine::tokenizer::LlmTokenizer;
+use crate::engine::EngineError;
 use crate::device::DeviceChoice;
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@
 
 use half::f16;
 
-use super::packed::{parallel_for, parallel_for_long, SyncPtr};
+use super::parallel::{parallel_for, parallel_for_long, SyncPtr};
 
 /// One layer's cache and the shape of its heads.
 pub struct CacheView<'a> {

@@ -5,8 +5,8 @@
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use super::tokenizer::LlmTokenizer;
-use super::EngineError;
+use crate::engine::tokenizer::LlmTokenizer;
+use crate::engine::EngineError;
 
 pub const LLAMA3_TEMPLATE: &str = include_str!("templates/llama3.jinja");
 pub const CHATML_TEMPLATE: &str = include_str!("templates/chatml.jinja");

@@ -14,7 +14,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::EngineError;
+use crate::engine::EngineError;
 
 /// Llama 3's vocabulary size; its last 256 ids are control tokens.
 pub const VOCAB: usize = 128_256;
@@ -305,7 +305,7 @@ const WORDS: &[&str] = &[
 /// result is a token, as the tokenizer requires), then filler tokens up to the size before the control
 /// tokens.
 fn vocabulary() -> (Vec<String>, Vec<String>) {
-    let table = super::tokenizer::byte_level_chars();
+    let table = crate::engine::tokenizer::byte_level_chars();
     let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
     let mut known: std::collections::HashSet<String> = tokens.iter().cloned().collect();
     let mut merges = Vec::new();

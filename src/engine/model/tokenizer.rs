@@ -17,8 +17,8 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::gguf::GgufFile;
-use super::EngineError;
+use crate::engine::gguf::GgufFile;
+use crate::engine::EngineError;
 
 /// llama.cpp's `llama-vocab.cpp` split regexes for the `tokenizer.ggml.pre` values we support.
 const GPT2_PATTERN: &str =

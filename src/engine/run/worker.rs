@@ -12,12 +12,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::chat_template::ChatMessage;
-use super::generation::{FinishReason, GenerationSummary, Llm, LlmOptions};
-use super::llama::LlamaConfig;
-use super::sampling::SamplingParams;
-use super::tokenizer::LlmTokenizer;
-use super::EngineError;
+use crate::engine::chat_template::ChatMessage;
+use crate::engine::generation::{FinishReason, GenerationSummary, Llm, LlmOptions};
+use crate::engine::llama::LlamaConfig;
+use crate::engine::sampling::SamplingParams;
+use crate::engine::tokenizer::LlmTokenizer;
+use crate::engine::EngineError;
 
 /// What to generate after.
 #[derive(Debug, Clone)]

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use candle_core::quantized::GgmlDType;
 use sha2::{Digest, Sha256};
 
-use super::gguf::GgufFile;
-use super::packed::PackedWeight;
+use crate::engine::gguf::GgufFile;
+use crate::engine::packed::PackedWeight;
 
 const MAGIC: &[u8; 8] = b"NVPTILES";
 /// Bump whenever a tile layout in `packed.rs` or this file's layout changes: older files are rebuilt.

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::generation::Llm;
-use super::EngineError;
+use crate::engine::generation::Llm;
+use crate::engine::EngineError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PositionLogits {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
-use super::EngineError;
+use crate::engine::EngineError;
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
