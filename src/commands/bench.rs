@@ -30,8 +30,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Llm(a) => llm(&a),
         Command::Http(a) => {
-            let report =
-                bench::bench_http(&a.url, a.sessions, a.questions, a.api_key.as_deref());
+            let report = bench::bench_http(&a.url, a.sessions, a.questions, a.api_key.as_deref());
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

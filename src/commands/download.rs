@@ -1,9 +1,9 @@
 //! `novapay download`: fetches the LLM and the embedder from the Hugging Face Hub (or, with `--check`, says whether each is on disk or reachable).
 
+use super::options::HubArgs;
 use anyhow::Context;
 use novapay::engine::tile_cache::TileCacheMode;
 use novapay::models::{self, Availability};
-use super::options::HubArgs;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

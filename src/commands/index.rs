@@ -1,8 +1,8 @@
 //! `novapay index`: builds or updates the knowledge-base index from the data folder (only changed files are embedded again).
 
+use super::options::{EmbedArgs, KbArgs, RuntimeArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use novapay::index::{build_index, IndexJob};
-use super::options::{EmbedArgs, KbArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -25,7 +25,10 @@ pub(crate) fn prepare_device(runtime: &RuntimeArgs) -> anyhow::Result<(DeviceCho
 }
 
 /// Sizes the thread pools (before anything loads) and resolves the LLM file, offline-aware.
-pub(crate) fn resolve_llm(runtime: &RuntimeArgs, args: &LlmArgs) -> anyhow::Result<(PathBuf, usize)> {
+pub(crate) fn resolve_llm(
+    runtime: &RuntimeArgs,
+    args: &LlmArgs,
+) -> anyhow::Result<(PathBuf, usize)> {
     let (_, threads) = prepare_device(runtime)?;
     let path = models::resolve_llm(&args.llm, &runtime.hub.settings(true))?;
     Ok((path, threads))

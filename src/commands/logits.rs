@@ -1,9 +1,9 @@
 //! `novapay logits`: every prompt position's logits and a greedy continuation, to check the engine against llama.cpp.
 
+use super::options::{LlmArgs, RuntimeArgs};
 use anyhow::Context;
 use novapay::engine::inspect::{self, LogitsRequest};
 use novapay::engine::Llm;
-use super::options::{LlmArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -1,9 +1,9 @@
 //! `novapay mcp`: the MCP server on stdin/stdout for a local MCP client (an IDE or desktop assistant
 //! that starts it). Logs go to stderr; stdout carries only the protocol.
 
+use super::options::AssistantArgs;
 use anyhow::Context;
 use novapay::mcp::{local_caller, serve_stdio, KnowledgeServer, McpContext};
-use super::options::AssistantArgs;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

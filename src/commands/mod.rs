@@ -18,7 +18,9 @@ pub mod serve;
 pub mod synth_gguf;
 pub mod tokenize;
 
-use load::{index_settings, load_assistant, load_embedder, load_llm_options, prepare_device, resolve_llm};
+use load::{
+    index_settings, load_assistant, load_embedder, load_llm_options, prepare_device, resolve_llm,
+};
 
 use crate::cli::Command;
 

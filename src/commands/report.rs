@@ -2,9 +2,9 @@
 //! directory's SQLite file, or Redis): it works while the server is down and needs no API key, only
 //! access to the store (the state directory is private to its owner).
 
+use super::options::{KbArgs, MemoryArgs};
 use novapay::assistant::report::{support_report, SupportReport};
 use novapay::memory::now_ms;
-use super::options::{KbArgs, MemoryArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -1,8 +1,8 @@
 //! `novapay tokenize`: the token ids (and pieces) of a text with the LLM's tokenizer.
 
+use super::options::{LlmArgs, RuntimeArgs};
 use novapay::engine::gguf::GgufFile;
 use novapay::engine::tokenizer::LlmTokenizer;
-use super::options::{LlmArgs, RuntimeArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -1,8 +1,8 @@
 //! The one place that maps errors to HTTP statuses and the JSON error body
 //! `{"error": {"code", "message"}}`. Details of 5xx errors are logged, not sent.
 
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::wire::{ErrorBody, ErrorDetail};
@@ -87,9 +87,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        response
-            .extensions_mut()
-            .insert(ErrorCode(self.code));
+        response.extensions_mut().insert(ErrorCode(self.code));
         if let Some(secs) = self.retry_after_secs {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -21,7 +21,11 @@ pub const MAX_HEADERS: usize = 100;
 /// Header limits, auth on non-public routes (the caller goes into the request's extensions), then
 /// request counting by route and status. Every error leaves with the documented JSON body, also the
 /// ones axum makes itself (405, a path that is not UTF-8, ...).
-pub(super) async fn observe(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
+pub(super) async fn observe(
+    State(state): State<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -16,6 +16,10 @@
 //! minimum / offset terms are corrected through the activations' block sums, as in ggml.
 //!
 //! `PackedWeight::matmul_reference` is the scalar definition every kernel is tested against.
+//!
+//! One file over the size the rest of the crate keeps, on purpose: the tile layouts, the packing of each
+//! weight type, the activation quantization and the AVX-512 kernels that read them are one data format
+//! seen from both sides, and the tests (a tenth of it) check every kernel against the scalar reference.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;

@@ -89,7 +89,6 @@ mod load;
 
 use kv_cache::KvCache;
 
-
 /// What to do with weight types candle multiplies slowly on CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requantize {

@@ -10,6 +10,7 @@ use candle_core::Device;
 
 use serde::Serialize;
 
+use crate::device::DeviceChoice;
 use crate::engine::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
 use crate::engine::gguf::GgufFile;
 use crate::engine::llama::{LlamaConfig, LlamaModel, LoadOptions};
@@ -18,7 +19,6 @@ use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::engine::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
 use crate::engine::tokenizer::LlmTokenizer;
 use crate::engine::EngineError;
-use crate::device::DeviceChoice;
 
 #[derive(Debug, Clone)]
 pub struct LlmOptions {

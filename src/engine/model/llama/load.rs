@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use super::{
-    Embedding, KvCache, Layer, LlamaConfig, LlamaModel, Linear, LoadOptions, PrefillKernel,
+    Embedding, KvCache, Layer, Linear, LlamaConfig, LlamaModel, LoadOptions, PrefillKernel,
     Requantize, Weight, DENSE_PREFILL_MAX_WEIGHT_BYTES,
 };
 use crate::engine::gguf::GgufFile;
@@ -655,4 +655,3 @@ fn rope_tables(
     let freqs = t.matmul(&inv_freq)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }
-
