@@ -1,6 +1,12 @@
 //! The HTTP service: routes, JSON, SSE, auth, limits, metrics and the web chat page. It reaches the
-//! engine and conversation memory only through `rag` (the answering service, `rag::Assistant::ask`)
-//! and never names candle, usearch or SQLite types.
+//! engine and conversation memory only through the assistant (`assistant::Assistant::ask`) and never
+//! names candle, usearch or SQLite types.
+//!
+//! This file is the router. Around it: `state.rs` (settings and what handlers share), `middleware.rs`
+//! (limits, auth, counting), `serve.rs` (start-up and the connection loop), `error.rs` (the one mapping
+//! of errors to statuses and the JSON error body), `health.rs`, `metrics.rs`, `openapi.rs`,
+//! `chat_page.rs`, and the handlers (`api.rs`, `documents.rs`, `feedback.rs`, `bitrix24.rs`, `mcp.rs`,
+//! `openai/`).
 //!
 //! Start-up order: the listener serves `/health` as "loading" at once; the caller loads models and the
 //! index on a blocking thread and hands them over with [`RunningServer::set_ready`].

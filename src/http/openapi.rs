@@ -254,7 +254,7 @@ fn bitrix24_events() {}
 /// answer with its sources and the session_id of the conversation, which only the same API key can
 /// continue. Resources: the knowledge-base documents (novapay://kb/<name>) as indexed text. Same API
 /// keys as the REST API; the body limit is NOVAPAY_MAX_BODY_BYTES. Without API keys only loopback
-/// Host names are accepted; browser Origins must be in NOVAPAY_CORS_ORIGINS. See the README's MCP
+/// Host names are accepted; browser Origins must be in NOVAPAY_CORS_ORIGINS. See docs/api.md, MCP
 /// section.
 #[utoipa::path(
     post, path = routes::MCP, tag = "mcp",
