@@ -1,5 +1,5 @@
 //! Throughput benchmarks that print numbers (`novapay bench llm|embed`); speed targets live here, not in
-//! timed tests. `scripts/compare-runtimes.py` runs the same texts through llama.cpp and
+//! timed tests. `scripts/bench/compare-runtimes.py` runs the same texts through llama.cpp and
 //! sentence-transformers and prints the ratios.
 
 use std::ops::ControlFlow;

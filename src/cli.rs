@@ -1,41 +1,16 @@
-//! Command-line flags. Every flag has an environment fallback (documented in `.env.example`); this is
-//! the only place that reads the environment.
-
-//!
-//! One file per subcommand under `cli/` holds that subcommand's flags; `options` holds the flag groups
-//! several subcommands share.
-
-mod ask;
-mod bench;
-mod bitrix24;
-mod download;
-mod eval;
-mod index;
-mod logits;
-mod mcp;
-mod options;
-mod report;
-mod serve;
-mod synth;
-mod tokenize;
+//! The command line's top level: the global flags, the list of subcommands and logging. Each
+//! subcommand's own flags live beside its action in `commands/X.rs`, the flag groups several share in
+//! `commands/options.rs`. Every flag has an environment fallback (documented in `.env.example`);
+//! clap is the only reader of the environment.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use ask::AskArgs;
-pub use bench::BenchCommand;
-pub use bitrix24::{Bitrix24Args, Bitrix24Command, Bitrix24Mode};
-pub use download::DownloadArgs;
-pub use eval::EvalCommand;
-pub use index::IndexArgs;
-pub use logits::LogitsArgs;
-pub use mcp::McpArgs;
-pub use options::{AssistantArgs, EmbedArgs, KbArgs, LlmArgs, RagArgs, RuntimeArgs};
-pub use report::ReportArgs;
-pub use serve::{ServeArgs, ServerArgs};
-pub use synth::SynthGgufArgs;
-pub use tokenize::TokenizeArgs;
+use crate::commands::{
+    ask, bench, bitrix24, docs, download, eval, index, logits, mcp, report, serve, synth_gguf,
+    tokenize,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,41 +59,47 @@ pub fn env_file_arg(args: &[std::ffi::OsString]) -> Option<PathBuf> {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Download the LLM and the embedder from the Hugging Face Hub (run on a connected machine).
-    Download(DownloadArgs),
+    Download(download::Args),
     /// Index the knowledge base folder (incremental; only changed files are embedded again).
-    Index(IndexArgs),
+    Index(index::Args),
     /// Answer a question from the knowledge base, streaming the answer, then its sources.
-    Ask(AskArgs),
+    Ask(ask::Args),
     /// Serve the HTTP API and the web chat page.
-    Serve(ServeArgs),
+    Serve(serve::Args),
     /// Serve the MCP server (tools and knowledge-base documents) on stdin/stdout, for a local MCP
     /// client such as an IDE or desktop assistant; `serve` offers it over HTTP at /mcp.
-    Mcp(McpArgs),
+    Mcp(mcp::Args),
     /// The support report from the conversation store: questions answered, the questions the
     /// knowledge base could not answer, answers rated down, latency. Contains customers' questions.
-    Report(ReportArgs),
+    Report(report::Args),
     /// Bitrix24 chat bot set-up.
     Bitrix24 {
         #[command(subcommand)]
-        what: Bitrix24Command,
+        command: bitrix24::Command,
     },
     /// Print the token ids (and pieces) of a text with the LLM's tokenizer.
-    Tokenize(TokenizeArgs),
+    Tokenize(tokenize::Args),
     /// Logits of every prompt position (top-k, argmax) and a greedy continuation, for checking the
     /// engine against llama.cpp on the same GGUF.
-    Logits(LogitsArgs),
+    Logits(logits::Args),
     /// Write a Llama-3.2-shaped GGUF with random weights and real metadata (deterministic from the seed),
     /// for tests and benchmarks at the product's model size without downloading it.
-    SynthGguf(SynthGgufArgs),
+    SynthGguf(synth_gguf::Args),
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]
-        what: BenchCommand,
+        command: bench::Command,
     },
     /// Retrieval quality on public evaluation sets.
     Eval {
         #[command(subcommand)]
-        what: EvalCommand,
+        command: eval::Command,
+    },
+    /// Reference pages generated from the code (docs/configuration.md).
+    #[command(hide = true)]
+    Docs {
+        #[command(subcommand)]
+        page: docs::Page,
     },
 }
 

@@ -25,7 +25,7 @@ pub enum DeviceError {
     #[error(
         "--device {requested} asks for a GPU, but this novapay binary was built without CUDA support. \
          Build it with `cargo build --release --features cuda` (see Dockerfile.cuda and \
-         scripts/check-cuda-build.sh), or run on the CPU with --device cpu (NOVAPAY_DEVICE=cpu)"
+         scripts/gpu/check-cuda-build.sh), or run on the CPU with --device cpu (NOVAPAY_DEVICE=cpu)"
     )]
     NotCompiled { requested: DeviceChoice },
     #[error(

@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
     }
     let cli = cli::Cli::parse_from(args);
     cli::init_logging(&cli.log_format);
-    match commands::run(cli) {
+    match commands::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,4 +1,4 @@
-"""Static checks of a Helm chart where no `helm` binary is available (scripts/check-deploy.sh).
+"""Static checks of a Helm chart where no `helm` binary is available (scripts/dev/check-deploy.sh).
 
 Not a renderer: it catches what breaks charts most often without one. Chart.yaml and values.yaml must
 parse; every `.Values.a.b` path a template uses must exist in values.yaml; and every template must be

@@ -1,84 +1,152 @@
-use std::path::Path;
+//! `novapay bench ...`: benchmarks that print JSON (the LLM, the embedder, the whole answer path,
+//! and load on a running server).
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use novapay::bench::{self, LlmBenchSpec};
 use novapay::engine::Llm;
 
-use crate::cli::{AssistantArgs, EmbedArgs, LlmArgs, RuntimeArgs};
+use super::options::{AssistantArgs, EmbedArgs, LlmArgs, RuntimeArgs};
 
-pub struct LlmBenchArgs<'a> {
-    pub runtime: &'a RuntimeArgs,
-    pub args: &'a LlmArgs,
-    pub prompt_file: &'a Path,
-    pub prompt_tokens: usize,
-    pub generate_tokens: usize,
-    pub rounds: usize,
-    pub shared_prefix: usize,
-    pub fused_matmul: bool,
-    pub pool_context: bool,
+// Parsed once at start-up, like `Command`.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Prompt and generation tokens/s, time to first token, peak RSS.
+    Llm(LlmBench),
+    /// Load on a running server: N concurrent sessions x M questions; p50/p95 latency, throughput,
+    /// errors, and how fast overflow is refused.
+    Http(HttpBench),
+    /// Answers/s and latency of the whole answer path on a replay of repeated questions, with and
+    /// without the answer cache (the first turn of each line of a questions file).
+    Answers(AnswersBench),
+    /// Embedding chunks/s at a batch size.
+    Embed(EmbedBench),
 }
 
-pub fn llm(a: LlmBenchArgs) -> anyhow::Result<()> {
-    let LlmBenchArgs {
-        runtime,
-        args,
-        prompt_file,
-        prompt_tokens,
-        generate_tokens,
-        rounds,
-        shared_prefix,
-        fused_matmul,
-        pool_context,
-    } = a;
-    let (_, threads) = super::prepare_device(runtime)?;
-    let mut opts = super::load_llm_options(runtime, args)?;
-    opts.load.fused_matmul = fused_matmul;
-    opts.pool_context = pool_context;
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Llm(a) => llm(&a),
+        Command::Http(a) => {
+            let report = bench::bench_http(&a.url, a.sessions, a.questions, a.api_key.as_deref());
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Answers(a) => answers(&a),
+        Command::Embed(a) => embed(&a),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LlmBench {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    llm: LlmArgs,
+    /// Prompt text (the comparison script uses the same file).
+    #[arg(long, default_value = "scripts/bench/data/prompt.txt")]
+    prompt_file: PathBuf,
+    /// Prompt length: the file's tokens repeated/truncated to this many.
+    #[arg(long, default_value_t = 500)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    generate_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also measure the prefix cache: time to first token of a first question, of another
+    /// question sharing its first N tokens (the system prompt), and of a follow-up.
+    #[arg(long, default_value_t = 0)]
+    shared_prefix: usize,
+    /// A/B switch: fused Q/K/V and gate/up quantized kernel calls.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fused_matmul: bool,
+    /// A/B switch: run forward passes inside candle's CPU thread pool.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pool_context: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HttpBench {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value_t = 8)]
+    sessions: usize,
+    #[arg(long, default_value_t = 3)]
+    questions: usize,
+    #[arg(long, env = "NOVAPAY_BENCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnswersBench {
+    #[command(flatten)]
+    assistant: AssistantArgs,
+    #[arg(long, default_value = "eval/questions.jsonl")]
+    questions: PathBuf,
+    /// Distinct questions taken from the file.
+    #[arg(long, default_value_t = 8)]
+    distinct: usize,
+    /// Times each question is asked.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EmbedBench {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    embed: EmbedArgs,
+    /// One chunk per line (the comparison script uses the same file).
+    #[arg(long, default_value = "scripts/bench/data/chunks.txt")]
+    chunks_file: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+fn llm(a: &LlmBench) -> anyhow::Result<()> {
+    let (_, threads) = super::prepare_device(&a.runtime)?;
+    let mut opts = super::load_llm_options(&a.runtime, &a.llm)?;
+    opts.load.fused_matmul = a.fused_matmul;
+    opts.pool_context = a.pool_context;
     let t = Instant::now();
     let mut llm = Llm::load(&opts).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let text = bench::read_text_or_default(prompt_file);
+    let text = bench::read_text_or_default(&a.prompt_file);
     let report = bench::bench_llm(
         &mut llm,
         &LlmBenchSpec {
             prompt_text: &text,
-            prompt_tokens,
-            generate_tokens,
-            rounds,
+            prompt_tokens: a.prompt_tokens,
+            generate_tokens: a.generate_tokens,
+            rounds: a.rounds,
             threads,
             load_ms,
-            shared_prefix,
+            shared_prefix: a.shared_prefix,
         },
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
-pub fn embed(
-    runtime: &RuntimeArgs,
-    args: &EmbedArgs,
-    chunks_file: &Path,
-    batch_size: usize,
-    rounds: usize,
-) -> anyhow::Result<()> {
-    let (_, threads) = super::prepare_device(runtime)?;
+fn embed(a: &EmbedBench) -> anyhow::Result<()> {
+    let (_, threads) = super::prepare_device(&a.runtime)?;
     let t = Instant::now();
-    let embedder = super::load_embedder(runtime, args, batch_size)?;
+    let embedder = super::load_embedder(&a.runtime, &a.embed, a.batch_size)?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let chunks = bench::read_chunks_or_default(chunks_file, 64);
-    let report = bench::bench_embed(&embedder, &chunks, rounds, threads, batch_size, load_ms)?;
+    let chunks = bench::read_chunks_or_default(&a.chunks_file, 64);
+    let report = bench::bench_embed(&embedder, &chunks, a.rounds, threads, a.batch_size, load_ms)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
 /// The replay twice, without and with the answer cache, on the same loaded models.
-pub fn answers(
-    a: &AssistantArgs,
-    questions_file: &Path,
-    distinct: usize,
-    rounds: usize,
-) -> anyhow::Result<()> {
+fn answers(a: &AnswersBench) -> anyhow::Result<()> {
+    let (questions_file, distinct, rounds) = (&a.questions, a.distinct, a.rounds);
     let questions: Vec<String> = novapay::eval::answers::read_questions(questions_file)?
         .into_iter()
         .filter(|q| q.turns.len() == 1)
@@ -92,7 +160,7 @@ pub fn answers(
     );
     let mut reports = Vec::new();
     for cache in [false, true] {
-        let mut args = a.clone();
+        let mut args = a.assistant.clone();
         if !cache {
             args.rag.answer_cache_size = 0;
         }

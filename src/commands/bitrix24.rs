@@ -5,11 +5,36 @@ use novapay::integrations::bitrix24::{
     register_bot, rest::redact_url, Registration, RegistrationMode, RestClient, RetryPolicy,
 };
 
-use crate::cli::Bitrix24Command;
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Register the chat bot on a portal through an incoming webhook (scopes imbot, imopenlines) and
+    /// print the settings `serve` needs.
+    Register {
+        /// Incoming-webhook URL: https://PORTAL/rest/USER/SECRET/
+        #[arg(long, env = "NOVAPAY_BITRIX24_WEBHOOK_URL", hide_env_values = true)]
+        webhook_url: String,
+        /// Public URL of novapay's event handler, e.g. https://novapay.example.com/integrations/bitrix24/events.
+        #[arg(long, required_unless_present = "poll", conflicts_with = "poll")]
+        handler_url: Option<String>,
+        /// Register a bot API v2 bot whose events `serve --bitrix24 poll` pulls (no public URL needed).
+        #[arg(long)]
+        poll: bool,
+        /// Bot code, unique on the portal.
+        #[arg(long, default_value = "novapay_assistant")]
+        code: String,
+        #[arg(long, default_value = "NovaPay")]
+        name: String,
+        #[arg(long, default_value = "Помощник службы поддержки")]
+        work_position: String,
+        /// Do not offer the bot to Open Lines (no customer chats, no operator hand-off).
+        #[arg(long)]
+        no_open_lines: bool,
+    },
+}
 
-pub fn run(what: Bitrix24Command) -> anyhow::Result<()> {
-    match what {
-        Bitrix24Command::Register {
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Register {
             webhook_url,
             handler_url,
             poll,

@@ -1,8 +1,36 @@
+//! `novapay download`: fetches the LLM and the embedder from the Hugging Face Hub (or, with `--check`, says whether each is on disk or reachable).
+
+use super::options::HubArgs;
 use anyhow::Context;
 use novapay::engine::tile_cache::TileCacheMode;
 use novapay::models::{self, Availability};
 
-use crate::cli::DownloadArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// GGUF to fetch: owner/repo:file.gguf[@revision].
+    #[arg(long, env = "NOVAPAY_LLM", default_value = models::DEFAULT_LLM)]
+    pub llm: String,
+    /// Sentence-transformers repository to fetch: owner/repo[@revision].
+    #[arg(long, env = "NOVAPAY_EMBEDDER", default_value = models::DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Fetch only the LLM.
+    #[arg(long, conflicts_with = "embedder_only")]
+    pub llm_only: bool,
+    /// Fetch only the embedder.
+    #[arg(long)]
+    pub embedder_only: bool,
+    /// Download nothing: say whether each model is on disk, can be downloaded, or not (exit
+    /// status 0: all on disk or downloadable; 2: the Hub cannot be reached; 1: other errors).
+    #[arg(long)]
+    pub check: bool,
+    /// After downloading the LLM, load it once to write its tile cache next to it (the weights
+    /// repacked for AVX-512 VNNI kernels, about the model's size), so a server started on a copy of
+    /// the models folder maps it instead of repacking at its first start. Needs such a CPU here.
+    #[arg(long, conflicts_with = "embedder_only")]
+    pub build_tile_cache: bool,
+}
 
 /// Exit status of `download --check` when the Hub cannot be reached (scripts/run.sh then uses the
 /// demo model).
@@ -10,7 +38,7 @@ const EXIT_UNREACHABLE: i32 = 2;
 
 /// Reports where each model would come from, downloading nothing; exits 2 when one needs the Hub and
 /// the Hub cannot be reached.
-pub fn check(a: &DownloadArgs) -> anyhow::Result<()> {
+pub fn check(a: &Args) -> anyhow::Result<()> {
     let (llm, embedder) = (a.llm.as_str(), a.embedder.as_str());
     let (want_llm, want_embedder) = (!a.embedder_only, !a.llm_only);
     let settings = a.hub.settings(false);
@@ -54,7 +82,7 @@ pub fn check(a: &DownloadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(a: &DownloadArgs) -> anyhow::Result<()> {
+pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.check {
         return check(a);
     }

@@ -1,3 +1,6 @@
+//! `novapay eval ...`: retrieval and answer quality on evaluation sets (BEIR, the knowledge base's
+//! regression questions, answerability on SQuAD 2.0, doc2dial), and the fit of the weighing gate.
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -5,7 +8,123 @@ use novapay::embed::Embedder;
 use novapay::eval::{answerability, answers, beir, doc2dial};
 use novapay::index::{build_index, IndexJob, KnowledgeBase};
 
-use crate::cli::{AssistantArgs, EmbedArgs, KbArgs, RagArgs, RuntimeArgs};
+use super::options::{AssistantArgs, EmbedArgs, KbArgs, RagArgs, RuntimeArgs};
+
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// nDCG@10, recall@10 and recall@100 on a BEIR dataset (corpus.jsonl, queries, qrels), as BEIR does.
+    Retrieval(Retrieval),
+    /// Knowledge-base regression questions through the whole answer path (the check a support team
+    /// runs after every knowledge-base edit): right source, expected figures, forbidden strings,
+    /// refusals, figures the sources do not state. `--data` is indexed afresh into a temporary folder.
+    Answers(Answers),
+    /// Refusal of unanswerable and false refusal of answerable questions over the gate's threshold,
+    /// on SQuAD 2.0 (each question against its article) and on a questions file (per split).
+    Answerability(Answerability),
+    /// doc2dial: recall@5 of the gold passage for follow-up questions, with and without history.
+    Dialogue(Dialogue),
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Retrieval(a) => retrieval(&a),
+        Command::Answers(a) => answers_of_data(&a),
+        Command::Answerability(a) => match &a.fit {
+            Some(out) => fit_gate(&a, out),
+            None => answerability(&a),
+        },
+        Command::Dialogue(a) => dialogue(&a),
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Retrieval {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    embed: EmbedArgs,
+    /// BEIR folder: corpus.jsonl, queries.jsonl (or queries-test.jsonl), qrels-test.tsv.
+    #[arg(long)]
+    beir: PathBuf,
+    /// dense, bm25 or hybrid; all three when not given.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Evaluate only the first N test queries (quick checks).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Answers {
+    #[command(flatten)]
+    assistant: AssistantArgs,
+    /// JSONL: {id, turns: [...], expect_source?, expect_any?: [...], expect_none?: [...],
+    /// unanswerable?: bool, split?}
+    #[arg(long)]
+    questions: PathBuf,
+    /// Only the questions with this `split` label.
+    #[arg(long)]
+    split: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Answerability {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    embed: EmbedArgs,
+    #[command(flatten)]
+    kb: KbArgs,
+    #[command(flatten)]
+    rag: RagArgs,
+    /// squad2-sample folder (squad2-dev-sample300.jsonl, paragraphs.jsonl).
+    #[arg(long)]
+    squad: Option<PathBuf>,
+    /// Questions file in `eval answers` format, asked of the knowledge base in `--data` (indexed
+    /// afresh into a temporary folder).
+    #[arg(long)]
+    questions: Option<PathBuf>,
+    /// Only the first N SQuAD questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Fit the weighing gate, leaving one knowledge base out at a time (data/ with its question
+    /// files, eval/tune-3/kb, eval/heldout-3/kb, and each doc2dial domain), print every fold and
+    /// write the model that ships to this file (src/assistant/answerability/gate-model.json).
+    #[arg(long, value_name = "MODEL.json")]
+    fit: Option<PathBuf>,
+    /// doc2dial folder for `--fit`.
+    #[arg(long, default_value = "../shared/eval/doc2dial")]
+    doc2dial: PathBuf,
+    /// Opening questions per doc2dial domain for `--fit`.
+    #[arg(long, default_value_t = 40)]
+    per_domain: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Dialogue {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(flatten)]
+    embed: EmbedArgs,
+    /// doc2dial folder: documents.jsonl, questions.jsonl.
+    #[arg(long)]
+    doc2dial: PathBuf,
+    /// Use all 273 documents instead of the 200-document subset.
+    #[arg(long)]
+    all_documents: bool,
+    /// Evaluate only the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
 
 fn progress(what: &str, done: usize, total: usize) {
     eprint!("\r{what}: {done}/{total}   ");
@@ -14,14 +133,9 @@ fn progress(what: &str, done: usize, total: usize) {
     }
 }
 
-pub fn retrieval(
-    runtime: &RuntimeArgs,
-    embed: &EmbedArgs,
-    dir: &Path,
-    mode: Option<&str>,
-    limit: Option<usize>,
-    json: bool,
-) -> anyhow::Result<()> {
+fn retrieval(a: &Retrieval) -> anyhow::Result<()> {
+    let (runtime, embed, dir) = (&a.runtime, &a.embed, a.beir.as_path());
+    let (mode, limit, json) = (a.mode.as_deref(), a.limit, a.json);
     let modes: Vec<beir::Mode> = match mode {
         Some(m) => vec![m.parse().map_err(anyhow::Error::msg)?],
         None => vec![beir::Mode::Dense, beir::Mode::Bm25, beir::Mode::Hybrid],
@@ -59,14 +173,9 @@ pub fn retrieval(
     Ok(())
 }
 
-pub fn dialogue(
-    runtime: &RuntimeArgs,
-    embed: &EmbedArgs,
-    dir: &Path,
-    all_documents: bool,
-    limit: Option<usize>,
-    json: bool,
-) -> anyhow::Result<()> {
+fn dialogue(a: &Dialogue) -> anyhow::Result<()> {
+    let (runtime, embed, dir) = (&a.runtime, &a.embed, a.doc2dial.as_path());
+    let (all_documents, limit, json) = (a.all_documents, a.limit, a.json);
     let embedder = super::load_embedder(runtime, embed, 32)?;
     let chunk = novapay::index::chunk::ChunkSettings::fitted(None, 30, embedder.max_length());
     let report = doc2dial::evaluate(dir, &embedder, chunk, all_documents, limit, &progress)?;
@@ -124,12 +233,13 @@ fn index_of_data(
     Ok(dir)
 }
 
-pub fn answers(
-    a: &AssistantArgs,
-    questions: &Path,
-    split: Option<&str>,
-    json: bool,
-) -> anyhow::Result<()> {
+fn answers_of_data(args: &Answers) -> anyhow::Result<()> {
+    let (a, questions, split, json) = (
+        &args.assistant,
+        args.questions.as_path(),
+        args.split.as_deref(),
+        args.json,
+    );
     let mut qs = answers::read_questions(questions)?;
     if let Some(split) = split {
         qs.retain(|q| q.split.as_deref() == Some(split));
@@ -247,34 +357,23 @@ pub fn answers(
     Ok(())
 }
 
-pub struct AnswerabilityArgs<'a> {
-    pub runtime: &'a RuntimeArgs,
-    pub embed: &'a EmbedArgs,
-    pub kb: &'a KbArgs,
-    pub rag: &'a RagArgs,
-    pub squad: Option<&'a Path>,
-    pub questions: Option<&'a Path>,
-    pub limit: Option<usize>,
-    pub json: bool,
-}
-
-pub fn answerability(a: AnswerabilityArgs) -> anyhow::Result<()> {
+fn answerability(a: &Answerability) -> anyhow::Result<()> {
     anyhow::ensure!(
         a.squad.is_some() || a.questions.is_some(),
         "give --squad DIR and/or --questions FILE"
     );
-    let embedder = super::load_embedder(a.runtime, a.embed, 32)?;
+    let embedder = super::load_embedder(&a.runtime, &a.embed, 32)?;
     let config = a.rag.config(&a.embed.embedder, Default::default());
     let mut samples = Vec::new();
-    if let Some(dir) = a.squad {
+    if let Some(dir) = &a.squad {
         samples.extend(answerability::squad_samples(
             dir, &embedder, &config, a.limit, &progress,
         )?);
     }
-    if let Some(file) = a.questions {
+    if let Some(file) = &a.questions {
         let qs = answers::read_questions(file)?;
-        let index = index_of_data(&embedder, a.embed, a.kb)?;
-        let settings = super::index_settings(&embedder, a.embed, a.kb);
+        let index = index_of_data(&embedder, &a.embed, &a.kb)?;
+        let settings = super::index_settings(&embedder, &a.embed, &a.kb);
         let kb = KnowledgeBase::open(index.path(), &settings)
             .context("opening the temporary index of --data")?;
         samples.extend(answerability::kb_samples(&kb, &embedder, &config, &qs)?);
@@ -395,17 +494,9 @@ const FIT_FOLDS: &[(&str, &str, &[&str])] = &[
 
 /// `eval answerability --fit`: the weighing gate fitted leaving one knowledge base out, every fold
 /// printed, the model written to `out`.
-#[allow(clippy::too_many_arguments)]
-pub fn fit_gate(
-    runtime: &RuntimeArgs,
-    embed: &EmbedArgs,
-    kb: &KbArgs,
-    rag: &RagArgs,
-    out: &Path,
-    doc2dial_dir: &Path,
-    per_domain: usize,
-    json: bool,
-) -> anyhow::Result<()> {
+fn fit_gate(a: &Answerability, out: &Path) -> anyhow::Result<()> {
+    let (runtime, embed, kb, rag) = (&a.runtime, &a.embed, &a.kb, &a.rag);
+    let (doc2dial_dir, per_domain, json) = (a.doc2dial.as_path(), a.per_domain, a.json);
     let embedder = super::load_embedder(runtime, embed, 32)?;
     let mut config = rag.config(&embed.embedder, Default::default());
     config.gate.weighing = false;

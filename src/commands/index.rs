@@ -1,10 +1,27 @@
+//! `novapay index`: builds or updates the knowledge-base index from the data folder (only changed files are embedded again).
+
+use super::options::{EmbedArgs, KbArgs, RuntimeArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use novapay::index::{build_index, IndexJob};
 
-use crate::cli::IndexArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+    #[command(flatten)]
+    pub kb: KbArgs,
+    /// Re-embed every file, e.g. after changing the embedder or the chunk size.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(a: &IndexArgs) -> anyhow::Result<()> {
-    let IndexArgs {
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let Args {
         runtime,
         embed,
         kb,

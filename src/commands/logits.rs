@@ -1,8 +1,35 @@
+//! `novapay logits`: every prompt position's logits and a greedy continuation, to check the engine against llama.cpp.
+
+use super::options::{LlmArgs, RuntimeArgs};
 use anyhow::Context;
 use novapay::engine::inspect::{self, LogitsRequest};
 use novapay::engine::Llm;
 
-use crate::cli::LogitsArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// Token ids, comma-separated, instead of a text (e.g. llama.cpp's tokenization).
+    #[arg(long, conflicts_with = "text")]
+    pub ids: Option<String>,
+    /// Put the model's BOS token first (text prompts only; follows the GGUF's add_bos_token by default).
+    #[arg(long)]
+    pub bos: Option<bool>,
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Also print these token ids' logits at every position (comma-separated).
+    #[arg(long)]
+    pub select: Option<String>,
+    /// Greedy tokens to generate after the prompt.
+    #[arg(long, default_value_t = 0)]
+    pub greedy: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    pub text: Option<String>,
+}
 
 fn parse_ids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
     list.split(',')
@@ -15,7 +42,7 @@ fn parse_ids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
-pub fn run(a: &LogitsArgs) -> anyhow::Result<()> {
+pub fn run(a: &Args) -> anyhow::Result<()> {
     let opts = super::load_llm_options(&a.runtime, &a.llm)?;
     let mut llm = Llm::load(&opts)
         .with_context(|| format!("loading the LLM from {}", opts.gguf.display()))?;

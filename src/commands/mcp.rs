@@ -1,12 +1,17 @@
 //! `novapay mcp`: the MCP server on stdin/stdout for a local MCP client (an IDE or desktop assistant
 //! that starts it). Logs go to stderr; stdout carries only the protocol.
 
+use super::options::AssistantArgs;
 use anyhow::Context;
 use novapay::mcp::{local_caller, serve_stdio, KnowledgeServer, McpContext};
 
-use crate::cli::McpArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub assistant: AssistantArgs,
+}
 
-pub fn run(args: &McpArgs) -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
     // Models load before the protocol starts: a client sees a working server or an exit with the
     // reason on stderr.
     let assistant = super::load_assistant(&args.assistant, 1, false)?.assistant;

@@ -2,12 +2,25 @@
 //! directory's SQLite file, or Redis): it works while the server is down and needs no API key, only
 //! access to the store (the state directory is private to its owner).
 
+use super::options::{KbArgs, MemoryArgs};
 use novapay::assistant::report::{support_report, SupportReport};
 use novapay::memory::now_ms;
 
-use crate::cli::ReportArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub kb: KbArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+    /// Days back the report covers.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Print the report as JSON (the same document as GET /api/v1/stats).
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(a: &ReportArgs) -> anyhow::Result<()> {
+pub fn run(a: &Args) -> anyhow::Result<()> {
     let store = a.memory.open(&a.kb)?;
     let since_ms = now_ms() - i64::from(a.days.max(1)) * 86_400_000;
     let report = support_report(store.as_ref(), since_ms)?;

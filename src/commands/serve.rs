@@ -1,3 +1,6 @@
+//! `novapay serve`: the HTTP API, the chat page, MCP over HTTP and the Bitrix24 bot, with the index
+//! watched for new generations (and, with `--watch`, the data folder re-indexed on change).
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +16,162 @@ use novapay::integrations::bitrix24::{
     WebhookHandler,
 };
 
-use crate::cli::{AssistantArgs, Bitrix24Args, Bitrix24Mode, ServerArgs};
+use super::options::AssistantArgs;
 
-pub fn run(a: &AssistantArgs, server: &ServerArgs, bitrix24: &Bitrix24Args) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub assistant: AssistantArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub bitrix24: Bitrix24Args,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on (0.0.0.0: every interface; then API keys are required, see
+    /// --allow-anonymous).
+    #[arg(long, env = "NOVAPAY_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "NOVAPAY_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Comma-separated API keys; when set, every route but /health, /metrics, /openapi.json and the
+    /// chat page needs one (Bearer, or Basic with the key as user name or password).
+    #[arg(
+        long,
+        env = "NOVAPAY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Comma-separated administrator keys: valid API keys that may also read any caller's session
+    /// (support staff). Other keys see only the sessions they created.
+    #[arg(
+        long,
+        env = "NOVAPAY_ADMIN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+    /// Serve without API keys on an address other than loopback (a warning is logged). Without it,
+    /// `serve` refuses to listen on a public address with no keys.
+    #[arg(long, env = "NOVAPAY_ALLOW_ANONYMOUS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_anonymous: bool,
+    /// Open connections at most; more clients wait to be accepted.
+    #[arg(long, env = "NOVAPAY_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle connection stays open).
+    #[arg(long, env = "NOVAPAY_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "NOVAPAY_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Comma-separated allowed CORS origins, or * for any; none by default.
+    #[arg(long, env = "NOVAPAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Generation jobs that may wait while one runs; beyond it requests get 429 at once.
+    #[arg(long, env = "NOVAPAY_QUEUE_DEPTH", default_value_t = 8)]
+    pub queue_depth: usize,
+    /// Seconds a generation may take before the request gets 504.
+    #[arg(long, env = "NOVAPAY_GENERATION_TIMEOUT_SECS", default_value_t = 120)]
+    pub generation_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "NOVAPAY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "NOVAPAY_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    /// Log question text at info level (card-number-like digit runs are masked).
+    #[arg(long, env = "NOVAPAY_LOG_QUERIES", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub log_queries: bool,
+    /// Seconds between checks for a newly published index generation (`novapay index` run elsewhere);
+    /// the server switches to it without a restart. 0 = never.
+    #[arg(long, env = "NOVAPAY_INDEX_POLL_SECS", default_value_t = 5)]
+    pub index_poll_secs: u64,
+    /// Largest knowledge-base document accepted by `POST /api/v1/documents` (administrator keys), in
+    /// bytes; a larger upload gets 413.
+    #[arg(long, env = "NOVAPAY_MAX_UPLOAD_BYTES", default_value_t = 20 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Re-index the data folder when its files change (debounced), and switch to the new generation.
+    #[arg(long, env = "NOVAPAY_WATCH", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub watch: bool,
+    /// Quiet time after the last change in the data folder before `--watch` re-indexes, in ms.
+    #[arg(long, env = "NOVAPAY_WATCH_DEBOUNCE_MS", default_value_t = 1000)]
+    pub watch_debounce_ms: u64,
+    /// The LLM is a small demo model (scripts/run.sh sets it when the Hub cannot be reached): the
+    /// start-up log, /health and the chat page say that answers are not reliable.
+    #[arg(long, env = "NOVAPAY_DEMO_MODEL", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo_model: bool,
+}
+
+/// The Bitrix24 chat bot in `serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Bitrix24Args {
+    /// off; handler (Bitrix24 posts events to /integrations/bitrix24/events); or poll (novapay pulls
+    /// bot API v2 events, for servers without a public URL).
+    #[arg(
+        long = "bitrix24",
+        env = "NOVAPAY_BITRIX24_MODE",
+        value_enum,
+        default_value = "off"
+    )]
+    pub mode: Bitrix24Mode,
+    /// Handler mode: the application token events must carry (default: the one sent at ONAPPINSTALL,
+    /// kept in <state-dir>/bitrix24_application_token).
+    #[arg(
+        long,
+        env = "NOVAPAY_BITRIX24_APPLICATION_TOKEN",
+        hide_env_values = true
+    )]
+    pub bitrix24_application_token: Option<String>,
+    /// Incoming-webhook URL (https://PORTAL/rest/USER/SECRET/): polling mode, and handler mode for a
+    /// bot registered with `novapay bitrix24 register`.
+    #[arg(long, env = "NOVAPAY_BITRIX24_WEBHOOK_URL", hide_env_values = true)]
+    pub bitrix24_webhook_url: Option<String>,
+    /// Handler mode with an incoming webhook: the CLIENT_ID printed by `novapay bitrix24 register`.
+    #[arg(long, env = "NOVAPAY_BITRIX24_CLIENT_ID", hide_env_values = true)]
+    pub bitrix24_client_id: Option<String>,
+    /// Handler mode with a local application: novapay's public event URL
+    /// (https://HOST/integrations/bitrix24/events); installing the application then registers the bot.
+    #[arg(long, env = "NOVAPAY_BITRIX24_HANDLER_URL")]
+    pub bitrix24_handler_url: Option<String>,
+    /// Handler mode: the portal's address (https://PORTAL.bitrix24.ru). Replies go only to its REST
+    /// endpoint (never to an address an event names), and without an application token an
+    /// installation is accepted only from this portal, once.
+    #[arg(long, env = "NOVAPAY_BITRIX24_PORTAL")]
+    pub bitrix24_portal: Option<String>,
+    /// Handler mode: the portal's member_id; when set, an installation must carry it.
+    #[arg(long, env = "NOVAPAY_BITRIX24_MEMBER_ID", hide_env_values = true)]
+    pub bitrix24_member_id: Option<String>,
+    /// Allow plain http:// for the portal and the webhook URL (a test portal only; https otherwise).
+    #[arg(long, env = "NOVAPAY_BITRIX24_ALLOW_HTTP", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub bitrix24_allow_http: bool,
+    /// Polling mode: the bot id printed by `novapay bitrix24 register --poll`.
+    #[arg(long, env = "NOVAPAY_BITRIX24_BOT_ID")]
+    pub bitrix24_bot_id: Option<u64>,
+    /// Polling mode: the bot token printed by `novapay bitrix24 register --poll`.
+    #[arg(long, env = "NOVAPAY_BITRIX24_BOT_TOKEN", hide_env_values = true)]
+    pub bitrix24_bot_token: Option<String>,
+    /// Polling mode: milliseconds to wait once there are no more events (Bitrix24 recommends 5-30 s).
+    #[arg(
+        long,
+        env = "NOVAPAY_BITRIX24_POLL_INTERVAL_MS",
+        default_value_t = 5000
+    )]
+    pub bitrix24_poll_interval_ms: u64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bitrix24Mode {
+    Off,
+    Handler,
+    Poll,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let (a, server, bitrix24) = (&args.assistant, &args.server, &args.bitrix24);
     // Thread pools are sized before tokio or candle start any; a GPU that cannot be used fails here.
     let (device, threads) = super::prepare_device(&a.runtime)?;
     tracing::info!(%device, threads, "compute device");

@@ -1,11 +1,27 @@
+//! `novapay tokenize`: the token ids (and pieces) of a text with the LLM's tokenizer.
+
+use super::options::{LlmArgs, RuntimeArgs};
 use novapay::engine::gguf::GgufFile;
 use novapay::engine::tokenizer::LlmTokenizer;
 
-use crate::cli::TokenizeArgs;
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// Print JSON: {"ids": [...], "pieces": [...]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Treat control-token strings like <|im_start|> as plain text (how customer text is encoded).
+    #[arg(long)]
+    pub plain: bool,
+    pub text: String,
+}
 
 /// Loads only the tokenizer (no weights), so it is instant even for large models.
-pub fn run(a: &TokenizeArgs) -> anyhow::Result<()> {
-    let TokenizeArgs {
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let Args {
         runtime,
         llm: args,
         json,

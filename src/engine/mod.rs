@@ -1,21 +1,19 @@
 //! The LLM engine: GGUF loading, tokenizer, chat template, sampling and the worker thread that owns the
-//! model. Knows nothing of HTTP or storage.
+//! model. Knows nothing of HTTP or storage. Split by role: `model/` (the file, the forward pass, its
+//! loading, tokenizer and template), `kernels/` (the CPU matmuls, attention, the parallel scheduler),
+//! `run/` (generation and the worker thread) and `tools/` (synthetic models, logits inspection).
 
-pub mod attention;
-pub mod chat_template;
-pub mod generation;
-pub mod gguf;
-pub mod inspect;
-pub mod llama;
-mod load_phases;
-pub mod packed;
-pub mod sampling;
-pub mod spin_pool;
-pub mod stream_decoder;
-pub mod synth;
-pub mod tile_cache;
-pub mod tokenizer;
-pub mod worker;
+pub mod kernels;
+pub mod model;
+pub mod run;
+pub mod tools;
+
+// The modules by their short names, as the rest of the crate, the tests and the benchmarks name them.
+pub use kernels::{attention, packed, spin_pool, tile_cache};
+pub(crate) use model::load_phases;
+pub use model::{chat_template, gguf, llama, tokenizer};
+pub use run::{generation, sampling, stream_decoder, worker};
+pub use tools::{inspect, synth};
 
 use std::path::PathBuf;
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -13,7 +12,7 @@ use super::error::ApiError;
 use super::extract::FormBody;
 use super::Shared;
 use crate::assistant::Assistant;
-use crate::integrations::bitrix24::{Accepted, Bitrix24Error, Job};
+use crate::integrations::bitrix24::{Accepted, Job};
 
 /// How long a job accepted during start-up waits for the models before it is dropped.
 const WAIT_FOR_MODELS: Duration = Duration::from_secs(600);
@@ -31,14 +30,7 @@ pub async fn events(
     let accepted = tokio::task::spawn_blocking(move || handler.accept(&body))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            // Logged (with a hash of the token only) where it was refused.
-            Bitrix24Error::Unauthorized(m) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
-            }
-            Bitrix24Error::BadEvent(m) => ApiError::bad_request("bad_event", m),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(ApiError::from)?;
     Ok(Json(match accepted {
         Accepted::Installed(registration) => {
             if let Some(job) = registration {

@@ -2,8 +2,25 @@
 //! counters, rendered together with the assistant's answer metrics (`rag::metrics`), which count every
 //! answer whatever door it left through.
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// `GET /metrics`: the server's counters and the assistant's answer metrics, in Prometheus text.
+pub(super) async fn metrics_text(State(state): State<super::Shared>) -> Response {
+    let answers = state
+        .services
+        .get()
+        .map(|s| s.assistant.metrics().gather())
+        .unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(answers),
+    )
+        .into_response()
+}
 
 pub struct Metrics {
     registry: Registry,

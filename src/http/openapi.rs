@@ -5,6 +5,10 @@
 
 #![allow(dead_code)] // The stubs exist for their `#[utoipa::path]` attributes only.
 
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -22,6 +26,21 @@ use super::wire::{
     SessionMessage, SessionQuery, SourceDocument, SuggestionDocument, TextEvent, WhenBusyField,
 };
 use super::wire::{FeedbackRequest, FeedbackStored, RatingField, StatsQuery};
+
+/// The OpenAPI document, generated once from the wire types.
+pub fn openapi_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        document()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// `GET /openapi.json`.
+pub(super) async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
 
 const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16 KiB)";
 
@@ -235,7 +254,7 @@ fn bitrix24_events() {}
 /// answer with its sources and the session_id of the conversation, which only the same API key can
 /// continue. Resources: the knowledge-base documents (novapay://kb/<name>) as indexed text. Same API
 /// keys as the REST API; the body limit is NOVAPAY_MAX_BODY_BYTES. Without API keys only loopback
-/// Host names are accepted; browser Origins must be in NOVAPAY_CORS_ORIGINS. See the README's MCP
+/// Host names are accepted; browser Origins must be in NOVAPAY_CORS_ORIGINS. See docs/api.md, MCP
 /// section.
 #[utoipa::path(
     post, path = routes::MCP, tag = "mcp",

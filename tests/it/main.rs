@@ -1,35 +1,17 @@
-//! Integration tests on the real small models fetched by `scripts/fetch-test-models.sh`.
+//! Integration tests on the real small models fetched by `scripts/fetch-test-models.sh`, in one binary,
+//! grouped by feature: the doors a question comes in by, answering, the knowledge base, the engine,
+//! and operations (security, the API's contract, replicas, the run script).
 
 mod answering;
-mod answers;
-mod bitrix24;
-mod browser;
-mod cli;
-mod documents;
+mod doors;
 mod embedder;
-mod eval;
-mod feedback;
-mod front_doors;
-mod fuzz_api;
-mod generation;
-mod http;
-mod index_generations;
-mod integrations;
-mod knowledge_base;
-mod mcp;
-mod model_files;
-mod openai;
-mod openapi;
-mod redis_memory;
-mod run_script;
-mod security;
-mod suggestions;
-mod synth_llama;
-mod templates;
-mod tokenizer;
-mod worker;
+mod engine;
+mod knowledge;
+mod operations;
 
 mod support;
 
 // The models and fixtures are used by most modules: importable from the crate root as before.
 pub use support::{fixture, load_smollm2, minilm_dir, smollm2_path};
+// The shared knowledge base and embedder, by the path the answering tests name them.
+use knowledge::knowledge_base;

@@ -12,7 +12,7 @@ use novapay::memory::SqliteStore;
 use serde_json::Value;
 
 use super::models::smollm2_path;
-use crate::knowledge_base::{embedder, shared_kb};
+use crate::knowledge::knowledge_base::{embedder, shared_kb};
 
 pub struct TestApp {
     rt: tokio::runtime::Runtime,

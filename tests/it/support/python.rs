@@ -1,5 +1,5 @@
-//! The official Python clients (`openai`, `mcp`) from the venv `scripts/python-test-env.sh` makes
-//! from tests/requirements.txt (scripts/test.sh runs it first).
+//! The official Python clients (`openai`, `mcp`) from the venv `scripts/dev/python-test-env.sh` makes
+//! from tests/requirements.txt (scripts/dev/test.sh runs it first).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,7 +14,7 @@ pub fn python() -> PathBuf {
     let python = venv.join("bin/python");
     assert!(
         python.is_file(),
-        "{} is missing: run scripts/python-test-env.sh (scripts/test.sh does)",
+        "{} is missing: run scripts/dev/python-test-env.sh (scripts/dev/test.sh does)",
         python.display()
     );
     python

@@ -1,0 +1,9 @@
+//! The LLM engine on real and generated GGUFs: generation, Llama 3.2's architecture against llama.cpp,
+//! the tokenizer, chat templates, the worker thread, and bad model files.
+
+pub mod generation;
+mod model_files;
+mod synth_llama;
+mod templates;
+mod tokenizer;
+mod worker;

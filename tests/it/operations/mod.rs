@@ -1,0 +1,10 @@
+//! Running novapay: the security regressions, the API fuzzed from its own OpenAPI document, the
+//! document itself, the generated configuration page, conversations shared through Redis by replicas,
+//! and the run script's model choice.
+
+mod configuration_page;
+mod fuzz_api;
+mod openapi;
+pub mod redis_memory;
+mod run_script;
+mod security;
