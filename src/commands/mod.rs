@@ -54,6 +54,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::ConvertE5 { bin, out } => {
+            let report = novapay::embed::convert_e5s1(&bin, &out)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Bench { what } => match what {
             BenchCommand::Llm {
                 runtime,

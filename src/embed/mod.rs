@@ -7,6 +7,7 @@
 //! candle-transformers' `BertModel`, which also stays the reference the tests compare against.
 
 mod bert;
+mod e5s1;
 mod kernels;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use bert::BertEncoder;
+pub use e5s1::{convert_e5s1, ConvertReport, E5_Q4_DESCRIPTION};
 
 use crate::device::DeviceChoice;
 
