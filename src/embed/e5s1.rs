@@ -161,12 +161,14 @@ fn parse<'a>(buf: &'a [u8], path: &'a Path) -> Result<E5File<'a>, EmbedError> {
     let type_vocab = c.size("token type count", 1024)?;
     let eps = c.f32("layer norm eps")?;
     let qk = c.u32("block size")?;
-    if qk as usize != QK
-        || !hidden.is_multiple_of(QK)
-        || !intermediate.is_multiple_of(QK)
-        || !hidden.is_multiple_of(heads)
-        || !(eps.is_finite() && eps > 0.0 && eps < 1.0)
-    {
+    let consistent = qk as usize == QK
+        && hidden.is_multiple_of(QK)
+        && intermediate.is_multiple_of(QK)
+        && hidden.is_multiple_of(heads)
+        && eps.is_finite()
+        && eps > 0.0
+        && eps < 1.0;
+    if !consistent {
         return Err(c.bad(format!(
             "damaged E5S1 header: hidden {hidden}, heads {heads}, intermediate {intermediate}, \
              block {qk}, eps {eps}"
