@@ -316,9 +316,7 @@ fn convert_err(bytes: &[u8]) -> String {
     let bin = dir.path().join("e5-small-q4.bin");
     std::fs::write(&bin, bytes).unwrap();
     let out = dir.path().join("out");
-    let err = novapay::embed::convert_e5s1(&bin, &out)
-        .err()
-        .expect("a bad file must be refused");
+    let err = novapay::embed::convert_e5s1(&bin, &out).expect_err("a bad file must be refused");
     assert!(!out.exists(), "no half-written model folder");
     let msg = err.to_string();
     assert!(msg.contains(&bin.display().to_string()), "{msg}");
