@@ -355,7 +355,7 @@ fn truncated_or_damaged_e5_file_is_an_error_naming_it() {
     odd_layers[12..16].copy_from_slice(&13i32.to_le_bytes()); // 13 layers: l12.* are missing
     assert!(convert_err(&odd_layers).contains("l12"));
     let mut bad_offsets = real.clone();
-    // The first piece offset (after the 40-byte header, 20 bytes of ids, the u64 blob length).
+    // The high half of the piece bytes' u64 length (after the 44-byte header and 20 bytes of ids).
     bad_offsets[68..72].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(convert_err(&bad_offsets).contains("piece"));
 }
