@@ -187,7 +187,7 @@ impl Assistant {
         if !self.config.gate.judge || self.config.answer_mode == AnswerMode::Extract {
             return false;
         }
-        let model = answerability::GateModel::builtin();
+        let model = answerability::GateModel::for_family(self.config.gate.family);
         [&retrieval.gate, &retrieval.gate_with_history]
             .into_iter()
             .any(|g| {

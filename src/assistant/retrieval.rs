@@ -122,7 +122,7 @@ pub fn retrieve_with(
         }
     }
     let decision = if config.gate.weighing {
-        let model = answerability::GateModel::builtin();
+        let model = answerability::GateModel::for_family(config.gate.family);
         gate.score = Some(model.score(&gate));
         gate_with_history.score = Some(model.score(&gate_with_history));
         let decide = |g: &GateSignals| {

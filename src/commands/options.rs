@@ -219,6 +219,7 @@ impl RagArgs {
                     }
                 },
                 judge: self.gate_judge,
+                family,
                 ..defaults.gate
             },
             answer_mode: self.answer_mode,

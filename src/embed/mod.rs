@@ -52,7 +52,8 @@ pub enum Pooling {
 /// What an embedder's name says about how it was trained: e5 models want "query: " / "passage: "
 /// prefixes, and rate unrelated text higher (their cosines crowd near 1), so the retrieval gate's
 /// similarity floor differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ModelFamily {
     E5,
     Other,

@@ -88,6 +88,8 @@ pub struct GateConfig {
     /// thresholds), whether the excerpts answer it; "yes" generates an answer (still checked),
     /// anything else offers the sections. Opt-in: measured only where the product's 3B model runs.
     pub judge: bool,
+    /// The embedder's family: which fitted weighing model decides.
+    pub family: crate::embed::ModelFamily,
 }
 
 impl Default for GateConfig {
@@ -99,6 +101,7 @@ impl Default for GateConfig {
             rare_words: 2,
             meaning: MeaningConfig::default(),
             judge: false,
+            family: crate::embed::ModelFamily::Other,
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::signals::GateSignals;
+use crate::embed::ModelFamily;
 
 /// What the answerability gate decides for a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
@@ -52,6 +53,15 @@ pub fn features(s: &GateSignals) -> [f32; FEATURES.len()] {
     ]
 }
 
+fn parse(text: &str) -> GateModel {
+    let m: GateModel = serde_json::from_str(text).expect("the gate models are valid (tested)");
+    assert_eq!(
+        m.features, FEATURES,
+        "a gate model names the features in order"
+    );
+    m
+}
+
 /// A fitted gate: standardisation, weights and the two thresholds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateModel {
@@ -70,20 +80,24 @@ pub struct GateModel {
 }
 
 const BUILTIN: &str = include_str!("gate-model.json");
+const BUILTIN_E5: &str = include_str!("gate-model-e5.json");
 
 impl GateModel {
-    /// The committed model.
+    /// The committed model fitted with all-MiniLM-L6-v2 (the family of every other embedder).
     pub fn builtin() -> &'static GateModel {
         static MODEL: OnceLock<GateModel> = OnceLock::new();
-        MODEL.get_or_init(|| {
-            let m: GateModel =
-                serde_json::from_str(BUILTIN).expect("gate-model.json is valid (tested)");
-            assert_eq!(
-                m.features, FEATURES,
-                "gate-model.json names the features in order"
-            );
-            m
-        })
+        MODEL.get_or_init(|| parse(BUILTIN))
+    }
+
+    /// The committed model for an embedder family: the e5 family's was fitted on the 4-bit copy of
+    /// multilingual-e5-small (`gate-model-e5.json`, its report in eval/gate-fit-e5.md); every other
+    /// embedder gets MiniLM's.
+    pub fn for_family(family: ModelFamily) -> &'static GateModel {
+        static E5: OnceLock<GateModel> = OnceLock::new();
+        match family {
+            ModelFamily::E5 => E5.get_or_init(|| parse(BUILTIN_E5)),
+            ModelFamily::Other => Self::builtin(),
+        }
     }
 
     /// The probability that the excerpts answer the question.
@@ -227,8 +241,17 @@ mod tests {
     }
 
     #[test]
-    fn the_committed_model_names_its_features_and_orders_its_thresholds() {
-        let m = GateModel::builtin();
+    fn the_committed_models_name_their_features_and_order_their_thresholds() {
+        for family in [ModelFamily::Other, ModelFamily::E5] {
+            committed_model_is_consistent(GateModel::for_family(family));
+        }
+        assert!(std::ptr::eq(
+            GateModel::for_family(ModelFamily::Other),
+            GateModel::builtin()
+        ));
+    }
+
+    fn committed_model_is_consistent(m: &GateModel) {
         assert_eq!(m.weights.len(), FEATURES.len());
         assert!(m.suggest_at <= m.answer_at, "{m:?}");
         assert_eq!(m.decide(m.answer_at, false, false), Decision::Answer);
