@@ -108,12 +108,7 @@ fn answered_result(answered: &Answered) -> CallToolResult {
     if !answer.sources.is_empty() {
         text.push_str("\n\nSources:");
         for (i, s) in answer.sources.iter().enumerate() {
-            let heading = if s.heading.is_empty() {
-                &s.title
-            } else {
-                &s.heading
-            };
-            let _ = write!(text, "\n[{}] {} — {}", i + 1, s.source, heading);
+            let _ = write!(text, "\n[{}] {} — {}", i + 1, s.source, s.label());
         }
     }
     let session = answered.session.as_ref().map(|s| s.to_string());
