@@ -14,10 +14,15 @@ const MAX_LOGGED_CHARS: usize = 1000;
 /// spaces, dashes, dots, slashes or underscores, and the run may be glued to letters
 /// (`card4111111111111111`): customers type card numbers every way. Luhn is not checked, so that a
 /// mistyped number is masked too; an amount (`$1,000`) or a phone number (11-12 digits) is left alone.
+/// Digits of every script count, full-width ones included.
 pub fn mask_card_numbers(text: &str) -> String {
     static RE: OnceLock<regex::Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
-        regex::Regex::new(r"[0-9](?:[ \t\-./_\u{a0}\u{2007}\u{202f}]{0,3}[0-9]){12,}")
+        // Any decimal digit: the full-width "４１１１" some phone keyboards type, Arabic-Indic and
+        // other scripts' digits are the same card number; and their spaces, dashes, dots and slashes.
+        regex::Regex::new(
+            r"\p{Nd}(?:[ \t\-./_\u{a0}\u{2007}\u{202f}\u{3000}\u{2010}-\u{2015}\u{2212}\u{ff0d}\u{ff0e}\u{ff0f}\u{ff3f}]{0,3}\p{Nd}){12,}",
+        )
             .expect("valid card-number regex")
     });
     re.replace_all(text, "[card number]").into_owned()
@@ -142,6 +147,30 @@ mod tests {
             assert!(masked.contains("[card number]"), "{input:?} -> {masked}");
             let left: String = masked.chars().filter(char::is_ascii_digit).collect();
             assert!(left.len() < 4, "{input:?} -> {masked}");
+        }
+    }
+
+    #[test]
+    fn card_numbers_in_full_width_and_other_scripts_digits_are_masked() {
+        for input in [
+            "４１１１ １１１１ １１１１ １１１１",
+            "４１１１－１１１１－１１１１－１１１１",
+            "４１１１\u{3000}１１１１\u{3000}１１１１\u{3000}１１１１",
+            "4111 １１１１ 1111 1111",
+            "٤١١١١١١١١١١١١١١١",
+            "४१११ ११११ ११११ ११११",
+            "4111\u{2212}1111\u{2212}1111\u{2212}1111",
+        ] {
+            let masked = mask_card_numbers(&format!("моя карта {input} списали"));
+            assert!(masked.contains("[card number]"), "{input:?} -> {masked}");
+            assert!(
+                masked.chars().filter(|c| c.is_numeric()).count() < 4,
+                "{input:?} -> {masked}"
+            );
+        }
+        for text in ["сумма １ ０００ ₽", "телефон ８ ９９９ １２３-４５-６７"]
+        {
+            assert_eq!(mask_card_numbers(text), text);
         }
     }
 

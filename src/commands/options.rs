@@ -382,7 +382,14 @@ pub struct SamplingArgs {
     /// Nucleus sampling: sample only from the most likely tokens whose probabilities add up to this.
     #[arg(long, env = "NOVAPAY_TOP_P")]
     pub top_p: Option<f64>,
-    #[arg(long, env = "NOVAPAY_TOP_K")]
+    /// Sample only from this many most likely tokens. (Not `--top-k`: that is how many excerpts an
+    /// answer is given.)
+    #[arg(
+        id = "sampling_top_k",
+        long = "sampling-top-k",
+        value_name = "TOP_K",
+        env = "NOVAPAY_SAMPLING_TOP_K"
+    )]
     pub top_k: Option<usize>,
     /// Seed of the sampler (a fixed seed gives the same answer to the same prompt).
     #[arg(long, env = "NOVAPAY_SEED", default_value_t = 299_792_458)]
@@ -403,5 +410,31 @@ impl SamplingArgs {
             max_new_tokens: self.max_new_tokens,
             ..SamplingParams::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    /// `--top-k` (excerpts per answer) and `--sampling-top-k` (the sampler) are two settings: once
+    /// they shared one flag and one variable, and the sampler took the excerpt count.
+    #[test]
+    fn excerpts_and_sampling_have_their_own_top_k() {
+        let cli =
+            Cli::try_parse_from(["novapay", "serve", "--top-k", "2", "--sampling-top-k", "40"])
+                .unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.assistant.rag.top_k, 2);
+        assert_eq!(serve.assistant.sampling.params().top_k, Some(40));
+        let cli = Cli::try_parse_from(["novapay", "serve", "--top-k", "3"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.assistant.sampling.params().top_k, None);
     }
 }
