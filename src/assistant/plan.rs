@@ -195,16 +195,19 @@ impl Assistant {
             })
     }
 
+    /// Tokens `text` takes in the LLM's prompt (an untokenizable text counts as too long to fit).
+    fn prompt_tokens(&self, text: &str) -> usize {
+        self.llm
+            .tokenizer()
+            .encode(text, false)
+            .map(|ids| ids.len())
+            .unwrap_or(usize::MAX)
+    }
+
     /// The top excerpts that fit the context budget (instruction-like sentences left out), with the
     /// sources they are cited as.
     fn excerpts_of(&self, retrieval: &Retrieval) -> (Vec<Excerpt>, Vec<Source>) {
-        let tokenizer = self.llm.tokenizer();
-        let count = |t: &str| {
-            tokenizer
-                .encode(t, false)
-                .map(|ids| ids.len())
-                .unwrap_or(usize::MAX)
-        };
+        let count = |t: &str| self.prompt_tokens(t);
         let mut excerpts = Vec::new();
         let mut sources = Vec::new();
         let mut used = 0;
@@ -240,13 +243,7 @@ impl Assistant {
         excerpts: &[Excerpt],
         history: &[Turn],
     ) -> GenerateRequest {
-        let tokenizer = self.llm.tokenizer();
-        let count = |t: &str| {
-            tokenizer
-                .encode(t, false)
-                .map(|ids| ids.len())
-                .unwrap_or(usize::MAX)
-        };
+        let count = |t: &str| self.prompt_tokens(t);
         // Most recent turns first, within the budget, then back in order.
         let mut kept = Vec::new();
         let mut budget = self.config.history_tokens;
