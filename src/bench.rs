@@ -82,8 +82,17 @@ pub struct EmbedBenchReport {
     pub chunks: usize,
     pub batch_size: usize,
     pub mean_words_per_chunk: f64,
+    /// Indexing: passages (with the model's passage prefix) embedded in batches of `batch_size`.
     pub chunks_per_s: f64,
+    /// What one customer waits for: one question (with the query prefix) embedded alone, median
+    /// over every question, asked 4 times a round.
+    pub query_latency_ms: f64,
+    /// 90th percentile of the same single-question timings.
+    pub query_latency_p90_ms: f64,
     pub load_ms: f64,
+    /// Resident memory after loading and embedding single questions (what a serving process holds).
+    pub query_rss_mb: f64,
+    /// Peak resident memory of the whole run, batches included (what indexing needs).
     pub peak_rss_mb: f64,
 }
 
@@ -263,29 +272,50 @@ pub fn memory_bandwidth(threads: usize) -> MemoryBandwidth {
 
 pub fn bench_embed(
     embedder: &Embedder,
+    questions: &[String],
     chunks: &[String],
     rounds: usize,
     threads: usize,
     batch_size: usize,
     load_ms: f64,
 ) -> Result<EmbedBenchReport, EmbedError> {
-    embedder.embed(&chunks[..chunks.len().min(4)])?;
+    let rounds = rounds.max(1);
+    // Warm-up: one question and one small batch.
+    embedder.embed_queries(&questions[..questions.len().min(1)])?;
+    embedder.embed_passages(&chunks[..chunks.len().min(4)])?;
+    let mut latencies = Vec::new();
+    for _ in 0..rounds * 4 {
+        for question in questions {
+            let t = Instant::now();
+            embedder.embed_queries(std::slice::from_ref(question))?;
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let query_rss_mb = rss_mb();
     let mut rates = Vec::new();
-    for _ in 0..rounds.max(1) {
+    for _ in 0..rounds {
         let t = Instant::now();
-        embedder.embed(chunks)?;
+        embedder.embed_passages(chunks)?;
         rates.push(chunks.len() as f64 / t.elapsed().as_secs_f64());
     }
     let words: usize = chunks.iter().map(|c| c.split_whitespace().count()).sum();
+    latencies.sort_by(f64::total_cmp);
+    let p90 = latencies
+        .get((latencies.len() * 9 / 10).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0);
     Ok(EmbedBenchReport {
         model: embedder.name.clone(),
         threads,
-        rounds: rounds.max(1),
+        rounds,
         chunks: chunks.len(),
         batch_size,
         mean_words_per_chunk: words as f64 / chunks.len().max(1) as f64,
         chunks_per_s: median(&mut rates),
+        query_latency_ms: median(&mut latencies),
+        query_latency_p90_ms: p90,
         load_ms,
+        query_rss_mb,
         peak_rss_mb: peak_rss_mb(),
     })
 }
@@ -295,16 +325,36 @@ pub fn read_text_or_default(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|_| DEFAULT_TEXT.repeat(8))
 }
 
-/// One chunk per non-empty line, or built-in ~200-word chunks when the file is missing.
-pub fn read_chunks_or_default(path: &Path, count: usize) -> Vec<String> {
-    let from_file: Vec<String> = std::fs::read_to_string(path)
+/// One question per non-empty line, or a few built-in customer questions when the file is missing.
+pub fn read_questions_or_default(path: &Path) -> Vec<String> {
+    let from_file = non_empty_lines(path);
+    if !from_file.is_empty() {
+        return from_file;
+    }
+    [
+        "how much does an international transfer cost",
+        "Сколько стоит перевод за границу?",
+        "I was on the bus and someone nicked my card, what do I do",
+        "какой лимит на снятие наличных в день",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn non_empty_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
         .map(|s| {
             s.lines()
                 .filter(|l| !l.trim().is_empty())
                 .map(str::to_string)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// One chunk per non-empty line, or built-in ~200-word chunks when the file is missing.
+pub fn read_chunks_or_default(path: &Path, count: usize) -> Vec<String> {
+    let from_file = non_empty_lines(path);
     if !from_file.is_empty() {
         return from_file;
     }
@@ -440,13 +490,23 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Resident memory of this process now (VmRSS), in MB; 0 where /proc is not available.
+pub fn rss_mb() -> f64 {
+    proc_status_mb("VmRSS:")
+}
+
 /// Peak resident memory of this process (VmHWM), in MB; 0 where /proc is not available.
 pub fn peak_rss_mb() -> f64 {
+    proc_status_mb("VmHWM:")
+}
+
+/// One `kB` field of /proc/self/status, in MB.
+fn proc_status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

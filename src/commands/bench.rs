@@ -102,6 +102,9 @@ pub struct EmbedBench {
     /// One chunk per line (the comparison script uses the same file).
     #[arg(long, default_value = "scripts/bench/data/chunks.txt")]
     chunks_file: PathBuf,
+    /// One customer question per line, each embedded alone for the latency figure.
+    #[arg(long, default_value = "scripts/bench/data/questions.txt")]
+    questions_file: PathBuf,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 3)]
@@ -139,7 +142,16 @@ fn embed(a: &EmbedBench) -> anyhow::Result<()> {
     let embedder = super::load_embedder(&a.runtime, &a.embed, a.batch_size)?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
     let chunks = bench::read_chunks_or_default(&a.chunks_file, 64);
-    let report = bench::bench_embed(&embedder, &chunks, a.rounds, threads, a.batch_size, load_ms)?;
+    let questions = bench::read_questions_or_default(&a.questions_file);
+    let report = bench::bench_embed(
+        &embedder,
+        &questions,
+        &chunks,
+        a.rounds,
+        threads,
+        a.batch_size,
+        load_ms,
+    )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -45,8 +45,77 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
+/// The token embedding table. Mapped from the safetensors file where it is stored as f32: a
+/// multilingual vocabulary is most of the model (multilingual-e5-small: 250,037 x 384 f32, 384 MB
+/// of its 470), and a support desk's texts touch a few thousand of its rows, so reading rows from the
+/// mapping keeps only those pages resident and loads without copying the table.
+enum WordTable {
+    Owned(Vec<f32>),
+    Mapped {
+        file: candle_core::safetensors::MmapedSafetensors,
+        name: String,
+    },
+}
+
+impl WordTable {
+    /// Opens the table `name` of `weights` mapped, when it is stored as `[rows, cols]` little-endian
+    /// f32 (the common case); `None` for anything else, which is then copied as before.
+    fn mapped(weights: &std::path::Path, name: String, rows: usize, cols: usize) -> Option<Self> {
+        // SAFETY: the file is mapped read-only and novapay never writes model files; as for every
+        // mapped model file, replacing it in place under a running process is not supported (the
+        // models folder is the trust boundary, see SECURITY.md).
+        let file = unsafe { candle_core::safetensors::MmapedSafetensors::new(weights) }.ok()?;
+        let view = file.get(&name).ok()?;
+        let fits = view.dtype() == safetensors::Dtype::F32
+            && view.shape() == [rows, cols]
+            && view.data().len() == rows * cols * 4
+            && cfg!(target_endian = "little");
+        drop(view);
+        fits.then_some(Self::Mapped { file, name })
+    }
+
+    /// The table's rows for one forward pass.
+    fn reader(&self) -> Result<RowReader<'_>, String> {
+        match self {
+            Self::Owned(v) => Ok(RowReader::Slice(v)),
+            Self::Mapped { file, name } => {
+                let view = file
+                    .get(name)
+                    .map_err(|e| format!("word embeddings: {e}"))?;
+                Ok(RowReader::Bytes(view.data()))
+            }
+        }
+    }
+}
+
+/// The table's storage for one forward pass.
+enum RowReader<'a> {
+    Slice(&'a [f32]),
+    Bytes(&'a [u8]),
+}
+
+impl RowReader<'_> {
+    /// `out[i] += row[i]` for row `id` of width `out.len()` (the caller checked `id`).
+    fn add_row(&self, id: usize, out: &mut [f32]) {
+        let h = out.len();
+        match self {
+            Self::Slice(v) => {
+                for (o, w) in out.iter_mut().zip(&v[id * h..(id + 1) * h]) {
+                    *o += w;
+                }
+            }
+            Self::Bytes(b) => {
+                let row = &b[id * h * 4..(id + 1) * h * 4];
+                for (o, w) in out.iter_mut().zip(row.chunks_exact(4)) {
+                    *o += f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                }
+            }
+        }
+    }
+}
+
 pub struct BertEncoder {
-    word_embeddings: Vec<f32>,
+    word_embeddings: WordTable,
     position_embeddings: Vec<f32>,
     token_type_embeddings: Vec<f32>,
     embeddings_norm: LayerNorm,
@@ -106,7 +175,13 @@ fn fuse_qkv(q: Linear, k: Linear, v: Linear) -> Linear {
 impl BertEncoder {
     /// Loads a BERT encoder (`embeddings.*`, `encoder.layer.N.*`, optionally under `bert.` or the
     /// config's `model_type.`) from safetensors, as candle-transformers' `BertModel::load` does.
-    pub fn load(vb: VarBuilder, config: &Config) -> candle_core::Result<Self> {
+    /// With `weights` (the file `vb` reads), the token embedding table is read from a mapping of it
+    /// instead of copied ([`WordTable`]).
+    pub fn load(
+        vb: VarBuilder,
+        config: &Config,
+        weights: Option<&std::path::Path>,
+    ) -> candle_core::Result<Self> {
         let root = [
             Some(String::new()),
             Some("bert".to_string()),
@@ -125,11 +200,15 @@ impl BertEncoder {
             );
         }
         let emb = root.pp("embeddings");
-        let word_embeddings = tensor_vec(
-            &emb.pp("word_embeddings"),
-            &[config.vocab_size, h],
-            "weight",
-        )?;
+        let word = emb.pp("word_embeddings");
+        let mapped = weights.and_then(|w| {
+            let name = format!("{}.weight", word.prefix());
+            WordTable::mapped(w, name, config.vocab_size, h)
+        });
+        let word_embeddings = match mapped {
+            Some(table) => table,
+            None => WordTable::Owned(tensor_vec(&word, &[config.vocab_size, h], "weight")?),
+        };
         let position_embeddings = tensor_vec(
             &emb.pp("position_embeddings"),
             &[config.max_position_embeddings, h],
@@ -207,6 +286,7 @@ impl BertEncoder {
             Parallelism::None
         };
         let mut x = vec![0f32; len * h];
+        let words = self.word_embeddings.reader()?;
         for (t, (&id, &tt)) in ids.iter().zip(type_ids).enumerate() {
             let (id, tt) = (id as usize, tt as usize);
             if id >= self.vocab || tt >= self.type_vocab {
@@ -215,11 +295,13 @@ impl BertEncoder {
                     self.vocab, self.type_vocab
                 ));
             }
-            let word = &self.word_embeddings[id * h..(id + 1) * h];
             let pos = &self.position_embeddings[t * h..(t + 1) * h];
             let typ = &self.token_type_embeddings[tt * h..(tt + 1) * h];
-            for (i, v) in x[t * h..(t + 1) * h].iter_mut().enumerate() {
-                *v = word[i] + typ[i] + pos[i];
+            let row = &mut x[t * h..(t + 1) * h];
+            words.add_row(id, row);
+            // (word + type) + position, the order candle's BertEmbeddings adds them in.
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = *v + typ[i] + pos[i];
             }
         }
         let norm = &self.embeddings_norm;
@@ -604,7 +686,7 @@ mod tests {
         assert_eq!(config.hidden_act, HiddenAct::Gelu);
         let weights = random_bert(&config);
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
-        let ours = BertEncoder::load(vb.clone(), &config).unwrap();
+        let ours = BertEncoder::load(vb.clone(), &config, None).unwrap();
         let reference = BertModel::load(vb, &config).unwrap();
         let seqs: [&[u32]; 2] = [&[1, 7, 3, 44, 9, 12, 2, 5, 30, 31, 17, 2], &[1, 8, 49, 2]];
         let len = seqs[0].len();
@@ -639,6 +721,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_token_table_gives_the_same_vectors_as_a_copied_one() {
+        let config = Config {
+            vocab_size: 50,
+            hidden_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 3,
+            intermediate_size: 80,
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            ..Config::default()
+        };
+        let weights = random_bert(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&weights, &path).unwrap();
+        let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
+        let copied = BertEncoder::load(vb.clone(), &config, None).unwrap();
+        let mapped = BertEncoder::load(vb, &config, Some(&path)).unwrap();
+        assert!(matches!(copied.word_embeddings, WordTable::Owned(_)));
+        assert!(matches!(mapped.word_embeddings, WordTable::Mapped { .. }));
+        let ids = [1u32, 7, 3, 49, 0, 12, 2];
+        let types = [0u32, 0, 0, 1, 1, 1, 0];
+        assert_eq!(
+            copied.forward(&ids, &types, 1).unwrap(),
+            mapped.forward(&ids, &types, 1).unwrap()
+        );
+        // An id past the table is still an error, not a read past the mapping.
+        assert!(mapped.forward(&[50], &[0], 1).is_err());
+    }
+
+    #[test]
     fn bad_token_ids_are_errors_not_panics() {
         let config = Config {
             vocab_size: 10,
@@ -650,7 +763,7 @@ mod tests {
             ..Config::default()
         };
         let vb = VarBuilder::from_tensors(random_bert(&config), DType::F32, &Device::Cpu);
-        let ours = BertEncoder::load(vb, &config).unwrap();
+        let ours = BertEncoder::load(vb, &config, None).unwrap();
         assert!(ours
             .forward(&[1, 10], &[0, 0], 1)
             .unwrap_err()

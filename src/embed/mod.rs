@@ -230,7 +230,7 @@ impl Embedder {
         let fit =
             |e: candle_core::Error| bad(&weights, format!("weights do not fit config.json: {e}"));
         let encoder = if device.is_cpu() && !candle {
-            Encoder::Cpu(BertEncoder::load(vb, &config).map_err(fit)?)
+            Encoder::Cpu(BertEncoder::load(vb, &config, Some(&weights)).map_err(fit)?)
         } else {
             Encoder::Candle {
                 model: BertModel::load(vb, &config).map_err(fit)?,
