@@ -89,6 +89,9 @@ pub struct EmbedBenchReport {
     pub query_latency_ms: f64,
     /// 90th percentile of the same single-question timings.
     pub query_latency_p90_ms: f64,
+    /// CPU time (all threads) per single question: with one thread, the latency a machine with
+    /// other work running cannot distort.
+    pub query_cpu_ms: f64,
     pub load_ms: f64,
     /// Resident memory after loading and embedding single questions (what a serving process holds).
     pub query_rss_mb: f64,
@@ -284,6 +287,7 @@ pub fn bench_embed(
     embedder.embed_queries(&questions[..questions.len().min(1)])?;
     embedder.embed_passages(&chunks[..chunks.len().min(4)])?;
     let mut latencies = Vec::new();
+    let cpu_start = process_cpu_ns();
     for _ in 0..rounds * 4 {
         for question in questions {
             let t = Instant::now();
@@ -291,6 +295,8 @@ pub fn bench_embed(
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
+    let query_cpu_ms =
+        process_cpu_ns().saturating_sub(cpu_start) as f64 / 1e6 / latencies.len().max(1) as f64;
     let query_rss_mb = rss_mb();
     let mut rates = Vec::new();
     for _ in 0..rounds {
@@ -314,6 +320,7 @@ pub fn bench_embed(
         chunks_per_s: median(&mut rates),
         query_latency_ms: median(&mut latencies),
         query_latency_p90_ms: p90,
+        query_cpu_ms,
         load_ms,
         query_rss_mb,
         peak_rss_mb: peak_rss_mb(),
@@ -488,6 +495,19 @@ fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// CPU time this process's threads have run, in nanoseconds (the scheduler's own count in
+/// /proc/self/task/*/schedstat); 0 where /proc is not available.
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Resident memory of this process now (VmRSS), in MB; 0 where /proc is not available.
