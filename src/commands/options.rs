@@ -301,9 +301,9 @@ pub struct HubArgs {
 impl HubArgs {
     /// The models lock's path: `--models-lock`, else in the models directory.
     pub fn lock_path(&self) -> PathBuf {
-        self.models_lock.clone().unwrap_or_else(|| {
-            models::pin::default_lock_path(&self.settings(false).cache_dir)
-        })
+        self.models_lock
+            .clone()
+            .unwrap_or_else(|| models::pin::default_lock_path(&self.settings(false).cache_dir))
     }
 
     pub fn settings(&self, progress: bool) -> HubSettings {

@@ -54,16 +54,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .filter(|r| r.state != FileState::Ok)
         .collect();
     if bad.is_empty() && unresolved.is_empty() {
-        println!(
-            "all {} pinned files match (full sha256)",
-            reports.len()
-        );
+        println!("all {} pinned files match (full sha256)", reports.len());
         return Ok(());
     }
     let names: Vec<String> = bad
         .iter()
         .map(|r| format!("{} ({})", r.path.display(), r.state.label()))
-        .chain(unresolved.iter().map(|(what, _)| format!("{what} (MISSING)")))
+        .chain(
+            unresolved
+                .iter()
+                .map(|(what, _)| format!("{what} (MISSING)")),
+        )
         .collect();
     anyhow::bail!(
         "{} model file(s) do not match the models lock {}: {}. Restore them from the approved copy \
@@ -87,7 +88,10 @@ fn pin_configured(
     let lock = pin::write_lock(lock_path, &configured, Repin::Replace)?;
     for m in &lock.models {
         for f in &m.files {
-            println!("pinned     {} ({}) {} bytes sha256 {}", f.path, m.role, f.size, f.sha256);
+            println!(
+                "pinned     {} ({}) {} bytes sha256 {}",
+                f.path, m.role, f.size, f.sha256
+            );
         }
     }
     println!("models lock written: {}", lock_path.display());

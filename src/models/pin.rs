@@ -25,7 +25,8 @@ pub const LOCK_FILE_NAME: &str = "novapay-models.lock";
 /// The `format` field: a reader refuses any other.
 pub const LOCK_FORMAT: &str = "novapay-models-lock/1";
 /// What `sampled_sha256` covers, written into the lock for whoever reads it.
-pub const SAMPLED_HASH_DESCRIPTION: &str = "sha256 of: the text `novapay-sampled-sha256/1`, the size \
+pub const SAMPLED_HASH_DESCRIPTION: &str =
+    "sha256 of: the text `novapay-sampled-sha256/1`, the size \
      (u64 little-endian), the first 16 MiB, then 17 blocks of 1 MiB at offsets k*(size-1MiB)/16, \
      k = 0..16, that are not inside the first 16 MiB (a file of at most 33 MiB: all of it)";
 
@@ -458,11 +459,9 @@ impl fmt::Display for FileReport {
             self.role
         )?;
         match &self.state {
-            FileState::Mismatch(m) => write!(
-                f,
-                ": {} is {}, the lock says {}",
-                m.what, m.found, m.pinned
-            ),
+            FileState::Mismatch(m) => {
+                write!(f, ": {} is {}, the lock says {}", m.what, m.found, m.pinned)
+            }
             FileState::Missing => write!(f, ": pinned but not on disk"),
             FileState::NotPinned => write!(f, ": configured to be loaded but not in the lock"),
             FileState::Unreadable(e) => write!(f, ": {e}"),
@@ -813,7 +812,11 @@ mod tests {
             hex(&Sha256::digest(b"GGUF weights")),
             "the full hash is the file's plain sha256 (sha256sum agrees)"
         );
-        let paths: Vec<&str> = lock.models[1].files.iter().map(|f| f.path.as_str()).collect();
+        let paths: Vec<&str> = lock.models[1]
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
         assert_eq!(
             paths,
             [
@@ -878,7 +881,11 @@ mod tests {
         assert_ne!(base, full_sha256(&path).unwrap());
 
         let ranges = sample_ranges(size as u64);
-        let covered = |b: usize| ranges.iter().any(|(o, l)| (b as u64) >= *o && (b as u64) < o + l);
+        let covered = |b: usize| {
+            ranges
+                .iter()
+                .any(|(o, l)| (b as u64) >= *o && (b as u64) < o + l)
+        };
         // A byte in the middle is sampled.
         let mid = size / 2;
         assert!(covered(mid));

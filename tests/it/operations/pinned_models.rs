@@ -125,13 +125,20 @@ fn a_gguf_changed_by_one_byte_is_refused_at_start_by_name_until_repinned() {
     flip_byte(&s.gguf, size / 2);
     let log = serve_refused(&s, &s.env);
     assert!(log.contains(&s.gguf.display().to_string()), "{log}");
-    assert!(log.contains("MISMATCH") && log.contains("sampled sha256"), "{log}");
+    assert!(
+        log.contains("MISMATCH") && log.contains("sampled sha256"),
+        "{log}"
+    );
     assert!(log.contains("novapay verify-models --pin"), "{log}");
     let (ok, out, err) = verify_models(&s.env, &[]);
     assert!(!ok, "{out}");
     let line = out.lines().find(|l| l.contains(GGUF_NAME)).unwrap();
     assert!(line.starts_with("MISMATCH"), "{out}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("OK ")).count(), 5, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("OK ")).count(),
+        5,
+        "{out}"
+    );
     assert!(err.contains(&s.gguf.display().to_string()), "{err}");
     assert!(err.contains("verify-models --pin"), "{err}");
 
@@ -151,7 +158,10 @@ fn a_gguf_changed_by_one_byte_is_refused_at_start_by_name_until_repinned() {
     let log = serve_refused(&s, &s.env);
     assert!(log.contains(&s.gguf.display().to_string()), "{log}");
     assert!(
-        log.contains(&format!("size is {} bytes, the lock says {size} bytes", size - 1)),
+        log.contains(&format!(
+            "size is {} bytes, the lock says {size} bytes",
+            size - 1
+        )),
         "{log}"
     );
     let (ok, out, _) = verify_models(&s.env, &[]);
@@ -210,7 +220,11 @@ fn without_a_lock_serve_refuses_unless_allowed_and_a_malformed_lock_is_named() {
     assert!(log.contains("WARNING: no models lock"), "{log}");
 
     // A damaged lock is an error naming it, even when unpinned starts are allowed.
-    std::fs::write(&s.lock, "{\"format\": \"novapay-models-lock/1\", \"models\": [").unwrap();
+    std::fs::write(
+        &s.lock,
+        "{\"format\": \"novapay-models-lock/1\", \"models\": [",
+    )
+    .unwrap();
     for env in [&s.env, &allowed] {
         let log = serve_refused(&s, env);
         assert!(
@@ -222,7 +236,10 @@ fn without_a_lock_serve_refuses_unless_allowed_and_a_malformed_lock_is_named() {
         );
     }
     let (ok, _, err) = verify_models(&s.env, &[]);
-    assert!(!ok && err.contains("is not a valid novapay models lock"), "{err}");
+    assert!(
+        !ok && err.contains("is not a valid novapay models lock"),
+        "{err}"
+    );
     // Re-pinning replaces it.
     let (ok, out, err) = verify_models(&s.env, &["--pin"]);
     assert!(ok, "{out}{err}");
