@@ -756,10 +756,12 @@ fn find_pinned<'a>(lock: &'a Lock, base: &Path, file: &Path) -> Option<&'a Pinne
         return Some(f);
     }
     let real = std::fs::canonicalize(file).ok()?;
-    lock.models
-        .iter()
-        .flat_map(|m| m.files.iter())
-        .find(|f| std::fs::canonicalize(resolve_key(base, &f.path)).ok() == Some(real.clone()))
+    lock.models.iter().flat_map(|m| m.files.iter()).find(|f| {
+        std::fs::canonicalize(resolve_key(base, &f.path))
+            .ok()
+            .as_deref()
+            == Some(real.as_path())
+    })
 }
 
 #[cfg(test)]
