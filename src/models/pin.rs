@@ -906,6 +906,36 @@ mod tests {
         assert_ne!(sampled_sha256(&path).unwrap(), base);
     }
 
+    /// A Hub cache names an LFS file's blob by its sha256: a blob whose content says otherwise is a
+    /// damaged or altered download and is not pinned.
+    #[cfg(unix)]
+    #[test]
+    fn a_hub_blob_must_hash_to_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("models--o--r");
+        let content = b"gguf from the hub";
+        let sha = hex(&Sha256::digest(content));
+        write(&repo.join("blobs").join(&sha), content);
+        let snap = repo.join("snapshots/c0ffee");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{sha}"), snap.join("m.gguf")).unwrap();
+        let gguf = snap.join("m.gguf");
+        assert_eq!(hub_blob_sha256(&gguf), Some(sha.clone()));
+        let lock_path = dir.path().join(LOCK_FILE_NAME);
+        let models = [ModelFiles::llm("o/r:m.gguf", &gguf)];
+        let lock = write_lock(&lock_path, &models, Repin::KeepPinned).unwrap();
+        assert_eq!(
+            lock.models[0].files[0].path,
+            "models--o--r/snapshots/c0ffee/m.gguf"
+        );
+        assert_eq!(lock.models[0].commit.as_deref(), Some("c0ffee"));
+        write(&repo.join("blobs").join(&sha), b"altered in the cache");
+        for repin in [Repin::KeepPinned, Repin::Replace] {
+            let err = write_lock(&lock_path, &models, repin).unwrap_err();
+            assert!(err.to_string().contains("names it by sha256"), "{err}");
+        }
+    }
+
     #[test]
     fn a_changed_file_is_refused_by_name_until_repinned() {
         let dir = tempfile::tempdir().unwrap();
