@@ -96,6 +96,21 @@ PY
   fi
 }
 
+# The demo (scripts/run.sh without the Hub) runs pinned: once the files have matched the sums above,
+# the models lock is written for the demo pair with `novapay verify-models --pin` (serve then refuses a
+# demo model file that differs from it; choose-models.sh points NOVAPAY_MODELS_LOCK here).
+pin_demo() {
+  local novapay="${NOVAPAY_BIN:-$root/target/release/novapay}"
+  local lock="$dest/novapay-models.lock"
+  if [ ! -x "$novapay" ] || ! "$novapay" verify-models --help >/dev/null 2>&1; then
+    echo "note: $lock not written: no novapay with verify-models at $novapay (cargo build --release, then run this script again)" >&2
+    return 0
+  fi
+  "$novapay" verify-models --pin --models-lock "$lock" \
+    --llm "$dest/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --embedder "$dest/$E5_DIR" >/dev/null
+  echo "models lock for the demo models written: $lock"
+}
+
 if verify "$E5_CHECKSUMS"; then
   e5_ok=1
 else
@@ -103,6 +118,7 @@ else
 fi
 if verify "$CHECKSUMS" && [ "$e5_ok" = 1 ]; then
   echo "test models present and verified in $dest"
+  pin_demo
   exit 0
 fi
 if [ "$e5_ok" = 0 ]; then
@@ -110,6 +126,7 @@ if [ "$e5_ok" = 0 ]; then
 fi
 if verify "$CHECKSUMS"; then
   echo "test models fetched and verified in $dest"
+  pin_demo
   exit 0
 fi
 
@@ -137,3 +154,4 @@ if ! verify "$CHECKSUMS"; then
   exit 1
 fi
 echo "test models fetched and verified in $dest"
+pin_demo

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     ask, bench, bitrix24, convert_e5, docs, download, eval, index, logits, mcp, report, serve,
-    synth_gguf, tokenize,
+    synth_gguf, tokenize, verify_models,
 };
 
 #[derive(Parser, Debug)]
@@ -60,6 +60,9 @@ pub fn env_file_arg(args: &[std::ffi::OsString]) -> Option<PathBuf> {
 pub enum Command {
     /// Download the LLM and the embedder from the Hugging Face Hub (run on a connected machine).
     Download(download::Args),
+    /// Check every model file against the models lock (full sha256; for a copied models folder), or
+    /// with --pin write the lock for the models configured here.
+    VerifyModels(verify_models::Args),
     /// Index the knowledge base folder (incremental; only changed files are embedded again).
     Index(index::Args),
     /// Answer a question from the knowledge base, streaming the answer, then its sources.

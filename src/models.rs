@@ -3,6 +3,8 @@
 //! network connection is opened: a model that is not on disk is an error that names the exact
 //! `novapay download` command to run on a connected machine and where to copy the result.
 
+pub mod pin;
+
 use std::path::{Path, PathBuf};
 
 use hf_hub::api::sync::ApiBuilder;

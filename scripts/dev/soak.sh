@@ -31,6 +31,9 @@ export NOVAPAY_LLM="$PWD/models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 export NOVAPAY_EMBEDDER="$PWD/models/test/all-MiniLM-L6-v2"
 export NOVAPAY_DATA_DIR="$WORK/data" NOVAPAY_STATE_DIR="$WORK/state" HF_HUB_OFFLINE=1
 export NOVAPAY_THREADS=1 RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1
+# Served pinned, as in production: the lock for the test models, in the scratch folder.
+export NOVAPAY_MODELS_LOCK="$WORK/novapay-models.lock"
+"$BIN" verify-models --pin >/dev/null
 (cd "$WORK" && "$BIN" index >/dev/null)
 
 # The fake portal: answers every REST call with a result and counts imbot.message.add.

@@ -34,6 +34,8 @@ step "models"
 export NOVAPAY_MODELS_DIR=${NOVAPAY_MODELS_DIR:-$PWD/models/hub}
 "$bin" download
 llm=${NOVAPAY_LLM:-bartowski/Llama-3.2-3B-Instruct-GGUF:Llama-3.2-3B-Instruct-Q4_K_M.gguf}
+# `download` pinned the default models; a GGUF given in NOVAPAY_LLM is pinned here (serve checks the lock).
+"$bin" verify-models --pin --llm "$llm" >/dev/null
 
 step "bench llm --device cuda"
 "$bin" bench llm --device cuda --llm "$llm" --prompt-tokens 500 --generate-tokens 128 --rounds 2 \

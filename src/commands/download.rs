@@ -3,6 +3,7 @@
 use super::options::HubArgs;
 use anyhow::Context;
 use novapay::engine::tile_cache::TileCacheMode;
+use novapay::models::pin::{self, ModelFiles, Repin};
 use novapay::models::{self, Availability};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -92,9 +93,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if settings.offline {
         anyhow::bail!("`download` needs the network: unset HF_HUB_OFFLINE / drop --offline");
     }
+    let mut fetched = Vec::new();
     if want_llm {
         let path = models::resolve_llm(llm, &settings)?;
         println!("LLM       {llm}\n          -> {}", path.display());
+        fetched.push(ModelFiles::llm(llm, &path));
         if a.build_tile_cache {
             build_tile_cache(path, &settings.cache_dir)?;
         }
@@ -102,10 +105,28 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if want_embedder {
         let path = models::resolve_embedder(embedder, &settings)?;
         println!("embedder  {embedder}\n          -> {}", path.display());
+        fetched.push(ModelFiles::embedder(embedder, &path));
     }
+    let lock = a.hub.lock_path();
+    record_lock(&lock, &fetched)?;
     println!(
-        "models are in {}; for an air-gapped server copy that folder and set NOVAPAY_MODELS_DIR to it",
-        settings.cache_dir.display()
+        "models are in {}; for an air-gapped server copy that folder (with {}) and set \
+         NOVAPAY_MODELS_DIR to it, then run `novapay verify-models` there",
+        settings.cache_dir.display(),
+        lock.display()
+    );
+    Ok(())
+}
+
+/// Records the size and sha256 of every file fetched in the models lock: the same code as
+/// `verify-models --pin`, except that a file the lock already pins with another hash is refused
+/// (a download does not bless a changed file) and the other models' entries are kept.
+pub fn record_lock(lock: &std::path::Path, fetched: &[ModelFiles]) -> anyhow::Result<()> {
+    let written = pin::write_lock(lock, fetched, Repin::KeepPinned)?;
+    let files: usize = written.models.iter().map(|m| m.files.len()).sum();
+    println!(
+        "models lock {} ({files} files pinned by size and sha256)",
+        lock.display()
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use novapay::device::DeviceChoice;
 use novapay::embed::Embedder;
 use novapay::engine::Llm;
 use novapay::index::IndexSettings;
-use novapay::models;
+use novapay::models::{self, pin};
 
 use super::options::{AssistantArgs, EmbedArgs, KbArgs, LlmArgs, RuntimeArgs};
 
@@ -74,6 +74,59 @@ pub(crate) struct Loaded {
     pub embedder_name: String,
     /// The assistant's embedder, shared with the knowledge-base management of `serve`.
     pub embedder: std::sync::Arc<Embedder>,
+    /// The model files matched the models lock (false: no lock, allowed by the operator).
+    pub models_pinned: bool,
+}
+
+/// The files the assistant's models load, as the models lock names them.
+pub(crate) fn configured_models(a: &AssistantArgs) -> anyhow::Result<Vec<pin::ModelFiles>> {
+    let settings = a.runtime.hub.settings(true);
+    let gguf = models::resolve_llm(&a.llm.llm, &settings)?;
+    let embedder = models::resolve_embedder(&a.embed.embedder, &settings)?;
+    let mut files = vec![pin::ModelFiles::llm(&a.llm.llm, &gguf)];
+    if let Some(tokenizer) = &a.llm.llm_tokenizer {
+        files.push(pin::ModelFiles::llm_tokenizer(tokenizer));
+    }
+    files.push(pin::ModelFiles::embedder(&a.embed.embedder, &embedder));
+    Ok(files)
+}
+
+/// Refuses model files that differ from the models lock, before anything is loaded from them; says
+/// loudly when there is no lock and the operator allowed that. Returns whether the models are pinned.
+pub(crate) fn check_models_pinned(a: &AssistantArgs) -> anyhow::Result<bool> {
+    let lock = a.runtime.hub.lock_path();
+    let started = std::time::Instant::now();
+    let configured = configured_models(a)?;
+    let check = pin::check_at_start(
+        &lock,
+        &configured,
+        a.pin.models_check.depth(),
+        a.pin.allow_unpinned_models,
+    )?;
+    match check {
+        pin::StartCheck::Pinned { lock, files } => {
+            tracing::info!(
+                lock = %lock.display(),
+                files,
+                check = ?a.pin.models_check,
+                ms = started.elapsed().as_millis() as u64,
+                "model files match the models lock"
+            );
+            Ok(true)
+        }
+        pin::StartCheck::Unpinned { lock } => {
+            tracing::warn!(
+                lock = %lock.display(),
+                "no models lock: the model files are NOT checked (NOVAPAY_ALLOW_UNPINNED_MODELS=1)"
+            );
+            eprintln!(
+                "novapay: WARNING: no models lock at {}: the model files are NOT checked \
+                 (NOVAPAY_ALLOW_UNPINNED_MODELS=1); pin them with `novapay verify-models --pin`",
+                lock.display()
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// The assistant over the indexed knowledge base (memory, models, answer settings): the one place it
@@ -86,6 +139,7 @@ pub(crate) fn load_assistant(
 ) -> anyhow::Result<Loaded> {
     let memory = a.memory.open(&a.kb)?;
     tracing::info!(memory = %a.memory.memory, "conversation memory open");
+    let models_pinned = check_models_pinned(a)?;
     let embedder = load_embedder(&a.runtime, &a.embed, 32)?;
     let settings = index_settings(&embedder, &a.embed, &a.kb);
     let kb = novapay::index::KnowledgeBase::open(&a.kb.index_dir(), &settings)?;
@@ -109,6 +163,7 @@ pub(crate) fn load_assistant(
         index_settings: settings,
         llm_name,
         embedder_name,
+        models_pinned,
     })
 }
 

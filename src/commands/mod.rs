@@ -18,6 +18,7 @@ pub mod report;
 pub mod serve;
 pub mod synth_gguf;
 pub mod tokenize;
+pub mod verify_models;
 
 use load::{
     index_settings, load_assistant, load_embedder, load_llm_options, prepare_device, resolve_llm,
@@ -31,6 +32,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Index(a) => index::run(&a),
         Command::Ask(a) => ask::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::VerifyModels(a) => verify_models::run(&a),
         Command::Mcp(a) => mcp::run(&a),
         Command::Report(a) => report::run(&a),
         Command::Bitrix24 { command } => bitrix24::run(command),

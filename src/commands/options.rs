@@ -35,6 +35,37 @@ pub struct AssistantArgs {
     pub rag: RagArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// How the model files are checked against the models lock before they are loaded.
+#[derive(Args, Debug, Clone)]
+pub struct PinArgs {
+    /// Check of the model files against the models lock before loading: sampled (size and a sha256 of
+    /// fixed regions, milliseconds; catches a swapped, truncated or corrupted file) or full (the
+    /// sha256 of every byte, seconds for a 2 GB GGUF; also an edit between the sampled regions).
+    #[arg(long, env = "NOVAPAY_MODELS_CHECK", default_value = "sampled")]
+    pub models_check: ModelsCheck,
+    /// Load the models even when there is no models lock (a loud warning is logged and /health says
+    /// models_pinned: false). A lock that exists is always enforced.
+    #[arg(long, env = "NOVAPAY_ALLOW_UNPINNED_MODELS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_unpinned_models: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelsCheck {
+    Sampled,
+    Full,
+}
+
+impl ModelsCheck {
+    pub fn depth(self) -> models::pin::Depth {
+        match self {
+            ModelsCheck::Sampled => models::pin::Depth::Sampled,
+            ModelsCheck::Full => models::pin::Depth::Full,
+        }
+    }
 }
 
 /// Where conversation history is kept.
@@ -254,6 +285,11 @@ pub struct HubArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub offline: bool,
+    /// The models lock: size and sha256 of every model file (default:
+    /// <models-dir>/novapay-models.lock). Written by `download` and `verify-models --pin`, checked
+    /// before models are loaded. Keep it where only the account that installs models can write.
+    #[arg(long, env = "NOVAPAY_MODELS_LOCK")]
+    pub models_lock: Option<PathBuf>,
     #[arg(long, env = "HF_HOME", hide = true)]
     pub hf_home: Option<PathBuf>,
     #[arg(long, env = "HF_ENDPOINT", hide = true)]
@@ -263,6 +299,13 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
+    /// The models lock's path: `--models-lock`, else in the models directory.
+    pub fn lock_path(&self) -> PathBuf {
+        self.models_lock
+            .clone()
+            .unwrap_or_else(|| models::pin::default_lock_path(&self.settings(false).cache_dir))
+    }
+
     pub fn settings(&self, progress: bool) -> HubSettings {
         HubSettings {
             cache_dir: self

@@ -567,6 +567,7 @@ fn load(
         assistant: loaded.assistant,
         llm_name: loaded.llm_name,
         embedder_name: loaded.embedder_name,
+        models_pinned: loaded.models_pinned,
     };
     Ok((services, loaded.index_settings, loaded.embedder))
 }

@@ -15,6 +15,7 @@ pub(super) async fn health(State(state): State<Shared>) -> Response {
             axum::Json(wire::Health {
                 status: "loading".into(),
                 demo_model,
+                models_pinned: None,
                 llm: None,
                 embedder: None,
                 index: None,
@@ -27,6 +28,7 @@ pub(super) async fn health(State(state): State<Shared>) -> Response {
             axum::Json(wire::Health {
                 status: "ok".into(),
                 demo_model,
+                models_pinned: Some(s.models_pinned),
                 llm: Some(s.llm_name.clone()),
                 embedder: Some(s.embedder_name.clone()),
                 index: Some(wire::HealthIndex {

@@ -62,6 +62,9 @@ pub struct Services {
     pub assistant: Arc<Assistant>,
     pub llm_name: String,
     pub embedder_name: String,
+    /// The model files matched the models lock at start (false: started without a lock, allowed by
+    /// the operator).
+    pub models_pinned: bool,
 }
 
 pub struct AppState {

@@ -313,7 +313,7 @@ pub struct ErrorDetail {
 /// What `/health` reports: `loading` (503) until the models and the index are ready.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
-    "status": "ok", "demo_model": false, "llm": "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
+    "status": "ok", "demo_model": false, "models_pinned": true, "llm": "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
     "embedder": "multilingual-e5-small",
     "index": {"chunks": 412, "files": 23, "generation": "g-20261201-140000"},
     "queue": {"waiting": 0, "depth": 4}
@@ -324,6 +324,10 @@ pub struct Health {
     pub status: String,
     /// A small demo model stands in for the product's: answers are not reliable.
     pub demo_model: bool,
+    /// The model files matched the models lock at start; false: no lock, started with
+    /// NOVAPAY_ALLOW_UNPINNED_MODELS=1 (absent while loading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models_pinned: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 mod configuration_page;
 mod fuzz_api;
 mod openapi;
+mod pinned_models;
 pub mod redis_memory;
 mod run_script;
 mod security;

@@ -83,6 +83,7 @@ fn run_script_uses_the_demo_model_only_when_the_hub_cannot_be_reached() {
             "export NOVAPAY_LLM=models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             "export NOVAPAY_EMBEDDER=models/test/multilingual-e5-small-q4",
             "export NOVAPAY_DEMO_MODEL=1",
+            "export NOVAPAY_MODELS_LOCK=models/test/novapay-models.lock",
             "export NOVAPAY_ANSWER_MODE=extract",
         ]
     );

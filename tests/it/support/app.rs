@@ -73,6 +73,8 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
         assistant: assistant.clone(),
         llm_name: "SmolLM2-135M-Instruct.Q4_1.gguf".into(),
         embedder_name: "all-MiniLM-L6-v2".into(),
+        // In-process: nothing was checked against a models lock.
+        models_pinned: false,
     };
     let base = format!("http://{}", server.addr);
     let mut app = TestApp {

@@ -55,6 +55,9 @@ pub fn novapay() -> Command {
         .env("NOVAPAY_THREADS", "1")
         .env("RAYON_NUM_THREADS", "1")
         .env("CANDLE_NUM_THREADS", "1")
+        // The shared test models have no lock here (fetch-test-models.sh writes one for the demo pair
+        // only): the pinning tests (operations/pinned_models.rs) set it back to false.
+        .env("NOVAPAY_ALLOW_UNPINNED_MODELS", "1")
         // The LLM's tile cache in the test scratch folder, never next to the shared test models.
         .env(
             "NOVAPAY_LLM_TILE_CACHE",
@@ -68,6 +71,8 @@ pub struct ServeProcess {
     child: Child,
     pub base: String,
     log: Arc<Mutex<String>>,
+    /// The stderr reader: joined once the process has exited, so that its last lines are in `log`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServeProcess {
@@ -89,7 +94,7 @@ impl ServeProcess {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        {
+        let reader = {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -101,8 +106,8 @@ impl ServeProcess {
                     log.push_str(&line);
                     log.push('\n');
                 }
-            });
-        }
+            })
+        };
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
@@ -115,6 +120,25 @@ impl ServeProcess {
             child,
             base: format!("http://{addr}"),
             log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits for the process to end on its own (a start it refused); `None` if it still runs after
+    /// `timeout`. Its whole stderr is in [`Self::log`] then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
