@@ -101,7 +101,8 @@ pub(crate) fn check_models_pinned(a: &AssistantArgs) -> anyhow::Result<bool> {
         &lock,
         &configured,
         a.pin.models_check.depth(),
-        a.pin.allow_unpinned_models,
+        // The operator who names the lock, or asks for one, gets no start without it.
+        !(a.pin.require_pinned_models || a.runtime.hub.models_lock.is_some()),
     )?;
     match check {
         pin::StartCheck::Pinned { lock, files } => {
@@ -117,11 +118,12 @@ pub(crate) fn check_models_pinned(a: &AssistantArgs) -> anyhow::Result<bool> {
         pin::StartCheck::Unpinned { lock } => {
             tracing::warn!(
                 lock = %lock.display(),
-                "no models lock: the model files are NOT checked (NOVAPAY_ALLOW_UNPINNED_MODELS=1)"
+                "no models lock: the model files are NOT checked"
             );
             eprintln!(
-                "novapay: WARNING: no models lock at {}: the model files are NOT checked \
-                 (NOVAPAY_ALLOW_UNPINNED_MODELS=1); pin them with `novapay verify-models --pin`",
+                "novapay: WARNING: no models lock at {}: the model files are NOT checked; pin them \
+                 with `novapay verify-models --pin` (NOVAPAY_REQUIRE_PINNED_MODELS=1 refuses to \
+                 start without a lock)",
                 lock.display()
             );
             Ok(false)

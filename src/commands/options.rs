@@ -47,10 +47,12 @@ pub struct PinArgs {
     /// sha256 of every byte, seconds for a 2 GB GGUF; also an edit between the sampled regions).
     #[arg(long, env = "NOVAPAY_MODELS_CHECK", default_value = "sampled")]
     pub models_check: ModelsCheck,
-    /// Load the models even when there is no models lock (a loud warning is logged and /health says
-    /// models_pinned: false). A lock that exists is always enforced.
-    #[arg(long, env = "NOVAPAY_ALLOW_UNPINNED_MODELS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
-    pub allow_unpinned_models: bool,
+    /// Refuse to load models when there is no models lock. Without it, a missing lock at the default
+    /// place means a loud warning and /health's models_pinned: false; a lock named by
+    /// --models-lock / NOVAPAY_MODELS_LOCK is always required, and a lock that exists is always
+    /// enforced.
+    #[arg(long, env = "NOVAPAY_REQUIRE_PINNED_MODELS", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_pinned_models: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -415,6 +415,14 @@ fn linear(
             row.copy_from_slice(&layer.bias);
         }
     }
+    let threads = match par {
+        Parallelism::Rayon(t) => t,
+        _ => 1,
+    };
+    if threads > 1 && rows < SKINNY_ROWS && n >= 64 * threads {
+        columns_in_parallel(out, rows, x, layer, threads);
+        return;
+    }
     matmul(
         out,
         View::dense(rows, n),
@@ -424,6 +432,69 @@ fn linear(
         1.0,
         par,
     );
+}
+
+/// Below this many rows (a customer's question is 10-40 tokens) `gemm` runs a matmul on one thread
+/// whatever it is offered: its column blocks are sized for the cache, so a `[rows, 1152]` product
+/// is one block and one job.
+const SKINNY_ROWS: usize = 64;
+
+/// `out += x W` with `W`'s columns cut into `threads` contiguous ranges, one single-threaded `gemm`
+/// each: what lets a lone short question use every core. Each output element is still reduced over
+/// the whole of `k` by one kernel call, as without the split.
+fn columns_in_parallel(out: &mut [f32], rows: usize, x: &[f32], layer: &Linear, threads: usize) {
+    let (k, n) = (layer.inputs, layer.outputs);
+    assert!(
+        out.len() >= rows * n && x.len() >= rows * k && layer.weight_t.len() >= k * n,
+        "linear shapes: {rows} x {k} -> {n}"
+    );
+    /// The destination, shared by threads that write disjoint column ranges of it.
+    #[derive(Clone, Copy)]
+    struct Dst(*mut f32);
+    // SAFETY: each thread writes only its own column range (below), so no element is shared.
+    unsafe impl Send for Dst {}
+    unsafe impl Sync for Dst {}
+    let dst = Dst(out.as_mut_ptr());
+    let per = n.div_ceil(threads);
+    rayon::scope(|scope| {
+        for t in 0..threads {
+            let (c0, c1) = (t * per, ((t + 1) * per).min(n));
+            if c0 >= c1 {
+                continue;
+            }
+            let rhs = &layer.weight_t[..];
+            scope.spawn(move |_| {
+                let dst = dst;
+                // SAFETY: rows x (c1 - c0) elements at dst + c0 with row stride n lie inside `out`
+                // (checked above: c1 <= n); the ranges [c0, c1) of the threads are disjoint; lhs
+                // (rows x k, row stride k) and rhs (k x (c1 - c0) at column c0, row stride n) lie
+                // inside their slices, which nothing writes while the scope runs.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        c1 - c0,
+                        k,
+                        dst.0.add(c0),
+                        1,
+                        n as isize,
+                        true,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        rhs.as_ptr().add(c0),
+                        1,
+                        n as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+            });
+        }
+    });
 }
 
 /// A strided matrix inside a slice: element (r, c) at `offset + r * row_stride + c * col_stride`.

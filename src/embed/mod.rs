@@ -335,11 +335,11 @@ impl Embedder {
         encoder: &BertEncoder,
         encodings: &[tokenizers::Encoding],
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        // Splitting a short text's small matmuls costs more in hand-offs than it saves.
-        const MIN_SPLIT_TOKENS: usize = 64;
+        // A lone text (a customer's question) splits its matmuls over every thread; a batch puts one
+        // text on each thread instead.
         let threads = rayon::current_num_threads();
         let inner_threads = match encodings {
-            [one] if one.len() >= MIN_SPLIT_TOKENS => threads,
+            [_] => threads,
             _ => 1,
         };
         let pooling = self.pooling;

@@ -324,8 +324,8 @@ pub struct Health {
     pub status: String,
     /// A small demo model stands in for the product's: answers are not reliable.
     pub demo_model: bool,
-    /// The model files matched the models lock at start; false: no lock, started with
-    /// NOVAPAY_ALLOW_UNPINNED_MODELS=1 (absent while loading).
+    /// The model files matched the models lock at start; false: there was no lock at its default
+    /// place, so they were not checked (absent while loading).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub models_pinned: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -46,8 +46,7 @@ pub enum PinError {
         "no models lock at {0}: nothing records which model files were approved, so novapay will not \
          load them. Copy the lock from the machine that downloaded the models (`novapay download` \
          writes it next to them), or, after checking the files, pin them here with \
-         `novapay verify-models --pin`; NOVAPAY_ALLOW_UNPINNED_MODELS=1 starts without a lock (a warning \
-         is logged and /health says models_pinned: false)"
+         `novapay verify-models --pin`"
     )]
     LockMissing(PathBuf),
     #[error("cannot read the models lock {path}: {reason}")]

@@ -138,7 +138,6 @@ fn stdio_env(env: &[(String, std::ffi::OsString)], state: &Path) -> Value {
     for (k, v) in [
         ("NOVAPAY_STATE_DIR", state.to_string_lossy().as_ref()),
         ("NOVAPAY_MAX_NEW_TOKENS", "8"),
-        ("NOVAPAY_ALLOW_UNPINNED_MODELS", "1"),
         ("NOVAPAY_THREADS", "1"),
         ("RAYON_NUM_THREADS", "1"),
         ("CANDLE_NUM_THREADS", "1"),

@@ -38,7 +38,6 @@ fn setup() -> Setup {
     env.extend([
         ("NOVAPAY_LLM".to_string(), gguf.clone().into()),
         ("NOVAPAY_MODELS_LOCK".to_string(), lock.clone().into()),
-        ("NOVAPAY_ALLOW_UNPINNED_MODELS".to_string(), "false".into()),
         // No tile cache of each altered copy.
         ("NOVAPAY_LLM_TILE_CACHE".to_string(), "off".into()),
     ]);
@@ -202,39 +201,70 @@ fn a_byte_between_the_sampled_blocks_is_caught_by_the_full_check() {
 }
 
 #[test]
-fn without_a_lock_serve_refuses_unless_allowed_and_a_malformed_lock_is_named() {
+fn without_a_lock_serve_refuses_when_one_is_named_or_required_and_a_malformed_lock_is_named() {
     let s = setup();
+    // The lock is named (NOVAPAY_MODELS_LOCK) but absent: refused.
     let log = serve_refused(&s, &s.env);
     assert!(
         log.contains(&format!("no models lock at {}", s.lock.display())),
         "{log}"
     );
-    assert!(log.contains("NOVAPAY_ALLOW_UNPINNED_MODELS=1"), "{log}");
+    assert!(log.contains("novapay verify-models --pin"), "{log}");
     let (ok, _, err) = verify_models(&s.env, &[]);
     assert!(!ok && err.contains(&s.lock.display().to_string()), "{err}");
 
-    let mut allowed = s.env.clone();
-    allowed.push(("NOVAPAY_ALLOW_UNPINNED_MODELS".into(), "1".into()));
-    let (health, log) = serve_starts(&s, &allowed);
+    // No lock named, none at the default place (the models directory): starts, unpinned and saying so.
+    let models_dir = s.work.path().join("hub");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    let mut unnamed: Vec<(String, OsString)> = s
+        .env
+        .iter()
+        .filter(|(k, _)| k != "NOVAPAY_MODELS_LOCK")
+        .cloned()
+        .collect();
+    unnamed.push(("NOVAPAY_MODELS_DIR".into(), models_dir.clone().into()));
+    let (health, log) = serve_starts(&s, &unnamed);
     assert_eq!(health["models_pinned"], false, "{health}");
     assert!(log.contains("WARNING: no models lock"), "{log}");
 
-    // A damaged lock is an error naming it, even when unpinned starts are allowed.
+    // ... unless the operator requires a lock.
+    let mut required = unnamed.clone();
+    required.push(("NOVAPAY_REQUIRE_PINNED_MODELS".into(), "1".into()));
+    let default_lock = models_dir.join("novapay-models.lock");
+    let log = serve_refused(&s, &required);
+    assert!(
+        log.contains(&format!("no models lock at {}", default_lock.display())),
+        "{log}"
+    );
+
+    // A damaged lock is an error naming it, even where an unpinned start is allowed.
+    std::fs::write(
+        &default_lock,
+        "{\"format\": \"novapay-models-lock/1\", \"models\": [",
+    )
+    .unwrap();
+    let log = serve_refused(&s, &unnamed);
+    assert!(
+        log.contains(&format!(
+            "the models lock {} is not a valid novapay models lock",
+            default_lock.display()
+        )),
+        "{log}"
+    );
+    // And so is a damaged named lock.
     std::fs::write(
         &s.lock,
         "{\"format\": \"novapay-models-lock/1\", \"models\": [",
     )
     .unwrap();
-    for env in [&s.env, &allowed] {
-        let log = serve_refused(&s, env);
-        assert!(
-            log.contains(&format!(
-                "the models lock {} is not a valid novapay models lock",
-                s.lock.display()
-            )),
-            "{log}"
-        );
-    }
+    let log = serve_refused(&s, &s.env);
+    assert!(
+        log.contains(&format!(
+            "the models lock {} is not a valid novapay models lock",
+            s.lock.display()
+        )),
+        "{log}"
+    );
     let (ok, _, err) = verify_models(&s.env, &[]);
     assert!(
         !ok && err.contains("is not a valid novapay models lock"),

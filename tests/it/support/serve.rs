@@ -55,9 +55,8 @@ pub fn novapay() -> Command {
         .env("NOVAPAY_THREADS", "1")
         .env("RAYON_NUM_THREADS", "1")
         .env("CANDLE_NUM_THREADS", "1")
-        // The shared test models have no lock here (fetch-test-models.sh writes one for the demo pair
-        // only): the pinning tests (operations/pinned_models.rs) set it back to false.
-        .env("NOVAPAY_ALLOW_UNPINNED_MODELS", "1")
+        // No lock at the default place (HOME's Hub cache): the shared test models start unpinned, with
+        // a warning; the pinning tests (operations/pinned_models.rs) name a lock, which requires it.
         // The LLM's tile cache in the test scratch folder, never next to the shared test models.
         .env(
             "NOVAPAY_LLM_TILE_CACHE",
