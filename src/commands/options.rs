@@ -63,6 +63,26 @@ impl MemoryArgs {
     }
 }
 
+/// Where administrators' reads of customer data and erasures are recorded.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// The audit log: one JSON line per administrator read of a session, of /api/v1/stats or of an
+    /// export, and per erase (who, when, what; never customer text). Mode 600, append only.
+    /// Default: <state-dir>/audit.jsonl.
+    #[arg(long, env = "NOVAPAY_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    pub fn open(&self, kb: &KbArgs) -> Result<novapay::audit::AuditLog, novapay::audit::AuditError> {
+        let path = self
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| kb.state_dir.join("audit.jsonl"));
+        novapay::audit::AuditLog::open(&path)
+    }
+}
+
 /// Parses `--memory` without echoing the raw value, which may hold a Redis password (clap's own
 /// "invalid value '...'" message would print it).
 #[derive(Clone)]
@@ -226,6 +246,8 @@ impl RagArgs {
             cache: CacheConfig {
                 capacity: self.answer_cache_size,
                 near_duplicate: self.answer_cache_similarity,
+                // Set from the conversation TTL where the assistant is assembled.
+                max_age: None,
             },
             fallback_en: self
                 .fallback_en
