@@ -300,4 +300,48 @@ mod tests {
         off.put("g", AnswerMode::Verified, entry("q", Language::En, None, &answer("a")));
         assert!(off.get("g", AnswerMode::Verified, "q", &|_| true).is_none());
     }
+
+    #[test]
+    fn an_entry_goes_with_its_conversation_and_its_age() {
+        let cache = AnswerCache::new(CacheConfig {
+            capacity: 8,
+            near_duplicate: None,
+            max_age: None,
+        });
+        let a = answer("a");
+        let origin = SessionId::parse("s-1").unwrap();
+        cache.put(
+            "g",
+            AnswerMode::Verified,
+            NewEntry {
+                origin: Some(origin.clone()),
+                ..entry("q", Language::En, None, &a)
+            },
+        );
+        cache.put("g", AnswerMode::Verified, entry("stateless", Language::En, None, &a));
+        assert!(cache.get("g", AnswerMode::Verified, "q", &|_| true).is_some());
+        // Its conversation is gone (erased elsewhere): dropped, not served.
+        assert!(cache.get("g", AnswerMode::Verified, "q", &|_| false).is_none());
+        assert_eq!(cache.len(), 1);
+        cache.put(
+            "g",
+            AnswerMode::Verified,
+            NewEntry {
+                origin: Some(origin.clone()),
+                ..entry("q", Language::En, None, &a)
+            },
+        );
+        assert_eq!(cache.forget(|s| *s == origin), 1);
+        assert_eq!(cache.forget(|s| *s == origin), 0);
+        assert!(cache.get("g", AnswerMode::Verified, "stateless", &|_| true).is_some());
+
+        let aged = AnswerCache::new(CacheConfig {
+            capacity: 8,
+            near_duplicate: None,
+            max_age: Some(std::time::Duration::ZERO),
+        });
+        aged.put("g", AnswerMode::Verified, entry("q", Language::En, None, &a));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(aged.get("g", AnswerMode::Verified, "q", &|_| true).is_none());
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use crate::memory::{Customer, CustomerSession, Erased};
+pub use crate::memory::{Customer, CustomerSession, Erased, MAX_USER_ID_CHARS};
 use crate::memory::{self, ConversationStore, FiledSuggestion, MemoryError, Speaker};
 
 use super::{AnswerError, Assistant, SessionId};

@@ -4,12 +4,11 @@
 
 use anyhow::Context;
 
-use super::options::{AuditArgs, KbArgs, MemoryArgs};
+use super::options::{AuditArgs, CustomerArgs, KbArgs, MemoryArgs};
 use novapay::assistant::customers::export_from_store;
 use novapay::audit::{AuditEntry, CLI};
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["user_id", "bitrix24_user"])))]
 pub struct Args {
     #[command(flatten)]
     pub kb: KbArgs,
@@ -17,16 +16,12 @@ pub struct Args {
     pub memory: MemoryArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
-    /// The customer's `user_id`, as the integrator sent it to /api/v1/query or /api/v1/session.
-    #[arg(long)]
-    pub user_id: Option<String>,
-    /// A Bitrix24 portal user id (FROM_USER_ID of the bot's events): their dialogs with the bot.
-    #[arg(long)]
-    pub bitrix24_user: Option<String>,
+    #[command(flatten)]
+    pub customer: CustomerArgs,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let customer = super::forget::customer(a.user_id.as_deref(), a.bitrix24_user.as_deref())?;
+    let customer = a.customer.customer()?;
     let audit = a
         .audit
         .open(&a.kb)
@@ -38,7 +33,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // Recorded before anything is printed: a read that cannot be audited is not shown.
     audit.record(
         &AuditEntry::new(CLI, "customer.export", "novapay export")
-            .customer(&customer)
+            .user(customer.id(), customer.channel())
             .counts(serde_json::json!({
                 "sessions": export.sessions.len(),
                 "messages": messages,

@@ -6,12 +6,11 @@
 
 use anyhow::Context;
 
-use super::options::{AuditArgs, KbArgs, MemoryArgs};
-use novapay::assistant::customers::{erase_from_store, Customer};
+use super::options::{AuditArgs, CustomerArgs, KbArgs, MemoryArgs};
+use novapay::assistant::customers::erase_from_store;
 use novapay::audit::{AuditEntry, CLI};
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["user_id", "bitrix24_user"])))]
 pub struct Args {
     #[command(flatten)]
     pub kb: KbArgs,
@@ -19,28 +18,12 @@ pub struct Args {
     pub memory: MemoryArgs,
     #[command(flatten)]
     pub audit: AuditArgs,
-    /// The customer's `user_id`, as the integrator sent it to /api/v1/query or /api/v1/session.
-    #[arg(long)]
-    pub user_id: Option<String>,
-    /// A Bitrix24 portal user id (FROM_USER_ID of the bot's events): their dialogs with the bot.
-    #[arg(long)]
-    pub bitrix24_user: Option<String>,
-}
-
-/// The customer `--user-id` / `--bitrix24-user` names, or what to type instead.
-pub fn customer(user_id: Option<&str>, bitrix24_user: Option<&str>) -> anyhow::Result<Customer> {
-    match (user_id, bitrix24_user) {
-        (Some(u), None) => Customer::user(u).with_context(|| {
-            "--user-id: give the user_id exactly as the integrator sent it".to_string()
-        }),
-        (None, Some(b)) => Customer::channel_user("bitrix24", b)
-            .context("--bitrix24-user: give the portal's numeric user id (FROM_USER_ID)"),
-        _ => anyhow::bail!("give exactly one of --user-id or --bitrix24-user"),
-    }
+    #[command(flatten)]
+    pub customer: CustomerArgs,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let customer = customer(a.user_id.as_deref(), a.bitrix24_user.as_deref())?;
+    let customer = a.customer.customer()?;
     // The audit log first: an erase that cannot be recorded is not done.
     let audit = a
         .audit
@@ -51,7 +34,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     audit
         .record(
             &AuditEntry::new(CLI, "customer.erase", "novapay forget")
-                .customer(&customer)
+                .user(customer.id(), customer.channel())
                 .counts(serde_json::to_value(&erased.removed)?),
         )
         .context("the data was erased, but the audit log could not record it")?;

@@ -39,7 +39,7 @@ fn customer(user_id: &str, channel: Option<&str>) -> Result<Customer, ApiError> 
                     "`user_id` in the path must be 1-{} characters without control characters, \
                      '/' or '\\', and not '.' or '..'; for other ids use `novapay forget --user-id` \
                      or `novapay export --user-id`",
-                    crate::memory::MAX_USER_ID_CHARS
+                    crate::assistant::customers::MAX_USER_ID_CHARS
                 ),
             },
         )
@@ -75,7 +75,7 @@ pub async fn erase(
         if let Some(log) = &audit {
             log.record(
                 &AuditEntry::new(&caller.owner, "customer.erase", "DELETE /api/v1/users/{user_id}")
-                    .customer(&customer)
+                    .user(customer.id(), customer.channel())
                     .counts(serde_json::to_value(&erased.removed).unwrap_or_default()),
             )?;
         }
@@ -107,7 +107,7 @@ pub async fn export(
                     "customer.export",
                     "GET /api/v1/users/{user_id}/export",
                 )
-                .customer(&customer)
+                .user(customer.id(), customer.channel())
                 .counts(serde_json::json!({
                     "sessions": export.sessions.len(),
                     "messages": messages,

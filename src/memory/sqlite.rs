@@ -802,4 +802,96 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.answer_records(0, 10).unwrap().len(), 2);
     }
+
+    #[test]
+    fn a_customer_is_erased_with_every_row_and_leaves_no_text_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        let owned = |user: &str| SessionOwner {
+            owner: Some("key:k".into()),
+            user_id: Some(user.into()),
+        };
+        let alice = SessionId::parse("s-alice").unwrap();
+        let bob = SessionId::parse("s-bob").unwrap();
+        let dialog = SessionId::internal("bitrix24", "chat5").unwrap();
+        store.create_session(&alice, &owned("alice")).unwrap();
+        store.create_session(&bob, &owned("bob")).unwrap();
+        // A channel conversation recorded with the portal user "alice" is not the API's alice.
+        store
+            .create_session(
+                &dialog,
+                &SessionOwner {
+                    owner: None,
+                    user_id: Some("alice".into()),
+                },
+            )
+            .unwrap();
+        for (id, text) in [(&alice, "zebra-secret"), (&bob, "bob-text"), (&dialog, "chat-text")] {
+            store
+                .append(
+                    id,
+                    &Turn {
+                        role: Speaker::User,
+                        content: text.into(),
+                        sources: vec![],
+                        created_at_ms: now_ms(),
+                    },
+                )
+                .unwrap();
+        }
+        let record = AnswerRecord {
+            query_id: "q-a".into(),
+            session: alice.clone(),
+            question: "zebra-secret".into(),
+            answer: "a".into(),
+            sources: vec![],
+            fallback: false,
+            latency_ms: 1,
+            created_at_ms: now_ms(),
+            feedback: None,
+            outcome: None,
+            language: "en".into(),
+            suggestions: vec![],
+        };
+        store.record_answer(&record).unwrap();
+        let feedback = Feedback {
+            rating: Rating::Down,
+            comment: Some("zebra-comment".into()),
+            created_at_ms: now_ms(),
+            suggestion: None,
+            operator: false,
+        };
+        assert!(store.set_feedback("q-a", &feedback).unwrap());
+
+        let customer = Customer::user("alice").unwrap();
+        let exported = super::super::export_customer(&store, &customer).unwrap();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(exported[0].info.id, alice);
+        assert_eq!(exported[0].answers[0].feedback, Some(feedback));
+
+        let (ids, erased) = store.erase_customer(&customer).unwrap();
+        assert_eq!(ids, vec![alice.clone()]);
+        assert_eq!(
+            erased,
+            Erased {
+                sessions: 1,
+                turns: 1,
+                answer_records: 1,
+                ratings: 1,
+                comments: 1
+            }
+        );
+        assert_eq!(store.erase_customer(&customer).unwrap().1, Erased::default());
+        assert!(store.session(&bob).unwrap().is_some());
+        assert!(store.session(&dialog).unwrap().is_some());
+        let portal_user = Customer::channel_user("bitrix24", "alice").unwrap();
+        assert_eq!(store.erase_customer(&portal_user).unwrap().0, vec![dialog]);
+        drop(store);
+        let mut disk = std::fs::read(&path).unwrap();
+        disk.extend(std::fs::read(dir.path().join("c.sqlite-wal")).unwrap_or_default());
+        let disk = String::from_utf8_lossy(&disk);
+        assert!(!disk.contains("zebra"), "erased text is still in the file");
+        assert!(disk.contains("bob-text"));
+    }
 }
