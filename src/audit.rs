@@ -86,7 +86,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("path", &self.path).finish()
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -161,8 +163,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs/audit.jsonl");
         let log = AuditLog::open(&path).unwrap();
-        log.record(&AuditEntry::new("key:ab", "stats.read", "GET /api/v1/stats"))
-            .unwrap();
+        log.record(&AuditEntry::new(
+            "key:ab",
+            "stats.read",
+            "GET /api/v1/stats",
+        ))
+        .unwrap();
         drop(log);
         let log = AuditLog::open(&path).unwrap();
         log.record(

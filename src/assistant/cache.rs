@@ -241,34 +241,71 @@ mod tests {
             near_duplicate: None,
             max_age: None,
         });
-        cache.put("g1", AnswerMode::Verified, entry("How much is a transfer?", Language::En, None, &answer("0.5%")));
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            entry(
+                "How much is a transfer?",
+                Language::En,
+                None,
+                &answer("0.5%"),
+            ),
+        );
         assert_eq!(
             cache
-                .get("g1", AnswerMode::Verified, "  how much is a TRANSFER ", &|_| true)
+                .get(
+                    "g1",
+                    AnswerMode::Verified,
+                    "  how much is a TRANSFER ",
+                    &|_| true
+                )
                 .map(|a| a.text),
             Some("0.5%".into())
         );
         assert!(
             cache
-                .get("g2", AnswerMode::Verified, "How much is a transfer?", &|_| true)
+                .get(
+                    "g2",
+                    AnswerMode::Verified,
+                    "How much is a transfer?",
+                    &|_| true
+                )
                 .is_none(),
             "new generation"
         );
         assert!(
             cache
-                .get("g1", AnswerMode::Extract, "How much is a transfer?", &|_| true)
+                .get(
+                    "g1",
+                    AnswerMode::Extract,
+                    "How much is a transfer?",
+                    &|_| true
+                )
                 .is_none(),
             "other mode"
         );
         assert!(cache
             .get("g1", AnswerMode::Verified, "How much is a card?", &|_| true)
             .is_none());
-        cache.put("g1", AnswerMode::Verified, entry("b", Language::En, None, &answer("b")));
-        cache.put("g1", AnswerMode::Verified, entry("c", Language::En, None, &answer("c")));
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            entry("b", Language::En, None, &answer("b")),
+        );
+        cache.put(
+            "g1",
+            AnswerMode::Verified,
+            entry("c", Language::En, None, &answer("c")),
+        );
         assert_eq!(cache.len(), 2);
         assert!(
             cache
-                .get("g1", AnswerMode::Verified, "How much is a transfer?", &|_| true)
+                .get(
+                    "g1",
+                    AnswerMode::Verified,
+                    "How much is a transfer?",
+                    &|_| true
+                )
                 .is_none(),
             "evicted"
         );
@@ -281,7 +318,11 @@ mod tests {
             near_duplicate: Some(0.95),
             max_age: None,
         });
-        cache.put("g", AnswerMode::Verified, entry("q", Language::En, Some(vec![1.0, 0.0]), &answer("a")));
+        cache.put(
+            "g",
+            AnswerMode::Verified,
+            entry("q", Language::En, Some(vec![1.0, 0.0]), &answer("a")),
+        );
         let close = [0.99f32, (1.0f32 - 0.99 * 0.99).sqrt()];
         assert!(cache
             .get_near("g", AnswerMode::Verified, Language::En, &close, &|_| true)
@@ -290,14 +331,24 @@ mod tests {
             .get_near("g", AnswerMode::Verified, Language::Ru, &close, &|_| true)
             .is_none());
         assert!(cache
-            .get_near("g", AnswerMode::Verified, Language::En, &[0.9, 0.436], &|_| true)
+            .get_near(
+                "g",
+                AnswerMode::Verified,
+                Language::En,
+                &[0.9, 0.436],
+                &|_| true
+            )
             .is_none());
         let off = AnswerCache::new(CacheConfig {
             capacity: 0,
             near_duplicate: None,
             max_age: None,
         });
-        off.put("g", AnswerMode::Verified, entry("q", Language::En, None, &answer("a")));
+        off.put(
+            "g",
+            AnswerMode::Verified,
+            entry("q", Language::En, None, &answer("a")),
+        );
         assert!(off.get("g", AnswerMode::Verified, "q", &|_| true).is_none());
     }
 
@@ -318,10 +369,18 @@ mod tests {
                 ..entry("q", Language::En, None, &a)
             },
         );
-        cache.put("g", AnswerMode::Verified, entry("stateless", Language::En, None, &a));
-        assert!(cache.get("g", AnswerMode::Verified, "q", &|_| true).is_some());
+        cache.put(
+            "g",
+            AnswerMode::Verified,
+            entry("stateless", Language::En, None, &a),
+        );
+        assert!(cache
+            .get("g", AnswerMode::Verified, "q", &|_| true)
+            .is_some());
         // Its conversation is gone (erased elsewhere): dropped, not served.
-        assert!(cache.get("g", AnswerMode::Verified, "q", &|_| false).is_none());
+        assert!(cache
+            .get("g", AnswerMode::Verified, "q", &|_| false)
+            .is_none());
         assert_eq!(cache.len(), 1);
         cache.put(
             "g",
@@ -333,15 +392,23 @@ mod tests {
         );
         assert_eq!(cache.forget(|s| *s == origin), 1);
         assert_eq!(cache.forget(|s| *s == origin), 0);
-        assert!(cache.get("g", AnswerMode::Verified, "stateless", &|_| true).is_some());
+        assert!(cache
+            .get("g", AnswerMode::Verified, "stateless", &|_| true)
+            .is_some());
 
         let aged = AnswerCache::new(CacheConfig {
             capacity: 8,
             near_duplicate: None,
             max_age: Some(std::time::Duration::ZERO),
         });
-        aged.put("g", AnswerMode::Verified, entry("q", Language::En, None, &a));
+        aged.put(
+            "g",
+            AnswerMode::Verified,
+            entry("q", Language::En, None, &a),
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
-        assert!(aged.get("g", AnswerMode::Verified, "q", &|_| true).is_none());
+        assert!(aged
+            .get("g", AnswerMode::Verified, "q", &|_| true)
+            .is_none());
     }
 }

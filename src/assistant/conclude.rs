@@ -100,12 +100,7 @@ impl Assistant {
 
     /// Keeps a finished answer for later identical questions (when `prepared` allows it); `origin`
     /// is the session the question was asked in.
-    pub(crate) fn remember(
-        &self,
-        prepared: &Prepared,
-        answer: &Answer,
-        origin: Option<SessionId>,
-    ) {
+    pub(crate) fn remember(&self, prepared: &Prepared, answer: &Answer, origin: Option<SessionId>) {
         if !prepared.cacheable || answer.cached {
             return;
         }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use crate::memory::{Customer, CustomerSession, Erased, MAX_USER_ID_CHARS};
 use crate::memory::{self, ConversationStore, FiledSuggestion, MemoryError, Speaker};
+pub use crate::memory::{Customer, CustomerSession, Erased, MAX_USER_ID_CHARS};
 
 use super::{AnswerError, Assistant, SessionId};
 
@@ -279,7 +279,11 @@ impl Assistant {
 
     /// Records that the channel conversation `session` is `user`'s (a Bitrix24 portal user id), so
     /// that an erase of that user finds it; an existing conversation keeps its first user. Blocking.
-    pub fn claim_channel_session(&self, session: &SessionId, user: &str) -> Result<(), AnswerError> {
+    pub fn claim_channel_session(
+        &self,
+        session: &SessionId,
+        user: &str,
+    ) -> Result<(), AnswerError> {
         self.memory.create_session(
             session,
             &memory::SessionOwner {

@@ -74,7 +74,10 @@ pub struct AuditArgs {
 }
 
 impl AuditArgs {
-    pub fn open(&self, kb: &KbArgs) -> Result<novapay::audit::AuditLog, novapay::audit::AuditError> {
+    pub fn open(
+        &self,
+        kb: &KbArgs,
+    ) -> Result<novapay::audit::AuditLog, novapay::audit::AuditError> {
         let path = self
             .audit_log
             .clone()

@@ -15,7 +15,8 @@ use super::Shared;
 use crate::assistant::customers::Customer;
 use crate::audit::AuditEntry;
 
-const CHANNELS: &str = "`channel` is `bitrix24` (a Bitrix24 portal user id) or absent (the API's user_id)";
+const CHANNELS: &str =
+    "`channel` is `bitrix24` (a Bitrix24 portal user id) or absent (the API's user_id)";
 
 /// The customer a path names. Beyond the `user_id` rule of the query API, a path segment may not
 /// hold `/` or `\` (percent-encoded or not) nor be `.` or `..`: ids with those are erased and
@@ -74,9 +75,13 @@ pub async fn erase(
         let erased = assistant.erase_customer(&customer)?;
         if let Some(log) = &audit {
             log.record(
-                &AuditEntry::new(&caller.owner, "customer.erase", "DELETE /api/v1/users/{user_id}")
-                    .user(customer.id(), customer.channel())
-                    .counts(serde_json::to_value(&erased.removed).unwrap_or_default()),
+                &AuditEntry::new(
+                    &caller.owner,
+                    "customer.erase",
+                    "DELETE /api/v1/users/{user_id}",
+                )
+                .user(customer.id(), customer.channel())
+                .counts(serde_json::to_value(&erased.removed).unwrap_or_default()),
             )?;
         }
         Ok(erased)

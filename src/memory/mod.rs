@@ -467,10 +467,7 @@ pub trait ConversationStore: Send + Sync {
     fn session_answers(&self, id: &SessionId) -> Result<Vec<AnswerRecord>, MemoryError>;
     /// Deletes every session of `customer` with its turns, answer records and feedback (expired
     /// ones not yet purged included); returns the sessions deleted and the counts. Idempotent.
-    fn erase_customer(
-        &self,
-        customer: &Customer,
-    ) -> Result<(Vec<SessionId>, Erased), MemoryError>;
+    fn erase_customer(&self, customer: &Customer) -> Result<(Vec<SessionId>, Erased), MemoryError>;
     /// `sqlite` or `redis`, for reports of what was erased where.
     fn backend(&self) -> &'static str;
 }

@@ -421,8 +421,11 @@ impl ConversationStore for RedisStore {
     }
 
     fn session_answers(&self, id: &SessionId) -> Result<Vec<AnswerRecord>, MemoryError> {
-        let ids: Vec<String> =
-            self.with(|c| ::redis::cmd("SMEMBERS").arg(session_answers_key(id)).query(c))?;
+        let ids: Vec<String> = self.with(|c| {
+            ::redis::cmd("SMEMBERS")
+                .arg(session_answers_key(id))
+                .query(c)
+        })?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -436,10 +439,7 @@ impl ConversationStore for RedisStore {
             .collect()
     }
 
-    fn erase_customer(
-        &self,
-        customer: &Customer,
-    ) -> Result<(Vec<SessionId>, Erased), MemoryError> {
+    fn erase_customer(&self, customer: &Customer) -> Result<(Vec<SessionId>, Erased), MemoryError> {
         super::erase_one_by_one(self, customer)
     }
 

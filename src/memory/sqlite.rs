@@ -538,10 +538,7 @@ impl ConversationStore for SqliteStore {
         Ok(records.into_iter().flatten().collect())
     }
 
-    fn erase_customer(
-        &self,
-        customer: &Customer,
-    ) -> Result<(Vec<SessionId>, Erased), MemoryError> {
+    fn erase_customer(&self, customer: &Customer) -> Result<(Vec<SessionId>, Erased), MemoryError> {
         // One transaction: a turn stored meanwhile is either counted and deleted or not yet there.
         // Expired sessions not yet purged go too (they are still on disk).
         self.with(|c| {
@@ -827,7 +824,11 @@ mod tests {
                 },
             )
             .unwrap();
-        for (id, text) in [(&alice, "zebra-secret"), (&bob, "bob-text"), (&dialog, "chat-text")] {
+        for (id, text) in [
+            (&alice, "zebra-secret"),
+            (&bob, "bob-text"),
+            (&dialog, "chat-text"),
+        ] {
             store
                 .append(
                     id,
@@ -882,7 +883,10 @@ mod tests {
                 comments: 1
             }
         );
-        assert_eq!(store.erase_customer(&customer).unwrap().1, Erased::default());
+        assert_eq!(
+            store.erase_customer(&customer).unwrap().1,
+            Erased::default()
+        );
         assert!(store.session(&bob).unwrap().is_some());
         assert!(store.session(&dialog).unwrap().is_some());
         let portal_user = Customer::channel_user("bitrix24", "alice").unwrap();

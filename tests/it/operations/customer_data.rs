@@ -130,10 +130,19 @@ fn assert_nothing_of_alice(server: &ServeProcess, state: &Path, alice_session: &
     assert_eq!(status, 200, "{stats}");
     let stats = stats.to_string();
     assert!(!stats.contains("Alicia"), "{stats}");
-    assert!(stats.contains("Bob-comment"), "Bob's rating is kept: {stats}");
+    assert!(
+        stats.contains("Bob-comment"),
+        "Bob's rating is kept: {stats}"
+    );
     let disk = store_bytes(state);
-    assert!(!disk.contains("Alicia"), "Alice's text is still in the file");
-    assert!(!disk.contains("alice-1"), "Alice's user id is still in the file");
+    assert!(
+        !disk.contains("Alicia"),
+        "Alice's text is still in the file"
+    );
+    assert!(
+        !disk.contains("alice-1"),
+        "Alice's user id is still in the file"
+    );
     assert!(!disk.contains("SWIFT"), "the OpenAI door stores nothing");
     assert!(disk.contains("Bob-comment"), "Bob's data is still there");
 }
@@ -236,7 +245,10 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
     assert_eq!(answers[0]["rating"]["comment"], ALICE_COMMENT);
     let text = alice.to_string();
     assert!(!text.contains("bob") && !text.contains("Bob"), "{text}");
-    assert!(!text.contains("SWIFT"), "the OpenAI door stored nothing: {text}");
+    assert!(
+        !text.contains("SWIFT"),
+        "the OpenAI door stored nothing: {text}"
+    );
     // The command line exports the same conversations.
     let from_cli = cli(&state, &env, &["export", "--user-id", "alice-1"]);
     assert_eq!(from_cli["sessions"], alice["sessions"]);
@@ -271,7 +283,11 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
         "/api/v1/users/27?channel=telegram",
         None,
     );
-    assert_eq!((status, error_code(&body)), (400, "invalid_channel"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "invalid_channel"),
+        "{body}"
+    );
     let (status, unknown) = call(&server, "DELETE", ADMIN_KEY, "/api/v1/users/nobody-9", None);
     assert_eq!(status, 200, "{unknown}");
     assert_eq!(unknown["removed_anything"], false, "{unknown}");
@@ -296,13 +312,22 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
         "a second erase removes nothing: {again}"
     );
     let by_cli = cli(&state, &env, &["forget", "--bitrix24-user", "27"]);
-    assert_eq!(by_cli["removed"]["conversations"]["sessions"], 1, "{by_cli}");
+    assert_eq!(
+        by_cli["removed"]["conversations"]["sessions"], 1,
+        "{by_cli}"
+    );
     assert_eq!(by_cli["removed"]["conversations"]["turns"], 2, "{by_cli}");
 
     // Nothing of Alice anywhere; Bob and portal user 31 untouched; the cache answers her question
     // afresh.
     assert_nothing_of_alice(&server, &state, &alice_session);
-    assert_eq!(export(&server, "bob-2")["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        export(&server, "bob-2")["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(
         export(&server, "31?channel=bitrix24")["sessions"]
             .as_array()
@@ -316,7 +341,10 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
         &json!({"query": ALICE_OFF_TOPIC, "user_id": "carol-3"}),
     );
     assert_eq!(status, 200, "{fresh}");
-    assert_eq!(fresh["cached"], false, "the cached answer went with Alice: {fresh}");
+    assert_eq!(
+        fresh["cached"], false,
+        "the cached answer went with Alice: {fresh}"
+    );
 
     // A restart brings nothing back; the report read from the store has nothing of hers either.
     server.kill_hard();
@@ -360,7 +388,10 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
     assert_eq!(bitrix_erase["channel"], "bitrix24");
     assert_eq!(bitrix_erase["user_id"], "27");
     for text in ["Alicia", "Bob-comment", "transfer", "lemon", "SWIFT"] {
-        assert!(!audit.contains(text), "customer text {text:?} in the audit log");
+        assert!(
+            !audit.contains(text),
+            "customer text {text:?} in the audit log"
+        );
     }
     #[cfg(unix)]
     {
@@ -444,8 +475,12 @@ fn the_redis_store_erases_and_exports_a_customer_and_keeps_the_others() {
                 },
             )
             .unwrap();
-        store.append(id, &turn(Speaker::User, "Alicia asks")).unwrap();
-        store.append(id, &turn(Speaker::Assistant, "an answer")).unwrap();
+        store
+            .append(id, &turn(Speaker::User, "Alicia asks"))
+            .unwrap();
+        store
+            .append(id, &turn(Speaker::Assistant, "an answer"))
+            .unwrap();
         store
             .record_answer(&AnswerRecord {
                 query_id: query_id.into(),
@@ -540,6 +575,9 @@ fn the_redis_store_erases_and_exports_a_customer_and_keeps_the_others() {
             !key.contains("s-alice") && !key.contains("chat1157") && !key.ends_with(":27"),
             "{key}"
         );
-        assert!(!key.contains("q-1") && !key.contains("q-3") && !key.contains("q-4"), "{key}");
+        assert!(
+            !key.contains("q-1") && !key.contains("q-3") && !key.contains("q-4"),
+            "{key}"
+        );
     }
 }
