@@ -413,8 +413,7 @@ const USER_ID_400: &str = "`user_id` with path characters ('/', '\\', '.', '..')
     delete, path = routes::USER, tag = "customers",
     params(("user_id" = String, Path, description = "The customer's user_id (or the Bitrix24 portal user id)"), CustomerQuery),
     responses(
-        (status = 200, description = "What was removed: {user_id, channel?, removed_anything, removed: {conversations: {store: sqlite|redis, sessions, turns, answer_records, ratings, comments}, answer_cache: {entries}}}", body = Object,
-            example = json!({"user_id": "customer-42", "removed_anything": true, "removed": {"conversations": {"store": "sqlite", "sessions": 1, "turns": 2, "answer_records": 1, "ratings": 1, "comments": 0}, "answer_cache": {"entries": 0}}})),
+        (status = 200, description = "What was removed: {user_id, channel?, removed_anything, removed: {conversations: {store: sqlite|redis, sessions, turns, answer_records, ratings, comments}, answer_cache: {entries}}}", body = Object),
         (status = 400, description = USER_ID_400, body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 403, description = ADMIN_403, body = ErrorBody),

@@ -76,12 +76,13 @@ fn bitrix24_message(server: &ServeProcess, portal: &FakePortal, user: &str, dial
     assert_eq!(status, 200, "{body}");
 }
 
-fn export(server: &ServeProcess, path_id: &str) -> Value {
+fn export(server: &ServeProcess, id: &str, channel: Option<&str>) -> Value {
+    let query = channel.map(|c| format!("?channel={c}")).unwrap_or_default();
     let (status, body) = call(
         server,
         "GET",
         ADMIN_KEY,
-        &format!("/api/v1/users/{path_id}/export"),
+        &format!("/api/v1/users/{id}/export{query}"),
         None,
     );
     assert_eq!(status, 200, "{body}");
@@ -124,8 +125,8 @@ fn assert_nothing_of_alice(server: &ServeProcess, state: &Path, alice_session: &
         None,
     );
     assert_eq!(status, 404, "{body}");
-    assert_eq!(export(server, "alice-1")["sessions"], json!([]));
-    assert_eq!(export(server, "27?channel=bitrix24")["sessions"], json!([]));
+    assert_eq!(export(server, "alice-1", None)["sessions"], json!([]));
+    assert_eq!(export(server, "27", Some("bitrix24"))["sessions"], json!([]));
     let (status, stats) = call(server, "GET", ADMIN_KEY, "/api/v1/stats", None);
     assert_eq!(status, 200, "{stats}");
     let stats = stats.to_string();
@@ -222,7 +223,7 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
 
     // The export is exactly Alice's: her one API session (the OpenAI door stored nothing), its four
     // messages as the session route shows them, both answer records, her rating.
-    let alice = export(&server, "alice-1");
+    let alice = export(&server, "alice-1", None);
     let sessions = alice["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{alice}");
     assert_eq!(sessions[0]["session_id"], alice_session.as_str());
@@ -252,7 +253,7 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
     // The command line exports the same conversations.
     let from_cli = cli(&state, &env, &["export", "--user-id", "alice-1"]);
     assert_eq!(from_cli["sessions"], alice["sessions"]);
-    let bitrix = export(&server, "27?channel=bitrix24");
+    let bitrix = export(&server, "27", Some("bitrix24"));
     assert_eq!(bitrix["sessions"].as_array().unwrap().len(), 1, "{bitrix}");
     assert_eq!(bitrix["sessions"][0]["session_id"], "bitrix24:chat1157");
 
@@ -322,14 +323,14 @@ fn a_customer_is_exported_then_erased_from_every_store_and_the_audit_log_says_wh
     // afresh.
     assert_nothing_of_alice(&server, &state, &alice_session);
     assert_eq!(
-        export(&server, "bob-2")["sessions"]
+        export(&server, "bob-2", None)["sessions"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        export(&server, "31?channel=bitrix24")["sessions"]
+        export(&server, "31", Some("bitrix24"))["sessions"]
             .as_array()
             .unwrap()
             .len(),
