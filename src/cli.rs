@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    ask, bench, bitrix24, convert_e5, docs, download, eval, index, logits, mcp, report, serve,
-    synth_gguf, tokenize, verify_models,
+    ask, bench, bitrix24, convert_e5, docs, download, eval, export, forget, index, logits, mcp,
+    report, serve, synth_gguf, tokenize, verify_models,
 };
 
 #[derive(Parser, Debug)]
@@ -75,6 +75,11 @@ pub enum Command {
     /// The support report from the conversation store: questions answered, the questions the
     /// knowledge base could not answer, answers rated down, latency. Contains customers' questions.
     Report(report::Args),
+    /// Erase one customer's data (sessions, turns, answer records, ratings, comments) from the
+    /// conversation store, by user_id or Bitrix24 portal user id; prints the counts; audited.
+    Forget(forget::Args),
+    /// Print one customer's stored turns, answer records and ratings as JSON; audited.
+    Export(export::Args),
     /// Bitrix24 chat bot set-up.
     Bitrix24 {
         #[command(subcommand)]

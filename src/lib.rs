@@ -5,6 +5,7 @@
 //! `novapay` binary is a thin CLI over it.
 
 pub mod assistant;
+pub mod audit;
 pub mod bench;
 pub mod device;
 pub mod embed;

@@ -214,6 +214,9 @@ pub enum AnswerError {
     /// A session id that cannot be one.
     #[error("invalid session id: {0}")]
     InvalidSession(String),
+    /// A user id that cannot be one (the message states the rule).
+    #[error("invalid user id: {0}")]
+    InvalidUserId(String),
     /// The session does not exist or is not the caller's (the two are not told apart).
     #[error("session {0} does not exist; omit the session to start one")]
     UnknownSession(SessionId),
@@ -243,6 +246,7 @@ impl AnswerError {
         match self {
             AnswerError::InvalidQuestion(_) => "invalid_query",
             AnswerError::InvalidSession(_) => "invalid_session_id",
+            AnswerError::InvalidUserId(_) => "invalid_user_id",
             AnswerError::UnknownSession(_) => "not_found",
             AnswerError::Overloaded { .. } => "overloaded",
             AnswerError::StorageUnavailable(_) => "storage_unavailable",
@@ -270,6 +274,7 @@ impl AnswerError {
             self,
             AnswerError::InvalidQuestion(_)
                 | AnswerError::InvalidSession(_)
+                | AnswerError::InvalidUserId(_)
                 | AnswerError::UnknownSession(_)
                 | AnswerError::ContextOverflow(_)
         )
@@ -292,6 +297,7 @@ impl From<MemoryError> for AnswerError {
     fn from(e: MemoryError) -> Self {
         match e {
             MemoryError::InvalidSessionId(m) => AnswerError::InvalidSession(m),
+            MemoryError::InvalidUserId(m) => AnswerError::InvalidUserId(m),
             MemoryError::Unavailable(m) => AnswerError::StorageUnavailable(m),
         }
     }
@@ -379,6 +385,8 @@ pub struct Found {
 /// The conversation of one turn, resolved.
 struct Resolved {
     session: Option<SessionId>,
+    /// The session's `user_id` (a channel's user), for the erase check before storing.
+    user_id: Option<String>,
     /// Create this session (with this owner) when the answer is recorded.
     create: Option<SessionOwner>,
     history: Vec<Turn>,
@@ -720,6 +728,7 @@ impl Assistant {
         Ok(match conversation {
             Conversation::New(access) => Resolved {
                 session: Some(SessionId::new_random()),
+                user_id: access.user_id.clone(),
                 create: Some(access.owner()),
                 history: Vec::new(),
             },
@@ -727,12 +736,14 @@ impl Assistant {
                 Some(info) if access.may_use(&info, false) => Resolved {
                     history: self.memory.history(&id, turns)?,
                     session: Some(id),
+                    user_id: info.user_id,
                     create: None,
                 },
                 _ => return Err(AnswerError::UnknownSession(id)),
             },
             Conversation::Trusted(id) => Resolved {
                 history: self.memory.history(&id, turns)?,
+                user_id: self.memory.session(&id)?.and_then(|info| info.user_id),
                 session: Some(id),
                 create: None,
             },
@@ -742,6 +753,7 @@ impl Assistant {
                 history.drain(..skip);
                 Resolved {
                     session: None,
+                    user_id: None,
                     create: None,
                     history,
                 }
@@ -793,11 +805,12 @@ impl Assistant {
         Ok((info, turns))
     }
 
-    /// Deletes the session when `access` may use it. Blocking.
+    /// Deletes the session when `access` may use it (with the answers cached from it). Blocking.
     pub fn delete_session(&self, id: &SessionId, access: &Access) -> Result<(), AnswerError> {
         match self.memory.session(id)? {
             Some(info) if access.may_use(&info, false) => {
                 self.memory.delete_session(id)?;
+                self.cache.forget(|origin| origin == id);
                 Ok(())
             }
             _ => Err(AnswerError::UnknownSession(id.clone())),

@@ -98,8 +98,9 @@ impl Assistant {
         self.metrics.sentences_removed.inc_by(removed as u64);
     }
 
-    /// Keeps a finished answer for later identical questions (when `prepared` allows it).
-    pub(crate) fn remember(&self, prepared: &Prepared, answer: &Answer) {
+    /// Keeps a finished answer for later identical questions (when `prepared` allows it); `origin`
+    /// is the session the question was asked in.
+    pub(crate) fn remember(&self, prepared: &Prepared, answer: &Answer, origin: Option<SessionId>) {
         if !prepared.cacheable || answer.cached {
             return;
         }
@@ -110,10 +111,13 @@ impl Assistant {
         self.cache.put(
             &prepared.generation,
             self.config.answer_mode,
-            &prepared.question,
-            prepared.retrieval.language,
-            vector,
-            answer,
+            super::cache::NewEntry {
+                question: &prepared.question,
+                language: prepared.retrieval.language,
+                vector,
+                answer,
+                origin,
+            },
         );
     }
 

@@ -9,6 +9,7 @@ pub mod ask;
 pub mod cache;
 pub mod checks;
 mod conclude;
+pub mod customers;
 pub mod documents;
 pub mod embeddings;
 pub mod extract;
@@ -174,6 +175,8 @@ pub struct Assistant {
     /// Extractive answers given while the queue is full (`WhenBusy::Extract`): each costs an
     /// embedding of the question and of the top excerpts' sentences, so they are bounded too.
     busy_extract: Arc<Semaphore>,
+    /// Customers erased lately: their answers in flight are not stored.
+    erasures: customers::Erasures,
     pub config: RagConfig,
 }
 
@@ -209,6 +212,7 @@ impl Assistant {
             metrics: AnswerMetrics::new(),
             admission: Arc::new(Semaphore::new(depth + 1)),
             busy_extract: Arc::new(Semaphore::new(BUSY_EXTRACT_MAX)),
+            erasures: customers::Erasures::default(),
             config,
         }
     }

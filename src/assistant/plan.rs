@@ -84,8 +84,11 @@ impl Assistant {
         let mode = self.config.answer_mode;
         let generation = self.kb.load().generation().to_string();
         let cacheable = history.is_empty() && self.cache.enabled();
+        // A cached answer is served only while the conversation it came from exists (an erase or
+        // a deletion elsewhere takes the question out of the cache too); a storage error drops it.
+        let alive = |s: &super::SessionId| matches!(self.memory.session(s), Ok(Some(_)));
         if cacheable {
-            if let Some(answer) = self.cache.get(&generation, mode, question) {
+            if let Some(answer) = self.cache.get(&generation, mode, question, &alive) {
                 return Ok(self.cached_plan(question, answer));
             }
         }
@@ -96,6 +99,7 @@ impl Assistant {
                 mode,
                 retrieval.language,
                 &retrieval.question_vector,
+                &alive,
             ) {
                 let mut p = self.cached_plan(question, answer);
                 p.retrieval = retrieval;

@@ -169,3 +169,55 @@ pub fn finish(
 ) -> Result<super::Finished, super::RagError> {
     assistant.finish(prepared, generated)
 }
+
+/// Releases a gated scripted generation ([`ask_with_gated_generation`]).
+pub struct GenerationGate {
+    pending: Arc<std::sync::Mutex<Vec<PendingGeneration>>>,
+}
+
+type PendingGeneration = (
+    mpsc::UnboundedSender<GenerationEvent>,
+    Result<Vec<GenerationEvent>, EngineError>,
+);
+
+impl GenerationGate {
+    /// Lets the generations asked for so far deliver their text.
+    pub fn release(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (tx, events) in pending {
+            match events {
+                Ok(events) => {
+                    for event in events {
+                        let _ = tx.send(event);
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(GenerationEvent::Error(e));
+                }
+            }
+        }
+    }
+}
+
+/// [`Assistant::ask`], with `text` as what the model generates, held back until the gate is
+/// released: an answer kept in flight for as long as a test needs (an erase meanwhile, ...).
+pub async fn ask_with_gated_generation(
+    assistant: &Arc<Assistant>,
+    ask: Ask,
+    text: &str,
+) -> Result<(AnswerStream, GenerationGate), AnswerError> {
+    let tokenizer = assistant.llm().tokenizer().clone();
+    let text = text.to_string();
+    let pending: Arc<std::sync::Mutex<Vec<PendingGeneration>>> = Arc::default();
+    let held = pending.clone();
+    let submit: Submit = Box::new(move |request| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = scripted_events(&tokenizer, &request, &text);
+        held.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((tx, events));
+        Ok(rx)
+    });
+    let stream = assistant.ask_submitting(ask, submit).await?;
+    Ok((stream, GenerationGate { pending }))
+}

@@ -148,6 +148,9 @@ pub(crate) fn load_assistant(
     tracing::info!(generation = %kb.manifest.generation, chunks = kb.len(), "knowledge base open");
     let mut config = a.rag.config(&a.embed.embedder, a.sampling.params());
     config.log_questions = log_questions;
+    // A cached answer (keyed by a customer's question) lives no longer than its conversation.
+    config.cache.max_age =
+        (a.memory.memory_ttl > 0).then(|| std::time::Duration::from_secs(a.memory.memory_ttl));
     let opts = load_llm_options(&a.runtime, &a.llm)?;
     let llm = novapay::engine::LlmHandle::spawn(opts, queue_depth).context("loading the LLM")?;
     let llm_name = llm.info().name.clone();

@@ -9,6 +9,8 @@ pub mod convert_e5;
 pub mod docs;
 pub mod download;
 pub mod eval;
+pub mod export;
+pub mod forget;
 pub mod index;
 mod load;
 pub mod logits;
@@ -35,6 +37,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::VerifyModels(a) => verify_models::run(&a),
         Command::Mcp(a) => mcp::run(&a),
         Command::Report(a) => report::run(&a),
+        Command::Forget(a) => forget::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Bitrix24 { command } => bitrix24::run(command),
         Command::Tokenize(a) => tokenize::run(&a),
         Command::Logits(a) => logits::run(&a),

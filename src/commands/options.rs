@@ -96,6 +96,56 @@ impl MemoryArgs {
     }
 }
 
+/// Where administrators' reads of customer data and erasures are recorded.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// The audit log: one JSON line per administrator read of a session, of /api/v1/stats or of an
+    /// export, and per erase (who, when, what; never customer text). Mode 600, append only.
+    /// Default: <state-dir>/audit.jsonl.
+    #[arg(long, env = "NOVAPAY_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    pub fn open(
+        &self,
+        kb: &KbArgs,
+    ) -> Result<novapay::audit::AuditLog, novapay::audit::AuditError> {
+        let path = self
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| kb.state_dir.join("audit.jsonl"));
+        novapay::audit::AuditLog::open(&path)
+    }
+}
+
+/// Which customer `forget` and `export` are about: exactly one of the two.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct CustomerArgs {
+    /// The customer's `user_id`, as the integrator sent it to /api/v1/query or /api/v1/session.
+    #[arg(long)]
+    pub user_id: Option<String>,
+    /// A Bitrix24 portal user id (FROM_USER_ID of the bot's events): their dialogs with the bot.
+    #[arg(long)]
+    pub bitrix24_user: Option<String>,
+}
+
+impl CustomerArgs {
+    /// The customer named, or what to type instead.
+    pub fn customer(&self) -> anyhow::Result<novapay::memory::Customer> {
+        use anyhow::Context;
+        use novapay::memory::Customer;
+        match (&self.user_id, &self.bitrix24_user) {
+            (Some(u), None) => Customer::user(u)
+                .context("--user-id: give the user_id exactly as the integrator sent it"),
+            (None, Some(b)) => Customer::channel_user("bitrix24", b)
+                .context("--bitrix24-user: give the portal's numeric user id (FROM_USER_ID)"),
+            _ => anyhow::bail!("give exactly one of --user-id or --bitrix24-user"),
+        }
+    }
+}
+
 /// Parses `--memory` without echoing the raw value, which may hold a Redis password (clap's own
 /// "invalid value '...'" message would print it).
 #[derive(Clone)]
@@ -259,6 +309,8 @@ impl RagArgs {
             cache: CacheConfig {
                 capacity: self.answer_cache_size,
                 near_duplicate: self.answer_cache_similarity,
+                // Set from the conversation TTL where the assistant is assembled.
+                max_age: None,
             },
             fallback_en: self
                 .fallback_en

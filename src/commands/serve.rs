@@ -25,6 +25,8 @@ pub struct Args {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub audit: super::options::AuditArgs,
+    #[command(flatten)]
     pub bitrix24: Bitrix24Args,
 }
 
@@ -180,7 +182,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(a.clone(), server.clone(), bitrix24.clone()))
+    let audit = args.audit.clone();
+    runtime.block_on(serve(a.clone(), server.clone(), audit, bitrix24.clone()))
 }
 
 /// The state directory holds conversations and tokens: created 700, and an existing one narrowed to
@@ -212,9 +215,16 @@ fn private_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 async fn serve(
     a: AssistantArgs,
     server_args: ServerArgs,
+    audit: super::options::AuditArgs,
     bitrix24: Bitrix24Args,
 ) -> anyhow::Result<()> {
     private_state_dir(&a.kb.state_dir)?;
+    // Administrators' reads of customer data and erasures are recorded, or the server does not start.
+    let audit = Arc::new(
+        audit
+            .open(&a.kb)
+            .context("set --audit-log / NOVAPAY_AUDIT_LOG to a file novapay may write")?,
+    );
     // Configuration mistakes fail here, before minutes of model loading.
     let bitrix24_handler = match bitrix24.mode {
         Bitrix24Mode::Handler => Some(Arc::new(WebhookHandler::open(webhook_config(
@@ -244,6 +254,7 @@ async fn serve(
         max_body_bytes: server_args.max_body_bytes.max(1024),
         bitrix24: bitrix24_handler,
         demo_model: server_args.demo_model,
+        audit: Some(audit),
     };
     let addr = format!("{}:{}", server_args.host, server_args.port);
     let listener = tokio::net::TcpListener::bind(&addr)

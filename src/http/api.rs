@@ -167,7 +167,21 @@ pub async fn get_session(
     let id = parse_session_id(&id)?;
     let access = access(&caller, checked_user_id(q.user_id.as_deref())?);
     let assistant = state.services()?.assistant.clone();
-    let (info, turns) = blocking(move || Ok(assistant.session_turns(&id, &access, 1000)?)).await?;
+    let audit = state.config.audit.clone().filter(|_| caller.admin);
+    let who = caller.owner.clone();
+    let (info, turns) = blocking(move || {
+        let (info, turns) = assistant.session_turns(&id, &access, 1000)?;
+        // An administrator's read of a conversation is audited (whoever created it).
+        if let Some(log) = &audit {
+            log.record(
+                &crate::audit::AuditEntry::new(&who, "session.read", "GET /api/v1/session/{id}")
+                    .session(id.as_str())
+                    .counts(json!({"messages": turns.len()})),
+            )?;
+        }
+        Ok((info, turns))
+    })
+    .await?;
     let messages = turns
         .into_iter()
         .map(|t| SessionMessage {

@@ -104,6 +104,7 @@ impl From<AnswerError> for ApiError {
         let status = match &e {
             AnswerError::InvalidQuestion(_)
             | AnswerError::InvalidSession(_)
+            | AnswerError::InvalidUserId(_)
             | AnswerError::ContextOverflow(_) => StatusCode::BAD_REQUEST,
             AnswerError::UnknownSession(_) => StatusCode::NOT_FOUND,
             AnswerError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -151,6 +152,13 @@ impl From<crate::assistant::documents::DocumentError> for ApiError {
             },
             D::Index(_) | D::Storage(_) => Self::internal(message),
         }
+    }
+}
+
+/// The audit log could not be written: the read is not served (the details go to the log).
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        Self::internal(e)
     }
 }
 

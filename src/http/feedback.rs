@@ -136,7 +136,20 @@ pub async fn stats(
     let days = q.days.unwrap_or(30).clamp(1, 3650);
     let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
     let assistant = state.services()?.assistant.clone();
-    let report = blocking(move || Ok(assistant.support_report(since_ms)?)).await?;
+    let audit = state.config.audit.clone();
+    let who = caller.owner.clone();
+    let report = blocking(move || {
+        let report = assistant.support_report(since_ms)?;
+        if let Some(log) = &audit {
+            log.record(
+                &crate::audit::AuditEntry::new(&who, "stats.read", "GET /api/v1/stats").counts(
+                    serde_json::json!({"days": days, "answers": report.questions_answered}),
+                ),
+            )?;
+        }
+        Ok(report)
+    })
+    .await?;
     tracing::info!(caller = %caller.owner, days, "support report read");
     Ok(Json(report).into_response())
 }

@@ -5,8 +5,8 @@
 //! This file is the router. Around it: `state.rs` (settings and what handlers share), `middleware.rs`
 //! (limits, auth, counting), `serve.rs` (start-up and the connection loop), `error.rs` (the one mapping
 //! of errors to statuses and the JSON error body), `health.rs`, `metrics.rs`, `openapi.rs`,
-//! `chat_page.rs`, and the handlers (`api.rs`, `documents.rs`, `feedback.rs`, `bitrix24.rs`, `mcp.rs`,
-//! `openai/`).
+//! `chat_page.rs`, and the handlers (`api.rs`, `documents.rs`, `feedback.rs`, `customers.rs`,
+//! `bitrix24.rs`, `mcp.rs`, `openai/`).
 //!
 //! Start-up order: the listener serves `/health` as "loading" at once; the caller loads models and the
 //! index on a blocking thread and hands them over with [`RunningServer::set_ready`].
@@ -19,6 +19,7 @@ mod api;
 pub mod auth;
 mod bitrix24;
 mod chat_page;
+mod customers;
 mod documents;
 pub mod error;
 mod extract;
@@ -77,6 +78,8 @@ pub fn router(state: Shared) -> Router {
         .route(routes::REINDEX, post(documents::reindex))
         .route(routes::FEEDBACK, post(feedback::feedback))
         .route(routes::STATS, get(feedback::stats))
+        .route(routes::USER, axum::routing::delete(customers::erase))
+        .route(routes::USER_EXPORT, get(customers::export))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::not_found)
         .layer(from_fn_with_state(state.clone(), middleware::observe))

@@ -25,7 +25,7 @@ use super::wire::{
     HealthQueue, QueryRequest, QueryResponse, SessionCreated, SessionDeleted, SessionHistory,
     SessionMessage, SessionQuery, SourceDocument, SuggestionDocument, TextEvent, WhenBusyField,
 };
-use super::wire::{FeedbackRequest, FeedbackStored, RatingField, StatsQuery};
+use super::wire::{CustomerQuery, FeedbackRequest, FeedbackStored, RatingField, StatsQuery};
 
 /// The OpenAPI document, generated once from the wire types.
 pub fn openapi_json() -> &'static str {
@@ -53,7 +53,7 @@ const HEADERS_431: &str = "Request headers too large (more than 100 fields or 16
     ),
     paths(
         query, create_session, get_session, delete_session, health, metrics, openapi, chat_page,
-        bitrix24_events, mcp, openai_chat, openai_models, openai_model, openai_embeddings, feedback, stats, list_documents, upload_document,
+        bitrix24_events, mcp, openai_chat, openai_models, openai_model, openai_embeddings, feedback, stats, erase_customer, export_customer, list_documents, upload_document,
         delete_document, reindex
     ),
     components(schemas(
@@ -399,6 +399,52 @@ fn feedback() {}
     )
 )]
 fn stats() {}
+
+const USER_ID_400: &str = "`user_id` with path characters ('/', '\\', '.', '..'), control characters or more than 128 characters (a Bitrix24 user id: 1-64 letters, digits, '-', '_', '.'), or an unknown `channel`; the message names the rule";
+
+/// Erase a customer's data (administrator keys).
+///
+/// Removes every conversation of the customer — sessions, turns, answer records, ratings and
+/// comments, in SQLite or Redis — and the cached answers built from their questions; an answer of
+/// theirs still being generated is not stored. Bitrix24 dialogs are found by the portal user id
+/// (`?channel=bitrix24`). Idempotent: an unknown or already erased id answers 200 with zero counts
+/// and `removed_anything: false`. Written to the audit log with the key's fingerprint and the counts.
+#[utoipa::path(
+    delete, path = routes::USER, tag = "customers",
+    params(("user_id" = String, Path, description = "The customer's user_id (or the Bitrix24 portal user id)"), CustomerQuery),
+    responses(
+        (status = 200, description = "What was removed: {user_id, channel?, removed_anything, removed: {conversations: {store: sqlite|redis, sessions, turns, answer_records, ratings, comments}, answer_cache: {entries}}}", body = Object),
+        (status = 400, description = USER_ID_400, body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 404, description = "No such route (an id of `.` or `..` is resolved away by clients before it is sent)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 500, description = "The audit log could not be written (the erase may have happened; repeat it)", body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn erase_customer() {}
+
+/// Export a customer's data (administrator keys).
+///
+/// Every stored conversation of the customer with its messages (as `GET /api/v1/session/{id}`
+/// shows them) and each answer's record and rating, nothing of anyone else's. Written to the audit
+/// log with the key's fingerprint and the counts.
+#[utoipa::path(
+    get, path = routes::USER_EXPORT, tag = "customers",
+    params(("user_id" = String, Path, description = "The customer's user_id (or the Bitrix24 portal user id)"), CustomerQuery),
+    responses(
+        (status = 200, description = "{user_id, channel?, exported_at, sessions: [{session_id, user_id, created_at, messages: [{role, content, sources?, timestamp}], answers: [{query_id, question, answer, sources, outcome, answered_at, suggestions?, rating?: {rating, comment?, suggestion?, operator, rated_at}}]}]}", body = Object),
+        (status = 400, description = USER_ID_400, body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = ADMIN_403, body = ErrorBody),
+        (status = 404, description = "No such route (an id of `.` or `..` is resolved away by clients before it is sent)", body = ErrorBody),
+        (status = 431, description = HEADERS_431, body = ErrorBody),
+        (status = 500, description = "The audit log could not be written: nothing is shown", body = ErrorBody),
+        (status = 503, description = "Loading or storage unavailable (Retry-After)", body = ErrorBody),
+    )
+)]
+fn export_customer() {}
 
 /// The knowledge base's documents (administrator keys).
 #[utoipa::path(

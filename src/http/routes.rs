@@ -15,6 +15,10 @@ pub const REINDEX: &str = "/api/v1/reindex";
 pub const FEEDBACK: &str = "/api/v1/feedback";
 /// The support report (administrator keys only).
 pub const STATS: &str = "/api/v1/stats";
+/// A customer's data: erase (DELETE) by user id (administrator keys only).
+pub const USER: &str = "/api/v1/users/{user_id}";
+/// A customer's data: export (administrator keys only).
+pub const USER_EXPORT: &str = "/api/v1/users/{user_id}/export";
 /// Bitrix24 chat-bot events (handler mode); authenticated by the application token, not an API key.
 pub const BITRIX24_EVENTS: &str = "/integrations/bitrix24/events";
 
@@ -51,4 +55,6 @@ pub const ALL: &[&str] = &[
     REINDEX,
     FEEDBACK,
     STATS,
+    USER,
+    USER_EXPORT,
 ];

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// A small demo model stands in for the product's (no Hub access at set-up): `/health` and the
     /// chat page say that answers are not reliable.
     pub demo_model: bool,
+    /// Where administrators' reads of customer data and erasures are recorded (`None`: nowhere,
+    /// for tests; `serve` always opens one).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             demo_model: false,
+            audit: None,
         }
     }
 }

@@ -449,3 +449,14 @@ pub struct StatsQuery {
     #[param(minimum = 1, maximum = 3650)]
     pub days: Option<u32>,
 }
+
+/// `?channel=` of the customer routes.
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// `bitrix24`: the path names a Bitrix24 portal user id (their bot dialogs); absent: the API's
+    /// `user_id`.
+    #[serde(default)]
+    #[param(pattern = "^bitrix24$")]
+    pub channel: Option<String>,
+}

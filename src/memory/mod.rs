@@ -19,6 +19,8 @@ pub use sqlite::SqliteStore;
 pub enum MemoryError {
     #[error("invalid session id: {0}")]
     InvalidSessionId(String),
+    #[error("invalid user id: {0}")]
+    InvalidUserId(String),
     #[error("conversation storage is unavailable: {0}")]
     Unavailable(String),
 }
@@ -268,6 +270,164 @@ impl AnswerRecord {
     }
 }
 
+/// Longest integrator `user_id`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// Whose data an erase or an export is about: a customer as the stores know them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Customer {
+    /// The integrator's `user_id`, on API sessions (never on an internal channel's).
+    User(String),
+    /// A user of an internal channel (a Bitrix24 portal user id): the channel's conversations
+    /// (`<channel>:<dialog>`) recorded with that user, and their private dialog `<channel>:<user>`.
+    Channel { channel: String, user: String },
+}
+
+impl Customer {
+    /// An integrator's `user_id`: 1-128 characters without control characters (the rule of
+    /// `POST /api/v1/query`).
+    pub fn user(id: &str) -> Result<Self, MemoryError> {
+        if id.is_empty()
+            || id.chars().count() > MAX_USER_ID_CHARS
+            || id.chars().any(char::is_control)
+        {
+            return Err(MemoryError::InvalidUserId(format!(
+                "a user id is 1-{MAX_USER_ID_CHARS} characters without control characters"
+            )));
+        }
+        Ok(Self::User(id.to_string()))
+    }
+
+    /// A channel's user id (`bitrix24`, the portal's numeric user id): 1-64 letters, digits, '-',
+    /// '_' or '.'.
+    pub fn channel_user(channel: &str, id: &str) -> Result<Self, MemoryError> {
+        if SessionId::internal(channel, id).is_err() {
+            return Err(MemoryError::InvalidUserId(format!(
+                "a {channel} user id is 1-{MAX_SESSION_ID} letters, digits, '-', '_' or '.'"
+            )));
+        }
+        Ok(Self::Channel {
+            channel: channel.to_string(),
+            user: id.to_string(),
+        })
+    }
+
+    /// The user id as given (without the channel).
+    pub fn id(&self) -> &str {
+        match self {
+            Self::User(u) => u,
+            Self::Channel { user, .. } => user,
+        }
+    }
+
+    /// The channel (`None`: the API's `user_id`).
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Self::User(_) => None,
+            Self::Channel { channel, .. } => Some(channel),
+        }
+    }
+
+    /// Whether the session `id`, recorded with `user_id`, is this customer's.
+    pub fn owns(&self, id: &SessionId, user_id: Option<&str>) -> bool {
+        match self {
+            Self::User(u) => !id.is_internal() && user_id == Some(u.as_str()),
+            Self::Channel { channel, user } => match id.as_str().split_once(':') {
+                Some((c, dialog)) if c == channel => {
+                    user_id == Some(user.as_str()) || dialog == user
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// The private dialog of a channel user (`bitrix24:<user>`), which may predate recorded users.
+    fn private_dialog(&self) -> Option<String> {
+        match self {
+            Self::User(_) => None,
+            Self::Channel { channel, user } => Some(format!("{channel}:{user}")),
+        }
+    }
+}
+
+/// What an erase removed from the conversation store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    pub sessions: usize,
+    pub turns: usize,
+    pub answer_records: usize,
+    pub ratings: usize,
+    pub comments: usize,
+}
+
+impl Erased {
+    fn add_session(&mut self, turns: usize, answers: &[AnswerRecord]) {
+        self.sessions += 1;
+        self.turns += turns;
+        self.answer_records += answers.len();
+        self.ratings += answers.iter().filter(|a| a.feedback.is_some()).count();
+        self.comments += answers
+            .iter()
+            .filter(|a| {
+                a.feedback
+                    .as_ref()
+                    .is_some_and(|f| f.comment.as_deref().is_some_and(|c| !c.is_empty()))
+            })
+            .count();
+    }
+}
+
+/// One of a customer's conversations, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerSession {
+    pub info: SessionInfo,
+    /// Oldest first.
+    pub turns: Vec<Turn>,
+    /// Oldest first, with their feedback.
+    pub answers: Vec<AnswerRecord>,
+}
+
+/// Everything the store serves of `customer` (live conversations only), oldest conversation first.
+/// Blocking.
+pub fn export_customer(
+    store: &dyn ConversationStore,
+    customer: &Customer,
+) -> Result<Vec<CustomerSession>, MemoryError> {
+    let mut sessions = Vec::new();
+    for info in store.customer_sessions(customer)? {
+        let turns = store.history(&info.id, usize::MAX)?;
+        let mut answers = store.session_answers(&info.id)?;
+        answers.sort_by_key(|a| a.created_at_ms);
+        sessions.push(CustomerSession {
+            info,
+            turns,
+            answers,
+        });
+    }
+    sessions.sort_by(|a, b| {
+        (a.info.created_at_ms, a.info.id.as_str()).cmp(&(b.info.created_at_ms, b.info.id.as_str()))
+    });
+    Ok(sessions)
+}
+
+/// The erase of a store without a faster way: each of the customer's sessions counted, then deleted
+/// with [`ConversationStore::delete_session`].
+fn erase_one_by_one(
+    store: &dyn ConversationStore,
+    customer: &Customer,
+) -> Result<(Vec<SessionId>, Erased), MemoryError> {
+    let mut erased = Erased::default();
+    let mut ids = Vec::new();
+    for info in store.customer_sessions(customer)? {
+        let turns = store.history(&info.id, usize::MAX)?.len();
+        let answers = store.session_answers(&info.id)?;
+        store.delete_session(&info.id)?;
+        erased.add_session(turns, &answers);
+        ids.push(info.id);
+    }
+    Ok((ids, erased))
+}
+
 /// Longest `query_id` accepted from a caller (a UUID is 36).
 pub const MAX_QUERY_ID: usize = 64;
 
@@ -301,6 +461,15 @@ pub trait ConversationStore: Send + Sync {
         -> Result<Vec<AnswerRecord>, MemoryError>;
     /// The session's latest record (what a customer's "2" or "operator" refers to).
     fn last_answer(&self, session: &SessionId) -> Result<Option<AnswerRecord>, MemoryError>;
+    /// The live sessions of `customer` (see [`Customer::owns`]).
+    fn customer_sessions(&self, customer: &Customer) -> Result<Vec<SessionInfo>, MemoryError>;
+    /// Every answer record filed in the session, in no particular order.
+    fn session_answers(&self, id: &SessionId) -> Result<Vec<AnswerRecord>, MemoryError>;
+    /// Deletes every session of `customer` with its turns, answer records and feedback (expired
+    /// ones not yet purged included); returns the sessions deleted and the counts. Idempotent.
+    fn erase_customer(&self, customer: &Customer) -> Result<(Vec<SessionId>, Erased), MemoryError>;
+    /// `sqlite` or `redis`, for reports of what was erased where.
+    fn backend(&self) -> &'static str;
 }
 
 pub fn now_ms() -> i64 {

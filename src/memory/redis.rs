@@ -9,8 +9,8 @@ use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    now_ms, AnswerRecord, ConversationStore, Feedback, MemoryError, SessionId, SessionInfo,
-    SessionOwner, Turn,
+    now_ms, AnswerRecord, ConversationStore, Customer, Erased, Feedback, MemoryError, SessionId,
+    SessionInfo, SessionOwner, Turn,
 };
 
 /// Bound on connecting and on each reply, so that a dead or unreachable Redis turns into a 503 in
@@ -379,6 +379,72 @@ impl ConversationStore for RedisStore {
             }
         }
         Ok(last)
+    }
+
+    fn customer_sessions(&self, customer: &Customer) -> Result<Vec<SessionInfo>, MemoryError> {
+        // No index by user: a scan over the session records (an erase or an export is rare; this
+        // also finds sessions written before user ids were looked up).
+        let mut found = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.with(|c| {
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg("novapay:session:*")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)
+            })?;
+            if !keys.is_empty() {
+                let stored: Vec<Option<String>> =
+                    self.with(|c| ::redis::cmd("MGET").arg(&keys).query(c))?;
+                for (key, json) in keys.iter().zip(stored) {
+                    let (Some(json), Some(raw)) = (json, key.strip_prefix("novapay:session:"))
+                    else {
+                        continue;
+                    };
+                    let Ok(id) = SessionId::try_from(raw.to_string()) else {
+                        continue;
+                    };
+                    let info = self.decode_session(&id, &json)?;
+                    if customer.owns(&id, info.user_id.as_deref()) {
+                        found.push(info);
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    fn session_answers(&self, id: &SessionId) -> Result<Vec<AnswerRecord>, MemoryError> {
+        let ids: Vec<String> = self.with(|c| {
+            ::redis::cmd("SMEMBERS")
+                .arg(session_answers_key(id))
+                .query(c)
+        })?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|q| answer_key(q)).collect();
+        let stored: Vec<Option<String>> =
+            self.with(|c| ::redis::cmd("MGET").arg(&keys).query(c))?;
+        stored
+            .into_iter()
+            .flatten()
+            .map(|json| self.decode_answer(&json))
+            .collect()
+    }
+
+    fn erase_customer(&self, customer: &Customer) -> Result<(Vec<SessionId>, Erased), MemoryError> {
+        super::erase_one_by_one(self, customer)
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
     }
 
     fn answer_records(

@@ -189,34 +189,49 @@ impl Turning {
                 let (query_id, outcome) = (self.query_id.clone(), answer.outcome());
                 let suggestions = answer.suggestions.clone();
                 let latency_ms = self.started.elapsed().as_millis() as u64;
+                let (started, user_id) = (self.started, self.resolved.user_id.clone());
                 blocking(move || {
-                    if let Some(owner) = &create {
-                        assistant.memory.create_session(&session, owner)?;
+                    // Not stored when the customer was erased while the answer was in flight.
+                    let store = || -> Result<(), AnswerError> {
+                        if let Some(owner) = &create {
+                            assistant.memory.create_session(&session, owner)?;
+                        }
+                        assistant.record(&session, &prepared.question, &text, &prepared.sources)?;
+                        // Filed with the turns under the query id: for feedback and the report.
+                        assistant.file_answer(&crate::assistant::feedback::AnsweredTurn {
+                            query_id: &query_id,
+                            session: &session,
+                            question: &prepared.question,
+                            answer: &text,
+                            sources: &prepared.sources,
+                            outcome,
+                            language: prepared.retrieval.language,
+                            suggestions: &suggestions,
+                            latency_ms,
+                        })
+                    };
+                    let stored = assistant.erasures.store_unless_erased(
+                        started,
+                        &session,
+                        user_id.as_deref(),
+                        store,
+                    )?;
+                    if !stored {
+                        tracing::info!(%query_id, "the customer was erased while answering: not stored");
                     }
-                    assistant.record(&session, &prepared.question, &text, &prepared.sources)?;
-                    // Filed with the turns under the query id: for feedback and the support report.
-                    assistant.file_answer(&crate::assistant::feedback::AnsweredTurn {
-                        query_id: &query_id,
-                        session: &session,
-                        question: &prepared.question,
-                        answer: &text,
-                        sources: &prepared.sources,
-                        outcome,
-                        language: prepared.retrieval.language,
-                        suggestions: &suggestions,
-                        latency_ms,
-                    })
+                    Ok(stored)
                 })
                 .await
             }
-            None => Ok(()),
+            None => Ok(true),
         };
-        if let Err(e) = stored {
-            return self.fail(e);
-        }
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => return self.fail(e),
+        };
         let a = &self.assistant;
-        if cacheable && !answer.cached {
-            a.remember(&self.prepared, &answer);
+        if cacheable && !answer.cached && stored {
+            a.remember(&self.prepared, &answer, self.resolved.session.clone());
         }
         let answered = Answered {
             query_id: self.query_id.clone(),

@@ -338,6 +338,14 @@ pub fn handle_message(
         });
     }
     let session = session_for(&msg.dialog_id)?;
+    // The writer's portal user id goes with the dialog: `novapay forget --bitrix24-user` finds it.
+    if let Some(user) = msg
+        .user_id
+        .as_deref()
+        .filter(|u| crate::memory::Customer::channel_user("bitrix24", u).is_ok())
+    {
+        assistant.claim_channel_session(&session, user)?;
+    }
     let language = detect_language(&question);
     if asks_for_operator(&question) {
         return operator_requested(assistant, outbox, msg, &session, language);

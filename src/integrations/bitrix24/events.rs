@@ -56,6 +56,9 @@ pub struct IncomingMessage {
     pub open_line: bool,
     /// Sent by a bot or the system: never answered, so that bots cannot loop.
     pub automated: bool,
+    /// The portal user who wrote it (`FROM_USER_ID` / `message.authorId`): recorded with the
+    /// dialog's conversation so that an erase of that user finds it.
+    pub user_id: Option<String>,
 }
 
 /// The bot was added to a chat or a dialog with it was opened.
@@ -184,6 +187,9 @@ impl ClassicEnvelope {
                     text: message,
                     open_line,
                     automated,
+                    user_id: scalar(params, &["FROM_USER_ID"])
+                        .or_else(|| scalar(params, &["AUTHOR_ID"]))
+                        .or_else(|| scalar(user, &["ID"])),
                 })
             }
             "ONIMBOTJOINCHAT" => {
@@ -244,6 +250,7 @@ pub fn parse_v2(event: &Value) -> Result<Event, EventError> {
                 scalar(chat, &["dialogId"]).ok_or_else(|| missing("data.chat.dialogId"))?;
             let user = data.get("user").unwrap_or(&Value::Null);
             Event::Message(IncomingMessage {
+                user_id: scalar(message, &["authorId"]).or_else(|| scalar(user, &["id"])),
                 automated: truthy(message.get("isSystem"))
                     || truthy(user.get("bot"))
                     || scalar(message, &["authorId"]).as_deref() == Some(bot.bot_id.as_str()),
