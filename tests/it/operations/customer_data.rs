@@ -126,7 +126,10 @@ fn assert_nothing_of_alice(server: &ServeProcess, state: &Path, alice_session: &
     );
     assert_eq!(status, 404, "{body}");
     assert_eq!(export(server, "alice-1", None)["sessions"], json!([]));
-    assert_eq!(export(server, "27", Some("bitrix24"))["sessions"], json!([]));
+    assert_eq!(
+        export(server, "27", Some("bitrix24"))["sessions"],
+        json!([])
+    );
     let (status, stats) = call(server, "GET", ADMIN_KEY, "/api/v1/stats", None);
     assert_eq!(status, 200, "{stats}");
     let stats = stats.to_string();
