@@ -34,8 +34,12 @@ case $status in
     printf 'export NOVAPAY_EMBEDDER=%q\n' "${NOVAPAY_EMBEDDER:-models/test/multilingual-e5-small-q4}"
     echo "export NOVAPAY_DEMO_MODEL=1"
     # The demo runs pinned: scripts/fetch-test-models.sh checks the test models against its sha256 sums
-    # and writes this lock for them (serve refuses model files that differ from it).
-    printf 'export NOVAPAY_MODELS_LOCK=%q\n' "${NOVAPAY_TEST_MODELS:-models/test}/novapay-models.lock"
+    # and writes this lock for the demo pair (serve refuses model files that differ from it). Another
+    # embedder chosen by hand, or no lock written, runs unpinned (with a warning) instead of refused.
+    demo_lock="${NOVAPAY_TEST_MODELS:-models/test}/novapay-models.lock"
+    if [ -z "${NOVAPAY_EMBEDDER:-}" ] && [ -f "$demo_lock" ]; then
+      printf 'export NOVAPAY_MODELS_LOCK=%q\n' "$demo_lock"
+    fi
     # The 135M demo model quotes better than it writes (eval answers on eval/questions.jsonl: 38 of 44
     # right in extract mode against 28 in verified, at 69 ms instead of 2.6 s): answer by quoting the
     # knowledge base unless NOVAPAY_ANSWER_MODE says otherwise.
