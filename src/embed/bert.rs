@@ -671,6 +671,20 @@ mod tests {
         }
     }
 
+    /// A two-layer BERT small enough to compare element by element.
+    fn tiny_config() -> Config {
+        Config {
+            vocab_size: 50,
+            hidden_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 3,
+            intermediate_size: 80,
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            ..Config::default()
+        }
+    }
+
     /// A small random BERT with odd sizes, stored under a `bert.` prefix as some checkpoints are.
     fn random_bert(config: &Config) -> std::collections::HashMap<String, candle_core::Tensor> {
         use candle_core::Tensor;
@@ -744,16 +758,7 @@ mod tests {
     fn forward_matches_candle_bert_model() {
         use candle_core::Tensor;
         use candle_transformers::models::bert::BertModel;
-        let config = Config {
-            vocab_size: 50,
-            hidden_size: 48,
-            num_hidden_layers: 2,
-            num_attention_heads: 3,
-            intermediate_size: 80,
-            max_position_embeddings: 40,
-            type_vocab_size: 2,
-            ..Config::default()
-        };
+        let config = tiny_config();
         assert_eq!(config.hidden_act, HiddenAct::Gelu);
         let weights = random_bert(&config);
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
@@ -793,16 +798,7 @@ mod tests {
 
     #[test]
     fn a_mapped_token_table_gives_the_same_vectors_as_a_copied_one() {
-        let config = Config {
-            vocab_size: 50,
-            hidden_size: 48,
-            num_hidden_layers: 2,
-            num_attention_heads: 3,
-            intermediate_size: 80,
-            max_position_embeddings: 40,
-            type_vocab_size: 2,
-            ..Config::default()
-        };
+        let config = tiny_config();
         let weights = random_bert(&config);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
