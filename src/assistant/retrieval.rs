@@ -5,7 +5,7 @@ use super::answerability::{self, GateSignals};
 use super::extract::Extractor;
 use super::{Assistant, Decision, Language, RagConfig, RagError, Speaker, Turn};
 use crate::embed::Embedder;
-use crate::index::{Hit, KnowledgeBase};
+use crate::index::{Fusion, Hit, KnowledgeBase};
 use crate::text::detect_language;
 
 /// What retrieval found for a question.
@@ -76,7 +76,10 @@ pub fn retrieve_with(
         .embed_queries(&queries)
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
-    let found = kb.search(&vectors, &texts, config.candidates);
+    let fusion = Fusion {
+        weigh_lexical_by_coverage: config.gate.meaning.multilingual,
+    };
+    let found = kb.search(&vectors, &texts, config.candidates, fusion);
     let mut hits = found.hits;
     promote_list_winners(&mut hits, config.top_k);
     let best_similarity = found.best_similarity.first().copied().unwrap_or(0.0);

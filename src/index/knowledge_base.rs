@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::text::{content_terms, detect_language, Language};
+
 use super::bm25::{self, Bm25Config, Bm25Index};
 use super::chunk::Chunk;
+use super::fusion::{self, Fusion};
 use super::generations::{self, current_generation, Lease, LeaseRefused};
 use super::store;
 use super::vectors::VectorIndex;
@@ -36,6 +39,8 @@ pub struct SearchResult {
 /// A loaded generation: chunks, their vectors (usearch) and a BM25 index, read-only.
 pub struct KnowledgeBase {
     pub(super) chunks: Vec<Arc<Chunk>>,
+    /// Each chunk's language, for ranking dense hits within their language.
+    languages: Vec<Language>,
     vectors: VectorIndex,
     bm25: Bm25Index,
     terms: TermStats,
@@ -83,12 +88,17 @@ impl TermStats {
         let df = self.document_frequency.get(term).copied().unwrap_or(0) as f32;
         (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
     }
+
+    /// How much a term tells: its idf above that of a term every chunk has (0 for such a term; a term
+    /// no chunk has weighs most).
+    pub fn rarity(&self, term: &str) -> f32 {
+        let n = self.documents as f32;
+        let everywhere = (1.0 + 0.5 / (n + 0.5)).ln();
+        (self.idf(term) - everywhere).max(0.0)
+    }
 }
 
 static IN_MEMORY_BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Reciprocal rank fusion's constant (Cormack et al.).
-const RRF_K: f32 = 60.0;
 
 impl KnowledgeBase {
     /// Opens the current generation and leases it, refusing one built with other settings.
@@ -186,8 +196,10 @@ impl KnowledgeBase {
         let texts: Vec<String> = chunks.iter().map(|c| c.search_text()).collect();
         let bm25 = Bm25Index::build(&texts, Bm25Config::KNOWLEDGE_BASE).map_err(storage)?;
         let terms = TermStats::build(&texts);
+        let languages = chunks.iter().map(|c| detect_language(&c.text)).collect();
         Ok(Self {
             chunks,
+            languages,
             vectors,
             bm25,
             terms,
@@ -220,10 +232,16 @@ impl KnowledgeBase {
 
     /// Dense top-`k` for each query vector and BM25 top-`k` for each query text, fused by reciprocal
     /// rank. Several queries (the question alone, the question with recent turns) fuse the same way.
-    pub fn search(&self, vectors: &[Vec<f32>], texts: &[&str], k: usize) -> SearchResult {
+    pub fn search(
+        &self,
+        vectors: &[Vec<f32>],
+        texts: &[&str],
+        k: usize,
+        fusion: Fusion,
+    ) -> SearchResult {
         let mut best_similarity = Vec::with_capacity(vectors.len());
         let mut fused: HashMap<usize, Hit> = HashMap::new();
-        let mut add = |id: usize, rank: usize, dense: Option<f32>, lexical: Option<f32>| {
+        let mut add = |id: usize, weight: f32, dense: Option<f32>, lexical: Option<f32>| {
             let Some(chunk) = self.chunks.get(id) else {
                 return;
             };
@@ -233,7 +251,7 @@ impl KnowledgeBase {
                 dense: None,
                 lexical: None,
             });
-            hit.score += 1.0 / (RRF_K + rank as f32 + 1.0);
+            hit.score += weight;
             if let Some(d) = dense {
                 hit.dense = Some(hit.dense.map_or(d, |x| x.max(d)));
             }
@@ -242,15 +260,38 @@ impl KnowledgeBase {
             }
         };
         for v in vectors {
-            let dense = self.dense(v, k);
-            best_similarity.push(dense.first().map_or(0.0, |(_, sim)| *sim));
-            for (rank, (id, sim)) in dense.into_iter().enumerate() {
-                add(id, rank, Some(sim), None);
+            let candidates = self.dense(v, k.max(fusion::DENSE_POOL));
+            best_similarity.push(candidates.first().map_or(0.0, |(_, sim)| *sim));
+            let ranked =
+                fusion::rank_within_language(&candidates, |id| self.languages.get(id).copied());
+            for (rank, (id, sim)) in ranked.into_iter().take(k).enumerate() {
+                add(id, fusion::reciprocal_rank(rank), Some(sim), None);
             }
         }
+        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
         for t in texts {
+            let query: Vec<(String, f32)> = content_terms(t, languages)
+                .into_iter()
+                .map(|term| {
+                    let w = self.terms.rarity(&term);
+                    (term, w)
+                })
+                .collect();
             for (rank, (id, score)) in self.bm25.search(t, k).into_iter().enumerate() {
-                add(id, rank, None, Some(score));
+                let Some(chunk) = self.chunks.get(id) else {
+                    continue;
+                };
+                let weight = if fusion.weigh_lexical_by_coverage {
+                    fusion::lexical_weight(&query, &content_terms(&chunk.search_text(), languages))
+                } else {
+                    1.0
+                };
+                add(
+                    id,
+                    weight * fusion::reciprocal_rank(rank),
+                    None,
+                    Some(score),
+                );
             }
         }
         let mut hits: Vec<(usize, Hit)> = fused.into_iter().collect();
@@ -274,6 +315,11 @@ impl KnowledgeBase {
     pub fn term_coverage(&self, query: &str, hits: &[Hit]) -> f32 {
         let texts: Vec<String> = hits.iter().map(|h| h.chunk.search_text()).collect();
         bm25::term_coverage(query, &texts, Bm25Config::KNOWLEDGE_BASE.languages)
+    }
+
+    /// The chunk with this id (as [`Self::dense`] returns them).
+    pub fn chunk(&self, id: usize) -> Option<&Chunk> {
+        self.chunks.get(id).map(|c| c.as_ref())
     }
 
     /// (chunk id, cosine similarity), best first.

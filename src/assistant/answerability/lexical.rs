@@ -33,10 +33,8 @@ pub fn signals(
     let query = content_terms(&without_question_words(question), languages);
     let texts: Vec<String> = top.iter().map(|h| h.chunk.search_text()).collect();
     let excerpt_terms: Vec<_> = texts.iter().map(|t| content_terms(t, languages)).collect();
-    let mut weighted: Vec<(String, f32)> = query
-        .iter()
-        .map(|t| (t.clone(), rarity(stats, t)))
-        .collect();
+    let mut weighted: Vec<(String, f32)> =
+        query.iter().map(|t| (t.clone(), stats.rarity(t))).collect();
     // Rarest first; ties by the word itself so that the result is stable.
     weighted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let in_any = |t: &str| excerpt_terms.iter().any(|set| set.contains(t));
@@ -170,11 +168,6 @@ pub fn signals(
 
 /// How much finding `term` in the excerpts says: BM25's inverse document frequency, shifted so that a
 /// word in every chunk (the company's name) weighs nothing.
-fn rarity(stats: &TermStats, term: &str) -> f32 {
-    let n = stats.documents as f32;
-    let everywhere = (1.0 + 0.5 / (n + 0.5)).ln();
-    (stats.idf(term) - everywhere).max(0.0)
-}
 
 /// Cosines of the next candidates a z-score is taken against.
 const DENSE_SPREAD: usize = 10;
@@ -378,8 +371,8 @@ mod tests {
     #[test]
     fn a_word_in_every_chunk_weighs_nothing() {
         let (stats, hits) = kb();
-        assert_eq!(rarity(&stats, "novapay"), 0.0);
-        assert!(rarity(&stats, "intern") > 1.0);
+        assert_eq!(stats.rarity("novapay"), 0.0);
+        assert!(stats.rarity("intern") > 1.0);
         let s = signals(
             &stats,
             "NovaPay?",

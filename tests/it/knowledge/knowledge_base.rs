@@ -12,7 +12,8 @@ use novapay::embed::{Embedder, EmbedderOptions};
 use novapay::engine::{LlmHandle, LlmOptions, SamplingParams};
 use novapay::index::chunk::ChunkSettings;
 use novapay::index::{
-    build_index, GenerationWatcher, IndexError, IndexJob, IndexReport, IndexSettings, KnowledgeBase,
+    build_index, Fusion, GenerationWatcher, IndexError, IndexJob, IndexReport, IndexSettings,
+    KnowledgeBase,
 };
 use novapay::memory::{ConversationStore, SessionId, SqliteStore};
 
@@ -280,7 +281,9 @@ fn a_failure_mid_index_leaves_the_previous_index_serving() {
     let q = embedder()
         .embed_queries(&["How do I block my card?"])
         .unwrap();
-    let hits = kb.search(&q, &["How do I block my card?"], 3).hits;
+    let hits = kb
+        .search(&q, &["How do I block my card?"], 3, Fusion::default())
+        .hits;
     assert_eq!(hits[0].chunk.source, "cards.md");
     assert_ne!(hits[0].chunk.text, "All card text replaced.");
 
@@ -317,7 +320,7 @@ fn windows_1251_text_and_a_corrupt_pdf_are_handled() {
     let kb = KnowledgeBase::open(&idx, &settings()).unwrap();
     let query = "банкоматах партнёров 777 рублей";
     let v = embedder().embed_queries(&[query]).unwrap();
-    let hits = kb.search(&v, &[query], 3).hits;
+    let hits = kb.search(&v, &[query], 3, Fusion::default()).hits;
     assert_eq!(hits[0].chunk.source, "1c/limity.txt");
     assert!(
         hits[0].chunk.text.contains("Лимит снятия наличных"),

@@ -1,0 +1,162 @@
+//! How the dense and the lexical lists of one search become one ranking.
+//!
+//! - **Dense, per language.** A multilingual embedder scores a question higher against every chunk in
+//!   its own language: a Russian question about a stolen card sits closer to an unrelated Russian
+//!   article than to the English "Lost or stolen card" section. So each chunk's cosine is read as a
+//!   z-score against the question's cosines to the other candidates *in the chunk's language*: what
+//!   stands out within its language wins, whatever the language's offset. With one language in the
+//!   knowledge base this is the cosine order.
+//! - **Lexical, by coverage.** A BM25 hit adds its reciprocal rank weighted by the square of the
+//!   share of the question's rarity mass the chunk contains: a chunk that shares one common word
+//!   with the question ("card") hardly counts, one that has its rare words (a product name, an error
+//!   code) counts fully. Unweighted, BM25 pulls a cross-language question to same-language articles
+//!   on the wrong topic. Only with an embedder that reads every language (see [`Fusion`]).
+
+use std::collections::HashSet;
+
+use crate::text::Language;
+
+/// How a search fuses its lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fusion {
+    /// Weigh each lexical hit by the share of the question it covers. On for an embedder that reads
+    /// every language of the knowledge base (the dense list carries cross-language questions); off
+    /// for an English-only one, whose Russian questions only BM25 can match.
+    pub weigh_lexical_by_coverage: bool,
+}
+
+/// Reciprocal rank fusion's constant (Cormack et al.).
+pub const RRF_K: f32 = 60.0;
+
+/// Dense candidates read per query to measure each language's spread.
+pub const DENSE_POOL: usize = 200;
+
+/// Candidates of one language a z-score is taken against.
+const SPREAD_OF: usize = 30;
+
+/// A language with fewer candidates than this is measured against all candidates together.
+const MIN_PER_LANGUAGE: usize = 8;
+
+/// The fused score of rank `rank` (0-based) in one list.
+pub fn reciprocal_rank(rank: usize) -> f32 {
+    1.0 / (RRF_K + rank as f32 + 1.0)
+}
+
+/// `candidates` (id, cosine), best cosine first, re-ranked by each cosine's z-score within its
+/// chunk's language (see the module's note); returns (id, cosine), best first.
+pub fn rank_within_language(
+    candidates: &[(usize, f32)],
+    language_of: impl Fn(usize) -> Option<Language>,
+) -> Vec<(usize, f32)> {
+    let spread = |cosines: &[f32]| -> (f32, f32) {
+        let n = cosines.len().max(1) as f32;
+        let mean = cosines.iter().sum::<f32>() / n;
+        let var = cosines.iter().map(|c| (c - mean) * (c - mean)).sum::<f32>() / n;
+        (mean, var.sqrt().max(1e-4))
+    };
+    let top_of = |lang: Option<Language>| -> Vec<f32> {
+        candidates
+            .iter()
+            .filter(|(id, _)| language_of(*id) == lang)
+            .take(SPREAD_OF)
+            .map(|(_, c)| *c)
+            .collect()
+    };
+    let all: Vec<f32> = candidates.iter().take(SPREAD_OF).map(|(_, c)| *c).collect();
+    let pooled = spread(&all);
+    let mut per_language: Vec<(Option<Language>, (f32, f32))> = Vec::new();
+    let mut scored: Vec<(usize, f32, f32)> = candidates
+        .iter()
+        .map(|&(id, cosine)| {
+            let lang = language_of(id);
+            let (mean, sd) = match per_language.iter().find(|(l, _)| *l == lang) {
+                Some((_, s)) => *s,
+                None => {
+                    let own = top_of(lang);
+                    let s = if own.len() >= MIN_PER_LANGUAGE {
+                        spread(&own)
+                    } else {
+                        pooled
+                    };
+                    per_language.push((lang, s));
+                    s
+                }
+            };
+            (id, cosine, (cosine - mean) / sd)
+        })
+        .collect();
+    // Stable: equal z-scores keep the cosine order.
+    scored.sort_by(|a, b| b.2.total_cmp(&a.2));
+    scored.into_iter().map(|(id, c, _)| (id, c)).collect()
+}
+
+/// The share of `query`'s rarity mass (term, weight) that `chunk_terms` contains, squared: what a
+/// lexical hit's reciprocal rank is multiplied by. 1 when the query has no weighted term.
+pub fn lexical_weight(query: &[(String, f32)], chunk_terms: &HashSet<String>) -> f32 {
+    let total: f32 = query.iter().map(|(_, w)| w).sum();
+    if total <= 0.0 {
+        return 1.0;
+    }
+    let covered: f32 = query
+        .iter()
+        .filter(|(t, _)| chunk_terms.contains(t))
+        .map(|(_, w)| w)
+        .sum();
+    let share = covered / total;
+    share * share
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(words: &[&str]) -> HashSet<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn a_chunk_standing_out_in_its_language_beats_a_same_language_crowd() {
+        // Ten Russian chunks all near 0.84 (the question is Russian), ten English ones near 0.78
+        // with one at 0.81: the English one stands out in its language, the Russian best does not.
+        let mut candidates = Vec::new();
+        for i in 0..10 {
+            candidates.push((i, 0.845 - 0.001 * i as f32));
+        }
+        candidates.push((100, 0.81));
+        for i in 0..9 {
+            candidates.push((101 + i, 0.78 - 0.001 * i as f32));
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let language = |id: usize| Some(if id < 100 { Language::Ru } else { Language::En });
+        let ranked = rank_within_language(&candidates, language);
+        assert_eq!(ranked[0], (100, 0.81), "{ranked:?}");
+        assert_eq!(ranked.len(), candidates.len());
+        // One language only: the cosine order is kept.
+        let one = rank_within_language(&candidates, |_| Some(Language::En));
+        assert_eq!(one, candidates);
+    }
+
+    #[test]
+    fn a_language_with_few_candidates_is_measured_against_all() {
+        // Two English chunks among twenty Russian: their own spread would be two points; they are
+        // measured against the pooled candidates, so the lower one does not jump ahead.
+        let mut candidates: Vec<(usize, f32)> =
+            (0..20).map(|i| (i, 0.85 - 0.002 * i as f32)).collect();
+        candidates.push((100, 0.80));
+        candidates.push((101, 0.70));
+        let language = |id: usize| Some(if id < 100 { Language::Ru } else { Language::En });
+        let ranked = rank_within_language(&candidates, language);
+        let pos = |id| ranked.iter().position(|(i, _)| *i == id).unwrap();
+        assert!(pos(100) < pos(101));
+        assert_eq!(ranked.last().unwrap().0, 101);
+    }
+
+    #[test]
+    fn lexical_weight_is_the_squared_share_of_rarity_covered() {
+        let query = vec![("bitcoin".to_string(), 3.0), ("card".to_string(), 1.0)];
+        assert_eq!(lexical_weight(&query, &terms(&["card", "fee"])), 1.0 / 16.0);
+        assert_eq!(lexical_weight(&query, &terms(&["bitcoin", "card"])), 1.0);
+        assert_eq!(lexical_weight(&query, &terms(&["fee"])), 0.0);
+        assert_eq!(lexical_weight(&[], &terms(&["fee"])), 1.0);
+    }
+}
