@@ -490,6 +490,11 @@ const FIT_FOLDS: &[(&str, &str, &[&str])] = &[
         "eval/heldout-5/kb",
         &["eval/heldout-5/kb-questions.jsonl"],
     ),
+    (
+        "tulpar-kb",
+        "eval/heldout-6/kb",
+        &["eval/heldout-6/kb-questions.jsonl"],
+    ),
 ];
 
 /// `eval answerability --fit`: the weighing gate fitted leaving one knowledge base out, every fold

@@ -13,7 +13,7 @@
 use super::signals::{GateConfig, GateSignals, WordSignal};
 use crate::index::bm25::Bm25Config;
 use crate::index::{Hit, TermStats};
-use crate::text::split_sentences;
+use crate::text::{detect_language, split_sentences, Language};
 use crate::text::words::{common_prefix, content_terms, same_root, without_question_words};
 
 /// BM25 constants (as tantivy and Lucene use).
@@ -172,17 +172,36 @@ pub fn signals(
 /// Cosines of the next candidates a z-score is taken against.
 const DENSE_SPREAD: usize = 10;
 
-/// The best dense hit's cosine against the mean and spread of the next ones.
+/// The best dense hit's cosine against the mean and spread of the next ones *in its chunk's
+/// language*: a multilingual embedder sets every chunk in the question's language higher, so a
+/// cross-language match is measured against its own language's crowd. Of the languages with at
+/// least three hits, the one where the best stands out most.
 pub fn dense_z(hits: &[Hit]) -> f32 {
-    let mut cos: Vec<f32> = hits.iter().filter_map(|h| h.dense).collect();
+    let mut by_language: Vec<(Language, Vec<f32>)> = Vec::new();
+    for h in hits {
+        let Some(c) = h.dense else { continue };
+        let lang = detect_language(&h.chunk.text);
+        match by_language.iter_mut().find(|(l, _)| *l == lang) {
+            Some((_, v)) => v.push(c),
+            None => by_language.push((lang, vec![c])),
+        }
+    }
+    by_language
+        .into_iter()
+        .filter_map(|(_, cos)| z_of_best(cos))
+        .fold(None, |best: Option<f32>, z| Some(best.map_or(z, |b| b.max(z))))
+        .unwrap_or(0.0)
+}
+
+fn z_of_best(mut cos: Vec<f32>) -> Option<f32> {
     cos.sort_by(|a, b| b.total_cmp(a));
     if cos.len() < 3 {
-        return 0.0;
+        return None;
     }
     let rest = &cos[1..cos.len().min(DENSE_SPREAD + 1)];
     let mean = rest.iter().sum::<f32>() / rest.len() as f32;
     let var = rest.iter().map(|c| (c - mean).powi(2)).sum::<f32>() / rest.len() as f32;
-    ((cos[0] - mean) / var.sqrt().max(0.01)).min(10.0)
+    Some(((cos[0] - mean) / var.sqrt().max(0.01)).min(10.0))
 }
 
 /// Which sentences of a question ask: those ending in "?" (the last one when none does). The
