@@ -31,7 +31,7 @@ fn tiny(quant: &str) -> PathBuf {
             let path =
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-{quant}-{SEED}.gguf"));
             let spec = SynthSpec {
-            arch: Architecture::Llama,
+                arch: Architecture::Llama,
                 shape: Shape::TINY,
                 quant: quant.parse::<Quant>().unwrap(),
                 seed: SEED,
@@ -64,7 +64,7 @@ fn synthetic_gguf_is_byte_identical_on_every_run_and_to_the_fixture_model() {
     let dir = tempfile::tempdir().unwrap();
     let again = dir.path().join("again.gguf");
     let spec = SynthSpec {
-            arch: Architecture::Llama,
+        arch: Architecture::Llama,
         shape: Shape::TINY,
         quant: Quant::Q8_0,
         seed: SEED,
@@ -733,7 +733,7 @@ fn tile_cache_is_mapped_on_later_loads_and_rebuilt_when_stale_or_damaged() {
     let mtime = std::fs::metadata(&gguf).unwrap().modified().unwrap();
     let other = work.path().join("other.gguf");
     let spec = SynthSpec {
-            arch: Architecture::Llama,
+        arch: Architecture::Llama,
         shape: Shape::TINY,
         quant: Quant::Q4K,
         seed: SEED + 1,

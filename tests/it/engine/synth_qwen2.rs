@@ -117,9 +117,16 @@ fn qwen2_prompt_is_the_ggufs_chatml_template() {
          <|im_end|>\n<|im_start|>user\nКак заблокировать карту? <|im_end|><|im_end|>\n\
          <|im_start|>assistant\n"
     );
-    let ids = llm.template.encode(&llm.tokenizer, &messages, true).unwrap();
+    let ids = llm
+        .template
+        .encode(&llm.tokenizer, &messages, true)
+        .unwrap();
     let count = |id: u32| ids.iter().filter(|t| **t == id).count();
-    assert_eq!(ids[0], synth::QWEN2_IM_START, "no BOS, the template's first marker");
+    assert_eq!(
+        ids[0],
+        synth::QWEN2_IM_START,
+        "no BOS, the template's first marker"
+    );
     assert_eq!(count(synth::QWEN2_IM_START), 3);
     assert_eq!(count(synth::QWEN2_IM_END), 2, "the typed marker is text");
     assert!(llm.tokenizer.stop_ids.contains(&synth::QWEN2_IM_END));

@@ -221,7 +221,11 @@ pub fn qwen2() -> Vocabulary {
     let mut types = vec![NORMAL; QWEN2_TEXT];
     for t in QWEN2_ADDED {
         tokens.push(t.to_string());
-        types.push(if t.starts_with("<|") { CONTROL } else { USER_DEFINED });
+        types.push(if t.starts_with("<|") {
+            CONTROL
+        } else {
+            USER_DEFINED
+        });
     }
     while tokens.len() < QWEN2_VOCAB {
         tokens.push(format!("[PAD{}]", tokens.len()));
