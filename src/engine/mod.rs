@@ -11,7 +11,7 @@ pub mod tools;
 // The modules by their short names, as the rest of the crate, the tests and the benchmarks name them.
 pub use kernels::{attention, packed, spin_pool, tile_cache};
 pub(crate) use model::load_phases;
-pub use model::{chat_template, gguf, llama, tokenizer};
+pub use model::{arch, chat_template, gguf, llama, tokenizer};
 pub use run::{generation, sampling, stream_decoder, worker};
 pub use tools::{inspect, synth};
 

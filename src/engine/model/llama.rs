@@ -1,4 +1,5 @@
-//! A quantized Llama-architecture decoder read from GGUF. It follows candle-transformers'
+//! A quantized Llama-architecture decoder read from GGUF, and the families that are Llama's decoder
+//! with a few switches (`arch.rs`: Qwen2's Q/K/V biases and NeoX RoPE). It follows candle-transformers'
 //! `quantized_llama` (same tensors, same kernels) and changes what that module cannot be configured to
 //! do, all measured in `novapay bench llm`:
 //! - Llama 3.x RoPE frequency scaling (`rope_freqs.weight`) and the GGUF's own context length (candle's
@@ -78,6 +79,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_transformers::quantized_nn::RmsNorm;
 
+use crate::engine::arch::{Architecture, RopeStyle};
 use crate::engine::attention;
 use crate::engine::kernels::parallel;
 use crate::engine::packed::PackedWeight;
@@ -176,6 +178,7 @@ impl Default for LoadOptions {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LlamaConfig {
+    pub architecture: Architecture,
     pub n_layer: usize,
     pub n_head: usize,
     pub n_kv_head: usize,
@@ -328,14 +331,37 @@ fn packed_matmul(weights: &[&PackedWeight], x: &Tensor) -> candle_core::Result<V
         .collect()
 }
 
-/// A weight matrix kept quantized, multiplied by whichever kernel suits the number of rows.
+/// A weight matrix kept quantized, multiplied by whichever kernel suits the number of rows, and an
+/// optional f32 bias added to each output row (Qwen2's Q/K/V).
 struct Linear {
     weight: Weight,
     dense_min_rows: usize,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
+    fn with_bias(self, bias: Tensor) -> Self {
+        Self {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.matmul(x)?;
+        self.add_bias(y)
+    }
+
+    /// `y + bias` on every row; each value is one f32 addition, so a row's result does not depend
+    /// on the batch it is in.
+    fn add_bias(&self, y: Tensor) -> candle_core::Result<Tensor> {
+        match &self.bias {
+            None => Ok(y),
+            Some(b) => y.broadcast_add(b),
+        }
+    }
+
+    fn matmul(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
         if rows >= self.dense_min_rows && self.weight.is_quantized() && x.device().is_cpu() {
             let w = self.weight.dequantize(x.device())?;
@@ -381,7 +407,7 @@ impl Linear {
                 })
                 .collect();
             if all_quantized && packed.len() == linears.len() {
-                return packed_matmul(&packed, x);
+                return with_biases(linears, packed_matmul(&packed, x)?);
             }
             let candle: Vec<&QTensor> = linears
                 .iter()
@@ -394,12 +420,20 @@ impl Linear {
                 && candle.iter().all(|w| w.dtype() == candle[0].dtype());
             if all_quantized && same_type {
                 if let Some(out) = QTensor::gemv_fused_shared_lhs(&candle, x)? {
-                    return Ok(out);
+                    return with_biases(linears, out);
                 }
             }
         }
         linears.iter().map(|l| l.forward(x)).collect()
     }
+}
+
+fn with_biases(linears: &[&Linear], outs: Vec<Tensor>) -> candle_core::Result<Vec<Tensor>> {
+    linears
+        .iter()
+        .zip(outs)
+        .map(|(l, y)| l.add_bias(y))
+        .collect()
 }
 
 /// The token embedding, kept quantized: only the looked-up rows are dequantized.
@@ -482,6 +516,7 @@ pub struct LlamaModel {
     /// Every token's logits are the same bits however the prompt is split into forward passes
     /// (`split_invariant`).
     split_invariant: bool,
+    rope_style: RopeStyle,
     pub config: LlamaConfig,
 }
 
@@ -631,8 +666,12 @@ impl LlamaModel {
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let rope = match self.rope_style {
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
+                RopeStyle::Neox => candle_nn::rotary_emb::rope,
+            };
+            let q = rope(&q, &cos, &sin)?;
+            let k = rope(&k, &cos, &sin)?;
             layer.kv.append(&k, &v)?;
             let scale = 1.0 / (head_dim as f64).sqrt();
             let y = if cpu && (s == 1 || attention::vectorized()) {

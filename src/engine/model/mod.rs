@@ -1,6 +1,7 @@
-//! The model itself: the GGUF file, the Llama forward pass and its loading, the tokenizer and the chat
-//! template.
+//! The model itself: the GGUF file, the supported architectures, the decoder forward pass and its
+//! loading, the tokenizer and the chat template.
 
+pub mod arch;
 pub mod chat_template;
 pub mod gguf;
 pub mod llama;

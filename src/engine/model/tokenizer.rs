@@ -24,6 +24,8 @@ use crate::engine::EngineError;
 const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's: Llama 3's with numbers split one digit at a time (`\p{N}` where Llama 3 has `\p{N}{1,3}`).
+const QWEN2_PATTERN: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
@@ -71,12 +73,14 @@ impl LlmTokenizer {
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
                 (&[LLAMA3_PATTERN], true)
             }
+            // llama.cpp keeps the merges for Qwen2 (no `ignore_merges`, unlike Llama 3).
+            "qwen2" | "deepseek-r1-qwen" => (&[QWEN2_PATTERN], false),
             "smollm" => (&[r"\p{N}", GPT2_PATTERN], false),
             "gpt-2" | "phi-2" => (&[GPT2_PATTERN], false),
             other => {
                 return Err(bad(format!(
                 "unsupported pre-tokenizer `tokenizer.ggml.pre = {other}` (supported: llama-bpe, \
-                     llama3, smollm, gpt-2); pass the model's tokenizer.json with --llm-tokenizer"
+                     llama3, qwen2, smollm, gpt-2); pass the model's tokenizer.json with --llm-tokenizer"
             )))
             }
         };

@@ -11,6 +11,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::device::DeviceChoice;
+use crate::engine::arch::Architecture;
 use crate::engine::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
 use crate::engine::gguf::GgufFile;
 use crate::engine::llama::{LlamaConfig, LlamaModel, LoadOptions};
@@ -130,6 +131,9 @@ impl Llm {
         let mut phases = LoadPhases::start(opts.gguf.display().to_string());
         let device = opts.device.open()?;
         let gguf = GgufFile::open(&opts.gguf)?;
+        // An architecture we cannot run is refused first: its tokenizer or tensors would otherwise
+        // fail with a less telling error (a BERT's vocabulary, a Mamba's missing attention).
+        Architecture::of(&gguf)?;
         phases.phase("gguf header");
         // The tokenizer first and the weights after, on this thread: repacking keeps both cores busy
         // (a tokenizer thread beside it showed no gain in interleaved runs), and with the tile cache

@@ -1,9 +1,11 @@
-//! The LLM engine on real and generated GGUFs: generation, Llama 3.2's architecture against llama.cpp,
+//! The LLM engine on real and generated GGUFs: generation, Llama 3.2's and Qwen2.5's architectures
+//! against llama.cpp,
 //! the tokenizer, chat templates, the worker thread, and bad model files.
 
 pub mod generation;
 mod model_files;
 mod synth_llama;
+mod synth_qwen2;
 mod templates;
 mod tokenizer;
 mod worker;

@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::QTensor;
 use candle_core::Device;
+use novapay::engine::arch::Architecture;
 use novapay::engine::inspect::{self, LogitsRequest};
 use novapay::engine::llama::PrefillKernel;
 use novapay::engine::synth::{self, Quant, Shape, SynthSpec};
@@ -30,6 +31,7 @@ fn tiny(quant: &str) -> PathBuf {
             let path =
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-{quant}-{SEED}.gguf"));
             let spec = SynthSpec {
+                arch: Architecture::Llama,
                 shape: Shape::TINY,
                 quant: quant.parse::<Quant>().unwrap(),
                 seed: SEED,
@@ -40,7 +42,7 @@ fn tiny(quant: &str) -> PathBuf {
         .clone()
 }
 
-fn sha256(path: &Path) -> String {
+pub(super) fn sha256(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     Sha256::digest(&bytes)
         .iter()
@@ -48,7 +50,7 @@ fn sha256(path: &Path) -> String {
         .collect()
 }
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
+pub(super) fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
         .iter()
@@ -62,6 +64,7 @@ fn synthetic_gguf_is_byte_identical_on_every_run_and_to_the_fixture_model() {
     let dir = tempfile::tempdir().unwrap();
     let again = dir.path().join("again.gguf");
     let spec = SynthSpec {
+        arch: Architecture::Llama,
         shape: Shape::TINY,
         quant: Quant::Q8_0,
         seed: SEED,
@@ -157,10 +160,9 @@ struct Ours {
     greedy: Vec<u32>,
 }
 
-fn run_ours(quant: &str, prefill: PrefillKernel) -> Ours {
-    let fx = fixture("llama_cpp_parity.json");
+fn run_ours(fx: &serde_json::Value, model: &Path, prefill: PrefillKernel) -> Ours {
     let tokens = ids(&fx["ids"]);
-    let mut opts = LlmOptions::new(tiny(quant));
+    let mut opts = LlmOptions::new(model.to_path_buf());
     opts.load.prefill = prefill;
     let mut llm = Llm::load(&opts).unwrap();
     let report = inspect::prompt_logits(
@@ -214,15 +216,20 @@ fn greedy_prefix_matches(ours: &Ours, want: &Expected, tie: f32) -> bool {
 }
 
 fn check_parity(quant: &str) {
-    let fx = fixture("llama_cpp_parity.json");
+    check_parity_of(&fixture("llama_cpp_parity.json"), quant, &tiny(quant));
+}
+
+/// `model` (the file the fixture's `quant` entry was made from) against the fixture's exact reference
+/// and llama.cpp's logits.
+pub(super) fn check_parity_of(fx: &serde_json::Value, quant: &str, model: &Path) {
     let select = ids(&fx["select"]);
-    let model = &fx["models"][quant];
-    let reference = expected(&model["reference"]);
-    let llama = expected(&model["llama_cpp"]);
+    let entry = &fx["models"][quant];
+    let reference = expected(&entry["reference"]);
+    let llama = expected(&entry["llama_cpp"]);
 
     // The dense prefill (f32 GEMM on dequantized weights) against exact arithmetic: every argmax and
     // the whole greedy continuation identical. (Not the default: its rows depend on the batch.)
-    let ours = run_ours(quant, PrefillKernel::Dense);
+    let ours = run_ours(fx, model, PrefillKernel::Dense);
     let (diff, wrong) = compare(&ours, &reference, &select, 0.0);
     eprintln!("{quant}: novapay vs exact reference: max |diff| {diff:.6}");
     assert!(
@@ -247,7 +254,7 @@ fn check_parity(quant: &str) {
         .chain(&reference.greedy[..31])
         .copied()
         .collect();
-    let mut dense = LlmOptions::new(tiny(quant));
+    let mut dense = LlmOptions::new(model.to_path_buf());
     dense.load.prefill = PrefillKernel::Dense;
     let mut llm = Llm::load(&dense).unwrap();
     let rows = llm.logits_all_positions(&forced).unwrap();
@@ -295,7 +302,7 @@ fn check_parity(quant: &str) {
     );
 
     // The quantized prefill kernel (the default) has llama.cpp-like noise, no more.
-    let quantized = run_ours(quant, PrefillKernel::Auto);
+    let quantized = run_ours(fx, model, PrefillKernel::Auto);
     let (diff, wrong) = compare(&quantized, &reference, &select, NOISY_TOLERANCE);
     eprintln!("{quant}: quantized prefill vs exact reference: max |diff| {diff:.4}");
     assert!(
@@ -380,6 +387,7 @@ fn scaled_q4_k_m() -> PathBuf {
         let path =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("scaled-q4_k_m-{SEED}.gguf"));
         let spec = SynthSpec {
+            arch: Architecture::Llama,
             shape: Shape {
                 n_layer: 2,
                 hidden: 768,
@@ -446,7 +454,7 @@ fn q4_k_m_logits_are_the_same_on_one_and_two_threads() {
 // ---------------------------------------------------------------- damaged files
 
 /// Rewrites a GGUF with edited metadata and tensors.
-fn rewrite(
+pub(super) fn rewrite(
     src: &Path,
     dst: &Path,
     edit_meta: impl FnOnce(&mut Vec<(String, Value)>),
@@ -473,7 +481,7 @@ fn rewrite(
     gguf_file::write(&mut out, &m, &t).unwrap();
 }
 
-fn load_err(path: &Path) -> String {
+pub(super) fn load_err(path: &Path) -> String {
     let err = match Llm::load(&LlmOptions::new(path.to_path_buf())) {
         Ok(_) => panic!("{} must not load", path.display()),
         Err(e) => e,
@@ -527,24 +535,36 @@ fn missing_tensor_is_named() {
     assert!(msg.contains("blk.1.ffn_down.weight"), "{msg}");
 }
 
+/// Another family (a state-space model, an encoder) is refused from the header, naming the families
+/// that run, before its tokenizer is built or a weight is read: the BERT-style file's `bert`
+/// vocabulary, which the tokenizer would refuse with a less telling error, is never reached.
 #[test]
-fn unknown_architecture_is_refused() {
+fn unsupported_architecture_is_refused_naming_the_supported_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("arch.gguf");
-    rewrite(
-        &tiny("q8_0"),
-        &path,
-        |meta| {
-            for (k, v) in meta.iter_mut() {
-                if k == "general.architecture" {
-                    *v = Value::String("mamba".into());
+    for arch in ["mamba", "bert"] {
+        let path = dir.path().join(format!("{arch}.gguf"));
+        rewrite(
+            &tiny("q8_0"),
+            &path,
+            |meta| {
+                for (k, v) in meta.iter_mut() {
+                    if k == "general.architecture" {
+                        *v = Value::String(arch.into());
+                    }
+                    if k == "tokenizer.ggml.model" && arch == "bert" {
+                        *v = Value::String("bert".into());
+                    }
                 }
-            }
-        },
-        |_| {},
-    );
-    let msg = load_err(&path);
-    assert!(msg.contains("architecture `mamba`"), "{msg}");
+            },
+            |_| {},
+        );
+        let msg = load_err(&path);
+        assert!(
+            msg.contains(&format!("architecture `{arch}` is not supported"))
+                && msg.contains("llama, qwen2"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]
@@ -713,6 +733,7 @@ fn tile_cache_is_mapped_on_later_loads_and_rebuilt_when_stale_or_damaged() {
     let mtime = std::fs::metadata(&gguf).unwrap().modified().unwrap();
     let other = work.path().join("other.gguf");
     let spec = SynthSpec {
+        arch: Architecture::Llama,
         shape: Shape::TINY,
         quant: Quant::Q4K,
         seed: SEED + 1,

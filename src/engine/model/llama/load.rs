@@ -1,5 +1,6 @@
-//! `LlamaModel::load`: from an open GGUF to a model ready to run, in named steps (metadata, shape
-//! checks, the kernels' plan, the tile cache, the tensors, the cache written back).
+//! `LlamaModel::load`: from an open GGUF of any supported architecture (`arch.rs`) to a model ready to
+//! run, in named steps (metadata, shape checks, the kernels' plan, the tile cache, the tensors, the
+//! cache written back).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use super::{
     Embedding, KvCache, Layer, Linear, LlamaConfig, LlamaModel, LoadOptions, PrefillKernel,
     Requantize, Weight, DENSE_PREFILL_MAX_WEIGHT_BYTES,
 };
+use crate::engine::arch::Architecture;
 use crate::engine::gguf::GgufFile;
 use crate::engine::load_phases::LoadPhases;
 use crate::engine::packed::{self, PackedWeight};
@@ -83,7 +85,9 @@ impl LlamaModel {
             pos: 0,
             fused: opts.fused_matmul,
             split_invariant,
+            rope_style: meta.arch.rope_style(),
             config: LlamaConfig {
+                architecture: meta.arch,
                 n_layer: meta.n_layer,
                 n_head: meta.n_head,
                 n_kv_head: meta.n_kv_head,
@@ -105,8 +109,10 @@ fn bad(gguf: &GgufFile, reason: String) -> EngineError {
     }
 }
 
-/// The model's hyperparameters from the GGUF's metadata, checked for consistency.
+/// The model's hyperparameters from the GGUF's metadata (keys under the architecture's prefix), checked
+/// for consistency.
 struct Metadata {
+    arch: Architecture,
     n_head: usize,
     n_kv_head: usize,
     n_layer: usize,
@@ -120,23 +126,15 @@ struct Metadata {
 
 impl Metadata {
     fn read(gguf: &GgufFile, opts: &LoadOptions) -> Result<Self, EngineError> {
-        let arch = gguf.get_str("general.architecture").unwrap_or("");
-        if arch != "llama" {
-            return Err(bad(
-                gguf,
-                format!(
-                    "architecture `{arch}` is not supported; novapay runs llama-architecture GGUFs \
-                     (Llama 3.x, SmolLM2, Mistral)"
-                ),
-            ));
-        }
-        let n_head = gguf.require_u32("llama.attention.head_count")? as usize;
+        let arch = Architecture::of(gguf)?;
+        let key = |k: &str| arch.key(k);
+        let n_head = gguf.require_u32(&key("attention.head_count"))? as usize;
         let n_kv_head = gguf
-            .get_u32("llama.attention.head_count_kv")
+            .get_u32(&key("attention.head_count_kv"))
             .map(|v| v as usize)
             .unwrap_or(n_head);
-        let n_layer = gguf.require_u32("llama.block_count")? as usize;
-        let hidden = gguf.require_u32("llama.embedding_length")? as usize;
+        let n_layer = gguf.require_u32(&key("block_count"))? as usize;
+        let hidden = gguf.require_u32(&key("embedding_length"))? as usize;
         if n_head == 0
             || n_kv_head == 0
             || !hidden.is_multiple_of(n_head)
@@ -152,19 +150,36 @@ impl Metadata {
         }
         let head_dim = hidden / n_head;
         let rope_dim = gguf
-            .get_u32("llama.rope.dimension_count")
+            .get_u32(&key("rope.dimension_count"))
             .map(|v| v as usize)
             .unwrap_or(head_dim);
+        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
+            return Err(bad(
+                gguf,
+                format!("RoPE dimension {rope_dim} does not fit a head of {head_dim}"),
+            ));
+        }
+        if rope_dim != head_dim {
+            // Partial RoPE (a rotated prefix of each head) is not implemented: say so rather than
+            // rotate the wrong dimensions.
+            return Err(bad(
+                gguf,
+                format!("partial RoPE ({rope_dim} of {head_dim} head dimensions) is not supported"),
+            ));
+        }
         let eps = gguf
-            .get_f32("llama.attention.layer_norm_rms_epsilon")
-            .unwrap_or(1e-5) as f64;
-        let freq_base = gguf.get_f32("llama.rope.freq_base").unwrap_or(10000.0);
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))
+            .unwrap_or(arch.default_rms_eps()) as f64;
+        let freq_base = gguf
+            .get_f32(&key("rope.freq_base"))
+            .unwrap_or(arch.default_freq_base());
         let trained_context = gguf
-            .get_u32("llama.context_length")
+            .get_u32(&key("context_length"))
             .map(|v| v as usize)
             .unwrap_or(opts.max_context);
         let context_length = trained_context.min(opts.max_context).max(1);
         Ok(Self {
+            arch,
             n_head,
             n_kv_head,
             n_layer,
@@ -184,6 +199,8 @@ impl Metadata {
             q_dim: self.n_head * self.head_dim,
             kv_dim: self.n_kv_head * self.head_dim,
             rope_dim: self.rope_dim,
+            qkv_bias: self.arch.qkv_bias(),
+            rope_freq_factors: self.arch.rope_freq_factors(),
         }
     }
 }
@@ -285,13 +302,13 @@ fn has_tensor(r: &TensorReader, name: &str) -> bool {
     r.content.tensor_infos.contains_key(name)
 }
 
-/// RoPE's cos/sin tables, with Llama 3's frequency factors when the file has them.
+/// RoPE's cos/sin tables, with Llama 3's frequency factors when the file has them (Llama only).
 fn read_rope_tables(
     r: &mut TensorReader,
     meta: &Metadata,
     device: &Device,
 ) -> Result<(Tensor, Tensor), EngineError> {
-    let rope_freqs = if has_tensor(r, "rope_freqs.weight") {
+    let rope_freqs = if meta.arch.rope_freq_factors() && has_tensor(r, "rope_freqs.weight") {
         let t = r.read("rope_freqs.weight")?;
         Some(
             t.dequantize(device)
@@ -334,6 +351,7 @@ fn read_output(r: &mut TensorReader, embedding: &Embedding) -> Result<Linear, En
         Ok(Linear {
             weight: embedding.as_weight().map_err(|e| r.bad(e.to_string()))?,
             dense_min_rows: r.dense_min_rows,
+            bias: None,
         })
     }
 }
@@ -343,10 +361,18 @@ fn read_layers(r: &mut TensorReader, meta: &Metadata) -> Result<Vec<Layer>, Engi
     let mut layers = Vec::with_capacity(meta.n_layer);
     for i in 0..meta.n_layer {
         let p = format!("blk.{i}");
+        let mut projection = |name: &str| -> Result<Linear, EngineError> {
+            let linear = r.linear(&format!("{p}.{name}.weight"))?;
+            if !meta.arch.qkv_bias() {
+                return Ok(linear);
+            }
+            let bias = r.bias(&format!("{p}.{name}.bias"))?;
+            Ok(linear.with_bias(bias))
+        };
         layers.push(Layer {
-            wq: r.linear(&format!("{p}.attn_q.weight"))?,
-            wk: r.linear(&format!("{p}.attn_k.weight"))?,
-            wv: r.linear(&format!("{p}.attn_v.weight"))?,
+            wq: projection("attn_q")?,
+            wk: projection("attn_k")?,
+            wv: projection("attn_v")?,
             wo: r.linear(&format!("{p}.attn_output.weight"))?,
             w_gate: r.linear(&format!("{p}.ffn_gate.weight"))?,
             w_up: r.linear(&format!("{p}.ffn_up.weight"))?,
@@ -395,6 +421,8 @@ struct ExpectedShapes {
     q_dim: usize,
     kv_dim: usize,
     rope_dim: usize,
+    qkv_bias: bool,
+    rope_freq_factors: bool,
 }
 
 /// Checks that every tensor the model needs exists with the shape the metadata implies (candle's order:
@@ -433,7 +461,7 @@ fn check_tensor_shapes(gguf: &GgufFile, e: &ExpectedShapes) -> Result<(), Engine
     if gguf.tensor_info("output.weight").is_some() {
         expect("output.weight", &[vocab, e.hidden])?;
     }
-    if gguf.tensor_info("rope_freqs.weight").is_some() {
+    if e.rope_freq_factors && gguf.tensor_info("rope_freqs.weight").is_some() {
         expect("rope_freqs.weight", &[e.rope_dim / 2])?;
     }
     expect("output_norm.weight", &[e.hidden])?;
@@ -444,6 +472,12 @@ fn check_tensor_shapes(gguf: &GgufFile, e: &ExpectedShapes) -> Result<(), Engine
         expect(&t("attn_q"), &[e.q_dim, e.hidden])?;
         expect(&t("attn_k"), &[e.kv_dim, e.hidden])?;
         expect(&t("attn_v"), &[e.kv_dim, e.hidden])?;
+        if e.qkv_bias {
+            let b = |s: &str| format!("blk.{i}.{s}.bias");
+            expect(&b("attn_q"), &[e.q_dim])?;
+            expect(&b("attn_k"), &[e.kv_dim])?;
+            expect(&b("attn_v"), &[e.kv_dim])?;
+        }
         expect(&t("attn_output"), &[e.hidden, e.q_dim])?;
         expect(&t("ffn_gate"), &[ffn, e.hidden])?;
         expect(&t("ffn_up"), &[ffn, e.hidden])?;
@@ -593,6 +627,7 @@ impl TensorReader<'_> {
             return Ok(Linear {
                 weight: Weight::Packed(p),
                 dense_min_rows: self.dense_min_rows,
+                bias: None,
             });
         }
         let t = self.read(name)?;
@@ -601,7 +636,16 @@ impl TensorReader<'_> {
         Ok(Linear {
             weight,
             dense_min_rows: self.dense_min_rows,
+            bias: None,
         })
+    }
+
+    /// A bias vector, as f32 (llama.cpp keeps them F32; another type is dequantized).
+    fn bias(&mut self, name: &str) -> Result<Tensor, EngineError> {
+        let t = self.read(name)?;
+        t.dequantize(self.device)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| self.bad(format!("cannot read tensor `{name}`: {e}")))
     }
 
     fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm, EngineError> {
