@@ -13,8 +13,8 @@
 use super::signals::{GateConfig, GateSignals, WordSignal};
 use crate::index::bm25::Bm25Config;
 use crate::index::{Hit, TermStats};
-use crate::text::{detect_language, split_sentences, Language};
 use crate::text::words::{common_prefix, content_terms, same_root, without_question_words};
+use crate::text::{detect_language, split_sentences, Language};
 
 /// BM25 constants (as tantivy and Lucene use).
 const K1: f32 = 1.2;
@@ -189,7 +189,9 @@ pub fn dense_z(hits: &[Hit]) -> f32 {
     by_language
         .into_iter()
         .filter_map(|(_, cos)| z_of_best(cos))
-        .fold(None, |best: Option<f32>, z| Some(best.map_or(z, |b| b.max(z))))
+        .fold(None, |best: Option<f32>, z| {
+            Some(best.map_or(z, |b| b.max(z)))
+        })
         .unwrap_or(0.0)
 }
 
