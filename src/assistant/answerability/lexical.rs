@@ -166,9 +166,6 @@ pub fn signals(
     }
 }
 
-/// How much finding `term` in the excerpts says: BM25's inverse document frequency, shifted so that a
-/// word in every chunk (the company's name) weighs nothing.
-
 /// Cosines of the next candidates a z-score is taken against.
 const DENSE_SPREAD: usize = 10;
 
