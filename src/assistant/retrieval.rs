@@ -77,7 +77,7 @@ pub fn retrieve_with(
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let fusion = Fusion {
-        weigh_lexical_by_coverage: config.gate.meaning.multilingual,
+        multilingual: config.gate.meaning.multilingual,
     };
     let found = kb.search(&vectors, &texts, config.candidates, fusion);
     let mut hits = found.hits;

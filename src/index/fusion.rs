@@ -10,7 +10,9 @@
 //!   share of the question's rarity mass the chunk contains: a chunk that shares one common word
 //!   with the question ("card") hardly counts, one that has its rare words (a product name, an error
 //!   code) counts fully. Unweighted, BM25 pulls a cross-language question to same-language articles
-//!   on the wrong topic. Only with an embedder that reads every language (see [`Fusion`]).
+//!   on the wrong topic.
+//!
+//! Both only with an embedder that reads every language (see [`Fusion`]).
 
 use std::collections::HashSet;
 
@@ -19,10 +21,12 @@ use crate::text::Language;
 /// How a search fuses its lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fusion {
-    /// Weigh each lexical hit by the share of the question it covers. On for an embedder that reads
-    /// every language of the knowledge base (the dense list carries cross-language questions); off
-    /// for an English-only one, whose Russian questions only BM25 can match.
-    pub weigh_lexical_by_coverage: bool,
+    /// The embedder reads every language of the knowledge base: rank dense hits within their
+    /// language and weigh each lexical hit by the share of the question it covers (the dense list
+    /// carries cross-language questions). Off for an English-only embedder: its cosines across
+    /// languages are noise that a per-language z-score would promote, and only BM25 matches its
+    /// Russian questions; then the lists are fused as they come (cosine order, plain reciprocal rank).
+    pub multilingual: bool,
 }
 
 /// Reciprocal rank fusion's constant (Cormack et al.).

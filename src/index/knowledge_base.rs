@@ -262,8 +262,11 @@ impl KnowledgeBase {
         for v in vectors {
             let candidates = self.dense(v, k.max(fusion::DENSE_POOL));
             best_similarity.push(candidates.first().map_or(0.0, |(_, sim)| *sim));
-            let ranked =
-                fusion::rank_within_language(&candidates, |id| self.languages.get(id).copied());
+            let ranked = if fusion.multilingual {
+                fusion::rank_within_language(&candidates, |id| self.languages.get(id).copied())
+            } else {
+                candidates
+            };
             for (rank, (id, sim)) in ranked.into_iter().take(k).enumerate() {
                 add(id, fusion::reciprocal_rank(rank), Some(sim), None);
             }
@@ -281,7 +284,7 @@ impl KnowledgeBase {
                 let Some(chunk) = self.chunks.get(id) else {
                     continue;
                 };
-                let weight = if fusion.weigh_lexical_by_coverage {
+                let weight = if fusion.multilingual {
                     fusion::lexical_weight(&query, &content_terms(&chunk.search_text(), languages))
                 } else {
                     1.0

@@ -420,9 +420,7 @@ mod e5_retrieval {
     use novapay::index::{build_index, Fusion, IndexJob, IndexSettings, KnowledgeBase};
 
     /// As the assistant searches with a multilingual embedder.
-    const FUSION: Fusion = Fusion {
-        weigh_lexical_by_coverage: true,
-    };
+    const FUSION: Fusion = Fusion { multilingual: true };
 
     const CHUNK: ChunkSettings = ChunkSettings {
         max_tokens: 200,

@@ -143,7 +143,7 @@ pub fn signals(
     let (unknown_ask, unknown_story) = unknown_mass(question, &words, total);
     let unknown_identifiers = unknown_identifiers(question, stats, &covered);
     GateSignals {
-        dense_z: dense_z(hits),
+        dense_z: dense_z(hits, config.meaning.multilingual),
         unknown_ask,
         unknown_story,
         unknown_identifiers,
@@ -169,11 +169,15 @@ pub fn signals(
 /// Cosines of the next candidates a z-score is taken against.
 const DENSE_SPREAD: usize = 10;
 
-/// The best dense hit's cosine against the mean and spread of the next ones *in its chunk's
-/// language*: a multilingual embedder sets every chunk in the question's language higher, so a
-/// cross-language match is measured against its own language's crowd. Of the languages with at
-/// least three hits, the one where the best stands out most.
-pub fn dense_z(hits: &[Hit]) -> f32 {
+/// The best dense hit's cosine against the mean and spread of the next ones. With a multilingual
+/// embedder, *within its chunk's language*: such an embedder sets every chunk in the question's
+/// language higher, so a cross-language match is measured against its own language's crowd (of the
+/// languages with at least three hits, the one where the best stands out most). An English-only
+/// embedder's cosines across languages are noise: all hits together.
+pub fn dense_z(hits: &[Hit], multilingual: bool) -> f32 {
+    if !multilingual {
+        return z_of_best(hits.iter().filter_map(|h| h.dense).collect()).unwrap_or(0.0);
+    }
     let mut by_language: Vec<(Language, Vec<f32>)> = Vec::new();
     for h in hits {
         let Some(c) = h.dense else { continue };
