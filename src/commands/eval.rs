@@ -315,7 +315,7 @@ fn answers_of_data(args: &Answers) -> anyhow::Result<()> {
     let show = |label: &str, t: &answers::Totals| {
         println!(
             "{label}: {} questions ({} answerable, {} unanswerable): passed {}; right source in top 3 \
-             {}/{}; expected figure {}/{}; forbidden string in {}; unanswerable refused {}/{}; \
+             {}/{}, ranked first {}; expected figure {}/{}; forbidden string in {}; unanswerable refused {}/{}; \
              answerable refused {}/{}; answers with a figure not in their sources {}; sentences \
              removed {}; extractive {}; cached {}; mean {:.0} ms",
             t.questions,
@@ -324,6 +324,7 @@ fn answers_of_data(args: &Answers) -> anyhow::Result<()> {
             t.passed,
             t.source_in_top3,
             t.with_expected_source,
+            t.source_ranked_first,
             t.expected_present,
             t.with_expected_figure,
             t.forbidden_found,

@@ -90,6 +90,10 @@ pub struct QuestionResult {
     pub top_sources: Vec<String>,
     /// None when the question names no expected source.
     pub source_in_top3: Option<bool>,
+    /// The rank (1-based) of the first expected source among the distinct articles retrieval
+    /// ranked, whatever the gate decided: how far the right article is from the customer. None
+    /// when the question names no expected source or retrieval did not find it.
+    pub source_rank: Option<usize>,
     pub expected_present: Option<bool>,
     pub forbidden_found: Vec<String>,
     pub sentences_removed: usize,
@@ -107,6 +111,8 @@ pub struct Totals {
     pub unanswerable: usize,
     pub with_expected_source: usize,
     pub source_in_top3: usize,
+    /// Questions whose expected source is the first article retrieval ranked.
+    pub source_ranked_first: usize,
     pub with_expected_figure: usize,
     pub expected_present: usize,
     pub forbidden_found: usize,
@@ -219,6 +225,15 @@ pub fn evaluate(
             .expect_source
             .as_ref()
             .map(|e| top_sources.iter().any(|s| e.contains(s)));
+        let source_rank = q.expect_source.as_ref().and_then(|e| {
+            let mut articles: Vec<&str> = Vec::new();
+            for h in &retrieval.hits {
+                if !articles.contains(&h.chunk.source.as_str()) {
+                    articles.push(&h.chunk.source);
+                }
+            }
+            articles.iter().position(|a| e.contains(a)).map(|p| p + 1)
+        });
         let expected_present = (!q.expect_any.is_empty()).then(|| {
             q.expect_any
                 .iter()
@@ -249,6 +264,7 @@ pub fn evaluate(
             cached: answer.cached,
             top_sources,
             source_in_top3,
+            source_rank,
             expected_present,
             forbidden_found,
             sentences_removed: answer.verification.as_ref().map_or(0, |v| v.removed),
@@ -305,6 +321,7 @@ fn totals<'a>(results: impl Iterator<Item = &'a QuestionResult>) -> Totals {
         if let Some(ok) = r.source_in_top3 {
             t.with_expected_source += 1;
             t.source_in_top3 += ok as usize;
+            t.source_ranked_first += (r.source_rank == Some(1)) as usize;
         }
         if let Some(ok) = r.expected_present {
             t.with_expected_figure += 1;
