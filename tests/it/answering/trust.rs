@@ -670,6 +670,7 @@ fn eval_answers_scores_each_question_through_the_answer_path() {
         json!({"id": "b", "turns": ["How much does a domestic transfer cost?", "And for international ones?"], "expect_any": ["1.5%"]}),
         json!({"id": "c", "turns": ["Does NovaPay sell travel insurance?"], "unanswerable": true}),
         json!({"id": "d", "turns": ["How long does verification take?"], "expect_any": ["42 hours"], "expect_none": ["24"]}),
+        json!({"id": "e", "turns": ["How long does verification take?"], "expect_source": ["no-such-article.md"]}),
     ]
     .into_iter()
     .map(|v| serde_json::from_value(v).unwrap())
@@ -678,12 +679,19 @@ fn eval_answers_scores_each_question_through_the_answer_path() {
     let by_id = |id: &str| report.results.iter().find(|r| r.id == id).unwrap();
     assert!(by_id("a").passed, "{:?}", by_id("a"));
     assert_eq!(by_id("a").source_in_top3, Some(true));
+    // The rank of the right article among the distinct articles retrieved: one of the three is first.
+    assert_eq!(by_id("a").source_rank, Some(1));
+    // An article retrieval never found has no rank, and the question fails.
+    let e = by_id("e");
+    assert!(e.source_rank.is_none() && e.source_in_top3 == Some(false) && !e.passed);
     assert!(by_id("b").passed, "{:?}", by_id("b"));
     assert!(by_id("c").refused && by_id("c").passed);
     // A question whose expectation is wrong fails, and says why.
     let d = by_id("d");
     assert!(!d.passed && d.expected_present == Some(false) && !d.forbidden_found.is_empty());
-    assert_eq!(report.totals.questions, 4);
+    assert_eq!(report.totals.questions, 5);
+    assert_eq!(report.totals.with_expected_source, 2);
+    assert_eq!(report.totals.source_ranked_first, 1);
     assert_eq!(report.totals.unanswerable_refused, 1);
     assert_eq!(report.totals.answers_with_unsupported_figures, 0);
 }
