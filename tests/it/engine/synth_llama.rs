@@ -215,6 +215,19 @@ fn greedy_prefix_matches(ours: &Ours, want: &Expected, tie: f32) -> bool {
     true
 }
 
+/// `model` with the default kernels against llama.cpp's logits alone (`entry` holds the prompt's `ids`
+/// and `llama_cpp` as the fixture scripts store them): the max |difference| at the compared ids and the
+/// positions whose argmax differs although llama.cpp's top-1/top-2 margin exceeds `tolerance`.
+pub(super) fn diff_from_llama_cpp(
+    entry: &serde_json::Value,
+    select: &[u32],
+    model: &Path,
+    tolerance: f32,
+) -> (f32, Vec<usize>) {
+    let ours = run_ours(entry, model, PrefillKernel::Auto);
+    compare(&ours, &expected(&entry["llama_cpp"]), select, tolerance)
+}
+
 fn check_parity(quant: &str) {
     check_parity_of(&fixture("llama_cpp_parity.json"), quant, &tiny(quant));
 }
@@ -394,6 +407,8 @@ fn scaled_q4_k_m() -> PathBuf {
                 n_head: 6,
                 n_kv_head: 2,
                 ffn: 2048,
+                head_dim_override: None,
+                sliding_window: None,
             },
             quant: Quant::Q4KM,
             seed: SEED,
