@@ -10,19 +10,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use novapay::engine::arch::Architecture;
+use novapay::engine::llama::PrefillKernel;
 use novapay::engine::synth::{self, Quant, Shape, SynthSpec};
 use novapay::engine::{ChatMessage, Llm, LlmOptions, Role};
 
-use super::synth_llama::{check_parity_of, diff_from_llama_cpp, ids, load_err, rewrite, sha256};
+use super::synth_llama::{check_parity_of, diff_from, ids, load_err, rewrite, sha256};
 use crate::fixture;
 
 const SEED: u64 = 7;
 const FIXTURE: &str = "gemma3_llama_cpp_parity.json";
 
-/// Real weights give logits of a larger spread than the random ones of the tiny files, and both engines
-/// quantize activations (llama.cpp its Q5_0 matrices directly, novapay after requantizing them to Q8_0):
-/// the bound for the 270M model against llama.cpp.
-const REAL_TOLERANCE: f32 = 1.0;
+/// Gemma 3 270M's real weights make activations (and logits, up to ~100 in magnitude on this prompt)
+/// far larger than the tiny random files do. With f32 activations (dense prefill) novapay stays within
+/// 1.14 of the exact float64 reference (measured, at the two turn markers, where the base model's
+/// logits are near -64; 0.24 at the other positions' top-8) with every argmax equal: the bound is 1.5.
+const REAL_EXACT_TOLERANCE: f32 = 1.5;
+
+/// Quantized activations cost both engines more on those activations: llama.cpp is 3.1 from the exact
+/// reference, novapay's default kernels 3.2, and the two are 4.4 apart (measured, at the turn
+/// markers; ~1.7 and 2.3 elsewhere). Bound: 6.
+const REAL_LLAMA_CPP_TOLERANCE: f32 = 6.0;
 
 /// Each tiny Gemma 3 model is generated once per test run.
 fn tiny_gemma3(quant: &str) -> PathBuf {
@@ -219,9 +226,30 @@ fn gemma3_270m_real_weights_match_llama_cpp_when_present() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     drop(llm);
-    let (diff, wrong) = diff_from_llama_cpp(real, &ids(&fx["select"]), &path, REAL_TOLERANCE);
+    let select = ids(&fx["select"]);
+    let (diff, wrong) = diff_from(real, "reference", &select, &path, PrefillKernel::Dense, 0.1);
+    eprintln!("gemma3 270M: novapay (dense prefill) vs exact reference: max |diff| {diff:.4}");
+    assert!(
+        diff <= REAL_EXACT_TOLERANCE,
+        "max |diff| {diff} vs reference"
+    );
+    assert!(
+        wrong.is_empty(),
+        "argmax differs from the reference at {wrong:?}"
+    );
+    let (diff, wrong) = diff_from(
+        real,
+        "llama_cpp",
+        &select,
+        &path,
+        PrefillKernel::Auto,
+        REAL_LLAMA_CPP_TOLERANCE,
+    );
     eprintln!("gemma3 270M: novapay vs llama.cpp: max |diff| {diff:.4}");
-    assert!(diff <= REAL_TOLERANCE, "max |diff| {diff} vs llama.cpp");
+    assert!(
+        diff <= REAL_LLAMA_CPP_TOLERANCE,
+        "max |diff| {diff} vs llama.cpp"
+    );
     assert!(
         wrong.is_empty(),
         "argmax differs from llama.cpp at {wrong:?}"
