@@ -1,5 +1,5 @@
-//! The LLM engine on real and generated GGUFs: generation, Llama 3.2's, Qwen2.5's and Gemma 3's architectures
-//! against llama.cpp,
+//! The LLM engine on real and generated GGUFs: generation, Llama 3.2's, Qwen2.5's and Gemma 3's
+//! architectures against llama.cpp,
 //! the tokenizer, chat templates, the worker thread, and bad model files.
 
 pub mod generation;

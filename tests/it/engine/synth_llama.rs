@@ -590,7 +590,7 @@ fn unsupported_architecture_is_refused_naming_the_supported_ones() {
         let msg = load_err(&path);
         assert!(
             msg.contains(&format!("architecture `{arch}` is not supported"))
-                && msg.contains("llama, qwen2"),
+                && msg.contains("llama, qwen2, gemma3"),
             "{msg}"
         );
     }
