@@ -3,6 +3,7 @@
 //! network connection is opened: a model that is not on disk is an error that names the exact
 //! `novapay download` command to run on a connected machine and where to copy the result.
 
+pub mod catalog;
 pub mod pin;
 
 use std::path::{Path, PathBuf};
@@ -138,8 +139,10 @@ fn gguf_file_named(spec: &str, file: Option<String>) -> Result<String, ModelErro
     })
 }
 
-/// Resolves the LLM setting to a GGUF file on disk, downloading it unless offline.
+/// Resolves the LLM setting to a GGUF file on disk, downloading it unless offline. A recommended
+/// model named by its Hub id alone is its Q4_K_M file (`catalog.rs`).
 pub fn resolve_llm(spec: &str, hub: &HubSettings) -> Result<PathBuf, ModelError> {
+    let spec = &catalog::llm_spec(spec);
     match ModelSource::parse(spec)? {
         ModelSource::Local(path) => existing(path),
         ModelSource::Hub {
@@ -222,6 +225,7 @@ pub enum Availability {
 /// Checks the LLM setting without downloading: on disk, or a HEAD request to the Hub with short
 /// timeouts (a firewall that drops packets must not stall start-up).
 pub fn llm_availability(spec: &str, hub: &HubSettings) -> Result<Availability, ModelError> {
+    let spec = &catalog::llm_spec(spec);
     match ModelSource::parse(spec)? {
         ModelSource::Local(path) => existing(path).map(Availability::OnDisk),
         ModelSource::Hub {
@@ -416,6 +420,40 @@ mod tests {
         assert!(err
             .to_string()
             .contains("novapay download --embedder=owner/emb"));
+    }
+
+    #[test]
+    fn a_recommended_model_by_hub_id_resolves_to_its_gguf_file_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir
+            .path()
+            .join("models--bartowski--google_gemma-3-4b-it-GGUF");
+        let snap = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("google_gemma-3-4b-it-Q4_K_M.gguf"), b"GGUF").unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        let hub = HubSettings {
+            cache_dir: dir.path().to_path_buf(),
+            offline: true,
+            endpoint: Some("http://127.0.0.1:9".into()),
+            token: None,
+            progress: false,
+        };
+        let path = resolve_llm("google/gemma-3-4b-it", &hub).unwrap();
+        assert_eq!(path, snap.join("google_gemma-3-4b-it-Q4_K_M.gguf"));
+        assert!(matches!(
+            llm_availability("google/gemma-3-4b-it", &hub).unwrap(),
+            Availability::OnDisk(p) if p == path
+        ));
+        // Not on disk: the error names the repository and file the id stands for.
+        let msg = resolve_llm("Qwen/Qwen2.5-7B-Instruct", &hub)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("bartowski/Qwen2.5-7B-Instruct-GGUF:Qwen2.5-7B-Instruct-Q4_K_M.gguf"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use novapay::models::{self, Availability};
 pub struct Args {
     #[command(flatten)]
     pub hub: HubArgs,
-    /// GGUF to fetch: owner/repo:file.gguf[@revision].
+    /// GGUF to fetch: owner/repo:file.gguf[@revision], or a recommended model by its Hub id
+    /// (meta-llama/Llama-3.2-3B-Instruct, Qwen/Qwen2.5-3B-Instruct, Qwen/Qwen2.5-7B-Instruct,
+    /// google/gemma-3-4b-it: their Q4_K_M GGUF; docs/models.md).
     #[arg(long, env = "NOVAPAY_LLM", default_value = models::DEFAULT_LLM)]
     pub llm: String,
     /// Sentence-transformers repository to fetch: owner/repo[@revision].

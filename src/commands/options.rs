@@ -376,13 +376,14 @@ impl HubArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LlmArgs {
-    /// The LLM: a local .gguf path or owner/repo:file.gguf[@revision] on the Hub.
+    /// The LLM: a local .gguf path, owner/repo:file.gguf[@revision] on the Hub, or a recommended
+    /// model by its Hub id (e.g. Qwen/Qwen2.5-3B-Instruct, google/gemma-3-4b-it: docs/models.md).
     #[arg(long, env = "NOVAPAY_LLM", default_value = models::DEFAULT_LLM)]
     pub llm: String,
     /// A tokenizer.json to use instead of the vocabulary inside the GGUF.
     #[arg(long, env = "NOVAPAY_LLM_TOKENIZER")]
     pub llm_tokenizer: Option<PathBuf>,
-    /// Chat template: auto (the GGUF's own), llama3 or chatml.
+    /// Chat template: auto (the GGUF's own), llama3, chatml or gemma.
     #[arg(long, env = "NOVAPAY_CHAT_TEMPLATE", default_value = "auto")]
     pub chat_template: TemplateChoice,
     /// Context window in tokens (capped by the model's own).

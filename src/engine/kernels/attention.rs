@@ -30,6 +30,10 @@ pub struct CacheView<'a> {
     pub v: &'a [f16],
     pub capacity: usize,
     pub len: usize,
+    /// Sliding-window (local) attention: a query at position p sees only positions
+    /// `p + 1 - window ..= p` (Gemma 3's local layers, llama.cpp's `LLAMA_SWA_TYPE_STANDARD`);
+    /// `None` sees every earlier position.
+    pub window: Option<usize>,
 }
 
 impl CacheView<'_> {
@@ -48,17 +52,27 @@ impl CacheView<'_> {
         );
     }
 
-    /// Key (or value) rows of KV head `g`, positions 0..len.
-    fn rows<'b>(&self, buf: &'b [f16], g: usize, len: usize) -> &'b [f16] {
+    /// Key (or value) rows of KV head `g`, positions first..len.
+    fn rows<'b>(&self, buf: &'b [f16], g: usize, first: usize, len: usize) -> &'b [f16] {
         let start = g * self.capacity * self.head_dim;
-        &buf[start..start + len * self.head_dim]
+        &buf[start + first * self.head_dim..start + len * self.head_dim]
+    }
+
+    /// The first position a query at position `len - 1` attends to.
+    fn first_visible(&self, len: usize) -> usize {
+        self.window.map_or(0, |w| len.saturating_sub(w))
     }
 
     /// The attention of one query token for KV head `g`: `q` and `out` are that head's query group
     /// (n_rep x head_dim), attending to positions `0..len`. Decode and prefill both run exactly this.
     fn attend_group(&self, g: usize, len: usize, q: &[f32], out: &mut [f32]) {
         let n_rep = self.n_head / self.n_kv_head;
-        let (k, v) = (self.rows(self.k, g, len), self.rows(self.v, g, len));
+        let first = self.first_visible(len);
+        let (k, v) = (
+            self.rows(self.k, g, first, len),
+            self.rows(self.v, g, first, len),
+        );
+        let len = len - first;
         #[cfg(target_arch = "x86_64")]
         if simd::available() && self.head_dim.is_multiple_of(16) && n_rep <= simd::MAX_REP {
             // SAFETY: AVX-512F checked; the slices' lengths were checked by `check`.
@@ -134,12 +148,13 @@ pub fn decode_reference(view: &CacheView, q: &[f32], out: &mut [f32]) {
     let scale = 1.0 / (hd as f32).sqrt();
     for h in 0..view.n_head {
         let g = h / n_rep;
+        let first = view.first_visible(view.len);
         let (k, v) = (
-            view.rows(view.k, g, view.len),
-            view.rows(view.v, g, view.len),
+            view.rows(view.k, g, first, view.len),
+            view.rows(view.v, g, first, view.len),
         );
         let qh = &q[h * hd..(h + 1) * hd];
-        let scores: Vec<f32> = (0..view.len)
+        let scores: Vec<f32> = (0..view.len - first)
             .map(|p| {
                 let kp = &k[p * hd..(p + 1) * hd];
                 qh.iter().zip(kp).map(|(a, b)| a * b.to_f32()).sum::<f32>() * scale
@@ -455,7 +470,11 @@ mod tests {
     fn prefill_rows_are_bit_identical_to_decoding_each_token_on_one_or_two_threads() {
         // SmolLM2 (9/3 x 64), Llama 3 (24/8 x 128, in the register kernel), 5 query heads per KV head
         // (AVX-512 `group`), an odd head size (portable path).
-        for (n_head, n_kv_head, hd) in [(9, 3, 64), (24, 8, 128), (10, 2, 64), (4, 2, 24)] {
+        // Every row also with a sliding window shorter than the batch (Gemma 3's local layers).
+        for ((n_head, n_kv_head, hd), window) in [(9, 3, 64), (24, 8, 128), (10, 2, 64), (4, 2, 24)]
+            .into_iter()
+            .flat_map(|shape| [(shape, None), (shape, Some(20))])
+        {
             let (capacity, len, rows) = (512, 300, 37);
             let n = n_kv_head * capacity * hd;
             let k: Vec<f16> = values(n, 11).into_iter().map(f16::from_f32).collect();
@@ -468,6 +487,7 @@ mod tests {
                 v: &v,
                 capacity,
                 len,
+                window,
             };
             let width = n_head * hd;
             let q = values(rows * width, 17);
@@ -493,7 +513,7 @@ mod tests {
                 assert_eq!(
                     bits(&alone),
                     bits(&one[i * width..(i + 1) * width]),
-                    "{n_head}/{n_kv_head}x{hd}: row {i}"
+                    "{n_head}/{n_kv_head}x{hd} window {window:?}: row {i}"
                 );
             }
         }
@@ -511,7 +531,14 @@ mod tests {
             (8, 2, 128),
             (10, 2, 64),
         ] {
-            for (capacity, len) in [(8, 1), (256, 37), (512, 300), (1024, 640)] {
+            for (capacity, len, window) in [
+                (8, 1, None),
+                (256, 37, None),
+                (512, 300, None),
+                (1024, 640, None),
+                (512, 300, Some(64)),
+                (8, 5, Some(8)),
+            ] {
                 let n = n_kv_head * capacity * hd;
                 let k: Vec<f16> = values(n, 5).into_iter().map(f16::from_f32).collect();
                 let v: Vec<f16> = values(n, 7).into_iter().map(f16::from_f32).collect();
@@ -523,6 +550,7 @@ mod tests {
                     v: &v,
                     capacity,
                     len,
+                    window,
                 };
                 let q = values(n_head * hd, 9);
                 let (mut got, mut want) = (vec![0f32; q.len()], vec![0f32; q.len()]);

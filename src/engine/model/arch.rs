@@ -1,12 +1,13 @@
 //! Which decoder families the engine runs (`general.architecture`) and what differs between them: the
-//! metadata key prefix, the RoPE layout, biases on Q/K/V and Llama 3's RoPE frequency factors. The
-//! forward pass (`llama.rs`) is one for all of them; this table is the only place a family is named.
+//! metadata key prefix, the RoPE layout, biases on Q/K/V, Llama 3's RoPE frequency factors and Gemma 3's
+//! extra norms, GeGLU and local/global attention layers. The forward pass (`llama.rs`) is one for all of
+//! them; this table is the only place a family is named.
 
 use crate::engine::gguf::GgufFile;
 use crate::engine::EngineError;
 
 /// The `general.architecture` values the engine runs, as the error for any other names them.
-pub const SUPPORTED: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "gemma3"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,6 +17,11 @@ pub enum Architecture {
     Llama,
     /// Qwen2 / Qwen2.5: Llama's decoder plus Q/K/V biases, NeoX (half-split) RoPE.
     Qwen2,
+    /// Gemma 3: embeddings scaled by sqrt(hidden), RMS norms after attention and after the MLP too,
+    /// Q/K RMS-normalised per head, GeGLU (tanh GELU), NeoX RoPE, and sliding-window (local) layers
+    /// with their own RoPE base between global ones. The GGUF's norm weights already hold Gemma's
+    /// `1 + weight` (llama.cpp's converter adds the 1), so every norm is a plain RMSNorm here.
+    Gemma3,
 }
 
 impl std::str::FromStr for Architecture {
@@ -24,6 +30,7 @@ impl std::str::FromStr for Architecture {
         match s {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "gemma3" => Ok(Self::Gemma3),
             other => Err(format!(
                 "unknown architecture `{other}` ({})",
                 SUPPORTED.join(" or ")
@@ -50,7 +57,7 @@ impl Architecture {
             path: gguf.path.clone(),
             reason: format!(
                 "architecture `{arch}` is not supported; novapay runs {} GGUFs (Llama 3.x, \
-                 SmolLM2, Mistral; Qwen2 and Qwen2.5)",
+                 SmolLM2, Mistral; Qwen2 and Qwen2.5; Gemma 3)",
                 SUPPORTED.join(", ")
             ),
         })
@@ -60,6 +67,7 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Gemma3 => "gemma3",
         }
     }
 
@@ -71,7 +79,7 @@ impl Architecture {
     pub fn rope_style(self) -> RopeStyle {
         match self {
             Self::Llama => RopeStyle::Interleaved,
-            Self::Qwen2 => RopeStyle::Neox,
+            Self::Qwen2 | Self::Gemma3 => RopeStyle::Neox,
         }
     }
 
@@ -96,7 +104,13 @@ impl Architecture {
     pub fn default_rms_eps(self) -> f32 {
         match self {
             Self::Llama => 1e-5,
-            Self::Qwen2 => 1e-6,
+            Self::Qwen2 | Self::Gemma3 => 1e-6,
         }
+    }
+
+    /// Gemma 3's layer layout: norms after attention and after the MLP, Q/K norms, GeGLU, embeddings
+    /// scaled by sqrt(hidden), local and global attention layers.
+    pub fn gemma(self) -> bool {
+        matches!(self, Self::Gemma3)
     }
 }

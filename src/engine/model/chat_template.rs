@@ -1,5 +1,5 @@
 //! Chat prompts: renders the model's own Jinja chat template (`tokenizer.chat_template` in the GGUF) the
-//! way Hugging Face transformers does, with built-in Llama 3 and ChatML templates as fallbacks, and turns
+//! way Hugging Face transformers does, with built-in Llama 3, ChatML and Gemma templates as fallbacks, and turns
 //! the rendered prompt into token ids with message contents encoded as plain text.
 
 use minijinja::{context, Environment, Error, ErrorKind};
@@ -10,6 +10,9 @@ use crate::engine::EngineError;
 
 pub const LLAMA3_TEMPLATE: &str = include_str!("templates/llama3.jinja");
 pub const CHATML_TEMPLATE: &str = include_str!("templates/chatml.jinja");
+/// Gemma 3 Instruct's template (its tokenizer_config.json): `<start_of_turn>user` / `model`, the system
+/// text folded into the first user turn.
+pub const GEMMA_TEMPLATE: &str = include_str!("templates/gemma.jinja");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +54,7 @@ pub enum TemplateChoice {
     Auto,
     Llama3,
     ChatMl,
+    Gemma,
 }
 
 impl std::str::FromStr for TemplateChoice {
@@ -60,8 +64,9 @@ impl std::str::FromStr for TemplateChoice {
             "auto" | "gguf" => Ok(Self::Auto),
             "llama3" => Ok(Self::Llama3),
             "chatml" => Ok(Self::ChatMl),
+            "gemma" => Ok(Self::Gemma),
             other => Err(format!(
-                "unknown chat template `{other}` (expected auto, llama3 or chatml)"
+                "unknown chat template `{other}` (expected auto, llama3, chatml or gemma)"
             )),
         }
     }
@@ -126,15 +131,25 @@ impl ChatTemplate {
                 "<|im_end|>".into(),
             )
         };
+        let builtin_gemma = || {
+            Self::new(
+                GEMMA_TEMPLATE.to_string(),
+                "gemma",
+                "<bos>".to_string(),
+                "<end_of_turn>".into(),
+            )
+        };
         match choice {
             TemplateChoice::Llama3 => builtin_llama3(),
             TemplateChoice::ChatMl => builtin_chatml(),
+            TemplateChoice::Gemma => builtin_gemma(),
             TemplateChoice::Auto => match gguf_template {
                 Some(src) if !src.trim().is_empty() => Self::new(src.to_string(), "gguf", bos, eos),
                 _ if tokenizer.token_id("<|start_header_id|>").is_some() => builtin_llama3(),
                 _ if tokenizer.token_id("<|im_start|>").is_some() => builtin_chatml(),
+                _ if tokenizer.token_id("<start_of_turn>").is_some() => builtin_gemma(),
                 _ => Err(EngineError::Template(
-                    "the model has no chat template and no Llama 3 or ChatML tokens; \
+                    "the model has no chat template and no Llama 3, ChatML or Gemma tokens; \
                      choose one with --chat-template"
                         .into(),
                 )),

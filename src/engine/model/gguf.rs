@@ -160,6 +160,20 @@ impl GgufFile {
             .collect()
     }
 
+    /// A numeric array as f32 (SentencePiece scores).
+    pub fn f32_array(&self, key: &str) -> Option<Vec<f32>> {
+        let arr = self.get(key)?.to_vec().ok()?;
+        arr.iter()
+            .map(|v| match v {
+                Value::F32(x) => Some(*x),
+                Value::F64(x) => Some(*x as f32),
+                other => value_as_u64(other)
+                    .map(|x| x as f32)
+                    .or_else(|| value_as_i64(other).map(|x| x as f32)),
+            })
+            .collect()
+    }
+
     pub fn int_array(&self, key: &str) -> Option<Vec<i64>> {
         let arr = self.get(key)?.to_vec().ok()?;
         arr.iter()

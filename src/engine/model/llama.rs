@@ -1,5 +1,6 @@
 //! A quantized Llama-architecture decoder read from GGUF, and the families that are Llama's decoder
-//! with a few switches (`arch.rs`: Qwen2's Q/K/V biases and NeoX RoPE). It follows candle-transformers'
+//! with a few switches (`arch.rs`: Qwen2's Q/K/V biases and NeoX RoPE; Gemma 3's extra norms, GeGLU
+//! and sliding-window layers, `gemma.rs`). It follows candle-transformers'
 //! `quantized_llama` (same tensors, same kernels) and changes what that module cannot be configured to
 //! do, all measured in `novapay bench llm`:
 //! - Llama 3.x RoPE frequency scaling (`rope_freqs.weight`) and the GGUF's own context length (candle's
@@ -86,8 +87,11 @@ use crate::engine::packed::PackedWeight;
 use crate::engine::tile_cache::TileCacheMode;
 use crate::engine::EngineError;
 
+mod gemma;
 mod kv_cache;
 mod load;
+
+use gemma::{GemmaLayer, GemmaModel};
 
 use kv_cache::KvCache;
 
@@ -499,6 +503,8 @@ struct Layer {
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
     kv: KvCache,
+    /// Gemma 3's norms and attention span; `None` for Llama and Qwen2.
+    gemma: Option<GemmaLayer>,
 }
 
 pub struct LlamaModel {
@@ -517,6 +523,8 @@ pub struct LlamaModel {
     /// (`split_invariant`).
     split_invariant: bool,
     rope_style: RopeStyle,
+    /// Gemma 3's embedding scale, local RoPE tables, query scale and logit softcap.
+    gemma: Option<GemmaModel>,
     pub config: LlamaConfig,
 }
 
@@ -640,6 +648,14 @@ impl LlamaModel {
         let cos = self.cos.narrow(0, index_pos, seq_len)?;
         let sin = self.sin.narrow(0, index_pos, seq_len)?;
         let mut x = self.embedding.lookup(tokens, &self.device)?;
+        let mut local_rope = None;
+        if let Some(g) = &self.gemma {
+            x = gemma::scale(&x, g.embed_scale)?;
+            local_rope = Some((
+                g.local_cos.narrow(0, index_pos, seq_len)?,
+                g.local_sin.narrow(0, index_pos, seq_len)?,
+            ));
+        }
         let (n_head, n_kv_head, head_dim) = (
             self.config.n_head,
             self.config.n_kv_head,
@@ -648,20 +664,21 @@ impl LlamaModel {
         for layer in &mut self.layers {
             let residual = &x;
             let h = layer.attn_norm.forward(&x)?;
-            let (b, s, hidden) = h.dims3()?;
+            let (b, s, _) = h.dims3()?;
+            let width = n_head * head_dim;
             let mut qkv =
                 Linear::forward_shared(&[&layer.wq, &layer.wk, &layer.wv], &h, self.fused)?;
             let v = qkv.pop().expect("three outputs");
             let k = qkv.pop().expect("three outputs");
             let q = qkv.pop().expect("three outputs");
-            let q = q
-                .reshape((b, s, n_head, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = k
-                .reshape((b, s, n_kv_head, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
+            let mut q = q.reshape((b, s, n_head, head_dim))?;
+            let mut k = k.reshape((b, s, n_kv_head, head_dim))?;
+            if let Some(g) = &layer.gemma {
+                q = gemma::per_head_norm(&g.q_norm, &q)?;
+                k = gemma::per_head_norm(&g.k_norm, &k)?;
+            }
+            let q = q.transpose(1, 2)?.contiguous()?;
+            let k = k.transpose(1, 2)?.contiguous()?;
             let v = v
                 .reshape((b, s, n_kv_head, head_dim))?
                 .transpose(1, 2)?
@@ -670,8 +687,16 @@ impl LlamaModel {
                 RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
                 RopeStyle::Neox => candle_nn::rotary_emb::rope,
             };
-            let q = rope(&q, &cos, &sin)?;
-            let k = rope(&k, &cos, &sin)?;
+            let window = layer.gemma.as_ref().and_then(|g| g.window);
+            let (cos, sin) = match (&local_rope, window) {
+                (Some((c, s)), Some(_)) => (c, s),
+                _ => (&cos, &sin),
+            };
+            let mut q = rope(&q, cos, sin)?;
+            let k = rope(&k, cos, sin)?;
+            if let Some(f) = self.gemma.as_ref().and_then(|g| g.query_factor) {
+                q = (q * f)?;
+            }
             layer.kv.append(&k, &v)?;
             let scale = 1.0 / (head_dim as f64).sqrt();
             let y = if cpu && (s == 1 || attention::vectorized()) {
@@ -680,23 +705,31 @@ impl LlamaModel {
                 let q = if s == 1 { q } else { q.transpose(1, 2)? };
                 let out = layer
                     .kv
-                    .attend_cpu(&q.contiguous()?, b * s, n_head, head_dim)?;
-                Tensor::from_vec(out, (b, s, n_head * head_dim), &self.device)?
+                    .attend_cpu(&q.contiguous()?, b * s, n_head, head_dim, window)?;
+                Tensor::from_vec(out, (b, s, width), &self.device)?
             } else if s == 1 {
                 // Decode elsewhere: the query heads that share a KV head attend as one group, so the
                 // cache is read in place instead of being copied n_head/n_kv_head times (repeat_kv).
                 let (k, v) = layer.kv.all_f32()?;
+                let (k, v) = (
+                    gemma::last_positions(&k, window)?,
+                    gemma::last_positions(&v, window)?,
+                );
                 let n_rep = n_head / n_kv_head;
                 let q = q.reshape((b, n_kv_head, n_rep, head_dim))?;
                 let att = (q.matmul(&k.t()?)? * scale)?;
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
-                att.matmul(&v)?.reshape((b, s, hidden))?
+                att.matmul(&v.contiguous()?)?.reshape((b, s, width))?
             } else {
                 let (k, v) = layer.kv.all_f32()?;
                 let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
                 let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
                 let att = (q.matmul(&k.t()?)? * scale)?;
-                let att = match &mask {
+                let window_mask = match window {
+                    Some(w) => Some(gemma::sliding_window_mask(s, index_pos, w, &self.device)?),
+                    None => None,
+                };
+                let att = match window_mask.as_ref().or(mask.as_ref()) {
                     None => att,
                     Some(mask) => {
                         let mask = mask.broadcast_as(att.shape())?;
@@ -705,9 +738,12 @@ impl LlamaModel {
                 };
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
                 let y = att.matmul(&v.contiguous()?)?;
-                y.transpose(1, 2)?.reshape((b, s, hidden))?
+                y.transpose(1, 2)?.reshape((b, s, width))?
             };
-            let y = layer.wo.forward(&y)?;
+            let mut y = layer.wo.forward(&y)?;
+            if let Some(g) = &layer.gemma {
+                y = g.post_attn_norm.forward(&y)?;
+            }
             let x1 = add(&y, residual)?;
 
             let h = layer.ffn_norm.forward(&x1)?;
@@ -715,16 +751,27 @@ impl LlamaModel {
                 Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
             let up = gate_up.pop().expect("two outputs");
             let gate = gate_up.pop().expect("two outputs");
-            let y = layer.w_down.forward(&silu_mul(&gate, &up)?)?;
+            let y = match &layer.gemma {
+                None => layer.w_down.forward(&silu_mul(&gate, &up)?)?,
+                Some(g) => {
+                    let y = layer.w_down.forward(&gemma::gelu_mul(&gate, &up)?)?;
+                    g.post_ffn_norm.forward(&y)?
+                }
+            };
             x = add(&y, &x1)?;
         }
         let x = self.norm.forward(&x)?;
-        if all_positions {
-            return self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32);
-        }
-        let last = x.i((.., seq_len - 1, ..))?;
-        let logits = self.output.forward(&last)?;
-        logits.squeeze(0)?.to_dtype(DType::F32)
+        let logits = if all_positions {
+            self.output.forward(&x)?.squeeze(0)?
+        } else {
+            let last = x.i((.., seq_len - 1, ..))?;
+            self.output.forward(&last)?.squeeze(0)?
+        };
+        let logits = match self.gemma.as_ref().and_then(|g| g.final_softcap) {
+            Some(cap) => gemma::softcap(&logits, cap)?,
+            None => logits,
+        };
+        logits.to_dtype(DType::F32)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The LLM's tokenizer: loaded from a `tokenizer.json` when one is given, otherwise rebuilt from the GGUF
 //! metadata alone (tokens, merges, token types and the pre-tokenizer llama.cpp names in
-//! `tokenizer.ggml.pre`), so that token ids match llama.cpp's for the same file.
+//! `tokenizer.ggml.pre`; SentencePiece vocabularies from their scores, `sentencepiece.rs`), so that
+//! token ids match llama.cpp's for the same file.
 //!
 //! Two encoders are kept: one parses control tokens such as `<|im_start|>` (for the chat template's own
 //! text), the other treats them as plain text (for what a customer typed), so a customer cannot inject
@@ -19,6 +20,8 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::engine::gguf::GgufFile;
 use crate::engine::EngineError;
+
+mod sentencepiece;
 
 /// llama.cpp's `llama-vocab.cpp` split regexes for the `tokenizer.ggml.pre` values we support.
 const GPT2_PATTERN: &str =
@@ -55,19 +58,58 @@ pub struct LlmTokenizer {
 }
 
 impl LlmTokenizer {
-    /// Builds the tokenizer from the GGUF's `tokenizer.ggml.*` metadata (BPE vocabularies only).
+    /// Builds the tokenizer from the GGUF's `tokenizer.ggml.*` metadata: byte-level BPE (`gpt2`) or
+    /// SentencePiece BPE (`llama`) vocabularies.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, EngineError> {
         let bad = |reason: String| EngineError::BadModel {
             path: gguf.path.clone(),
             reason,
         };
         let model = gguf.get_str("tokenizer.ggml.model").unwrap_or("");
-        if model != "gpt2" {
-            return Err(bad(format!(
-                "the GGUF's tokenizer type is `{model}`; only BPE (`gpt2`) vocabularies can be built \
-                 from GGUF metadata: pass the model's tokenizer.json with --llm-tokenizer"
-            )));
+        match model {
+            "gpt2" => Self::byte_level_from_gguf(gguf),
+            "llama" => Self::sentencepiece_from_gguf(gguf),
+            other => Err(bad(format!(
+                "the GGUF's tokenizer type is `{other}`; only BPE (`gpt2`) and SentencePiece \
+                 (`llama`) vocabularies can be built from GGUF metadata: pass the model's \
+                 tokenizer.json with --llm-tokenizer"
+            ))),
         }
+    }
+
+    /// SentencePiece BPE with byte fallback (Gemma): merges from the scores, spaces as `▁`.
+    fn sentencepiece_from_gguf(gguf: &GgufFile) -> Result<Self, EngineError> {
+        let bad = |reason: String| EngineError::BadModel {
+            path: gguf.path.clone(),
+            reason,
+        };
+        let tokens = gguf.string_array("tokenizer.ggml.tokens")?;
+        let scores = gguf
+            .f32_array("tokenizer.ggml.scores")
+            .ok_or_else(|| gguf.missing("tokenizer.ggml.scores"))?;
+        let types = gguf
+            .int_array("tokenizer.ggml.token_type")
+            .unwrap_or_else(|| vec![1; tokens.len()]);
+        let add_space_prefix = gguf
+            .get_bool("tokenizer.ggml.add_space_prefix")
+            .unwrap_or(true);
+        let unk = gguf
+            .get_u32("tokenizer.ggml.unknown_token_id")
+            .and_then(|id| tokens.get(id as usize))
+            .map(|s| s.as_str());
+        let tokenizer = sentencepiece::tokenizer(&tokens, &scores, &types, add_space_prefix, unk)
+            .map_err(bad)?;
+        let token_bytes = sentencepiece_token_bytes(&tokens);
+        // llama.cpp matches user-defined tokens (Gemma's runs of newlines and spaces) in the raw
+        // text, before spaces become `▁`.
+        Self::with_special_tokens(gguf, tokenizer, &tokens, &types, token_bytes, false)
+    }
+
+    fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Self, EngineError> {
+        let bad = |reason: String| EngineError::BadModel {
+            path: gguf.path.clone(),
+            reason,
+        };
         let pre = gguf.get_str("tokenizer.ggml.pre").unwrap_or("default");
         let (patterns, ignore_merges): (&[&str], bool) = match pre {
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
@@ -121,7 +163,30 @@ impl LlmTokenizer {
         let mut tokenizer = Tokenizer::new(bpe);
         tokenizer.with_pre_tokenizer(Some(Sequence::new(steps)));
         tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+        let control: HashSet<u32> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, kind)| **kind == TOKEN_TYPE_CONTROL)
+            .map(|(id, _)| id as u32)
+            .collect();
+        let token_bytes = byte_level_token_bytes(&tokens, &control);
+        Self::with_special_tokens(gguf, tokenizer, &tokens, &types, token_bytes, true)
+    }
 
+    /// Adds the control tokens (parsed only in template text) and user-defined tokens (always
+    /// matched), and reads BOS/EOS and the stop tokens from the GGUF.
+    fn with_special_tokens(
+        gguf: &GgufFile,
+        mut tokenizer: Tokenizer,
+        tokens: &[String],
+        types: &[i64],
+        token_bytes: Vec<Vec<u8>>,
+        normalized_user_tokens: bool,
+    ) -> Result<Self, EngineError> {
+        let bad = |reason: String| EngineError::BadModel {
+            path: gguf.path.clone(),
+            reason,
+        };
         let mut control = HashSet::new();
         let mut special_tokens = Vec::new();
         let mut user_tokens = Vec::new();
@@ -131,9 +196,9 @@ impl LlmTokenizer {
                     control.insert(id as u32);
                     special_tokens.push(AddedToken::from(tokens[id].clone(), true));
                 }
-                TOKEN_TYPE_USER_DEFINED => {
-                    user_tokens.push(AddedToken::from(tokens[id].clone(), false))
-                }
+                TOKEN_TYPE_USER_DEFINED => user_tokens.push(
+                    AddedToken::from(tokens[id].clone(), false).normalized(normalized_user_tokens),
+                ),
                 _ => {}
             }
         }
@@ -144,7 +209,6 @@ impl LlmTokenizer {
             .add_tokens(user_tokens)
             .map_err(|e| bad(format!("cannot add user-defined tokens: {e}")))?;
 
-        let token_bytes = byte_level_token_bytes(&tokens, &control);
         let bos = gguf.get_u32("tokenizer.ggml.bos_token_id");
         let eos = gguf.get_u32("tokenizer.ggml.eos_token_id");
         let add_bos = gguf

@@ -155,6 +155,17 @@ fn expected(v: &serde_json::Value) -> Expected {
     }
 }
 
+/// A side stored without a greedy continuation (the real 270M model's exact reference).
+fn expected_positions(v: &serde_json::Value) -> Expected {
+    let mut v = v.clone();
+    for key in ["greedy", "greedy_margins"] {
+        if v.get(key).is_none() {
+            v[key] = serde_json::json!([]);
+        }
+    }
+    expected(&v)
+}
+
 struct Ours {
     rows: Vec<Vec<f32>>,
     greedy: Vec<u32>,
@@ -213,6 +224,22 @@ fn greedy_prefix_matches(ours: &Ours, want: &Expected, tie: f32) -> bool {
         }
     }
     true
+}
+
+/// `model` with the `prefill` kernel against one side of a fixture entry (`entry` holds the prompt's
+/// `ids`, and `llama_cpp` / `reference` as the fixture scripts store them): the max |difference| at the
+/// compared ids and the positions whose argmax differs although that side's top-1/top-2 margin
+/// exceeds `tie`.
+pub(super) fn diff_from(
+    entry: &serde_json::Value,
+    side: &str,
+    select: &[u32],
+    model: &Path,
+    prefill: PrefillKernel,
+    tie: f32,
+) -> (f32, Vec<usize>) {
+    let ours = run_ours(entry, model, prefill);
+    compare(&ours, &expected_positions(&entry[side]), select, tie)
 }
 
 fn check_parity(quant: &str) {
@@ -394,6 +421,8 @@ fn scaled_q4_k_m() -> PathBuf {
                 n_head: 6,
                 n_kv_head: 2,
                 ffn: 2048,
+                head_dim_override: None,
+                sliding_window: None,
             },
             quant: Quant::Q4KM,
             seed: SEED,
@@ -561,7 +590,7 @@ fn unsupported_architecture_is_refused_naming_the_supported_ones() {
         let msg = load_err(&path);
         assert!(
             msg.contains(&format!("architecture `{arch}` is not supported"))
-                && msg.contains("llama, qwen2"),
+                && msg.contains("llama, qwen2, gemma3"),
             "{msg}"
         );
     }

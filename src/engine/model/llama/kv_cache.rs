@@ -83,13 +83,15 @@ impl KvCache {
 
     /// Causal attention of the last `rows` cached positions, whose queries `q` are (rows, n_head,
     /// head_dim) values, on the CPU buffers in place (`attention.rs`): one token is decode, several
-    /// are a prompt batch, and each row gets the bits it would get as a decode step.
+    /// are a prompt batch, and each row gets the bits it would get as a decode step. `window` limits
+    /// each row to its last `window` positions (sliding-window layers).
     pub(super) fn attend_cpu(
         &self,
         q: &Tensor,
         rows: usize,
         n_head: usize,
         head_dim: usize,
+        window: Option<usize>,
     ) -> candle_core::Result<Vec<f32>> {
         let (kb, vb) = self.buffers()?;
         let (_, n_kv_head, capacity, _) = kb.dims4()?;
@@ -110,6 +112,7 @@ impl KvCache {
                     v: &v.as_slice::<half::f16>()?[v0..v1],
                     capacity,
                     len: self.len,
+                    window,
                 };
                 with_cpu_f32(q, |qs| {
                     if rows == 1 {

@@ -8,6 +8,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
+use super::gemma::{GemmaLayer, GemmaModel};
 use super::{
     Embedding, KvCache, Layer, Linear, LlamaConfig, LlamaModel, LoadOptions, PrefillKernel,
     Requantize, Weight, DENSE_PREFILL_MAX_WEIGHT_BYTES,
@@ -46,6 +47,10 @@ impl LlamaModel {
             types: Default::default(),
         };
         let (cos, sin) = read_rope_tables(&mut r, &meta, device)?;
+        let gemma = match &meta.gemma {
+            Some(g) => Some(gemma_model(g, &meta, device).map_err(|e| bad(gguf, e.to_string()))?),
+            None => None,
+        };
         phases.phase("shape checks, rope tables");
         let embedding = read_embedding(&mut r)?;
         phases.phase("token embedding");
@@ -86,6 +91,7 @@ impl LlamaModel {
             fused: opts.fused_matmul,
             split_invariant,
             rope_style: meta.arch.rope_style(),
+            gemma,
             config: LlamaConfig {
                 architecture: meta.arch,
                 n_layer: meta.n_layer,
@@ -122,6 +128,88 @@ struct Metadata {
     eps: f64,
     freq_base: f32,
     context_length: usize,
+    /// Gemma 3's settings (`None` for the other families).
+    gemma: Option<GemmaMeta>,
+}
+
+/// Gemma 3's hyperparameters, as llama.cpp reads them.
+struct GemmaMeta {
+    /// `gemma3.attention.sliding_window`: positions a local layer sees (its own included).
+    sliding_window: usize,
+    /// Every `pattern`-th layer (the last of each group) is global, the others local; llama.cpp fixes
+    /// it at 6 for Gemma 3 (`attention.sliding_window_pattern` is read when a file states it).
+    pattern: usize,
+    /// Global layers' RoPE positions are multiplied by this (`rope.scaling.factor` 8 on 4B and up).
+    global_freq_scale: f32,
+    /// Attention scale: 1/sqrt(key_length), except the 62-layer 27B: 1/sqrt(hidden / heads).
+    attention_scale: f64,
+    final_softcap: Option<f32>,
+}
+
+/// RoPE base of Gemma 3's local layers (llama.cpp's `rope_freq_base_train_swa`).
+const GEMMA3_LOCAL_ROPE_BASE: f32 = 10_000.0;
+/// llama.cpp's Gemma 3 sliding-window pattern.
+const GEMMA3_SWA_PATTERN: usize = 6;
+
+impl GemmaMeta {
+    fn read(gguf: &GgufFile, meta: &Metadata) -> Result<Self, EngineError> {
+        let key = |k: &str| meta.arch.key(k);
+        let sliding_window = gguf.require_u32(&key("attention.sliding_window"))? as usize;
+        let pattern = gguf
+            .get_u32(&key("attention.sliding_window_pattern"))
+            .map(|v| v as usize)
+            .unwrap_or(GEMMA3_SWA_PATTERN);
+        if sliding_window == 0 || pattern == 0 {
+            return Err(bad(
+                gguf,
+                format!("sliding window {sliding_window} / pattern {pattern} must be positive"),
+            ));
+        }
+        let factor = gguf
+            .get_f32(&key("rope.scaling.factor"))
+            .filter(|f| *f > 0.0)
+            .unwrap_or(1.0);
+        let attention_scale = if meta.n_layer == 62 {
+            1.0 / ((meta.hidden / meta.n_head) as f64).sqrt()
+        } else {
+            1.0 / (meta.head_dim as f64).sqrt()
+        };
+        Ok(Self {
+            sliding_window,
+            pattern,
+            global_freq_scale: 1.0 / factor,
+            attention_scale,
+            final_softcap: gguf
+                .get_f32(&key("final_logit_softcapping"))
+                .filter(|c| *c > 0.0),
+        })
+    }
+
+    /// The window of layer `i`, `None` for a global layer (llama.cpp's `set_swa_pattern`).
+    fn window(&self, i: usize) -> Option<usize> {
+        (i % self.pattern < self.pattern - 1).then_some(self.sliding_window)
+    }
+}
+
+/// The model-wide Gemma 3 settings: embedding scale, the local layers' RoPE tables, query scale.
+fn gemma_model(g: &GemmaMeta, meta: &Metadata, device: &Device) -> candle_core::Result<GemmaModel> {
+    let (local_cos, local_sin) = rope_tables(
+        meta.rope_dim,
+        GEMMA3_LOCAL_ROPE_BASE,
+        None,
+        1.0,
+        meta.context_length,
+        device,
+    )?;
+    let kernel_scale = 1.0 / (meta.head_dim as f64).sqrt();
+    let factor = g.attention_scale / kernel_scale;
+    Ok(GemmaModel {
+        embed_scale: (meta.hidden as f32).sqrt(),
+        local_cos,
+        local_sin,
+        query_factor: ((factor - 1.0).abs() > 1e-12).then_some(factor),
+        final_softcap: g.final_softcap,
+    })
 }
 
 impl Metadata {
@@ -135,9 +223,10 @@ impl Metadata {
             .unwrap_or(n_head);
         let n_layer = gguf.require_u32(&key("block_count"))? as usize;
         let hidden = gguf.require_u32(&key("embedding_length"))? as usize;
+        let explicit_head_dim = gguf.get_u32(&key("attention.key_length")).is_some();
         if n_head == 0
             || n_kv_head == 0
-            || !hidden.is_multiple_of(n_head)
+            || !(explicit_head_dim || hidden.is_multiple_of(n_head))
             || !n_head.is_multiple_of(n_kv_head)
         {
             return Err(bad(
@@ -148,7 +237,22 @@ impl Metadata {
                 ),
             ));
         }
-        let head_dim = hidden / n_head;
+        // Gemma's heads are not hidden / heads wide (Gemma 3 4B: 8 heads of 256 on 2560): the file
+        // states `attention.key_length`, and values must be as wide.
+        let head_dim = gguf
+            .get_u32(&key("attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(hidden / n_head);
+        let value_dim = gguf
+            .get_u32(&key("attention.value_length"))
+            .map(|v| v as usize)
+            .unwrap_or(head_dim);
+        if head_dim == 0 || value_dim != head_dim {
+            return Err(bad(
+                gguf,
+                format!("key length {head_dim} and value length {value_dim} must be equal"),
+            ));
+        }
         let rope_dim = gguf
             .get_u32(&key("rope.dimension_count"))
             .map(|v| v as usize)
@@ -178,7 +282,7 @@ impl Metadata {
             .map(|v| v as usize)
             .unwrap_or(opts.max_context);
         let context_length = trained_context.min(opts.max_context).max(1);
-        Ok(Self {
+        let mut meta = Self {
             arch,
             n_head,
             n_kv_head,
@@ -189,7 +293,12 @@ impl Metadata {
             eps,
             freq_base,
             context_length,
-        })
+            gemma: None,
+        };
+        if arch.gemma() {
+            meta.gemma = Some(GemmaMeta::read(gguf, &meta)?);
+        }
+        Ok(meta)
     }
 
     fn expected_shapes(&self) -> ExpectedShapes {
@@ -201,6 +310,8 @@ impl Metadata {
             rope_dim: self.rope_dim,
             qkv_bias: self.arch.qkv_bias(),
             rope_freq_factors: self.arch.rope_freq_factors(),
+            head_dim: self.head_dim,
+            gemma_norms: self.arch.gemma(),
         }
     }
 }
@@ -318,10 +429,12 @@ fn read_rope_tables(
     } else {
         None
     };
+    let freq_scale = meta.gemma.as_ref().map_or(1.0, |g| g.global_freq_scale);
     rope_tables(
         meta.rope_dim,
         meta.freq_base,
         rope_freqs.as_deref(),
+        freq_scale,
         meta.context_length,
         device,
     )
@@ -380,6 +493,16 @@ fn read_layers(r: &mut TensorReader, meta: &Metadata) -> Result<Vec<Layer>, Engi
             attn_norm: r.norm(&format!("{p}.attn_norm.weight"), eps)?,
             ffn_norm: r.norm(&format!("{p}.ffn_norm.weight"), eps)?,
             kv: KvCache::new(),
+            gemma: match &meta.gemma {
+                Some(g) => Some(GemmaLayer {
+                    q_norm: r.norm(&format!("{p}.attn_q_norm.weight"), eps)?,
+                    k_norm: r.norm(&format!("{p}.attn_k_norm.weight"), eps)?,
+                    post_attn_norm: r.norm(&format!("{p}.post_attention_norm.weight"), eps)?,
+                    post_ffn_norm: r.norm(&format!("{p}.post_ffw_norm.weight"), eps)?,
+                    window: g.window(i),
+                }),
+                None => None,
+            },
         });
     }
     Ok(layers)
@@ -423,6 +546,9 @@ struct ExpectedShapes {
     rope_dim: usize,
     qkv_bias: bool,
     rope_freq_factors: bool,
+    head_dim: usize,
+    /// Gemma 3's Q/K norms and post-attention / post-MLP norms.
+    gemma_norms: bool,
 }
 
 /// Checks that every tensor the model needs exists with the shape the metadata implies (candle's order:
@@ -482,6 +608,12 @@ fn check_tensor_shapes(gguf: &GgufFile, e: &ExpectedShapes) -> Result<(), Engine
         expect(&t("ffn_gate"), &[ffn, e.hidden])?;
         expect(&t("ffn_up"), &[ffn, e.hidden])?;
         expect(&t("ffn_down"), &[e.hidden, ffn])?;
+        if e.gemma_norms {
+            expect(&t("attn_q_norm"), &[e.head_dim])?;
+            expect(&t("attn_k_norm"), &[e.head_dim])?;
+            expect(&t("post_attention_norm"), &[e.hidden])?;
+            expect(&t("post_ffw_norm"), &[e.hidden])?;
+        }
     }
     Ok(())
 }
@@ -671,12 +803,14 @@ fn requantize(t: QTensor, mode: Requantize, device: &Device) -> candle_core::Res
     }
 }
 
-/// cos/sin tables for interleaved RoPE. `freq_factors` is Llama 3's `rope_freqs.weight`: llama.cpp
-/// divides each frequency by its factor, which is how the "llama3" rope scaling reaches a GGUF.
+/// cos/sin tables for RoPE. `freq_factors` is Llama 3's `rope_freqs.weight`: llama.cpp divides each
+/// frequency by its factor, which is how the "llama3" rope scaling reaches a GGUF. `freq_scale`
+/// multiplies the positions (linear scaling, Gemma 3's global layers).
 fn rope_tables(
     rope_dim: usize,
     freq_base: f32,
     freq_factors: Option<&[f32]>,
+    freq_scale: f32,
     positions: usize,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
@@ -693,9 +827,12 @@ fn rope_tables(
         .collect();
     let n = inv_freq.len();
     let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
-    let t = Tensor::arange(0u32, positions as u32, device)?
+    let mut t = Tensor::arange(0u32, positions as u32, device)?
         .to_dtype(DType::F32)?
         .reshape((positions, 1))?;
+    if freq_scale != 1.0 {
+        t = t.affine(freq_scale as f64, 0.0)?;
+    }
     let freqs = t.matmul(&inv_freq)?;
     Ok((freqs.cos()?, freqs.sin()?))
 }

@@ -1,5 +1,5 @@
-//! Llama-3.2- and Qwen2.5-shaped GGUF files with random weights and real metadata, written
-//! deterministically from a seed. The product's models (Llama 3.2 3B, Qwen2.5 3B) cannot be downloaded
+//! Llama-3.2-, Qwen2.5- and Gemma-3-shaped GGUF files with random weights and real metadata, written
+//! deterministically from a seed. The product's models (Llama 3.2 3B, Qwen2.5 3B, Gemma 3 4B) cannot be downloaded
 //! on the build machines, and neither their correctness (RoPE layout and scaling, GQA, Q/K/V biases,
 //! tied embeddings, K-quants, the 128,256- and 151,936-token vocabularies) nor their speed depends on
 //! the trained weight values: both engines read the same file, so logits can be compared with
@@ -18,8 +18,12 @@ use candle_core::{Device, Tensor};
 use crate::engine::arch::Architecture;
 use crate::engine::EngineError;
 
+mod gemma_vocab;
 mod vocab;
 
+pub use gemma_vocab::{
+    GEMMA3_BOS, GEMMA3_END_OF_TURN, GEMMA3_EOS, GEMMA3_START_OF_TURN, GEMMA3_VOCAB,
+};
 pub use vocab::{
     LLAMA3_BOS as BOS_ID, LLAMA3_EOT as EOT_ID, LLAMA3_VOCAB as VOCAB, QWEN2_ENDOFTEXT,
     QWEN2_IM_END, QWEN2_IM_START, QWEN2_VOCAB,
@@ -42,6 +46,13 @@ const ROPE_ORIGINAL_CONTEXT: f64 = 8192.0;
 const ROPE_THETA: f32 = 500_000.0;
 /// Qwen2.5's `rope_theta`.
 const QWEN2_ROPE_THETA: f32 = 1_000_000.0;
+/// Gemma 3's global layers' `rope_theta` and linear `rope_scaling` factor (4B and up; config.json).
+const GEMMA3_ROPE_THETA: f32 = 1_000_000.0;
+const GEMMA3_ROPE_SCALING_FACTOR: f32 = 8.0;
+
+/// Gemma 3 Instruct's chat template, as its tokenizer_config.json ships it and llama.cpp's converter
+/// copies it into the GGUF.
+pub const GEMMA3_CHAT_TEMPLATE: &str = crate::engine::chat_template::GEMMA_TEMPLATE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
@@ -50,6 +61,10 @@ pub struct Shape {
     pub n_head: usize,
     pub n_kv_head: usize,
     pub ffn: usize,
+    /// Width of a head when it is not hidden / heads (Gemma: `attention.key_length`).
+    pub head_dim_override: Option<usize>,
+    /// Gemma 3's local layers' window (`attention.sliding_window`).
+    pub sliding_window: Option<usize>,
 }
 
 impl Shape {
@@ -60,6 +75,8 @@ impl Shape {
         n_head: 24,
         n_kv_head: 8,
         ffn: 8192,
+        head_dim_override: None,
+        sliding_window: None,
     };
     /// A few tens of MB (the 128,256-row embedding dominates), head_dim 128 like the real model so the
     /// scaled low RoPE frequencies are exercised, GQA 2:1.
@@ -69,6 +86,8 @@ impl Shape {
         n_head: 2,
         n_kv_head: 1,
         ffn: 768,
+        head_dim_override: None,
+        sliding_window: None,
     };
 
     /// Qwen2.5 3B: 16 heads of 128, GQA 8:1, a tied 151,936-row embedding.
@@ -78,18 +97,50 @@ impl Shape {
         n_head: 16,
         n_kv_head: 2,
         ffn: 11008,
+        head_dim_override: None,
+        sliding_window: None,
+    };
+
+    /// Gemma 3 4B (google/gemma-3-4b-it config.json, text_config): 34 layers of 2560, 8 heads of 256
+    /// over 4 KV heads, MLP 10240, local layers' window 1024.
+    pub const GEMMA3_4B: Shape = Shape {
+        n_layer: 34,
+        hidden: 2560,
+        n_head: 8,
+        n_kv_head: 4,
+        ffn: 10240,
+        head_dim_override: Some(256),
+        sliding_window: Some(1024),
+    };
+
+    /// Gemma 3's layout at test size: six layers (five local, the sixth global, as in every group of
+    /// six of the real models), heads of 256 wider than hidden / heads as in the real models, and a
+    /// 16-position window so the fixture's 64-token prompt slides it.
+    pub const GEMMA3_TINY: Shape = Shape {
+        n_layer: 6,
+        hidden: 256,
+        n_head: 2,
+        n_kv_head: 1,
+        ffn: 768,
+        head_dim_override: Some(256),
+        sliding_window: Some(16),
     };
 
     pub fn head_dim(&self) -> usize {
-        self.hidden / self.n_head
+        self.head_dim_override.unwrap_or(self.hidden / self.n_head)
     }
 
     /// `tiny` (the same small shape for every family) or `3b` (the family's 3B model).
     pub fn named(arch: Architecture, name: &str) -> Result<Self, String> {
         match (name, arch) {
+            ("tiny", Architecture::Gemma3) => Ok(Self::GEMMA3_TINY),
             ("tiny", _) => Ok(Self::TINY),
             ("3b", Architecture::Llama) => Ok(Self::LLAMA_3_2_3B),
             ("3b", Architecture::Qwen2) => Ok(Self::QWEN2_5_3B),
+            ("4b", Architecture::Gemma3) => Ok(Self::GEMMA3_4B),
+            (other, Architecture::Gemma3) => {
+                Err(format!("unknown shape `{other}` for gemma3 (tiny or 4b)"))
+            }
             (other, _) => Err(format!("unknown shape `{other}` (tiny or 3b)")),
         }
     }
@@ -260,7 +311,98 @@ fn metadata(spec: &SynthSpec) -> Vec<(String, Value)> {
     match spec.arch {
         Architecture::Llama => llama_metadata(spec),
         Architecture::Qwen2 => qwen2_metadata(spec),
+        Architecture::Gemma3 => gemma3_metadata(spec),
     }
+}
+
+fn floats(v: Vec<f32>) -> Value {
+    Value::Array(v.into_iter().map(Value::F32).collect())
+}
+
+/// Gemma 3 Instruct's keys as llama.cpp's converter writes them (read off a converted Gemma 3 GGUF):
+/// `gemma3.` hyperparameters with `key_length` / `value_length`, the sliding window, linear RoPE
+/// scaling, and a SentencePiece (`llama`) vocabulary with scores, BOS added, no space prefix.
+fn gemma3_metadata(spec: &SynthSpec) -> Vec<(String, Value)> {
+    let s = &spec.shape;
+    let v = gemma_vocab::gemma3();
+    let types: Vec<i32> = v.types;
+    vec![
+        (
+            "general.architecture".into(),
+            Value::String("gemma3".into()),
+        ),
+        ("general.type".into(), Value::String("model".into())),
+        (
+            "general.name".into(),
+            Value::String(format!(
+                "synthetic-gemma-3-{}l-{}d-seed{}",
+                s.n_layer, s.hidden, spec.seed
+            )),
+        ),
+        ("general.basename".into(), Value::String("gemma-3".into())),
+        ("general.finetune".into(), Value::String("it".into())),
+        (
+            "general.file_type".into(),
+            Value::U32(spec.quant.file_type()),
+        ),
+        ("gemma3.context_length".into(), Value::U32(131_072)),
+        ("gemma3.embedding_length".into(), u32v(s.hidden)),
+        ("gemma3.block_count".into(), u32v(s.n_layer)),
+        ("gemma3.feed_forward_length".into(), u32v(s.ffn)),
+        ("gemma3.attention.head_count".into(), u32v(s.n_head)),
+        (
+            "gemma3.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-6),
+        ),
+        ("gemma3.attention.key_length".into(), u32v(s.head_dim())),
+        ("gemma3.attention.value_length".into(), u32v(s.head_dim())),
+        (
+            "gemma3.rope.freq_base".into(),
+            Value::F32(GEMMA3_ROPE_THETA),
+        ),
+        (
+            "gemma3.attention.sliding_window".into(),
+            u32v(s.sliding_window.unwrap_or(1024)),
+        ),
+        ("gemma3.attention.head_count_kv".into(), u32v(s.n_kv_head)),
+        (
+            "gemma3.rope.scaling.type".into(),
+            Value::String("linear".into()),
+        ),
+        (
+            "gemma3.rope.scaling.factor".into(),
+            Value::F32(GEMMA3_ROPE_SCALING_FACTOR),
+        ),
+        ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
+        ("tokenizer.ggml.tokens".into(), strings(v.tokens)),
+        ("tokenizer.ggml.scores".into(), floats(v.scores)),
+        ("tokenizer.ggml.token_type".into(), self::types(types)),
+        (
+            "tokenizer.ggml.bos_token_id".into(),
+            Value::U32(gemma_vocab::GEMMA3_BOS),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(gemma_vocab::GEMMA3_EOS),
+        ),
+        (
+            "tokenizer.ggml.unknown_token_id".into(),
+            Value::U32(gemma_vocab::GEMMA3_UNK),
+        ),
+        (
+            "tokenizer.ggml.padding_token_id".into(),
+            Value::U32(gemma_vocab::GEMMA3_PAD),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
+        ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(GEMMA3_CHAT_TEMPLATE.into()),
+        ),
+        ("general.quantization_version".into(), Value::U32(2)),
+    ]
 }
 
 fn strings(v: Vec<String>) -> Value {
@@ -386,6 +528,8 @@ fn tensors(spec: &SynthSpec) -> candle_core::Result<Vec<(String, QTensor)>> {
     let seed = spec.seed;
     let head_dim = s.head_dim();
     let kv_dim = s.n_kv_head * head_dim;
+    let q_dim = s.n_head * head_dim;
+    let gemma = spec.arch.gemma();
     let mut out = Vec::new();
     if spec.arch == Architecture::Llama {
         let factors = llama3_rope_factors(head_dim);
@@ -398,6 +542,7 @@ fn tensors(spec: &SynthSpec) -> candle_core::Result<Vec<(String, QTensor)>> {
     let vocab = match spec.arch {
         Architecture::Llama => VOCAB,
         Architecture::Qwen2 => QWEN2_VOCAB,
+        Architecture::Gemma3 => GEMMA3_VOCAB,
     };
     let matrix = |name: &str, rows: usize, cols: usize, std: f32, dtype: GgmlDType| {
         let t = random_matrix(seed, name, rows, cols, std)?;
@@ -417,13 +562,13 @@ fn tensors(spec: &SynthSpec) -> candle_core::Result<Vec<(String, QTensor)>> {
         ));
         out.push(matrix(
             &format!("{p}.attn_q.weight"),
-            s.hidden,
+            q_dim,
             s.hidden,
             fan_in(s.hidden),
             ty(Role::Other),
         )?);
         if spec.arch.qkv_bias() {
-            out.push(random_bias(seed, &format!("{p}.attn_q.bias"), s.hidden)?);
+            out.push(random_bias(seed, &format!("{p}.attn_q.bias"), q_dim)?);
         }
         out.push(matrix(
             &format!("{p}.attn_k.weight"),
@@ -448,10 +593,21 @@ fn tensors(spec: &SynthSpec) -> candle_core::Result<Vec<(String, QTensor)>> {
         out.push(matrix(
             &format!("{p}.attn_output.weight"),
             s.hidden,
-            s.hidden,
-            fan_in(s.hidden),
+            q_dim,
+            fan_in(q_dim),
             ty(Role::Other),
         )?);
+        if gemma {
+            for (name, n) in [
+                ("attn_q_norm", head_dim),
+                ("attn_k_norm", head_dim),
+                ("post_attention_norm", s.hidden),
+                ("post_ffw_norm", s.hidden),
+            ] {
+                let name = format!("{p}.{name}.weight");
+                out.push((name.clone(), random_norm(seed, &name, n)?));
+            }
+        }
         out.push((
             format!("{p}.ffn_norm.weight"),
             random_norm(seed, &format!("{p}.ffn_norm.weight"), s.hidden)?,
@@ -502,9 +658,10 @@ pub fn write_synthetic_gguf(spec: &SynthSpec, out: &Path) -> Result<SynthReport,
     let s = &spec.shape;
     if s.n_head == 0
         || s.n_kv_head == 0
-        || !s.hidden.is_multiple_of(s.n_head)
+        || !(s.head_dim_override.is_some() || s.hidden.is_multiple_of(s.n_head))
         || !s.n_head.is_multiple_of(s.n_kv_head)
         || !s.hidden.is_multiple_of(256)
+        || !(s.n_head * s.head_dim()).is_multiple_of(256)
     {
         return Err(EngineError::InvalidInput(format!(
             "shape {s:?}: hidden must be a multiple of 256 and of the head count, heads of KV heads"

@@ -21,7 +21,7 @@ pub struct Vocabulary {
 
 /// Words the merges spell out (with and without a leading space), so that ordinary English and Russian
 /// support text becomes multi-byte tokens as with the real vocabulary.
-const WORDS: &[&str] = &[
+pub(super) const WORDS: &[&str] = &[
     "the",
     "and",
     "to",
