@@ -18,7 +18,9 @@ pub use tools::{inspect, synth};
 use std::path::PathBuf;
 
 pub use chat_template::{ChatMessage, Role, TemplateChoice};
-pub use generation::{FinishReason, GenerationSummary, Llm, LlmOptions, Timings, Usage};
+pub use generation::{
+    Conversation, FinishReason, GenerationSummary, Llm, LlmOptions, Sequence, Timings, Usage,
+};
 pub use sampling::SamplingParams;
 pub use worker::{GenerateRequest, GenerationEvent, LlmHandle, Prompt};
 

@@ -2,6 +2,7 @@
 //! against llama.cpp,
 //! the tokenizer, chat templates, the worker thread, and bad model files.
 
+mod batch;
 pub mod generation;
 mod model_files;
 mod synth_llama;
