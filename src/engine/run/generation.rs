@@ -36,6 +36,10 @@ pub struct LlmOptions {
     pub reuse_prefix: bool,
     /// Run forward passes inside candle's CPU thread pool (see `Llm::forward`).
     pub pool_context: bool,
+    /// Sequences the worker advances together in one forward pass.
+    pub max_batch: usize,
+    /// Bytes of KV cache the worker's live and kept conversations may take (`None`: no limit).
+    pub kv_budget_bytes: Option<usize>,
 }
 
 impl LlmOptions {
@@ -49,6 +53,8 @@ impl LlmOptions {
             device: DeviceChoice::default(),
             reuse_prefix: true,
             pool_context: true,
+            max_batch: 4,
+            kv_budget_bytes: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 mod batch;
 pub mod generation;
 mod model_files;
+mod scheduler;
 mod synth_llama;
 mod synth_qwen2;
 mod templates;
