@@ -601,3 +601,139 @@ pub fn bench_answers(
         extractive_answers: extractive,
     })
 }
+
+/// N clients at once against the batching worker (`bench llm --parallel N`).
+#[derive(Debug, Serialize)]
+pub struct ParallelLlmReport {
+    pub clients: usize,
+    pub prompt_tokens: usize,
+    pub generate_tokens: usize,
+    pub threads: usize,
+    pub wall_s: f64,
+    /// Generated tokens of all clients over the wall time.
+    pub aggregate_generation_tokens_per_s: f64,
+    pub answers_per_min: f64,
+    pub ttft_ms_p50: f64,
+    pub ttft_ms_p95: f64,
+    pub last_token_ms_p50: f64,
+    pub last_token_ms_p95: f64,
+    /// Forward passes by batch size (index = size).
+    pub batch_steps: Vec<usize>,
+}
+
+/// `clients` requests submitted at once, each a distinct ~`prompt_tokens` prompt (the text from a
+/// different offset) and exactly `generate_tokens` greedy tokens; times from submission.
+pub fn bench_llm_parallel(
+    handle: &crate::engine::LlmHandle,
+    spec: &LlmBenchSpec,
+    clients: usize,
+) -> Result<ParallelLlmReport, EngineError> {
+    use crate::engine::{GenerateRequest, GenerationEvent, Prompt};
+    let mut base = handle.tokenizer().encode(spec.prompt_text, false)?;
+    if base.is_empty() {
+        return Err(EngineError::InvalidInput("empty benchmark prompt".into()));
+    }
+    while base.len() < spec.prompt_tokens + 64 * clients {
+        let again = base.clone();
+        base.extend(again);
+    }
+    let params = SamplingParams {
+        max_new_tokens: spec.generate_tokens,
+        ignore_eos: true,
+        repeat_penalty: 1.0,
+        ..SamplingParams::default()
+    };
+    let run = |ids: Vec<u32>, params: SamplingParams| {
+        handle.submit(GenerateRequest {
+            prompt: Prompt::Tokens(ids),
+            params,
+        })
+    };
+    // Warm-up.
+    let mut rx = run(
+        base[..32].to_vec(),
+        SamplingParams {
+            max_new_tokens: 2,
+            ..params.clone()
+        },
+    )?;
+    while let Some(ev) = rx.blocking_recv() {
+        if let GenerationEvent::Error(e) = ev {
+            return Err(e);
+        }
+    }
+    let start = Instant::now();
+    let mut receivers = Vec::new();
+    for c in 0..clients {
+        let ids = base[64 * c..64 * c + spec.prompt_tokens].to_vec();
+        receivers.push(run(ids, params.clone())?);
+    }
+    let results: Vec<Result<(f64, f64, usize), EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = receivers
+            .into_iter()
+            .map(|mut rx| {
+                s.spawn(move || {
+                    let mut first = None;
+                    while let Some(ev) = rx.blocking_recv() {
+                        match ev {
+                            GenerationEvent::Token(_) => {
+                                first.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
+                            }
+                            GenerationEvent::Done(s) => {
+                                let last = start.elapsed().as_secs_f64() * 1e3;
+                                return Ok((
+                                    first.unwrap_or(last),
+                                    last,
+                                    s.usage.completion_tokens,
+                                ));
+                            }
+                            GenerationEvent::Error(e) => return Err(e),
+                        }
+                    }
+                    Err(EngineError::Internal("stream ended without Done".into()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EngineError::Internal("client panicked".into())))
+            })
+            .collect()
+    });
+    let wall_s = start.elapsed().as_secs_f64();
+    let mut ttft = Vec::new();
+    let mut last = Vec::new();
+    let mut tokens = 0;
+    for r in results {
+        let (f, l, n) = r?;
+        ttft.push(f);
+        last.push(l);
+        tokens += n;
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)]
+    };
+    let stats = handle.stats();
+    Ok(ParallelLlmReport {
+        clients,
+        prompt_tokens: spec.prompt_tokens,
+        generate_tokens: spec.generate_tokens,
+        threads: spec.threads,
+        wall_s,
+        aggregate_generation_tokens_per_s: tokens as f64 / wall_s,
+        answers_per_min: clients as f64 * 60.0 / wall_s,
+        ttft_ms_p50: pct(&mut ttft, 0.5),
+        ttft_ms_p95: pct(&mut ttft, 0.95),
+        last_token_ms_p50: pct(&mut last, 0.5),
+        last_token_ms_p95: pct(&mut last, 0.95),
+        batch_steps: stats
+            .batch_steps
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+            .collect(),
+    })
+}

@@ -286,7 +286,9 @@ impl From<EngineError> for AnswerError {
         match e {
             EngineError::Overloaded { queue_depth } => AnswerError::Overloaded { queue_depth },
             EngineError::Unavailable(m) => AnswerError::ModelUnavailable(m),
-            EngineError::ContextOverflow { .. } => AnswerError::ContextOverflow(e.to_string()),
+            EngineError::ContextOverflow { .. } | EngineError::OverBudget { .. } => {
+                AnswerError::ContextOverflow(e.to_string())
+            }
             EngineError::InvalidInput(m) => AnswerError::InvalidQuestion(m),
             other => AnswerError::Internal(other.to_string()),
         }

@@ -5,8 +5,10 @@
 
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Counter, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+
+use crate::engine::worker::{WorkerStats, BATCH_HISTOGRAM_MAX};
 
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
@@ -32,6 +34,12 @@ pub struct AnswerMetrics {
     pub feedback: IntCounterVec,
     /// The model's verdicts on questions the gate was unsure of (the opt-in judge), by verdict.
     pub judge_verdicts: IntCounterVec,
+    /// The model thread's batching (`LlmHandle::stats`), brought up to date by `record_worker`.
+    pub llm_live_sequences: IntGauge,
+    pub llm_kv_bytes: IntGauge,
+    pub llm_batch_steps: IntCounterVec,
+    pub llm_queue_wait_seconds: Counter,
+    pub llm_sequences_started: IntCounter,
 }
 
 impl AnswerMetrics {
@@ -107,6 +115,36 @@ impl AnswerMetrics {
             ),
             &["verdict"],
         )?;
+        let llm_live_sequences = IntGauge::new(
+            "novapay_llm_live_sequences",
+            "Conversations the model is advancing now (prompt or answer)",
+        )?;
+        let llm_kv_bytes = IntGauge::new(
+            "novapay_llm_kv_bytes",
+            "Bytes of KV cache held: live conversations and ones kept for follow-ups \
+             (bounded by NOVAPAY_KV_BUDGET_MB)",
+        )?;
+        let llm_batch_steps = IntCounterVec::new(
+            Opts::new(
+                "novapay_llm_batch_steps_total",
+                "Forward passes of the model, by how many conversations each advanced (size)",
+            ),
+            &["size"],
+        )?;
+        let llm_queue_wait_seconds = Counter::new(
+            "novapay_llm_queue_wait_seconds_total",
+            "Seconds generation requests waited before the model started them (over \
+             novapay_llm_sequences_started_total: the mean wait)",
+        )?;
+        let llm_sequences_started = IntCounter::new(
+            "novapay_llm_sequences_started_total",
+            "Generation requests the model started",
+        )?;
+        registry.register(Box::new(llm_live_sequences.clone()))?;
+        registry.register(Box::new(llm_kv_bytes.clone()))?;
+        registry.register(Box::new(llm_batch_steps.clone()))?;
+        registry.register(Box::new(llm_queue_wait_seconds.clone()))?;
+        registry.register(Box::new(llm_sequences_started.clone()))?;
         registry.register(Box::new(judge_verdicts.clone()))?;
         registry.register(Box::new(answers.clone()))?;
         registry.register(Box::new(failures.clone()))?;
@@ -133,7 +171,37 @@ impl AnswerMetrics {
             extractive_answers,
             feedback,
             judge_verdicts,
+            llm_live_sequences,
+            llm_kv_bytes,
+            llm_batch_steps,
+            llm_queue_wait_seconds,
+            llm_sequences_started,
         })
+    }
+
+    /// Brings the batching metrics up to the model thread's counters.
+    pub fn record_worker(&self, stats: &WorkerStats) {
+        let get = |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::SeqCst);
+        self.llm_live_sequences
+            .set(get(&stats.live_sequences) as i64);
+        self.llm_kv_bytes.set(get(&stats.kv_bytes) as i64);
+        for (size, n) in stats.batch_steps.iter().enumerate().skip(1) {
+            let label = if size == BATCH_HISTOGRAM_MAX {
+                format!("{size}+")
+            } else {
+                size.to_string()
+            };
+            let c = self.llm_batch_steps.with_label_values(&[label.as_str()]);
+            c.inc_by((get(n) as u64).saturating_sub(c.get()));
+        }
+        let started = get(&stats.jobs_started) as u64;
+        self.llm_sequences_started
+            .inc_by(started.saturating_sub(self.llm_sequences_started.get()));
+        let waited = get(&stats.queue_wait_ms_total) as f64 / 1000.0;
+        let delta = waited - self.llm_queue_wait_seconds.get();
+        if delta > 0.0 {
+            self.llm_queue_wait_seconds.inc_by(delta);
+        }
     }
 
     pub fn observe(&self, phase: &str, seconds: f64) {

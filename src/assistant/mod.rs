@@ -201,7 +201,8 @@ impl Assistant {
         memory: Arc<dyn ConversationStore>,
         config: RagConfig,
     ) -> Self {
-        let depth = llm.info().queue_depth;
+        // As many questions as can wait in the queue plus those the model answers together.
+        let depth = llm.info().queue_depth + llm.info().max_batch.max(1) - 1;
         Self {
             kb: ArcSwap::new(kb),
             embedder,
@@ -232,6 +233,7 @@ impl Assistant {
     /// The answer metrics (every door's answers), with the queue gauge brought up to date.
     pub fn metrics(&self) -> &AnswerMetrics {
         self.metrics.queue_depth.set(self.llm.queued() as i64);
+        self.metrics.record_worker(self.llm.stats());
         &self.metrics
     }
 

@@ -65,6 +65,9 @@ pub struct LlmBench {
     /// A/B switch: run forward passes inside candle's CPU thread pool.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pool_context: bool,
+    /// N clients at once through the batching worker (distinct prompts, one round, a batch of N): aggregate tok/s, answers/min, p50/p95 time to first and last token.
+    #[arg(long, default_value_t = 0)]
+    parallel: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,10 +119,29 @@ fn llm(a: &LlmBench) -> anyhow::Result<()> {
     let mut opts = super::load_llm_options(&a.runtime, &a.llm)?;
     opts.load.fused_matmul = a.fused_matmul;
     opts.pool_context = a.pool_context;
+    let text = bench::read_text_or_default(&a.prompt_file);
+    if a.parallel > 0 {
+        opts.max_batch = a.parallel;
+        let t = Instant::now();
+        let handle = novapay::engine::LlmHandle::spawn(opts, a.parallel.max(1))
+            .context("loading the LLM")?;
+        let load_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let spec = LlmBenchSpec {
+            prompt_text: &text,
+            prompt_tokens: a.prompt_tokens,
+            generate_tokens: a.generate_tokens,
+            rounds: 1,
+            threads,
+            load_ms,
+            shared_prefix: 0,
+        };
+        let report = bench::bench_llm_parallel(&handle, &spec, a.parallel)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let t = Instant::now();
     let mut llm = Llm::load(&opts).context("loading the LLM")?;
     let load_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let text = bench::read_text_or_default(&a.prompt_file);
     let report = bench::bench_llm(
         &mut llm,
         &LlmBenchSpec {

@@ -407,6 +407,14 @@ pub struct LlmArgs {
     /// a directory to keep it in.
     #[arg(long, env = "NOVAPAY_LLM_TILE_CACHE", default_value = "auto")]
     pub llm_tile_cache: String,
+    /// Conversations the model advances together in one step (continuous batching): each weight is
+    /// read once per step for all of them. 1 answers one request at a time.
+    #[arg(long, env = "NOVAPAY_MAX_BATCH", default_value_t = 4)]
+    pub max_batch: usize,
+    /// MiB of KV cache all live conversations (and the ones kept for follow-ups) may take; a request
+    /// waits for room, and one whose prompt and answer alone do not fit is refused. 0: no limit.
+    #[arg(long, env = "NOVAPAY_KV_BUDGET_MB", default_value_t = 1024)]
+    pub kv_budget_mb: usize,
 }
 
 impl LlmArgs {
@@ -433,6 +441,8 @@ impl LlmArgs {
                 ..LoadOptions::default()
             },
             reuse_prefix: self.prompt_cache,
+            max_batch: self.max_batch.max(1),
+            kv_budget_bytes: (self.kv_budget_mb > 0).then_some(self.kv_budget_mb << 20),
             ..LlmOptions::new(gguf)
         }
     }

@@ -18,7 +18,9 @@ pub use tools::{inspect, synth};
 use std::path::PathBuf;
 
 pub use chat_template::{ChatMessage, Role, TemplateChoice};
-pub use generation::{FinishReason, GenerationSummary, Llm, LlmOptions, Timings, Usage};
+pub use generation::{
+    Conversation, FinishReason, GenerationSummary, Llm, LlmOptions, Sequence, Timings, Usage,
+};
 pub use sampling::SamplingParams;
 pub use worker::{GenerateRequest, GenerationEvent, LlmHandle, Prompt};
 
@@ -39,6 +41,11 @@ pub enum EngineError {
     ContextOverflow { tokens: usize, limit: usize },
     #[error("the generation queue is full ({queue_depth} waiting); retry shortly")]
     Overloaded { queue_depth: usize },
+    #[error(
+        "the prompt and answer need {needed_mb} MiB of KV cache but the budget is {budget_mb} MiB \
+         (NOVAPAY_KV_BUDGET_MB); shorten the conversation or the answer"
+    )]
+    OverBudget { needed_mb: usize, budget_mb: usize },
     #[error("the model worker is unavailable: {0}")]
     Unavailable(String),
     #[error("internal engine error: {0}")]

@@ -502,9 +502,45 @@ struct Layer {
     w_down: Linear,
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
-    kv: KvCache,
     /// Gemma 3's norms and attention span; `None` for Llama and Qwen2.
     gemma: Option<GemmaLayer>,
+}
+
+/// One sequence's state, kept apart from the weights: the f16 keys and values of every layer and
+/// the position the next token takes. A model serves any number of them (`LlamaModel::forward_batch`
+/// advances several in one pass); each conversation keeps its own, so a follow-up reuses its prefix.
+pub struct KvState {
+    layers: Vec<KvCache>,
+    pos: usize,
+}
+
+impl KvState {
+    /// Positions held.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Keeps only the first `len` positions; the next forward pass continues from there (the buffers
+    /// are kept and overwritten).
+    pub fn truncate(&mut self, len: usize) {
+        self.pos = self.pos.min(len);
+        for kv in &mut self.layers {
+            kv.truncate(self.pos);
+        }
+    }
+
+    /// Forgets every position and frees the buffers.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        for kv in &mut self.layers {
+            kv.reset();
+        }
+    }
+
+    /// Bytes the buffers take (allocated capacity, not only the positions in use).
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers.iter().map(KvCache::allocated_bytes).sum()
+    }
 }
 
 pub struct LlamaModel {
@@ -516,7 +552,6 @@ pub struct LlamaModel {
     sin: Tensor,
     neg_inf: Tensor,
     device: Device,
-    pos: usize,
     /// Use candle's fused multi-matrix quantized kernel where it applies.
     fused: bool,
     /// Every token's logits are the same bits however the prompt is split into forward passes
@@ -572,69 +607,227 @@ impl LlamaModel {
         self.split_invariant
     }
 
-    /// Positions already in the KV cache.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    /// Keeps only the first `len` positions of the cache; the next `forward` continues from there.
-    pub fn truncate(&mut self, len: usize) {
-        self.pos = self.pos.min(len);
-        for layer in &mut self.layers {
-            layer.kv.truncate(self.pos);
+    /// An empty sequence for this model (no position yet, no memory until its first forward).
+    pub fn new_state(&self) -> KvState {
+        KvState {
+            layers: (0..self.layers.len()).map(|_| KvCache::new()).collect(),
+            pos: 0,
         }
     }
 
-    /// Forgets the conversation: the next `forward` starts at position 0.
-    pub fn reset(&mut self) {
-        self.pos = 0;
-        for layer in &mut self.layers {
-            layer.kv.reset();
-        }
+    /// Bytes of f16 keys and values one position takes in every layer.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let c = &self.config;
+        c.n_layer * c.n_kv_head * c.head_dim * 2 * 2
     }
 
-    /// Runs `tokens` after what the cache holds; returns the logits of the last token, as f32.
-    pub fn forward(&mut self, tokens: &[u32]) -> Result<Tensor, EngineError> {
+    /// Runs `tokens` after what `kv` holds; returns the logits of the last token, as f32.
+    pub fn forward(&self, kv: &mut KvState, tokens: &[u32]) -> Result<Tensor, EngineError> {
         let seq_len = tokens.len();
-        self.check_room(seq_len)?;
+        self.check_room(kv, seq_len)?;
         let logits = self
-            .forward_inner(tokens, false)
+            .forward_inner(kv, tokens, false)
             .map_err(EngineError::from)?;
-        self.pos += seq_len;
+        kv.pos += seq_len;
         Ok(logits)
     }
 
     /// Like `forward`, but returns the logits of every position, shape (tokens, vocab) (debugging and
     /// parity checks; generation only needs the last row).
-    pub fn forward_all(&mut self, tokens: &[u32]) -> Result<Tensor, EngineError> {
-        self.check_room(tokens.len())?;
+    pub fn forward_all(&self, kv: &mut KvState, tokens: &[u32]) -> Result<Tensor, EngineError> {
+        self.check_room(kv, tokens.len())?;
         let logits = self
-            .forward_inner(tokens, true)
+            .forward_inner(kv, tokens, true)
             .map_err(EngineError::from)?;
-        self.pos += tokens.len();
+        kv.pos += tokens.len();
         Ok(logits)
     }
 
-    fn check_room(&self, seq_len: usize) -> Result<(), EngineError> {
+    /// One forward pass of several sequences: `tokens[i]` runs after what `seqs[i]` holds (one
+    /// token for a decode step, several for a piece of a prompt). The matrices see all the rows as
+    /// one batch, so each weight tile is read once for all of them (the packed kernels multiply row
+    /// by row, so each row gets the bits it gets alone: `split_invariant`); RoPE takes each row's
+    /// own position and attention reads each sequence's own cache. Returns the logits of each
+    /// sequence's last token, (sequences, vocab). Nothing is changed when it fails. A sequence of
+    /// several tokens needs `mixed_batches`.
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [&mut KvState],
+        tokens: &[&[u32]],
+    ) -> Result<Tensor, EngineError> {
+        if !self.batches() {
+            return Err(EngineError::Internal(
+                "this architecture runs one sequence per forward pass".into(),
+            ));
+        }
+        if seqs.len() != tokens.len() || seqs.is_empty() {
+            return Err(EngineError::Internal(format!(
+                "{} token lists for {} sequences",
+                tokens.len(),
+                seqs.len()
+            )));
+        }
+        for (kv, t) in seqs.iter().zip(tokens) {
+            self.check_room(kv, t.len())?;
+            if t.len() > 1 && !self.mixed_batches() {
+                return Err(EngineError::Internal(
+                    "prompt rows in a batch need the CPU attention kernels".into(),
+                ));
+            }
+        }
+        let lens: Vec<usize> = seqs.iter().map(|kv| kv.pos).collect();
+        let logits = self.forward_batch_inner(seqs, tokens).map_err(|e| {
+            // A failure half-way through the layers may have appended to some caches.
+            for (kv, len) in seqs.iter_mut().zip(&lens) {
+                kv.truncate(*len);
+            }
+            EngineError::from(e)
+        })?;
+        for (kv, t) in seqs.iter_mut().zip(tokens) {
+            kv.pos += t.len();
+        }
+        Ok(logits)
+    }
+
+    /// True when several sequences can share a forward pass (`forward_batch`). Gemma 3's layers
+    /// (Q/K norms, post norms, sliding windows) are only in the single-sequence pass so far: its
+    /// sequences take turns, one forward pass each, in the same scheduler.
+    pub fn batches(&self) -> bool {
+        self.gemma.is_none()
+    }
+
+    /// True when `forward_batch` takes prompt pieces next to decode tokens (CPU attention kernels).
+    pub fn mixed_batches(&self) -> bool {
+        self.device.is_cpu() && attention::vectorized()
+    }
+
+    fn check_room(&self, kv: &KvState, seq_len: usize) -> Result<(), EngineError> {
         if seq_len == 0 {
             return Err(EngineError::InvalidInput("no tokens to run".into()));
         }
-        if self.pos + seq_len > self.config.context_length {
+        if kv.pos + seq_len > self.config.context_length {
             return Err(EngineError::ContextOverflow {
-                tokens: self.pos + seq_len,
+                tokens: kv.pos + seq_len,
                 limit: self.config.context_length,
             });
         }
         Ok(())
     }
 
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+        match self.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, cos, sin),
+            RopeStyle::Neox => candle_nn::rotary_emb::rope(x, cos, sin),
+        }
+    }
+
+    /// `forward_batch` without the bookkeeping. The rows are laid out as one prompt (1, rows,
+    /// hidden), so every matrix product is the prompt path's.
+    fn forward_batch_inner(
+        &self,
+        seqs: &mut [&mut KvState],
+        tokens: &[&[u32]],
+    ) -> candle_core::Result<Tensor> {
+        let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+        let rows = all.len();
+        let mut positions = Vec::with_capacity(rows);
+        let mut last_rows = Vec::with_capacity(tokens.len());
+        for (kv, t) in seqs.iter().zip(tokens) {
+            positions.extend((0..t.len()).map(|j| (kv.pos + j) as u32));
+            last_rows.push((positions.len() - 1) as u32);
+        }
+        let positions = Tensor::new(positions.as_slice(), &self.device)?;
+        let cos = self.cos.index_select(&positions, 0)?;
+        let sin = self.sin.index_select(&positions, 0)?;
+        let mut x = self.embedding.lookup(&all, &self.device)?;
+        let (n_head, n_kv_head, head_dim) = (
+            self.config.n_head,
+            self.config.n_kv_head,
+            self.config.head_dim,
+        );
+        for (l, layer) in self.layers.iter().enumerate() {
+            let residual = &x;
+            let h = layer.attn_norm.forward(&x)?;
+            let mut qkv =
+                Linear::forward_shared(&[&layer.wq, &layer.wk, &layer.wv], &h, self.fused)?;
+            let v = qkv.pop().expect("three outputs");
+            let k = qkv.pop().expect("three outputs");
+            let q = qkv.pop().expect("three outputs");
+            // (1, heads, rows, hd): RoPE's "time" axis is the row, each with its own position.
+            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                t.reshape((1, rows, n, head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = self.rope(&heads(q, n_head)?, &cos, &sin)?;
+            let k = self.rope(&heads(k, n_kv_head)?, &cos, &sin)?;
+            let v = heads(v, n_kv_head)?;
+            let mut ys = Vec::with_capacity(tokens.len());
+            let mut at = 0;
+            for (kv, t) in seqs.iter_mut().zip(tokens) {
+                let n = t.len();
+                let cache = &mut kv.layers[l];
+                cache.append(&k.narrow(2, at, n)?, &v.narrow(2, at, n)?)?;
+                ys.push(self.attend_rows(cache, &q.narrow(2, at, n)?, n)?);
+                at += n;
+            }
+            let y = Tensor::cat(&ys, 1)?;
+            let y = layer.wo.forward(&y)?;
+            let x1 = add(&y, residual)?;
+            let h = layer.ffn_norm.forward(&x1)?;
+            let mut gate_up =
+                Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
+            let up = gate_up.pop().expect("two outputs");
+            let gate = gate_up.pop().expect("two outputs");
+            let y = layer.w_down.forward(&silu_mul(&gate, &up)?)?;
+            x = add(&y, &x1)?;
+        }
+        let last = Tensor::new(last_rows.as_slice(), &self.device)?;
+        let x = x.squeeze(0)?.index_select(&last, 0)?.unsqueeze(0)?;
+        let x = self.norm.forward(&x)?;
+        self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    /// Attention of the `rows` newest tokens of `cache` (appended already), queries `q` (1, n_head,
+    /// rows, hd), as `forward_inner` computes them; returns (1, rows, n_head * hd).
+    fn attend_rows(&self, cache: &KvCache, q: &Tensor, rows: usize) -> candle_core::Result<Tensor> {
+        if rows == 1 {
+            return self.attend_decode(cache, &q.contiguous()?);
+        }
+        let (n_head, head_dim) = (self.config.n_head, self.config.head_dim);
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let out = cache.attend_cpu(&q, rows, n_head, head_dim, None)?;
+        Tensor::from_vec(out, (1, rows, n_head * head_dim), &self.device)
+    }
+
+    /// Attention of one new token `q` (1, n_head, 1, hd) over `cache` (which holds it already), as
+    /// `forward_inner` computes a decode step; returns (1, 1, n_head * hd).
+    fn attend_decode(&self, cache: &KvCache, q: &Tensor) -> candle_core::Result<Tensor> {
+        let (n_head, n_kv_head, head_dim) = (
+            self.config.n_head,
+            self.config.n_kv_head,
+            self.config.head_dim,
+        );
+        if self.device.is_cpu() {
+            let out = cache.attend_cpu(q, 1, n_head, head_dim, None)?;
+            return Tensor::from_vec(out, (1, 1, n_head * head_dim), &self.device);
+        }
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let (k, v) = cache.all_f32()?;
+        let q = q.reshape((1, n_kv_head, n_head / n_kv_head, head_dim))?;
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        att.matmul(&v)?.reshape((1, 1, n_head * head_dim))
+    }
+
     fn forward_inner(
-        &mut self,
+        &self,
+        kv: &mut KvState,
         tokens: &[u32],
         all_positions: bool,
     ) -> candle_core::Result<Tensor> {
         let seq_len = tokens.len();
-        let index_pos = self.pos;
+        let index_pos = kv.pos;
         let cpu = self.device.is_cpu();
         let mask = if seq_len > 1 && !(cpu && attention::vectorized()) {
             Some(candle_transformers::utils::build_causal_mask(
@@ -661,7 +854,7 @@ impl LlamaModel {
             self.config.n_kv_head,
             self.config.head_dim,
         );
-        for layer in &mut self.layers {
+        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
             let residual = &x;
             let h = layer.attn_norm.forward(&x)?;
             let (b, s, _) = h.dims3()?;
@@ -697,20 +890,18 @@ impl LlamaModel {
             if let Some(f) = self.gemma.as_ref().and_then(|g| g.query_factor) {
                 q = (q * f)?;
             }
-            layer.kv.append(&k, &v)?;
+            cache.append(&k, &v)?;
             let scale = 1.0 / (head_dim as f64).sqrt();
             let y = if cpu && (s == 1 || attention::vectorized()) {
                 // Our kernel over the f16 cache in place (`attention.rs`), every prompt row as the
                 // decode step of that token: (b, heads, s, hd) -> (b, s, heads, hd) rows.
                 let q = if s == 1 { q } else { q.transpose(1, 2)? };
-                let out = layer
-                    .kv
-                    .attend_cpu(&q.contiguous()?, b * s, n_head, head_dim, window)?;
+                let out = cache.attend_cpu(&q.contiguous()?, b * s, n_head, head_dim, window)?;
                 Tensor::from_vec(out, (b, s, width), &self.device)?
             } else if s == 1 {
                 // Decode elsewhere: the query heads that share a KV head attend as one group, so the
                 // cache is read in place instead of being copied n_head/n_kv_head times (repeat_kv).
-                let (k, v) = layer.kv.all_f32()?;
+                let (k, v) = cache.all_f32()?;
                 let (k, v) = (
                     gemma::last_positions(&k, window)?,
                     gemma::last_positions(&v, window)?,
@@ -721,7 +912,7 @@ impl LlamaModel {
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
                 att.matmul(&v.contiguous()?)?.reshape((b, s, width))?
             } else {
-                let (k, v) = layer.kv.all_f32()?;
+                let (k, v) = cache.all_f32()?;
                 let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
                 let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
                 let att = (q.matmul(&k.t()?)? * scale)?;

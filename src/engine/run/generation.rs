@@ -14,7 +14,7 @@ use crate::device::DeviceChoice;
 use crate::engine::arch::Architecture;
 use crate::engine::chat_template::{ChatMessage, ChatTemplate, TemplateChoice};
 use crate::engine::gguf::GgufFile;
-use crate::engine::llama::{LlamaConfig, LlamaModel, LoadOptions};
+use crate::engine::llama::{KvState, LlamaConfig, LlamaModel, LoadOptions};
 use crate::engine::load_phases::LoadPhases;
 use crate::engine::sampling::{Sampler, SamplingParams};
 use crate::engine::stream_decoder::{StopMatcher, StopOutcome, Utf8StreamDecoder};
@@ -36,6 +36,10 @@ pub struct LlmOptions {
     pub reuse_prefix: bool,
     /// Run forward passes inside candle's CPU thread pool (see `Llm::forward`).
     pub pool_context: bool,
+    /// Sequences the worker advances together in one forward pass.
+    pub max_batch: usize,
+    /// Bytes of KV cache the worker's live and kept conversations may take (`None`: no limit).
+    pub kv_budget_bytes: Option<usize>,
 }
 
 impl LlmOptions {
@@ -49,6 +53,8 @@ impl LlmOptions {
             device: DeviceChoice::default(),
             reuse_prefix: true,
             pool_context: true,
+            max_batch: 4,
+            kv_budget_bytes: None,
         }
     }
 }
@@ -118,8 +124,8 @@ pub struct Llm {
     pub template: ChatTemplate,
     pub name: String,
     prefill_chunk: usize,
-    /// Tokens whose keys and values the model's cache holds, in order.
-    cached: Vec<u32>,
+    /// The conversation `generate` continues (single-stream callers: the CLI, benchmarks, tests).
+    conv: Conversation,
     reuse_prefix: bool,
     pool_context: bool,
     recompute_tail: usize,
@@ -163,13 +169,14 @@ impl Llm {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let conv = Conversation::new(&model);
         Ok(Self {
             model,
             tokenizer: std::sync::Arc::new(tokenizer),
             template,
             name,
             prefill_chunk: opts.prefill_chunk,
-            cached: Vec::new(),
+            conv,
             reuse_prefix: opts.reuse_prefix,
             pool_context: opts.pool_context,
             recompute_tail,
@@ -183,7 +190,17 @@ impl Llm {
 
     /// Tokens whose keys and values the cache holds (the last prompt and the answer fed back so far).
     pub fn cached_tokens(&self) -> &[u32] {
-        &self.cached
+        &self.conv.tokens
+    }
+
+    /// An empty conversation (no memory until its first prompt runs).
+    pub fn new_conversation(&self) -> Conversation {
+        Conversation::new(&self.model)
+    }
+
+    /// Bytes of f16 keys and values one position takes in every layer (`NOVAPAY_KV_BUDGET_MB`).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.model.kv_bytes_per_token()
     }
 
     pub fn weight_bytes_per_token(&self) -> u64 {
@@ -215,8 +232,8 @@ impl Llm {
     /// Logits of every position of `tokens` run from an empty cache, one row per token.
     pub fn logits_all_positions(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
         self.forget();
-        let rows = self.model.forward_all(tokens)?;
-        self.cached.extend_from_slice(tokens);
+        let rows = self.run_in_pool(|model, conv| model.forward_all(&mut conv.kv, tokens))?;
+        self.conv.tokens.extend_from_slice(tokens);
         Ok(rows.to_vec2::<f32>()?)
     }
 
@@ -224,34 +241,35 @@ impl Llm {
     /// in one forward pass and returns the logits of the last one: how a prompt split into a reused
     /// prefix and a tail is computed, for the determinism checks.
     pub fn logits_after(&mut self, keep: usize, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let keep = keep.min(self.cached.len());
-        self.model.truncate(keep);
-        self.cached.truncate(keep);
+        let keep = keep.min(self.conv.tokens.len());
+        self.conv.truncate(keep);
         let row = self.forward(tokens)?.to_vec1::<f32>()?;
-        self.cached.extend_from_slice(tokens);
+        self.conv.tokens.extend_from_slice(tokens);
         Ok(row)
     }
 
     /// Logits after one more token on top of what the cache holds.
     pub fn logits_next(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
         let row = self.forward(&[token])?.to_vec1::<f32>()?;
-        self.cached.push(token);
+        self.conv.tokens.push(token);
         Ok(row)
     }
 
     /// Empties the KV cache (the next prompt is computed in full) and frees its memory.
     pub fn forget(&mut self) {
-        self.model.reset();
-        self.cached.clear();
+        self.conv.kv.reset();
+        self.conv.tokens.clear();
     }
 
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
         self.template.encode(&self.tokenizer, messages, true)
     }
 
-    /// Generates after `prompt`. `on_text` gets each piece of text as it is complete; returning
-    /// `Break` (the caller went away) stops generation. `cancelled` is also polled between prefill
-    /// chunks. Prompts that leave no room to answer are refused with `ContextOverflow`.
+    /// Generates after `prompt`, continuing this `Llm`'s own conversation (its cached prefix is
+    /// reused). `on_text` gets each piece of text as it is complete; returning `Break` (the caller
+    /// went away) stops generation. `cancelled` is also polled between prefill chunks. Prompts that
+    /// leave no room to answer are refused with `ContextOverflow`. The worker runs the same steps
+    /// (`start`, `prefill`, `Sequence::accept`, `decode`) for many sequences at once.
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -259,6 +277,50 @@ impl Llm {
         cancelled: &dyn Fn() -> bool,
         on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerationSummary, EngineError> {
+        self.check_prompt(prompt, params)?;
+        let conv = std::mem::replace(&mut self.conv, Conversation::new(&self.model));
+        let mut seq = self.start(conv, prompt.to_vec(), params);
+        match self.drive(&mut seq, cancelled, on_text) {
+            Ok(reason) => {
+                let (summary, conv) = seq.finish(reason, on_text);
+                self.conv = conv;
+                Ok(summary)
+            }
+            Err(e) => {
+                self.conv = seq.into_conversation();
+                Err(e)
+            }
+        }
+    }
+
+    fn drive(
+        &mut self,
+        seq: &mut Sequence,
+        cancelled: &dyn Fn() -> bool,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<FinishReason, EngineError> {
+        let mut logits = loop {
+            if cancelled() {
+                return Ok(FinishReason::Cancelled);
+            }
+            if let Some(logits) = self.prefill(seq, self.prefill_chunk_len())? {
+                break logits;
+            }
+        };
+        loop {
+            if let Some(reason) = seq.accept(&logits, &self.tokenizer, on_text)? {
+                return Ok(reason);
+            }
+            logits = self
+                .decode(&mut [&mut *seq])?
+                .pop()
+                .ok_or_else(|| EngineError::Internal("no decode output".into()))?;
+        }
+    }
+
+    /// Refuses what `start` cannot run: bad parameters, an empty prompt, one that leaves no room to
+    /// answer, token ids outside the vocabulary.
+    pub fn check_prompt(&self, prompt: &[u32], params: &SamplingParams) -> Result<(), EngineError> {
         params.validate()?;
         if prompt.is_empty() {
             return Err(EngineError::InvalidInput("empty prompt".into()));
@@ -276,104 +338,181 @@ impl Llm {
                 "token id {bad} is outside the vocabulary ({vocab})"
             )));
         }
-        let mut usage = Usage {
-            prompt_tokens: prompt.len(),
-            completion_tokens: 0,
-            cached_prompt_tokens: 0,
-        };
-        let mut timings = Timings::default();
-        let finished = |reason, usage, timings| GenerationSummary {
-            usage,
-            timings,
-            finish_reason: reason,
-        };
+        Ok(())
+    }
 
-        let start = Instant::now();
-        // Positions shared with what the cache already holds (the system prompt, earlier turns) are
-        // kept; at least the last `recompute_tail` prompt tokens are run (see `load`).
-        let reused = if self.reuse_prefix {
+    /// Starts generating after `prompt` (checked by `check_prompt`) in `conv`: the positions it
+    /// shares with what `conv` holds (the system prompt, earlier turns) are kept, and at least the
+    /// last `recompute_tail` prompt tokens are run (see `load`).
+    pub fn start(
+        &self,
+        mut conv: Conversation,
+        prompt: Vec<u32>,
+        params: &SamplingParams,
+    ) -> Sequence {
+        let reused = if self.reuse_prefix && !prompt.is_empty() {
             let tail = self.recompute_tail.clamp(1, prompt.len());
-            common_prefix(&self.cached, prompt).min(prompt.len() - tail)
+            conv.shared_prefix(&prompt).min(prompt.len() - tail)
         } else {
             0
         };
-        self.model.truncate(reused);
-        self.cached.truncate(reused);
-        usage.cached_prompt_tokens = reused;
-        let mut logits = None;
-        for chunk in prompt[reused..].chunks(self.prefill_chunk_len()) {
-            if cancelled() {
-                return Ok(finished(FinishReason::Cancelled, usage, timings));
-            }
-            logits = Some(self.forward(chunk)?);
-            self.cached.extend_from_slice(chunk);
+        conv.truncate(reused);
+        let now = Instant::now();
+        Sequence {
+            usage: Usage {
+                prompt_tokens: prompt.len(),
+                completion_tokens: 0,
+                cached_prompt_tokens: reused,
+            },
+            conv,
+            prefilled: reused,
+            prompt,
+            limit: self.context_length(),
+            sampler: Sampler::new(params),
+            history: Vec::with_capacity(params.max_new_tokens.min(4096)),
+            decoder: Utf8StreamDecoder::new(),
+            stops: StopMatcher::new(&params.stop),
+            params: params.clone(),
+            hit_stop_string: false,
+            timings: Timings::default(),
+            start: now,
+            gen_start: now,
+            next: None,
         }
-        let mut logits = logits.ok_or_else(|| EngineError::Internal("no prefill output".into()))?;
-        timings.prompt_ms = ms_since(start);
-
-        let mut sampler = Sampler::new(params);
-        // The repeat penalty looks at generated tokens only: penalizing the prompt would discourage
-        // quoting the very figures the answer must copy from the context.
-        let mut history: Vec<u32> = Vec::with_capacity(params.max_new_tokens.min(4096));
-        let mut decoder = Utf8StreamDecoder::new();
-        let mut stops = StopMatcher::new(&params.stop);
-        let mut hit_stop_string = false;
-        let mut gen_start = Instant::now();
-        let reason = loop {
-            let next = sampler.next(&logits, &history)?;
-            usage.completion_tokens += 1;
-            if usage.completion_tokens == 1 {
-                timings.time_to_first_token_ms = ms_since(start);
-                gen_start = Instant::now();
-            }
-            if !params.ignore_eos && self.tokenizer.stop_ids.contains(&next) {
-                break FinishReason::Stop;
-            }
-            history.push(next);
-            let text = decoder.push(self.tokenizer.output_bytes(next));
-            let (text, stopped) = match stops.push(&text) {
-                StopOutcome::Continue(t) => (t, false),
-                StopOutcome::Stopped(t) => (t, true),
-            };
-            if !text.is_empty() && on_text(&text).is_break() {
-                break FinishReason::Cancelled;
-            }
-            if stopped {
-                hit_stop_string = true;
-                break FinishReason::Stop;
-            }
-            if usage.completion_tokens >= params.max_new_tokens {
-                break FinishReason::Length;
-            }
-            if self.model.position() + 1 > limit {
-                break FinishReason::ContextFull;
-            }
-            logits = self.forward(&[next])?;
-            self.cached.push(next);
-        };
-        let tail = if hit_stop_string {
-            String::new()
-        } else {
-            let mut tail = stops.finish();
-            tail.push_str(&decoder.finish());
-            tail
-        };
-        if !tail.is_empty() && reason != FinishReason::Cancelled {
-            let _ = on_text(&tail);
-        }
-        timings.generation_ms = ms_since(gen_start);
-        Ok(finished(reason, usage, timings))
     }
 
-    /// One forward pass. On CPU it runs inside candle's own thread pool (`Device::with_context`), which
-    /// keeps its workers warm across the many short parallel sections of a forward pass instead of
-    /// handing each to rayon's global pool.
+    /// Runs up to `max_tokens` more of `seq`'s prompt; returns the last prompt token's logits once
+    /// the whole prompt is in its cache.
+    pub fn prefill(
+        &mut self,
+        seq: &mut Sequence,
+        max_tokens: usize,
+    ) -> Result<Option<candle_core::Tensor>, EngineError> {
+        if seq.prefilled() {
+            return Err(EngineError::Internal(
+                "prefill of a prefilled sequence".into(),
+            ));
+        }
+        Ok(self.advance(&mut [seq], max_tokens)?.pop().flatten())
+    }
+
+    /// One decode step of every sequence in `seqs` (each prefilled, with a token from
+    /// `Sequence::accept` to run). Returns each one's logits, in order.
+    pub fn decode(
+        &mut self,
+        seqs: &mut [&mut Sequence],
+    ) -> Result<Vec<candle_core::Tensor>, EngineError> {
+        if seqs.iter().any(|s| !s.prefilled()) {
+            return Err(EngineError::Internal(
+                "decode of a sequence in its prompt".into(),
+            ));
+        }
+        self.advance(seqs, 1)?
+            .into_iter()
+            .map(|l| l.ok_or_else(|| EngineError::Internal("no decode output".into())))
+            .collect()
+    }
+
+    /// One step of every sequence in `seqs`, in one forward pass where the kernels allow it (the
+    /// weights are read once for all of them): a prefilled sequence runs the token
+    /// `Sequence::accept` chose, one still in its prompt runs up to `prompt_tokens` more of it.
+    /// Returns, for each, the logits its next token is to be chosen from, or `None` while its
+    /// prompt is not finished. On failure no sequence has moved.
+    pub fn advance(
+        &mut self,
+        seqs: &mut [&mut Sequence],
+        prompt_tokens: usize,
+    ) -> Result<Vec<Option<candle_core::Tensor>>, EngineError> {
+        let mut pieces: Vec<Vec<u32>> = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            pieces.push(if s.prefilled() {
+                vec![s
+                    .next
+                    .ok_or_else(|| EngineError::Internal("decode without a token".into()))?]
+            } else {
+                let end = s.prompt.len().min(s.prefilled + prompt_tokens.max(1));
+                s.prompt[s.prefilled..end].to_vec()
+            });
+        }
+        let logits = self.forward_pieces(seqs, &pieces)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for ((s, piece), logits) in seqs.iter_mut().zip(pieces).zip(logits) {
+            s.conv.tokens.extend_from_slice(&piece);
+            if s.prefilled() {
+                s.next = None;
+                out.push(Some(logits));
+            } else {
+                s.prefilled += piece.len();
+                if s.prefilled() {
+                    s.timings.prompt_ms = ms_since(s.start);
+                    out.push(Some(logits));
+                } else {
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last-token logits of each sequence after its piece: one sequence as the single-stream
+    /// forward pass, several as one batch (prompt pieces run on their own where the model cannot mix
+    /// them into a batch).
+    fn forward_pieces(
+        &mut self,
+        seqs: &mut [&mut Sequence],
+        pieces: &[Vec<u32>],
+    ) -> Result<Vec<candle_core::Tensor>, EngineError> {
+        if let [seq] = seqs {
+            let piece = &pieces[0];
+            return Ok(vec![
+                self.run_in_pool(|model, _| model.forward(&mut seq.conv.kv, piece))?
+            ]);
+        }
+        let mixed = self.model.mixed_batches();
+        let batches = self.model.batches();
+        let batched: Vec<usize> = (0..pieces.len())
+            .filter(|&i| batches && (mixed || pieces[i].len() == 1))
+            .collect();
+        let mut out: Vec<Option<candle_core::Tensor>> = vec![None; pieces.len()];
+        if !batched.is_empty() {
+            let mut kvs: Vec<&mut KvState> = seqs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| batched.contains(i))
+                .map(|(_, s)| &mut s.conv.kv)
+                .collect();
+            let toks: Vec<&[u32]> = batched.iter().map(|&i| pieces[i].as_slice()).collect();
+            let all = self.run_in_pool(|model, _| model.forward_batch(&mut kvs, &toks))?;
+            for (row, &i) in batched.iter().enumerate() {
+                out[i] = Some(all.get(row)?);
+            }
+        }
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                let piece = &pieces[i];
+                out[i] = Some(self.run_in_pool(|model, _| model.forward(&mut seq.conv.kv, piece))?);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One forward pass of this `Llm`'s own conversation.
     fn forward(&mut self, tokens: &[u32]) -> Result<candle_core::Tensor, EngineError> {
+        self.run_in_pool(|model, conv| model.forward(&mut conv.kv, tokens))
+    }
+
+    /// Runs `f` on the model. On CPU it runs inside candle's own thread pool
+    /// (`Device::with_context`), which keeps its workers warm across the many short parallel
+    /// sections of a forward pass instead of handing each to rayon's global pool.
+    fn run_in_pool<R: Send>(
+        &mut self,
+        f: impl FnOnce(&LlamaModel, &mut Conversation) -> R + Send,
+    ) -> R {
+        let (model, conv) = (&self.model, &mut self.conv);
         if self.pool_context && self.device.is_cpu() {
-            let model = &mut self.model;
-            self.device.with_context(|| model.forward(tokens))
+            self.device.with_context(|| f(model, conv))
         } else {
-            self.model.forward(tokens)
+            f(model, conv)
         }
     }
 
@@ -422,6 +561,178 @@ fn check_tokenizer_fits(
         });
     }
     Ok(())
+}
+
+/// A conversation's keys and values and the tokens they are of, kept between its turns so a
+/// follow-up runs only what is new.
+pub struct Conversation {
+    kv: KvState,
+    tokens: Vec<u32>,
+}
+
+impl Conversation {
+    fn new(model: &LlamaModel) -> Self {
+        Self {
+            kv: model.new_state(),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Tokens whose keys and values are cached, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many leading tokens of `prompt` are cached.
+    pub fn shared_prefix(&self, prompt: &[u32]) -> usize {
+        common_prefix(&self.tokens, prompt)
+    }
+
+    /// Bytes its cache buffers take.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.allocated_bytes()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.kv.truncate(len);
+        self.tokens.truncate(self.kv.position());
+    }
+}
+
+/// One generation in progress: its conversation's cache, the prompt still to run, and the sampling
+/// and text state of its answer. `Llm::generate` runs one to the end; the worker interleaves many.
+pub struct Sequence {
+    conv: Conversation,
+    prompt: Vec<u32>,
+    /// Prompt tokens in the cache.
+    prefilled: usize,
+    limit: usize,
+    params: SamplingParams,
+    sampler: Sampler,
+    /// Generated tokens (the repeat penalty looks at these only: penalizing the prompt would
+    /// discourage quoting the very figures the answer must copy from the context).
+    history: Vec<u32>,
+    decoder: Utf8StreamDecoder,
+    stops: StopMatcher,
+    hit_stop_string: bool,
+    usage: Usage,
+    timings: Timings,
+    start: Instant,
+    gen_start: Instant,
+    /// The token `accept` chose, for the next decode step to run.
+    next: Option<u32>,
+}
+
+impl Sequence {
+    /// True once the whole prompt is in the cache.
+    pub fn prefilled(&self) -> bool {
+        self.prefilled >= self.prompt.len()
+    }
+
+    /// Prompt tokens still to run.
+    pub fn prompt_remaining(&self) -> usize {
+        self.prompt.len() - self.prefilled.min(self.prompt.len())
+    }
+
+    /// Positions its cache holds.
+    pub fn position(&self) -> usize {
+        self.conv.kv.position()
+    }
+
+    /// Positions it can still come to hold: the rest of the prompt and of its token budget, within
+    /// the context window (what the worker's KV budget reserves for it).
+    pub fn max_positions(&self) -> usize {
+        (self.prompt.len() + self.params.max_new_tokens).min(self.limit)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// Tokens generated so far (end-of-turn excluded).
+    pub fn generated(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Bytes its cache buffers take now.
+    pub fn kv_bytes(&self) -> usize {
+        self.conv.kv_bytes()
+    }
+
+    /// Chooses the next token from `logits` and streams its text. Returns why generation ends, or
+    /// `None` when the token is to be run by the next decode step.
+    pub fn accept(
+        &mut self,
+        logits: &candle_core::Tensor,
+        tokenizer: &LlmTokenizer,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Option<FinishReason>, EngineError> {
+        let next = self.sampler.next(logits, &self.history)?;
+        self.usage.completion_tokens += 1;
+        if self.usage.completion_tokens == 1 {
+            self.timings.time_to_first_token_ms = ms_since(self.start);
+            self.gen_start = Instant::now();
+        }
+        if !self.params.ignore_eos && tokenizer.stop_ids.contains(&next) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        self.history.push(next);
+        let text = self.decoder.push(tokenizer.output_bytes(next));
+        let (text, stopped) = match self.stops.push(&text) {
+            StopOutcome::Continue(t) => (t, false),
+            StopOutcome::Stopped(t) => (t, true),
+        };
+        if !text.is_empty() && on_text(&text).is_break() {
+            return Ok(Some(FinishReason::Cancelled));
+        }
+        if stopped {
+            self.hit_stop_string = true;
+            return Ok(Some(FinishReason::Stop));
+        }
+        if self.usage.completion_tokens >= self.params.max_new_tokens {
+            return Ok(Some(FinishReason::Length));
+        }
+        if self.position() + 1 > self.limit {
+            return Ok(Some(FinishReason::ContextFull));
+        }
+        self.next = Some(next);
+        Ok(None)
+    }
+
+    /// Ends the generation: the text held back (an incomplete character, a possible stop string's
+    /// start) goes to `on_text` unless it was cancelled; returns the summary and the conversation,
+    /// whose cache a follow-up can reuse.
+    pub fn finish(
+        mut self,
+        reason: FinishReason,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> (GenerationSummary, Conversation) {
+        let tail = if self.hit_stop_string {
+            String::new()
+        } else {
+            let mut tail = self.stops.finish();
+            tail.push_str(&self.decoder.finish());
+            tail
+        };
+        if !tail.is_empty() && reason != FinishReason::Cancelled {
+            let _ = on_text(&tail);
+        }
+        self.timings.generation_ms = ms_since(self.gen_start);
+        let summary = GenerationSummary {
+            usage: self.usage,
+            timings: self.timings,
+            finish_reason: reason,
+        };
+        (summary, self.into_conversation())
+    }
+
+    /// The conversation, for reuse, after a failure or cancellation: only complete positions are
+    /// kept.
+    pub fn into_conversation(mut self) -> Conversation {
+        let pos = self.conv.kv.position();
+        self.conv.truncate(pos);
+        self.conv
+    }
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -1,11 +1,19 @@
-//! One named thread owns the model (candle's KV cache lives inside it and needs `&mut`); everyone else
-//! holds a cloneable `LlmHandle`. Admission is a bounded queue: when it is full the caller gets
-//! `Overloaded` at once instead of waiting. Each job carries its own event channel; when the receiver is
-//! dropped (the client went away) the job is skipped or its generation stops at the next token.
+//! One named thread owns the model and every conversation's KV cache; everyone else holds a
+//! cloneable `LlmHandle`. The thread advances all live sequences together (continuous batching, as
+//! llama.cpp's server slots do): each step is one forward pass in which every sequence that is
+//! answering runs its next token and at most one sequence still in its prompt runs a chunk of it,
+//! so the weights are read once for all of them and a long prompt does not freeze the others'
+//! streams. New requests join between steps, oldest first; a finished or cancelled sequence
+//! leaves at once. Admission is a bounded queue (when full the caller gets `Overloaded` at once)
+//! and a KV memory budget (a request waits until its prompt and answer fit; one that can never fit
+//! is refused). A finished conversation's cache is kept while the budget allows, so its follow-up
+//! runs only what is new. Each job carries its own event channel; when the receiver is dropped (the
+//! client went away) the job is skipped or its sequence leaves at the next step.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +21,8 @@ use serde::Serialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::engine::chat_template::ChatMessage;
-use crate::engine::generation::{FinishReason, GenerationSummary, Llm, LlmOptions};
+use crate::engine::generation::GenerationSummary;
+use crate::engine::generation::{Conversation, FinishReason, Llm, LlmOptions, Sequence};
 use crate::engine::llama::LlamaConfig;
 use crate::engine::sampling::SamplingParams;
 use crate::engine::tokenizer::LlmTokenizer;
@@ -48,7 +57,15 @@ pub struct ModelInfo {
     pub template: String,
     pub config: LlamaConfig,
     pub queue_depth: usize,
+    /// Sequences advanced together at most.
+    pub max_batch: usize,
+    /// Bytes of f16 keys and values one position takes.
+    pub kv_bytes_per_token: usize,
+    pub kv_budget_bytes: Option<usize>,
 }
+
+/// Largest batch size the step histogram tells apart (larger ones count there too).
+pub const BATCH_HISTOGRAM_MAX: usize = 16;
 
 /// Counters of what the worker has done (for metrics and tests).
 #[derive(Debug, Default)]
@@ -57,7 +74,17 @@ pub struct WorkerStats {
     pub jobs_cancelled: AtomicUsize,
     /// Jobs whose caller had gone before the worker reached them.
     pub jobs_skipped: AtomicUsize,
+    pub jobs_failed: AtomicUsize,
     pub tokens_generated: AtomicUsize,
+    /// Sequences being prefilled or answered now.
+    pub live_sequences: AtomicUsize,
+    /// Bytes of KV cache held now (live sequences and conversations kept for follow-ups).
+    pub kv_bytes: AtomicUsize,
+    /// Forward passes by how many sequences they advanced (index = size, the last counts larger).
+    pub batch_steps: [AtomicUsize; BATCH_HISTOGRAM_MAX + 1],
+    /// Sum of the milliseconds jobs waited before their sequence started, and their count.
+    pub queue_wait_ms_total: AtomicUsize,
+    pub jobs_started: AtomicUsize,
 }
 
 struct Job {
@@ -88,7 +115,7 @@ impl LlmHandle {
         std::thread::Builder::new()
             .name("novapay-llm".into())
             .spawn(move || {
-                let mut llm = match Llm::load(&opts) {
+                let llm = match Llm::load(&opts) {
                     Ok(llm) => llm,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -100,14 +127,28 @@ impl LlmHandle {
                     template: llm.template.name.to_string(),
                     config: llm.config().clone(),
                     queue_depth,
+                    max_batch: opts.max_batch.max(1),
+                    kv_bytes_per_token: llm.kv_bytes_per_token(),
+                    kv_budget_bytes: opts.kv_budget_bytes,
                 };
                 if ready_tx.send(Ok((llm.tokenizer.clone(), info))).is_err() {
                     return;
                 }
-                while let Ok(job) = jobs_rx.recv() {
-                    worker_waiting.fetch_sub(1, Ordering::SeqCst);
-                    run_job(&mut llm, job, &worker_stats);
+                Scheduler {
+                    max_batch: opts.max_batch.max(1),
+                    budget: opts.kv_budget_bytes,
+                    prefill_chunk: opts.prefill_chunk.max(1),
+                    prefill_chunk_busy: opts.prefill_chunk.clamp(1, PREFILL_CHUNK_BUSY),
+                    kv_per_token: llm.kv_bytes_per_token(),
+                    llm,
+                    jobs: jobs_rx,
+                    waiting: worker_waiting,
+                    stats: worker_stats,
+                    pending: None,
+                    live: Vec::new(),
+                    kept: VecDeque::new(),
                 }
+                .run();
             })
             .map_err(|e| EngineError::Unavailable(format!("cannot start the model thread: {e}")))?;
         let (tokenizer, info) = ready_rx.recv().map_err(|_| {
@@ -170,49 +211,336 @@ impl LlmHandle {
     }
 }
 
-fn run_job(llm: &mut Llm, job: Job, stats: &WorkerStats) {
-    let Job {
-        request,
-        events,
-        enqueued,
-    } = job;
-    if events.is_closed() {
-        stats.jobs_skipped.fetch_add(1, Ordering::SeqCst);
-        return;
+/// Prompt tokens a sequence runs per step while others are answering: bounds how long their next
+/// token waits for a new prompt (a 500-token prompt of the 3B model runs in 2 steps).
+const PREFILL_CHUNK_BUSY: usize = 256;
+
+/// Positions a KV cache grows by (`kv_cache.rs`): what a sequence's memory is rounded up to.
+const KV_BLOCK: usize = 256;
+
+/// A request being answered.
+struct Live {
+    seq: Sequence,
+    events: UnboundedSender<GenerationEvent>,
+    queue_ms: f64,
+    /// Bytes of KV cache set aside for it: its prompt and answer at most.
+    reserved: usize,
+}
+
+impl Live {
+    fn send_text(events: &UnboundedSender<GenerationEvent>, text: &str) -> ControlFlow<()> {
+        if events
+            .send(GenerationEvent::Token(text.to_string()))
+            .is_err()
+        {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
-    let queue_ms = enqueued.elapsed().as_secs_f64() * 1000.0;
-    let prompt = match request.prompt {
-        Prompt::Tokens(ids) => Ok(ids),
-        Prompt::Chat(messages) => llm.encode_chat(&messages),
-    };
-    let result = prompt.and_then(|prompt| {
-        let cancelled = || events.is_closed();
-        let mut on_text = |text: &str| {
-            if events
-                .send(GenerationEvent::Token(text.to_string()))
-                .is_err()
-            {
-                ControlFlow::Break(())
+}
+
+/// The model thread's state between steps.
+struct Scheduler {
+    llm: Llm,
+    jobs: Receiver<Job>,
+    waiting: Arc<AtomicUsize>,
+    stats: Arc<WorkerStats>,
+    max_batch: usize,
+    budget: Option<usize>,
+    prefill_chunk: usize,
+    prefill_chunk_busy: usize,
+    kv_per_token: usize,
+    /// Taken from the queue, waiting for room in the batch or the budget (oldest first).
+    pending: Option<(Job, Vec<u32>)>,
+    /// In order of admission.
+    live: Vec<Live>,
+    /// Finished conversations kept for their follow-ups, least recently used first.
+    kept: VecDeque<Conversation>,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        loop {
+            if !self.admit() {
+                return;
+            }
+            self.drop_cancelled();
+            if !self.live.is_empty() {
+                self.step();
+            }
+            self.publish();
+        }
+    }
+
+    /// Starts waiting requests while the batch and the budget have room; blocks when nothing is
+    /// live. Returns false when the handle is gone and nothing is left to do.
+    fn admit(&mut self) -> bool {
+        while self.live.len() < self.max_batch {
+            let (job, prompt) = match self.pending.take() {
+                Some(p) => p,
+                None => {
+                    let job = if self.live.is_empty() {
+                        match self.jobs.recv() {
+                            Ok(job) => job,
+                            Err(_) => return false,
+                        }
+                    } else {
+                        match self.jobs.try_recv() {
+                            Ok(job) => job,
+                            Err(TryRecvError::Empty) => return true,
+                            Err(TryRecvError::Disconnected) => return true,
+                        }
+                    };
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    if job.events.is_closed() {
+                        self.stats.jobs_skipped.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    match self.checked_prompt(&job) {
+                        Ok(prompt) => (job, prompt),
+                        Err(e) => {
+                            self.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
+                            let _ = job.events.send(GenerationEvent::Error(e));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let reserved = self.reservation(prompt.len() + job.request.params.max_new_tokens);
+            if !self.make_room(reserved) {
+                self.pending = Some((job, prompt));
+                return true;
+            }
+            let conv = self.conversation_for(&prompt);
+            let mut params = job.request.params.clone();
+            if let Some(budget) = self.budget {
+                // An answer that would outgrow the budget is cut short (finish reason `length`).
+                let fits = budget / self.kv_per_token / KV_BLOCK * KV_BLOCK;
+                params.max_new_tokens = params
+                    .max_new_tokens
+                    .min(fits.saturating_sub(prompt.len()).max(1));
+            }
+            let queue_ms = job.enqueued.elapsed().as_secs_f64() * 1000.0;
+            self.stats
+                .queue_wait_ms_total
+                .fetch_add(queue_ms as usize, Ordering::SeqCst);
+            self.stats.jobs_started.fetch_add(1, Ordering::SeqCst);
+            let seq = self.llm.start(conv, prompt, &params);
+            self.live.push(Live {
+                seq,
+                events: job.events,
+                queue_ms,
+                reserved,
+            });
+        }
+        true
+    }
+
+    /// The prompt's tokens, refused when it cannot run or can never fit the budget.
+    fn checked_prompt(&self, job: &Job) -> Result<Vec<u32>, EngineError> {
+        let prompt = match &job.request.prompt {
+            Prompt::Tokens(ids) => ids.clone(),
+            Prompt::Chat(messages) => self.llm.encode_chat(messages)?,
+        };
+        self.llm.check_prompt(&prompt, &job.request.params)?;
+        if let Some(budget) = self.budget {
+            // The prompt and the first token must fit; the answer is cut short to what fits.
+            let needed = self.bytes_for(prompt.len() + 1);
+            if needed > budget {
+                return Err(EngineError::OverBudget {
+                    needed_mb: needed.div_ceil(1 << 20),
+                    budget_mb: budget >> 20,
+                });
+            }
+        }
+        Ok(prompt)
+    }
+
+    /// Bytes a sequence of `positions` can come to hold (capped by the context window), rounded up
+    /// to the cache's blocks; within the budget whenever its prompt is.
+    fn reservation(&self, positions: usize) -> usize {
+        let bytes = self.bytes_for(positions);
+        match self.budget {
+            Some(budget) => bytes.min(budget.max(self.kv_per_token * KV_BLOCK)),
+            None => bytes,
+        }
+    }
+
+    /// Bytes the cache of `positions` (capped by the context window) takes, in whole blocks.
+    fn bytes_for(&self, positions: usize) -> usize {
+        let positions = positions.min(self.llm.context_length());
+        positions.div_ceil(KV_BLOCK) * KV_BLOCK * self.kv_per_token
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.kept.iter().map(Conversation::kv_bytes).sum()
+    }
+
+    fn reserved_bytes(&self) -> usize {
+        self.live
+            .iter()
+            .map(|l| l.reserved.max(l.seq.kv_bytes()))
+            .sum()
+    }
+
+    /// Frees kept conversations (least recently used first) until `bytes` more fit the budget;
+    /// false when live sequences hold too much for it (the request waits for one to finish).
+    fn make_room(&mut self, bytes: usize) -> bool {
+        let Some(budget) = self.budget else {
+            return true;
+        };
+        let live = self.reserved_bytes();
+        if live + bytes > budget && !self.live.is_empty() {
+            return false;
+        }
+        while live + bytes + self.kept_bytes() > budget {
+            if self.kept.pop_front().is_none() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// The kept conversation sharing the longest prefix with `prompt` (taken out of the pool), else
+    /// a new one.
+    fn conversation_for(&mut self, prompt: &[u32]) -> Conversation {
+        let best = self
+            .kept
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.shared_prefix(prompt), i))
+            .max();
+        match best {
+            Some((shared, i)) if shared > 0 => self.kept.remove(i).expect("index in range"),
+            _ => self.llm.new_conversation(),
+        }
+    }
+
+    /// Sequences whose caller went away leave before the next step.
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.live.len() {
+            if self.live[i].events.is_closed() {
+                let live = self.live.remove(i);
+                self.finish(live, Ok(FinishReason::Cancelled));
             } else {
-                ControlFlow::Continue(())
+                i += 1;
+            }
+        }
+    }
+
+    /// One forward pass: every sequence that is answering, and the oldest one still in its prompt.
+    fn step(&mut self) {
+        let prefilling = self.live.iter().position(|l| !l.seq.prefilled());
+        let answering = self.live.iter().filter(|l| l.seq.prefilled()).count();
+        let chunk = if answering > 0 {
+            self.prefill_chunk_busy
+        } else {
+            self.prefill_chunk
+        };
+        let chosen: Vec<usize> = (0..self.live.len())
+            .filter(|&i| self.live[i].seq.prefilled() || Some(i) == prefilling)
+            .collect();
+        let size = chosen.len().min(BATCH_HISTOGRAM_MAX);
+        self.stats.batch_steps[size].fetch_add(1, Ordering::SeqCst);
+        let results = {
+            let mut seqs: Vec<&mut Sequence> = self
+                .live
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| chosen.contains(i))
+                .map(|(_, l)| &mut l.seq)
+                .collect();
+            match self.llm.advance(&mut seqs, chunk) {
+                Ok(r) => r.into_iter().map(Ok).collect(),
+                // One sequence's failure must not fail the others: run each alone.
+                Err(_) if seqs.len() > 1 => seqs
+                    .iter_mut()
+                    .map(|s| {
+                        self.llm
+                            .advance(&mut [&mut **s], chunk)
+                            .map(|mut r| r.pop().flatten())
+                    })
+                    .collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
             }
         };
-        llm.generate(&prompt, &request.params, &cancelled, &mut on_text)
-    });
-    let _ = events.send(match result {
-        Ok(mut summary) => {
-            summary.timings.queue_ms = queue_ms;
-            stats
-                .tokens_generated
-                .fetch_add(summary.usage.completion_tokens, Ordering::SeqCst);
-            let counter = if summary.finish_reason == FinishReason::Cancelled {
-                &stats.jobs_cancelled
-            } else {
-                &stats.jobs_finished
+        let tokenizer = self.llm.tokenizer.clone();
+        let mut ended = Vec::new();
+        for (&i, result) in chosen.iter().zip(results) {
+            let live = &mut self.live[i];
+            let outcome = match result {
+                Ok(None) => continue,
+                Ok(Some(logits)) => {
+                    let events = &live.events;
+                    live.seq
+                        .accept(&logits, &tokenizer, &mut |t| Live::send_text(events, t))
+                }
+                Err(e) => Err(e),
             };
-            counter.fetch_add(1, Ordering::SeqCst);
-            GenerationEvent::Done(summary)
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(reason)) => ended.push((i, Ok(reason))),
+                Err(e) => ended.push((i, Err(e))),
+            }
         }
-        Err(e) => GenerationEvent::Error(e),
-    });
+        for (i, outcome) in ended.into_iter().rev() {
+            let live = self.live.remove(i);
+            self.finish(live, outcome);
+        }
+    }
+
+    /// Sends the final event; the conversation's cache is kept for a follow-up.
+    fn finish(&mut self, live: Live, outcome: Result<FinishReason, EngineError>) {
+        let Live {
+            seq,
+            events,
+            queue_ms,
+            ..
+        } = live;
+        let conv = match outcome {
+            Ok(reason) => {
+                let (mut summary, conv) = seq.finish(reason, &mut |t| Live::send_text(&events, t));
+                summary.timings.queue_ms = queue_ms;
+                self.stats
+                    .tokens_generated
+                    .fetch_add(summary.usage.completion_tokens, Ordering::SeqCst);
+                let counter = if reason == FinishReason::Cancelled {
+                    &self.stats.jobs_cancelled
+                } else {
+                    &self.stats.jobs_finished
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = events.send(GenerationEvent::Done(summary));
+                conv
+            }
+            Err(e) => {
+                self.stats.jobs_failed.fetch_add(1, Ordering::SeqCst);
+                let _ = events.send(GenerationEvent::Error(e));
+                seq.into_conversation()
+            }
+        };
+        if !conv.tokens().is_empty() {
+            self.kept.push_back(conv);
+        }
+        // Kept conversations give way to live ones' budget at admission; bound their number too.
+        while self.kept.len() > self.max_batch * 4 {
+            self.kept.pop_front();
+        }
+        if let Some(budget) = self.budget {
+            while self.reserved_bytes() + self.kept_bytes() > budget
+                && self.kept.pop_front().is_some()
+            {}
+        }
+    }
+
+    fn publish(&self) {
+        self.stats
+            .live_sequences
+            .store(self.live.len(), Ordering::SeqCst);
+        let held: usize =
+            self.live.iter().map(|l| l.seq.kv_bytes()).sum::<usize>() + self.kept_bytes();
+        self.stats.kv_bytes.store(held, Ordering::SeqCst);
+    }
 }

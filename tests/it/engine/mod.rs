@@ -2,8 +2,10 @@
 //! architectures against llama.cpp,
 //! the tokenizer, chat templates, the worker thread, and bad model files.
 
+mod batch;
 pub mod generation;
 mod model_files;
+mod scheduler;
 mod synth_gemma3;
 mod synth_llama;
 mod synth_qwen2;

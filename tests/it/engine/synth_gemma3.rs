@@ -250,3 +250,68 @@ fn gemma3_270m_real_weights_match_llama_cpp() {
         "argmax differs from llama.cpp at {wrong:?}"
     );
 }
+
+/// Gemma 3's sequences are not batched (its layers are only in the single-sequence pass): the
+/// scheduler runs concurrent requests one forward pass each, and each still gets exactly its
+/// single-stream greedy tokens.
+#[tokio::test]
+async fn gemma3_concurrent_requests_take_turns_and_get_their_single_stream_answers() {
+    use std::ops::ControlFlow;
+
+    use novapay::engine::worker::GenerationEvent;
+    use novapay::engine::{GenerateRequest, LlmHandle, Prompt, SamplingParams};
+
+    const TOKENS: usize = 6;
+    let path = tiny_gemma3("q8_0");
+    let questions = ["How much does a transfer cost?", "Как заблокировать карту?"];
+    let params = SamplingParams {
+        max_new_tokens: TOKENS,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let mut llm = Llm::load(&LlmOptions::new(path.clone())).unwrap();
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            llm.forget();
+            let prompt = llm
+                .encode_chat(&[ChatMessage::new(Role::User, *q)])
+                .unwrap();
+            let mut text = String::new();
+            llm.generate(&prompt, &params, &|| false, &mut |t| {
+                text.push_str(t);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            text
+        })
+        .collect();
+    drop(llm);
+
+    let handle = LlmHandle::spawn(LlmOptions::new(path), 8).unwrap();
+    let mut rxs: Vec<_> = questions
+        .iter()
+        .map(|q| {
+            handle
+                .submit(GenerateRequest {
+                    prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, *q)]),
+                    params: params.clone(),
+                })
+                .unwrap()
+        })
+        .collect();
+    for (rx, want) in rxs.iter_mut().zip(&alone) {
+        let mut text = String::new();
+        loop {
+            match rx.recv().await {
+                Some(GenerationEvent::Token(t)) => text.push_str(&t),
+                Some(GenerationEvent::Done(s)) => {
+                    assert_eq!(s.usage.completion_tokens, TOKENS);
+                    break;
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        assert_eq!(&text, want);
+    }
+}

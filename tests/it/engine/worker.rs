@@ -97,7 +97,12 @@ async fn dropping_the_receiver_cancels_the_generation() {
 
 #[tokio::test]
 async fn a_full_queue_answers_overloaded_at_once() {
-    let handle = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 1).unwrap();
+    // One sequence at a time, so the second request waits in the queue (batching: `scheduler.rs`).
+    let opts = LlmOptions {
+        max_batch: 1,
+        ..LlmOptions::new(smollm2_path())
+    };
+    let handle = LlmHandle::spawn(opts, 1).unwrap();
     let mut running = handle.submit(long_request(64)).unwrap();
     first_token(&mut running).await; // the worker is busy with it
     let waiting = handle.submit(long_request(4)).unwrap(); // takes the one queue slot

@@ -91,6 +91,16 @@ pub fn spawn_app(opts: AppOptions) -> TestApp {
     app
 }
 
+/// The door tests' model thread answers one request at a time: they fill the queue (one running,
+/// `queue_depth` waiting) to see 429s and extractive answers. Batching is tested in
+/// `engine::scheduler` and `engine::batch`.
+fn llm_options() -> LlmOptions {
+    LlmOptions {
+        max_batch: 1,
+        ..LlmOptions::new(smollm2_path())
+    }
+}
+
 /// The assistant on the real small models, the repository's knowledge base and SQLite memory in
 /// `state_dir`.
 pub fn test_assistant(
@@ -108,7 +118,7 @@ pub fn test_assistant_in_mode(
     sampling: SamplingParams,
     answer_mode: AnswerMode,
 ) -> Arc<Assistant> {
-    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
+    let llm = LlmHandle::spawn(llm_options(), queue_depth).unwrap();
     let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
     Arc::new(Assistant::new(
         shared_kb(),
@@ -129,7 +139,7 @@ pub fn test_assistant_configured(
     queue_depth: usize,
     config: RagConfig,
 ) -> Arc<Assistant> {
-    let llm = LlmHandle::spawn(LlmOptions::new(smollm2_path()), queue_depth).unwrap();
+    let llm = LlmHandle::spawn(llm_options(), queue_depth).unwrap();
     let memory = Arc::new(SqliteStore::open(&state_dir.join("m.sqlite")).unwrap());
     Arc::new(Assistant::new(shared_kb(), embedder(), llm, memory, config))
 }

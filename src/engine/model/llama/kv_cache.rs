@@ -37,6 +37,15 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Bytes of the key and value buffers (their capacity).
+    pub(super) fn allocated_bytes(&self) -> usize {
+        [&self.k, &self.v]
+            .into_iter()
+            .flatten()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
     fn grow(buf: &mut Option<Tensor>, src: &Tensor, needed: usize) -> candle_core::Result<()> {
         let capacity = buf.as_ref().map(|b| b.dim(2)).transpose()?.unwrap_or(0);
         if needed <= capacity {

@@ -10,8 +10,8 @@ use candle_transformers::quantized_nn::RmsNorm;
 
 use super::gemma::{GemmaLayer, GemmaModel};
 use super::{
-    Embedding, KvCache, Layer, Linear, LlamaConfig, LlamaModel, LoadOptions, PrefillKernel,
-    Requantize, Weight, DENSE_PREFILL_MAX_WEIGHT_BYTES,
+    Embedding, Layer, Linear, LlamaConfig, LlamaModel, LoadOptions, PrefillKernel, Requantize,
+    Weight, DENSE_PREFILL_MAX_WEIGHT_BYTES,
 };
 use crate::engine::arch::Architecture;
 use crate::engine::gguf::GgufFile;
@@ -87,7 +87,6 @@ impl LlamaModel {
             sin,
             neg_inf,
             device: device.clone(),
-            pos: 0,
             fused: opts.fused_matmul,
             split_invariant,
             rope_style: meta.arch.rope_style(),
@@ -492,7 +491,6 @@ fn read_layers(r: &mut TensorReader, meta: &Metadata) -> Result<Vec<Layer>, Engi
             w_down: r.linear(&format!("{p}.ffn_down.weight"))?,
             attn_norm: r.norm(&format!("{p}.attn_norm.weight"), eps)?,
             ffn_norm: r.norm(&format!("{p}.ffn_norm.weight"), eps)?,
-            kv: KvCache::new(),
             gemma: match &meta.gemma {
                 Some(g) => Some(GemmaLayer {
                     q_norm: r.norm(&format!("{p}.attn_q_norm.weight"), eps)?,
