@@ -655,11 +655,6 @@ impl LlamaModel {
         seqs: &mut [&mut KvState],
         tokens: &[&[u32]],
     ) -> Result<Tensor, EngineError> {
-        if !self.batches() {
-            return Err(EngineError::Internal(
-                "this architecture runs one sequence per forward pass".into(),
-            ));
-        }
         if seqs.len() != tokens.len() || seqs.is_empty() {
             return Err(EngineError::Internal(format!(
                 "{} token lists for {} sequences",
@@ -687,13 +682,6 @@ impl LlamaModel {
             kv.pos += t.len();
         }
         Ok(logits)
-    }
-
-    /// True when several sequences can share a forward pass (`forward_batch`). Gemma 3's layers
-    /// (Q/K norms, post norms, sliding windows) are only in the single-sequence pass so far: its
-    /// sequences take turns, one forward pass each, in the same scheduler.
-    pub fn batches(&self) -> bool {
-        self.gemma.is_none()
     }
 
     /// True when `forward_batch` takes prompt pieces next to decode tokens (CPU attention kernels).
@@ -740,6 +728,14 @@ impl LlamaModel {
         let cos = self.cos.index_select(&positions, 0)?;
         let sin = self.sin.index_select(&positions, 0)?;
         let mut x = self.embedding.lookup(&all, &self.device)?;
+        let mut local_rope = None;
+        if let Some(g) = &self.gemma {
+            x = gemma::scale(&x, g.embed_scale)?;
+            local_rope = Some((
+                g.local_cos.index_select(&positions, 0)?,
+                g.local_sin.index_select(&positions, 0)?,
+            ));
+        }
         let (n_head, n_kv_head, head_dim) = (
             self.config.n_head,
             self.config.n_kv_head,
@@ -754,70 +750,115 @@ impl LlamaModel {
             let k = qkv.pop().expect("three outputs");
             let q = qkv.pop().expect("three outputs");
             // (1, heads, rows, hd): RoPE's "time" axis is the row, each with its own position.
-            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                t.reshape((1, rows, n, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
+            // Gemma 3 normalises each query and key head first.
+            let heads =
+                |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> candle_core::Result<Tensor> {
+                    let t = t.reshape((1, rows, n, head_dim))?;
+                    let t = match norm {
+                        Some(norm) => gemma::per_head_norm(norm, &t)?,
+                        None => t,
+                    };
+                    t.transpose(1, 2)?.contiguous()
+                };
+            let window = layer.gemma.as_ref().and_then(|g| g.window);
+            let (cos, sin) = match (&local_rope, window) {
+                (Some((c, s)), Some(_)) => (c, s),
+                _ => (&cos, &sin),
             };
-            let q = self.rope(&heads(q, n_head)?, &cos, &sin)?;
-            let k = self.rope(&heads(k, n_kv_head)?, &cos, &sin)?;
-            let v = heads(v, n_kv_head)?;
+            let q_norm = layer.gemma.as_ref().map(|g| &g.q_norm);
+            let k_norm = layer.gemma.as_ref().map(|g| &g.k_norm);
+            let mut q = self.rope(&heads(q, n_head, q_norm)?, cos, sin)?;
+            let k = self.rope(&heads(k, n_kv_head, k_norm)?, cos, sin)?;
+            if let Some(f) = self.gemma.as_ref().and_then(|g| g.query_factor) {
+                q = (q * f)?;
+            }
+            let v = heads(v, n_kv_head, None)?;
             let mut ys = Vec::with_capacity(tokens.len());
             let mut at = 0;
             for (kv, t) in seqs.iter_mut().zip(tokens) {
                 let n = t.len();
                 let cache = &mut kv.layers[l];
                 cache.append(&k.narrow(2, at, n)?, &v.narrow(2, at, n)?)?;
-                ys.push(self.attend_rows(cache, &q.narrow(2, at, n)?, n)?);
+                ys.push(self.attend_rows(cache, &q.narrow(2, at, n)?, n, window)?);
                 at += n;
             }
             let y = Tensor::cat(&ys, 1)?;
-            let y = layer.wo.forward(&y)?;
+            let mut y = layer.wo.forward(&y)?;
+            if let Some(g) = &layer.gemma {
+                y = g.post_attn_norm.forward(&y)?;
+            }
             let x1 = add(&y, residual)?;
             let h = layer.ffn_norm.forward(&x1)?;
             let mut gate_up =
                 Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
             let up = gate_up.pop().expect("two outputs");
             let gate = gate_up.pop().expect("two outputs");
-            let y = layer.w_down.forward(&silu_mul(&gate, &up)?)?;
+            let y = match &layer.gemma {
+                None => layer.w_down.forward(&silu_mul(&gate, &up)?)?,
+                Some(g) => {
+                    let y = layer.w_down.forward(&gemma::gelu_mul(&gate, &up)?)?;
+                    g.post_ffn_norm.forward(&y)?
+                }
+            };
             x = add(&y, &x1)?;
         }
         let last = Tensor::new(last_rows.as_slice(), &self.device)?;
         let x = x.squeeze(0)?.index_select(&last, 0)?.unsqueeze(0)?;
         let x = self.norm.forward(&x)?;
-        self.output.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+        let logits = self.output.forward(&x)?.squeeze(0)?;
+        let logits = match self.gemma.as_ref().and_then(|g| g.final_softcap) {
+            Some(cap) => gemma::softcap(&logits, cap)?,
+            None => logits,
+        };
+        logits.to_dtype(DType::F32)
     }
 
     /// Attention of the `rows` newest tokens of `cache` (appended already), queries `q` (1, n_head,
     /// rows, hd), as `forward_inner` computes them; returns (1, rows, n_head * hd).
-    fn attend_rows(&self, cache: &KvCache, q: &Tensor, rows: usize) -> candle_core::Result<Tensor> {
+    fn attend_rows(
+        &self,
+        cache: &KvCache,
+        q: &Tensor,
+        rows: usize,
+        window: Option<usize>,
+    ) -> candle_core::Result<Tensor> {
         if rows == 1 {
-            return self.attend_decode(cache, &q.contiguous()?);
+            return self.attend_decode(cache, &q.contiguous()?, window);
         }
         let (n_head, head_dim) = (self.config.n_head, self.config.head_dim);
         let q = q.transpose(1, 2)?.contiguous()?;
-        let out = cache.attend_cpu(&q, rows, n_head, head_dim, None)?;
+        let out = cache.attend_cpu(&q, rows, n_head, head_dim, window)?;
         Tensor::from_vec(out, (1, rows, n_head * head_dim), &self.device)
     }
 
     /// Attention of one new token `q` (1, n_head, 1, hd) over `cache` (which holds it already), as
     /// `forward_inner` computes a decode step; returns (1, 1, n_head * hd).
-    fn attend_decode(&self, cache: &KvCache, q: &Tensor) -> candle_core::Result<Tensor> {
+    fn attend_decode(
+        &self,
+        cache: &KvCache,
+        q: &Tensor,
+        window: Option<usize>,
+    ) -> candle_core::Result<Tensor> {
         let (n_head, n_kv_head, head_dim) = (
             self.config.n_head,
             self.config.n_kv_head,
             self.config.head_dim,
         );
         if self.device.is_cpu() {
-            let out = cache.attend_cpu(q, 1, n_head, head_dim, None)?;
+            let out = cache.attend_cpu(q, 1, n_head, head_dim, window)?;
             return Tensor::from_vec(out, (1, 1, n_head * head_dim), &self.device);
         }
         let scale = 1.0 / (head_dim as f64).sqrt();
         let (k, v) = cache.all_f32()?;
+        let (k, v) = (
+            gemma::last_positions(&k, window)?,
+            gemma::last_positions(&v, window)?,
+        );
         let q = q.reshape((1, n_kv_head, n_head / n_kv_head, head_dim))?;
         let att = (q.matmul(&k.t()?)? * scale)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        att.matmul(&v)?.reshape((1, 1, n_head * head_dim))
+        att.matmul(&v.contiguous()?)?
+            .reshape((1, 1, n_head * head_dim))
     }
 
     fn forward_inner(

@@ -469,9 +469,8 @@ impl Llm {
             ]);
         }
         let mixed = self.model.mixed_batches();
-        let batches = self.model.batches();
         let batched: Vec<usize> = (0..pieces.len())
-            .filter(|&i| batches && (mixed || pieces[i].len() == 1))
+            .filter(|&i| mixed || pieces[i].len() == 1)
             .collect();
         let mut out: Vec<Option<candle_core::Tensor>> = vec![None; pieces.len()];
         if !batched.is_empty() {

@@ -251,11 +251,10 @@ fn gemma3_270m_real_weights_match_llama_cpp() {
     );
 }
 
-/// Gemma 3's sequences are not batched (its layers are only in the single-sequence pass): the
-/// scheduler runs concurrent requests one forward pass each, and each still gets exactly its
-/// single-stream greedy tokens.
+/// Concurrent Gemma 3 requests are advanced together (sliding-window layers, Q/K norms and post norms
+/// in the batched pass) and each gets exactly its single-stream greedy tokens.
 #[tokio::test]
-async fn gemma3_concurrent_requests_take_turns_and_get_their_single_stream_answers() {
+async fn gemma3_concurrent_requests_are_batched_and_get_their_single_stream_answers() {
     use std::ops::ControlFlow;
 
     use novapay::engine::worker::GenerationEvent;
@@ -314,4 +313,9 @@ async fn gemma3_concurrent_requests_take_turns_and_get_their_single_stream_answe
         }
         assert_eq!(&text, want);
     }
+    let batched: usize = handle.stats().batch_steps[2..]
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert!(batched > 0, "no step advanced both sequences");
 }
