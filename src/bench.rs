@@ -617,8 +617,29 @@ pub struct ParallelLlmReport {
     pub ttft_ms_p95: f64,
     pub last_token_ms_p50: f64,
     pub last_token_ms_p95: f64,
+    /// Generation with every client answering at once: tokens of all clients timed between the last
+    /// client's first token and the first client's last one, over that window (prompt reading left
+    /// out: with 500-token prompts and 2 cores, reading the prompts, which does not batch, is most of
+    /// the wall time). `None` when the window is empty (one client finished before another began).
+    pub decode_window_tokens_per_s: Option<f64>,
     /// Forward passes by batch size (index = size).
     pub batch_steps: Vec<usize>,
+}
+
+/// Tokens per second while every client is answering: the tokens timed within [the latest first
+/// token, the earliest last token] over that window's length; `None` when it is empty or holds fewer
+/// than two tokens per client.
+pub fn decode_window_rate(token_times_ms: &[Vec<f64>]) -> Option<f64> {
+    let firsts: Option<Vec<f64>> = token_times_ms.iter().map(|t| t.first().copied()).collect();
+    let lasts: Option<Vec<f64>> = token_times_ms.iter().map(|t| t.last().copied()).collect();
+    let from = firsts?.into_iter().reduce(f64::max)?;
+    let to = lasts?.into_iter().reduce(f64::min)?;
+    let inside = token_times_ms
+        .iter()
+        .flatten()
+        .filter(|&&t| t > from && t <= to)
+        .count();
+    (to > from && inside >= 2 * token_times_ms.len()).then(|| inside as f64 * 1e3 / (to - from))
 }
 
 /// `clients` requests submitted at once, each a distinct ~`prompt_tokens` prompt (the text from a
@@ -668,24 +689,23 @@ pub fn bench_llm_parallel(
         let ids = base[64 * c..64 * c + spec.prompt_tokens].to_vec();
         receivers.push(run(ids, params.clone())?);
     }
-    let results: Vec<Result<(f64, f64, usize), EngineError>> = std::thread::scope(|s| {
+    // Per client: the time of each token (ms from submission) and the completion tokens.
+    let results: Vec<Result<(Vec<f64>, usize), EngineError>> = std::thread::scope(|s| {
         let handles: Vec<_> = receivers
             .into_iter()
             .map(|mut rx| {
                 s.spawn(move || {
-                    let mut first = None;
+                    let mut times = Vec::new();
                     while let Some(ev) = rx.blocking_recv() {
                         match ev {
                             GenerationEvent::Token(_) => {
-                                first.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
+                                times.push(start.elapsed().as_secs_f64() * 1e3);
                             }
                             GenerationEvent::Done(s) => {
-                                let last = start.elapsed().as_secs_f64() * 1e3;
-                                return Ok((
-                                    first.unwrap_or(last),
-                                    last,
-                                    s.usage.completion_tokens,
-                                ));
+                                if times.is_empty() {
+                                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                                }
+                                return Ok((times, s.usage.completion_tokens));
                             }
                             GenerationEvent::Error(e) => return Err(e),
                         }
@@ -703,15 +723,16 @@ pub fn bench_llm_parallel(
             .collect()
     });
     let wall_s = start.elapsed().as_secs_f64();
-    let mut ttft = Vec::new();
-    let mut last = Vec::new();
+    let mut token_times = Vec::new();
     let mut tokens = 0;
     for r in results {
-        let (f, l, n) = r?;
-        ttft.push(f);
-        last.push(l);
+        let (times, n) = r?;
+        token_times.push(times);
         tokens += n;
     }
+    let mut ttft: Vec<f64> = token_times.iter().map(|t| t[0]).collect();
+    let mut last: Vec<f64> = token_times.iter().map(|t| t[t.len() - 1]).collect();
+    let decode_window_tokens_per_s = decode_window_rate(&token_times);
     let pct = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(f64::total_cmp);
         let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -730,10 +751,32 @@ pub fn bench_llm_parallel(
         ttft_ms_p95: pct(&mut ttft, 0.95),
         last_token_ms_p50: pct(&mut last, 0.5),
         last_token_ms_p95: pct(&mut last, 0.95),
+        decode_window_tokens_per_s,
         batch_steps: stats
             .batch_steps
             .iter()
             .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_window_rate;
+
+    #[test]
+    fn decode_window_counts_only_tokens_while_every_client_answers() {
+        // Client a answers from 0 ms every 100 ms; b starts at 1,000 ms (its prompt read meanwhile)
+        // and both run until 2,000 ms: the window is (1,000, 2,000], 10 tokens each.
+        let a: Vec<f64> = (0..=20).map(|i| i as f64 * 100.0).collect();
+        let b: Vec<f64> = (10..=25).map(|i| i as f64 * 100.0).collect();
+        let rate = decode_window_rate(&[a.clone(), b]).expect("a window");
+        assert!((rate - 20.0).abs() < 1e-9, "{rate}");
+        // One client alone: its own rate after its first token.
+        assert!((decode_window_rate(&[a.clone()]).unwrap() - 10.0).abs() < 1e-9);
+        // Disjoint answers: no window.
+        let late: Vec<f64> = (30..=40).map(|i| i as f64 * 100.0).collect();
+        assert_eq!(decode_window_rate(&[a, late]), None);
+        assert_eq!(decode_window_rate(&[vec![]]), None);
+    }
 }
