@@ -245,6 +245,11 @@ impl Assistant {
         &self.memory
     }
 
+    /// The embedder questions and passages are read with.
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
     /// The knowledge base new questions are answered from.
     pub fn knowledge_base(&self) -> Arc<KnowledgeBase> {
         self.kb.load_full()

@@ -70,6 +70,11 @@ pub struct Answers {
     split: Option<String>,
     #[arg(long)]
     json: bool,
+    /// Instead of answering: write each question's unfused scores (every chunk's cosine and BM25
+    /// score, for the question alone and joined to its earlier turns) and the chunks to this JSONL
+    /// file, to study the ranking offline.
+    #[arg(long)]
+    dump_candidates: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -233,6 +238,70 @@ fn index_of_data(
     Ok(dir)
 }
 
+/// `eval answers --dump-candidates`: the first line lists the chunks (id, source, language,
+/// heading); then one line per question with the scores of its queries, built as retrieval builds
+/// them (the question; the question after the customer's earlier turns).
+fn dump_candidates(
+    assistant: &novapay::assistant::Assistant,
+    qs: &[answers::KbQuestion],
+    out: &Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let kb = assistant.knowledge_base();
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    let chunks: Vec<serde_json::Value> = (0..kb.len())
+        .filter_map(|id| {
+            let c = kb.chunk(id)?;
+            Some(serde_json::json!({
+                "id": id,
+                "source": c.source,
+                "heading": c.heading,
+                "language": kb.chunk_language(id),
+            }))
+        })
+        .collect();
+    writeln!(file, "{}", serde_json::json!({ "chunks": chunks }))?;
+    for q in qs {
+        let Some((question, earlier)) = q.turns.split_last() else {
+            continue;
+        };
+        let mut queries = vec![question.clone()];
+        if !earlier.is_empty() {
+            let mut joined: Vec<&str> = earlier
+                .iter()
+                .rev()
+                .take(2)
+                .rev()
+                .map(String::as_str)
+                .collect();
+            joined.push(question);
+            queries.push(joined.join("\n"));
+        }
+        let vectors = assistant.embedder().embed_queries(&queries)?;
+        let scores: Vec<_> = vectors
+            .iter()
+            .zip(&queries)
+            .map(|(v, t)| kb.candidate_scores(v, t))
+            .collect();
+        writeln!(
+            file,
+            "{}",
+            serde_json::json!({
+                "id": q.id,
+                "question": question,
+                "expect_source": q.expect_source,
+                "unanswerable": q.unanswerable,
+                "queries": scores,
+            })
+        )?;
+    }
+    file.flush()?;
+    eprintln!("wrote {} questions to {}", qs.len(), out.display());
+    Ok(())
+}
+
 fn answers_of_data(args: &Answers) -> anyhow::Result<()> {
     let (a, questions, split, json) = (
         &args.assistant,
@@ -252,6 +321,9 @@ fn answers_of_data(args: &Answers) -> anyhow::Result<()> {
     let mut a = a.clone();
     a.kb.index_dir = Some(index.path().to_path_buf());
     let assistant = super::load_assistant(&a, 1, false)?.assistant;
+    if let Some(out) = &args.dump_candidates {
+        return dump_candidates(&assistant, &qs, out);
+    }
     let report = answers::evaluate(&assistant, &qs, &progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -29,6 +29,15 @@ pub struct Hit {
     pub lexical: Option<f32>,
 }
 
+/// One chunk's scores for one query before fusion (see [`KnowledgeBase::candidate_scores`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CandidateScores {
+    pub id: usize,
+    pub cosine: Option<f32>,
+    pub bm25: Option<f32>,
+    pub lexical_weight: f32,
+}
+
 pub struct SearchResult {
     /// Fused hits, best first.
     pub hits: Vec<Hit>,
@@ -323,6 +332,46 @@ impl KnowledgeBase {
     /// The chunk with this id (as [`Self::dense`] returns them).
     pub fn chunk(&self, id: usize) -> Option<&Chunk> {
         self.chunks.get(id).map(|c| c.as_ref())
+    }
+
+    /// Every chunk's scores for one query, before fusion (for offline analysis of the ranking):
+    /// its cosine, and its BM25 score with the weight fusion would give that lexical hit.
+    pub fn candidate_scores(&self, vector: &[f32], text: &str) -> Vec<CandidateScores> {
+        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
+        let query: Vec<(String, f32)> = content_terms(text, languages)
+            .into_iter()
+            .map(|term| {
+                let w = self.terms.rarity(&term);
+                (term, w)
+            })
+            .collect();
+        let mut scores: Vec<CandidateScores> = (0..self.chunks.len())
+            .map(|id| CandidateScores {
+                id,
+                cosine: None,
+                bm25: None,
+                lexical_weight: fusion::lexical_weight(
+                    &query,
+                    &content_terms(&self.chunks[id].search_text(), languages),
+                ),
+            })
+            .collect();
+        for (id, cosine) in self.dense(vector, self.chunks.len()) {
+            if let Some(s) = scores.get_mut(id) {
+                s.cosine = Some(cosine);
+            }
+        }
+        for (id, score) in self.bm25.search(text, self.chunks.len()) {
+            if let Some(s) = scores.get_mut(id) {
+                s.bm25 = Some(score);
+            }
+        }
+        scores
+    }
+
+    /// Each chunk's language (as fusion reads it).
+    pub fn chunk_language(&self, id: usize) -> Option<Language> {
+        self.languages.get(id).copied()
     }
 
     /// (chunk id, cosine similarity), best first.

@@ -34,7 +34,7 @@ pub use build::{build_index, IndexJob, IndexReport, Progress};
 use chunk::ChunkSettings;
 pub use fusion::Fusion;
 pub use generations::{current_generation, Cleanup, GenerationWatcher, Lease};
-pub use knowledge_base::{Hit, KnowledgeBase, SearchResult, TermStats};
+pub use knowledge_base::{CandidateScores, Hit, KnowledgeBase, SearchResult, TermStats};
 pub use library::{DocumentError, DocumentInfo, DocumentStatus, Library, LibraryChange};
 
 const FORMAT_VERSION: u32 = 2;
