@@ -434,6 +434,13 @@ impl Llm {
                 s.prompt[s.prefilled..end].to_vec()
             });
         }
+        #[cfg(test)]
+        if seqs
+            .iter()
+            .any(|s| s.prefilled() && s.params.fail_at_token == Some(s.usage.completion_tokens))
+        {
+            return Err(EngineError::Internal("injected engine fault".into()));
+        }
         let logits = self.forward_pieces(seqs, &pieces)?;
         let mut out = Vec::with_capacity(seqs.len());
         for ((s, piece), logits) in seqs.iter_mut().zip(pieces).zip(logits) {

@@ -24,6 +24,11 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
     /// Generation ends where the text would contain one of these (which is not emitted).
     pub stop: Vec<String>,
+    /// Unit tests only: the forward pass that would produce this completion token fails, as an
+    /// engine error half-way through a batch would.
+    #[cfg(test)]
+    #[serde(skip)]
+    pub fail_at_token: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -38,6 +43,8 @@ impl Default for SamplingParams {
             max_new_tokens: 256,
             ignore_eos: false,
             stop: Vec::new(),
+            #[cfg(test)]
+            fail_at_token: None,
         }
     }
 }

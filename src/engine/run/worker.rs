@@ -544,3 +544,79 @@ impl Scheduler {
         self.stats.kv_bytes.store(held, Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ChatMessage, Prompt, Role, SamplingParams};
+
+    /// Runs `rx` to its end: (texts, summary) or the error.
+    fn collect(
+        rx: &mut UnboundedReceiver<GenerationEvent>,
+    ) -> Result<(Vec<String>, GenerationSummary), EngineError> {
+        let mut texts = Vec::new();
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                GenerationEvent::Token(t) => texts.push(t),
+                GenerationEvent::Done(s) => return Ok((texts, s)),
+                GenerationEvent::Error(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Internal("stream ended without Done".into()))
+    }
+
+    fn request(question: &str, tokens: usize, fail_at_token: Option<usize>) -> GenerateRequest {
+        GenerateRequest {
+            prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, question)]),
+            params: SamplingParams {
+                max_new_tokens: tokens,
+                ignore_eos: true,
+                fail_at_token,
+                ..SamplingParams::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_engine_error_mid_batch_fails_only_its_request() {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/test/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let mut opts = LlmOptions::new(model);
+        opts.max_batch = 4;
+        let handle = LlmHandle::spawn(opts, 8).expect("SmolLM2 (scripts/fetch-test-models.sh)");
+        let good_question = "How do I block my card?";
+        let alone = collect(&mut handle.submit(request(good_question, 12, None)).unwrap()).unwrap();
+        let steps_before: usize = handle.stats().batch_steps[2..]
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .sum();
+        // Submitted together, so they are advanced in the same steps until the fault.
+        let mut good = handle.submit(request(good_question, 12, None)).unwrap();
+        let mut bad = handle
+            .submit(request("What is the fee for a transfer?", 12, Some(3)))
+            .unwrap();
+        let err = collect(&mut bad).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Internal(m) if m.contains("injected")),
+            "{err:?}"
+        );
+        let (texts, summary) = collect(&mut good).expect("the other request goes on");
+        assert_eq!(summary.usage.completion_tokens, 12);
+        assert_eq!(
+            texts.concat(),
+            alone.0.concat(),
+            "its answer is its single-stream one"
+        );
+        let batched: usize = handle.stats().batch_steps[2..]
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .sum();
+        assert!(
+            batched > steps_before,
+            "the two requests never shared a step"
+        );
+        // The worker still serves.
+        let after = collect(&mut handle.submit(request(good_question, 4, None)).unwrap()).unwrap();
+        assert_eq!(after.1.usage.completion_tokens, 4);
+    }
+}
