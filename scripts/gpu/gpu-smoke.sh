@@ -8,7 +8,7 @@
 #
 # Steps (each timed): build with --features cuda for this GPU's compute capability; get the models; `bench
 # llm --device cuda` (500-token prompt, 128 generated tokens, the CPU figures in README "Sizing" use the
-# same); index data/; serve on the GPU and ask one question over HTTP. After the build (minutes, by
+# same) and `bench llm --parallel 1/4/8` (concurrent clients); index data/; serve on the GPU and ask one question over HTTP. After the build (minutes, by
 # cores), the checks take under 5 minutes. The JSON lines printed are what to report back.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -41,6 +41,13 @@ step "bench llm --device cuda"
 "$bin" bench llm --device cuda --llm "$llm" --prompt-tokens 500 --generate-tokens 128 --rounds 2 \
   | tee target/gpu-bench.json
 
+step "bench llm --device cuda --parallel N (concurrent clients, batched decode steps)"
+# The same workload as the CPU table in docs/operations.md "Several conversations at once".
+for n in 1 4 8; do
+  "$bin" bench llm --device cuda --llm "$llm" --prompt-tokens 500 --generate-tokens 128 --parallel "$n" \
+    | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'
+done | tee target/gpu-bench-parallel.jsonl
+
 step "index + serve on the GPU + one question"
 state=$(mktemp -d)
 "$bin" index --state-dir "$state"
@@ -57,4 +64,4 @@ curl -fsS "http://127.0.0.1:$port/health"; echo
 time curl -fsS "http://127.0.0.1:$port/api/v1/query" -H 'Content-Type: application/json' \
   -d '{"query": "How much does an international transfer cost?"}'
 echo
-step "done: report target/gpu-bench.json and the answer above"
+step "done: report target/gpu-bench.json, target/gpu-bench-parallel.jsonl and the answer above"
