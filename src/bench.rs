@@ -622,6 +622,10 @@ pub struct ParallelLlmReport {
     /// out: with 500-token prompts and 2 cores, reading the prompts, which does not batch, is most of
     /// the wall time). `None` when the window is empty (one client finished before another began).
     pub decode_window_tokens_per_s: Option<f64>,
+    /// Peak resident memory of the process (weights, every client's KV cache, buffers).
+    pub peak_rss_mb: f64,
+    /// KV cache held at the end (finished conversations' caches are kept for follow-ups).
+    pub kv_mb_at_end: f64,
     /// Forward passes by batch size (index = size).
     pub batch_steps: Vec<usize>,
 }
@@ -752,6 +756,8 @@ pub fn bench_llm_parallel(
         last_token_ms_p50: pct(&mut last, 0.5),
         last_token_ms_p95: pct(&mut last, 0.95),
         decode_window_tokens_per_s,
+        peak_rss_mb: peak_rss_mb(),
+        kv_mb_at_end: stats.kv_bytes.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1048576.0,
         batch_steps: stats
             .batch_steps
             .iter()

@@ -6,7 +6,7 @@ use super::extract::Extractor;
 use super::{Assistant, Decision, Language, RagConfig, RagError, Speaker, Turn};
 use crate::embed::Embedder;
 use crate::index::{Fusion, Hit, KnowledgeBase};
-use crate::text::detect_language;
+use crate::text::{detect_language, thesaurus};
 
 /// What retrieval found for a question.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -75,7 +75,15 @@ pub fn retrieve_with(
     let vectors = embedder
         .embed_queries(&queries)
         .map_err(|e| RagError::Retrieval(e.to_string()))?;
-    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+    // Lexical matching and the gate read the customer's words in the articles' vocabulary; the
+    // dense query keeps the customer's text.
+    let stats = kb.term_stats();
+    let known = |stem: &str| stats.document_frequency.get(stem).is_some_and(|&n| n > 0);
+    let lexical: Vec<String> = queries
+        .iter()
+        .map(|q| thesaurus::in_known_words(q, known).unwrap_or_else(|| q.clone()))
+        .collect();
+    let texts: Vec<&str> = lexical.iter().map(String::as_str).collect();
     let fusion = Fusion {
         multilingual: config.gate.meaning.multilingual,
     };
@@ -89,10 +97,9 @@ pub fn retrieve_with(
         .copied()
         .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
-    let stats = kb.term_stats();
     let mut gate =
-        answerability::signals(stats, question, best_similarity, top, &hits, &config.gate);
-    let mut gate_with_history = match queries.get(1) {
+        answerability::signals(stats, &lexical[0], best_similarity, top, &hits, &config.gate);
+    let mut gate_with_history = match lexical.get(1) {
         Some(q) => answerability::signals(
             stats,
             q,

@@ -280,10 +280,16 @@ fn dump_candidates(
             queries.push(joined.join("\n"));
         }
         let vectors = assistant.embedder().embed_queries(&queries)?;
+        // BM25 reads the question in the articles' words, as retrieval does.
+        let stats = kb.term_stats();
+        let known = |stem: &str| stats.document_frequency.get(stem).is_some_and(|&n| n > 0);
         let scores: Vec<_> = vectors
             .iter()
             .zip(&queries)
-            .map(|(v, t)| kb.candidate_scores(v, t))
+            .map(|(v, t)| {
+                let lexical = novapay::text::thesaurus::in_known_words(t, known);
+                kb.candidate_scores(v, lexical.as_deref().unwrap_or(t))
+            })
             .collect();
         writeln!(
             file,
@@ -567,6 +573,16 @@ const FIT_FOLDS: &[(&str, &str, &[&str])] = &[
         "tulpar-kb",
         "eval/heldout-6/kb",
         &["eval/heldout-6/kb-questions.jsonl"],
+    ),
+    (
+        "zangak-kb",
+        "eval/heldout-7/kb",
+        &["eval/heldout-7/kb-questions.jsonl"],
+    ),
+    (
+        "bura-kb",
+        "eval/heldout-8/kb",
+        &["eval/heldout-8/kb-questions.jsonl"],
     ),
 ];
 

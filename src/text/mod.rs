@@ -3,6 +3,7 @@
 
 pub mod language;
 pub mod sentences;
+pub mod thesaurus;
 pub mod words;
 
 pub use language::{detect_language, Language};
