@@ -97,8 +97,14 @@ pub fn retrieve_with(
         .copied()
         .unwrap_or(best_similarity);
     let top = &hits[..hits.len().min(config.top_k)];
-    let mut gate =
-        answerability::signals(stats, &lexical[0], best_similarity, top, &hits, &config.gate);
+    let mut gate = answerability::signals(
+        stats,
+        &lexical[0],
+        best_similarity,
+        top,
+        &hits,
+        &config.gate,
+    );
     let mut gate_with_history = match lexical.get(1) {
         Some(q) => answerability::signals(
             stats,

@@ -174,9 +174,7 @@ fn thesaurus() -> &'static Thesaurus {
 
 /// The stem the lexical index gives one word (None for a stop word).
 fn stem_of(word: &str) -> Option<String> {
-    content_terms(word, LANGUAGES)
-        .into_iter()
-        .next()
+    content_terms(word, LANGUAGES).into_iter().next()
 }
 
 /// `question` with each word whose stem `known` rejects, and whose group has words `known` accepts,
@@ -251,7 +249,10 @@ mod tests {
             None
         );
         // "bitcoin" is in no group: an unknown topic stays unknown.
-        assert_eq!(in_known_words("can I buy bitcoin", |s| known.contains(s)), None);
+        assert_eq!(
+            in_known_words("can I buy bitcoin", |s| known.contains(s)),
+            None
+        );
         // A group with no word the knowledge base uses: nothing to replace with.
         let known = kb(&["card"]);
         assert_eq!(
