@@ -779,7 +779,7 @@ mod tests {
         let rate = decode_window_rate(&[a.clone(), b]).expect("a window");
         assert!((rate - 20.0).abs() < 1e-9, "{rate}");
         // One client alone: its own rate after its first token.
-        assert!((decode_window_rate(&[a.clone()]).unwrap() - 10.0).abs() < 1e-9);
+        assert!((decode_window_rate(std::slice::from_ref(&a)).unwrap() - 10.0).abs() < 1e-9);
         // Disjoint answers: no window.
         let late: Vec<f64> = (30..=40).map(|i| i as f64 * 100.0).collect();
         assert_eq!(decode_window_rate(&[a, late]), None);
