@@ -78,10 +78,9 @@ pub fn retrieve_with(
     // Lexical matching and the gate read the customer's words in the articles' vocabulary; the
     // dense query keeps the customer's text.
     let stats = kb.term_stats();
-    let known = |stem: &str| stats.document_frequency.get(stem).is_some_and(|&n| n > 0);
     let lexical: Vec<String> = queries
         .iter()
-        .map(|q| thesaurus::in_known_words(q, known).unwrap_or_else(|| q.clone()))
+        .map(|q| thesaurus::in_known_words(q, |t| stats.uses(t)).unwrap_or_else(|| q.clone()))
         .collect();
     let texts: Vec<&str> = lexical.iter().map(String::as_str).collect();
     let fusion = Fusion {

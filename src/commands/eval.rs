@@ -282,12 +282,11 @@ fn dump_candidates(
         let vectors = assistant.embedder().embed_queries(&queries)?;
         // BM25 reads the question in the articles' words, as retrieval does.
         let stats = kb.term_stats();
-        let known = |stem: &str| stats.document_frequency.get(stem).is_some_and(|&n| n > 0);
         let scores: Vec<_> = vectors
             .iter()
             .zip(&queries)
             .map(|(v, t)| {
-                let lexical = novapay::text::thesaurus::in_known_words(t, known);
+                let lexical = novapay::text::thesaurus::in_known_words(t, |s| stats.uses(s));
                 kb.candidate_scores(v, lexical.as_deref().unwrap_or(t))
             })
             .collect();

@@ -98,6 +98,11 @@ impl TermStats {
         (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
     }
 
+    /// Whether some chunk has this term.
+    pub fn uses(&self, term: &str) -> bool {
+        self.document_frequency.get(term).is_some_and(|&n| n > 0)
+    }
+
     /// How much a term tells: its idf above that of a term every chunk has (0 for such a term; a term
     /// no chunk has weighs most).
     pub fn rarity(&self, term: &str) -> f32 {
@@ -280,21 +285,14 @@ impl KnowledgeBase {
                 add(id, fusion::reciprocal_rank(rank), Some(sim), None);
             }
         }
-        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
         for t in texts {
-            let query: Vec<(String, f32)> = content_terms(t, languages)
-                .into_iter()
-                .map(|term| {
-                    let w = self.terms.rarity(&term);
-                    (term, w)
-                })
-                .collect();
+            let query = self.weighted_terms(t);
             for (rank, (id, score)) in self.bm25.search(t, k).into_iter().enumerate() {
-                let Some(chunk) = self.chunks.get(id) else {
+                if id >= self.chunks.len() {
                     continue;
-                };
+                }
                 let weight = if fusion.multilingual {
-                    fusion::lexical_weight(&query, &content_terms(&chunk.search_text(), languages))
+                    self.lexical_weight(&query, id)
                 } else {
                     1.0
                 };
@@ -337,23 +335,13 @@ impl KnowledgeBase {
     /// Every chunk's scores for one query, before fusion (for offline analysis of the ranking):
     /// its cosine, and its BM25 score with the weight fusion would give that lexical hit.
     pub fn candidate_scores(&self, vector: &[f32], text: &str) -> Vec<CandidateScores> {
-        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
-        let query: Vec<(String, f32)> = content_terms(text, languages)
-            .into_iter()
-            .map(|term| {
-                let w = self.terms.rarity(&term);
-                (term, w)
-            })
-            .collect();
+        let query = self.weighted_terms(text);
         let mut scores: Vec<CandidateScores> = (0..self.chunks.len())
             .map(|id| CandidateScores {
                 id,
                 cosine: None,
                 bm25: None,
-                lexical_weight: fusion::lexical_weight(
-                    &query,
-                    &content_terms(&self.chunks[id].search_text(), languages),
-                ),
+                lexical_weight: self.lexical_weight(&query, id),
             })
             .collect();
         for (id, cosine) in self.dense(vector, self.chunks.len()) {
@@ -367,6 +355,26 @@ impl KnowledgeBase {
             }
         }
         scores
+    }
+
+    /// `text`'s content terms with their rarity in this knowledge base (what lexical weights read).
+    fn weighted_terms(&self, text: &str) -> Vec<(String, f32)> {
+        content_terms(text, Bm25Config::KNOWLEDGE_BASE.languages)
+            .into_iter()
+            .map(|term| {
+                let w = self.terms.rarity(&term);
+                (term, w)
+            })
+            .collect()
+    }
+
+    /// Fusion's weight of chunk `id` as a lexical hit for `query` (see [`fusion::lexical_weight`]).
+    fn lexical_weight(&self, query: &[(String, f32)], id: usize) -> f32 {
+        let languages = Bm25Config::KNOWLEDGE_BASE.languages;
+        fusion::lexical_weight(
+            query,
+            &content_terms(&self.chunks[id].search_text(), languages),
+        )
     }
 
     /// Each chunk's language (as fusion reads it).

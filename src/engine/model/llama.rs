@@ -783,24 +783,7 @@ impl LlamaModel {
                 at += n;
             }
             let y = Tensor::cat(&ys, 1)?;
-            let mut y = layer.wo.forward(&y)?;
-            if let Some(g) = &layer.gemma {
-                y = g.post_attn_norm.forward(&y)?;
-            }
-            let x1 = add(&y, residual)?;
-            let h = layer.ffn_norm.forward(&x1)?;
-            let mut gate_up =
-                Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
-            let up = gate_up.pop().expect("two outputs");
-            let gate = gate_up.pop().expect("two outputs");
-            let y = match &layer.gemma {
-                None => layer.w_down.forward(&silu_mul(&gate, &up)?)?,
-                Some(g) => {
-                    let y = layer.w_down.forward(&gemma::gelu_mul(&gate, &up)?)?;
-                    g.post_ffn_norm.forward(&y)?
-                }
-            };
-            x = add(&y, &x1)?;
+            x = self.after_attention(layer, &y, residual)?;
         }
         let last = Tensor::new(last_rows.as_slice(), &self.device)?;
         let x = x.squeeze(0)?.index_select(&last, 0)?.unsqueeze(0)?;
@@ -811,6 +794,34 @@ impl LlamaModel {
             None => logits,
         };
         logits.to_dtype(DType::F32)
+    }
+
+    /// The rest of a layer once attention has run (the single-sequence and the batched pass share
+    /// it): the output projection (and Gemma 3's post-attention norm) added to `residual`, then the
+    /// feed-forward block (SwiGLU, or Gemma 3's GeGLU and post-FFN norm) added on top.
+    fn after_attention(
+        &self,
+        layer: &Layer,
+        attention: &Tensor,
+        residual: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let mut y = layer.wo.forward(attention)?;
+        if let Some(g) = &layer.gemma {
+            y = g.post_attn_norm.forward(&y)?;
+        }
+        let x1 = add(&y, residual)?;
+        let h = layer.ffn_norm.forward(&x1)?;
+        let mut gate_up = Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
+        let up = gate_up.pop().expect("two outputs");
+        let gate = gate_up.pop().expect("two outputs");
+        let y = match &layer.gemma {
+            None => layer.w_down.forward(&silu_mul(&gate, &up)?)?,
+            Some(g) => {
+                let y = layer.w_down.forward(&gemma::gelu_mul(&gate, &up)?)?;
+                g.post_ffn_norm.forward(&y)?
+            }
+        };
+        add(&y, &x1)
     }
 
     /// Attention of the `rows` newest tokens of `cache` (appended already), queries `q` (1, n_head,
@@ -972,25 +983,7 @@ impl LlamaModel {
                 let y = att.matmul(&v.contiguous()?)?;
                 y.transpose(1, 2)?.reshape((b, s, width))?
             };
-            let mut y = layer.wo.forward(&y)?;
-            if let Some(g) = &layer.gemma {
-                y = g.post_attn_norm.forward(&y)?;
-            }
-            let x1 = add(&y, residual)?;
-
-            let h = layer.ffn_norm.forward(&x1)?;
-            let mut gate_up =
-                Linear::forward_shared(&[&layer.w_gate, &layer.w_up], &h, self.fused)?;
-            let up = gate_up.pop().expect("two outputs");
-            let gate = gate_up.pop().expect("two outputs");
-            let y = match &layer.gemma {
-                None => layer.w_down.forward(&silu_mul(&gate, &up)?)?,
-                Some(g) => {
-                    let y = layer.w_down.forward(&gemma::gelu_mul(&gate, &up)?)?;
-                    g.post_ffn_norm.forward(&y)?
-                }
-            };
-            x = add(&y, &x1)?;
+            x = self.after_attention(layer, &y, residual)?;
         }
         let x = self.norm.forward(&x)?;
         let logits = if all_positions {

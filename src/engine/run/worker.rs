@@ -87,6 +87,16 @@ pub struct WorkerStats {
     pub jobs_started: AtomicUsize,
 }
 
+impl WorkerStats {
+    /// Forward passes that advanced two sequences or more.
+    pub fn batched_steps(&self) -> usize {
+        self.batch_steps[2..]
+            .iter()
+            .map(|n| n.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
 struct Job {
     request: GenerateRequest,
     events: UnboundedSender<GenerationEvent>,
@@ -586,10 +596,7 @@ mod tests {
         let handle = LlmHandle::spawn(opts, 8).expect("SmolLM2 (scripts/fetch-test-models.sh)");
         let good_question = "How do I block my card?";
         let alone = collect(&mut handle.submit(request(good_question, 12, None)).unwrap()).unwrap();
-        let steps_before: usize = handle.stats().batch_steps[2..]
-            .iter()
-            .map(|n| n.load(Ordering::SeqCst))
-            .sum();
+        let steps_before = handle.stats().batched_steps();
         // Submitted together, so they are advanced in the same steps until the fault.
         let mut good = handle.submit(request(good_question, 12, None)).unwrap();
         let mut bad = handle

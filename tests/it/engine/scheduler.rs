@@ -2,7 +2,6 @@
 //! exactly their single-stream greedy answers; a client leaving mid-batch, a prompt over the KV
 //! budget, a burst of requests and a request that fails do not disturb the others.
 
-use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use novapay::engine::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::single_stream_answers;
 use crate::{load_smollm2, smollm2_path};
 
 const TOKENS: usize = 8;
@@ -51,32 +51,10 @@ async fn until_done(
     }
 }
 
-fn batched_steps(handle: &LlmHandle) -> usize {
-    handle.stats().batch_steps[2..]
-        .iter()
-        .map(|n| n.load(Ordering::SeqCst))
-        .sum()
-}
-
 #[tokio::test]
 async fn concurrent_requests_get_their_single_stream_answers() {
     let mut llm = load_smollm2();
-    let alone: Vec<String> = questions()
-        .iter()
-        .map(|q| {
-            llm.forget();
-            let prompt = llm
-                .encode_chat(&[ChatMessage::new(Role::User, *q)])
-                .unwrap();
-            let mut text = String::new();
-            llm.generate(&prompt, &request(q, TOKENS).params, &|| false, &mut |t| {
-                text.push_str(t);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-            text
-        })
-        .collect();
+    let alone = single_stream_answers(&mut llm, &questions(), &request("", TOKENS).params);
     drop(llm);
 
     let handle = LlmHandle::spawn(LlmOptions::new(smollm2_path()), 8).unwrap();
@@ -97,7 +75,10 @@ async fn concurrent_requests_get_their_single_stream_answers() {
         assert_eq!(summary.usage.completion_tokens, TOKENS);
         assert_eq!(&text, want);
     }
-    assert!(batched_steps(&handle) > 0, "no step advanced two sequences");
+    assert!(
+        handle.stats().batched_steps() > 0,
+        "no step advanced two sequences"
+    );
     until_done(&mut hog).await.unwrap();
     assert_eq!(handle.stats().jobs_finished.load(Ordering::SeqCst), 4);
 }
