@@ -2,10 +2,14 @@
 //!
 //! - **Dense, per language.** A multilingual embedder scores a question higher against every chunk in
 //!   its own language: a Russian question about a stolen card sits closer to an unrelated Russian
-//!   article than to the English "Lost or stolen card" section. So each chunk's cosine is read as a
-//!   z-score against the question's cosines to the other candidates *in the chunk's language*: what
-//!   stands out within its language wins, whatever the language's offset. With one language in the
-//!   knowledge base this is the cosine order.
+//!   article than to the English "Lost or stolen card" section. So each chunk's cosine is read
+//!   against the question's mean cosine to the candidates *in the chunk's language*: what stands
+//!   out above its language's level wins, whatever the language's offset. With one language in the
+//!   knowledge base this is the cosine order. (Measured on the nine tuning knowledge bases with the
+//!   4-bit e5 copy, `eval/README.md`: the right article first for 509 of 796 answerable questions
+//!   against 485 with the former z-score over the 30 best of each language, and in the top three
+//!   for 707 against 705; no knowledge base lost. Dividing by the spread as well, or subtracting
+//!   a share of the mean other than all of it, did worse.)
 //! - **Lexical, by coverage.** A BM25 hit adds its reciprocal rank weighted by the square of the
 //!   share of the question's rarity mass the chunk contains: a chunk that shares one common word
 //!   with the question ("card") hardly counts, one that has its rare words (a product name, an error
@@ -24,7 +28,7 @@ pub struct Fusion {
     /// The embedder reads every language of the knowledge base: rank dense hits within their
     /// language and weigh each lexical hit by the share of the question it covers (the dense list
     /// carries cross-language questions). Off for an English-only embedder: its cosines across
-    /// languages are noise that a per-language z-score would promote, and only BM25 matches its
+    /// languages are noise that a per-language reading would promote, and only BM25 matches its
     /// Russian questions; then the lists are fused as they come (cosine order, plain reciprocal rank).
     pub multilingual: bool,
 }
@@ -32,11 +36,8 @@ pub struct Fusion {
 /// Reciprocal rank fusion's constant (Cormack et al.).
 pub const RRF_K: f32 = 60.0;
 
-/// Dense candidates read per query to measure each language's spread.
+/// Dense candidates read per query: each language's mean cosine is taken over them.
 pub const DENSE_POOL: usize = 200;
-
-/// Candidates of one language a z-score is taken against.
-const SPREAD_OF: usize = 30;
 
 /// A language with fewer candidates than this is measured against all candidates together.
 const MIN_PER_LANGUAGE: usize = 8;
@@ -46,50 +47,41 @@ pub fn reciprocal_rank(rank: usize) -> f32 {
     1.0 / (RRF_K + rank as f32 + 1.0)
 }
 
-/// `candidates` (id, cosine), best cosine first, re-ranked by each cosine's z-score within its
-/// chunk's language (see the module's note); returns (id, cosine), best first.
+/// `candidates` (id, cosine), best cosine first, re-ranked by each cosine's height above the mean
+/// cosine of the candidates in its chunk's language (see the module's note); returns (id, cosine),
+/// best first.
 pub fn rank_within_language(
     candidates: &[(usize, f32)],
     language_of: impl Fn(usize) -> Option<Language>,
 ) -> Vec<(usize, f32)> {
-    let spread = |cosines: &[f32]| -> (f32, f32) {
-        let n = cosines.len().max(1) as f32;
-        let mean = cosines.iter().sum::<f32>() / n;
-        let var = cosines.iter().map(|c| (c - mean) * (c - mean)).sum::<f32>() / n;
-        (mean, var.sqrt().max(1e-4))
+    let mean = |cosines: &mut dyn Iterator<Item = f32>| -> (f32, usize) {
+        let (sum, n) = cosines.fold((0.0f32, 0usize), |(s, n), c| (s + c, n + 1));
+        (sum / n.max(1) as f32, n)
     };
-    let top_of = |lang: Option<Language>| -> Vec<f32> {
-        candidates
-            .iter()
-            .filter(|(id, _)| language_of(*id) == lang)
-            .take(SPREAD_OF)
-            .map(|(_, c)| *c)
-            .collect()
-    };
-    let all: Vec<f32> = candidates.iter().take(SPREAD_OF).map(|(_, c)| *c).collect();
-    let pooled = spread(&all);
-    let mut per_language: Vec<(Option<Language>, (f32, f32))> = Vec::new();
+    let (pooled, _) = mean(&mut candidates.iter().map(|(_, c)| *c));
+    let mut level: Vec<(Option<Language>, f32)> = Vec::new();
     let mut scored: Vec<(usize, f32, f32)> = candidates
         .iter()
         .map(|&(id, cosine)| {
             let lang = language_of(id);
-            let (mean, sd) = match per_language.iter().find(|(l, _)| *l == lang) {
-                Some((_, s)) => *s,
+            let base = match level.iter().find(|(l, _)| *l == lang) {
+                Some((_, m)) => *m,
                 None => {
-                    let own = top_of(lang);
-                    let s = if own.len() >= MIN_PER_LANGUAGE {
-                        spread(&own)
-                    } else {
-                        pooled
-                    };
-                    per_language.push((lang, s));
-                    s
+                    let (own, n) = mean(
+                        &mut candidates
+                            .iter()
+                            .filter(|(i, _)| language_of(*i) == lang)
+                            .map(|(_, c)| *c),
+                    );
+                    let m = if n >= MIN_PER_LANGUAGE { own } else { pooled };
+                    level.push((lang, m));
+                    m
                 }
             };
-            (id, cosine, (cosine - mean) / sd)
+            (id, cosine, cosine - base)
         })
         .collect();
-    // Stable: equal z-scores keep the cosine order.
+    // Stable: equal heights keep the cosine order.
     scored.sort_by(|a, b| b.2.total_cmp(&a.2));
     scored.into_iter().map(|(id, c, _)| (id, c)).collect()
 }
@@ -138,6 +130,24 @@ mod tests {
         // One language only: the cosine order is kept.
         let one = rank_within_language(&candidates, |_| Some(Language::En));
         assert_eq!(one, candidates);
+    }
+
+    #[test]
+    fn height_above_the_language_level_beats_a_tight_crowd() {
+        // Russian candidates in a tight band (the best barely above, but many spreads above, them);
+        // English ones lower and looser, the best well above its language's level.
+        let mut candidates: Vec<(usize, f32)> =
+            (0..10).map(|i| (i, 0.80 + 0.001 * (i % 2) as f32)).collect();
+        candidates.push((10, 0.83));
+        candidates.push((100, 0.78));
+        for i in 0..9 {
+            candidates.push((101 + i, 0.66 + 0.01 * (i % 3) as f32));
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let language = |id: usize| Some(if id < 100 { Language::Ru } else { Language::En });
+        let ranked = rank_within_language(&candidates, language);
+        assert_eq!(ranked[0].0, 100, "{ranked:?}");
+        assert_eq!(ranked[1].0, 10, "{ranked:?}");
     }
 
     #[test]
