@@ -161,7 +161,24 @@ impl Assistant {
         }
         let (excerpts, sources) = self.excerpts_of(&retrieval);
         if mode == AnswerMode::Extract {
-            let text = self.extractive_text(question, sources.len(), &retrieval)?;
+            let (text, on_point) = self.extract(question, sources.len(), &retrieval)?;
+            // Quotes that leave out both of the question's most specific words do not answer it: offer
+            // the sections instead.
+            if !on_point {
+                let suggestions = suggestions_of(&retrieval.hits);
+                return Ok(Prepared {
+                    question: question.to_string(),
+                    plan: Plan::Suggest(
+                        suggestion_text(retrieval.language, &suggestions),
+                        suggestions,
+                    ),
+                    retrieval,
+                    sources: Vec::new(),
+                    excerpts: Vec::new(),
+                    cacheable,
+                    generation,
+                });
+            }
             return Ok(Prepared {
                 question: question.to_string(),
                 retrieval,
@@ -309,17 +326,30 @@ impl Assistant {
         excerpts: usize,
         retrieval: &Retrieval,
     ) -> Result<String, RagError> {
+        Ok(self.extract(question, excerpts, retrieval)?.0)
+    }
+
+    /// The extractive answer's text, and whether its quotes contain the question's key word
+    /// ([`super::extract::Extracted::has_key_word`]). Blocking.
+    fn extract(
+        &self,
+        question: &str,
+        excerpts: usize,
+        retrieval: &Retrieval,
+    ) -> Result<(String, bool), RagError> {
         let top = &retrieval.hits[..retrieval.hits.len().min(excerpts)];
         let query = retrieval.follow_up_query.as_deref().unwrap_or(question);
+        let kb = self.kb.load();
         let extracted = self
             .extractor
-            .answer(&self.embedder, self.kb.load().term_stats(), query, top)
+            .answer(&self.embedder, kb.term_stats(), query, top)
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
         self.metrics.extractive_answers.inc();
         if extracted.quotes.is_empty() {
-            return Ok(self.fallback_text(retrieval.language));
+            return Ok((self.fallback_text(retrieval.language), false));
         }
-        Ok(extracted.text)
+        let on_point = extracted.has_key_word(kb.term_stats(), query, top);
+        Ok((extracted.text, on_point))
     }
 
     /// The extractive answer for a prepared question (the generation queue was full, or nothing of

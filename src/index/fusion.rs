@@ -136,8 +136,9 @@ mod tests {
     fn height_above_the_language_level_beats_a_tight_crowd() {
         // Russian candidates in a tight band (the best barely above, but many spreads above, them);
         // English ones lower and looser, the best well above its language's level.
-        let mut candidates: Vec<(usize, f32)> =
-            (0..10).map(|i| (i, 0.80 + 0.001 * (i % 2) as f32)).collect();
+        let mut candidates: Vec<(usize, f32)> = (0..10)
+            .map(|i| (i, 0.80 + 0.001 * (i % 2) as f32))
+            .collect();
         candidates.push((10, 0.83));
         candidates.push((100, 0.78));
         for i in 0..9 {
