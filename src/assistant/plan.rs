@@ -163,8 +163,8 @@ impl Assistant {
         if mode == AnswerMode::Extract {
             let (text, on_point) = self.extract(question, sources.len(), &retrieval)?;
             // Quotes that leave out both of the question's most specific words do not answer it: offer
-            // the sections instead.
-            if !on_point {
+            // the sections instead. (Not for a follow-up: its words are read with the turns before.)
+            if !on_point && retrieval.follow_up_query.is_none() {
                 let suggestions = suggestions_of(&retrieval.hits);
                 return Ok(Prepared {
                     question: question.to_string(),
