@@ -160,31 +160,35 @@ impl Assistant {
             });
         }
         let (excerpts, sources) = self.excerpts_of(&retrieval);
+        // The sentences that would be quoted, in every answer mode: when they leave out both of the
+        // question's most specific words, the excerpts do not answer it (however close their topic),
+        // and no answer is generated or quoted from them: the sections are offered instead. Not for a
+        // follow-up: its words are read with the turns before.
+        let (quoted, on_point) = self.extract(question, sources.len(), &retrieval)?;
+        if !on_point && retrieval.follow_up_query.is_none() {
+            tracing::info!("the best sentences leave out the question's key words: suggested");
+            let suggestions = suggestions_of(&retrieval.hits);
+            return Ok(Prepared {
+                question: question.to_string(),
+                plan: Plan::Suggest(
+                    suggestion_text(retrieval.language, &suggestions),
+                    suggestions,
+                ),
+                retrieval,
+                sources: Vec::new(),
+                excerpts: Vec::new(),
+                cacheable,
+                generation,
+            });
+        }
         if mode == AnswerMode::Extract {
-            let (text, on_point) = self.extract(question, sources.len(), &retrieval)?;
-            // Quotes that leave out both of the question's most specific words do not answer it: offer
-            // the sections instead. (Not for a follow-up: its words are read with the turns before.)
-            if !on_point && retrieval.follow_up_query.is_none() {
-                let suggestions = suggestions_of(&retrieval.hits);
-                return Ok(Prepared {
-                    question: question.to_string(),
-                    plan: Plan::Suggest(
-                        suggestion_text(retrieval.language, &suggestions),
-                        suggestions,
-                    ),
-                    retrieval,
-                    sources: Vec::new(),
-                    excerpts: Vec::new(),
-                    cacheable,
-                    generation,
-                });
-            }
+            self.metrics.extractive_answers.inc();
             return Ok(Prepared {
                 question: question.to_string(),
                 retrieval,
                 sources,
                 excerpts: excerpts.into_iter().map(|e| e.text).collect(),
-                plan: Plan::Extract(text),
+                plan: Plan::Extract(quoted),
                 cacheable,
                 generation,
             });
@@ -326,11 +330,13 @@ impl Assistant {
         excerpts: usize,
         retrieval: &Retrieval,
     ) -> Result<String, RagError> {
+        self.metrics.extractive_answers.inc();
         Ok(self.extract(question, excerpts, retrieval)?.0)
     }
 
-    /// The extractive answer's text, and whether its quotes contain the question's key word
-    /// ([`super::extract::Extracted::has_key_word`]). Blocking.
+    /// The extractive answer's text (the fallback when nothing can be quoted), and whether its quotes
+    /// contain one of the question's key words ([`super::extract::Extracted::has_key_word`]); not
+    /// counted as served. Blocking.
     fn extract(
         &self,
         question: &str,
@@ -344,7 +350,6 @@ impl Assistant {
             .extractor
             .answer(&self.embedder, kb.term_stats(), query, top)
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
-        self.metrics.extractive_answers.inc();
         if extracted.quotes.is_empty() {
             return Ok((self.fallback_text(retrieval.language), false));
         }

@@ -414,6 +414,75 @@ fn temp_kb(files: &[(&str, &str)]) -> (tempfile::TempDir, Arc<KnowledgeBase>) {
     (dir, kb)
 }
 
+/// The sentences that would answer leave out what the question is specifically about (its rarest
+/// words are only in a FAQ question line, which is never quoted): in every answer mode the sections
+/// are offered, nothing is quoted or generated; a question the best sentences do speak to is answered.
+#[test]
+fn quotes_that_leave_out_the_questions_key_words_become_suggestions_in_every_mode() {
+    let (dir, kb) = temp_kb(&[
+        (
+            "sellers.md",
+            "# Selling with NovaPay\n\n## Questions from sellers\n\nQ: Can I send a payment link to a \
+             buyer?\nA: Please write to our support team, they will tell you what is available for your \
+             shop.\n\n## Shop payouts\n\nShop payouts reach your bank account within 2 business days. \
+             Each shop payout costs $1.\n",
+        ),
+        (
+            "cards.md",
+            "# Cards\n\n## Ordering a card\n\nYou can order a virtual card in the app. A plastic card \
+             arrives by post within 7 days.\n",
+        ),
+    ]);
+    for mode in [AnswerMode::Extract, AnswerMode::Verified] {
+        let a = assistant_on(kb.clone(), dir.path(), mode, 8);
+        let p = testing::prepare(
+            &a,
+            &SessionId::new_random(),
+            "Can I send a payment link to a buyer?",
+        )
+        .unwrap();
+        assert_eq!(
+            p.retrieval.decision,
+            novapay::assistant::Decision::Answer,
+            "the gate answers (its words are all in the excerpts): {:?}",
+            p.retrieval.gate
+        );
+        match &p.plan {
+            Plan::Suggest(text, suggestions) => {
+                assert!(!suggestions.is_empty(), "{mode:?}: {text}");
+                assert!(
+                    suggestions.iter().any(|s| s.source == "sellers.md"),
+                    "{suggestions:?}"
+                );
+                assert!(
+                    p.sources.is_empty(),
+                    "no sources are cited: {:?}",
+                    p.sources
+                );
+            }
+            _ => panic!("{mode:?}: not suggested"),
+        }
+        let p = testing::prepare(
+            &a,
+            &SessionId::new_random(),
+            "When do shop payouts reach my bank account?",
+        )
+        .unwrap();
+        match (&p.plan, mode) {
+            (Plan::Extract(text), AnswerMode::Extract) => {
+                assert!(text.contains("2 business days"), "{text}")
+            }
+            (Plan::Generate(_), AnswerMode::Verified) => {}
+            (Plan::Suggest(text, _), _) => panic!(
+                "{mode:?}: the payout question is suggested: {text} {:?} {:?}",
+                p.retrieval.decision, p.retrieval.gate
+            ),
+            _ => panic!("{mode:?}: the payout question is not answered"),
+        }
+        assert_eq!(a.llm().stats().jobs_finished.load(Ordering::SeqCst), 0);
+    }
+}
+
 #[test]
 fn a_poisoned_document_does_not_change_the_answers_figures() {
     let fees = std::fs::read_to_string(
